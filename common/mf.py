@@ -1,0 +1,223 @@
+"""Biased matrix factorisation trained by gradient descent, centrally.
+
+Three optimisers, as in the brief:
+
+* ``gd``: full-batch gradient descent, one step per epoch over every training example;
+* ``sgd``: mini-batch stochastic gradient descent over shuffled examples;
+* ``online``: one step per event, in the order the events are given (``learn_one``).
+
+Each step sums the per-example gradients of :mod:`fedrec.common.losses` per row and moves
+the rows with a step rule of :mod:`fedrec.common.optim`. Losses: ``mse`` on explicit ratings,
+``bce`` on positives plus sampled negatives, ``bpr`` on (positive, negative) pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from fedrec.common.losses import LOSSES, Regularization, bce_grads, bpr_grads, mse_grads
+from fedrec.common.negatives import NegativeSampler
+from fedrec.common.optim import STEP_RULES, StepRule, make_step_rule, sum_rows
+from fedrec.common.params import ItemParams, UserParams
+
+OPTIMIZERS = ("gd", "sgd", "online")
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced NaN or infinite parameters (lower the learning rate)."""
+
+
+@dataclass(frozen=True)
+class MFConfig:
+    """Hyper-parameters of :class:`MatrixFactorization`, stored as passed."""
+
+    n_factors: int = 64
+    loss: str = "mse"
+    optimizer: str = "sgd"
+    step_rule: str = "sgd"
+    lr: float = 0.01
+    reg: float = 0.05
+    reg_bias: float = 0.01
+    epochs: int = 20
+    batch_size: int = 256
+    negatives: int = 4
+    negative_alpha: float = 0.0
+    init_std: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("loss", self.loss, LOSSES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("step_rule", self.step_rule, STEP_RULES)
+        for name in ("n_factors", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1. Found {getattr(self, name)}.")
+        if self.negatives < 1 and self.loss != "mse":
+            raise ValueError(f"negatives must be >= 1 for loss {self.loss!r}. "
+                             f"Found {self.negatives}.")
+        Regularization(self.reg, self.reg_bias)
+
+    @property
+    def regularization(self) -> Regularization:
+        return Regularization(self.reg, self.reg_bias)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MatrixFactorization:
+    """Biased MF over dense user and item indices.
+
+    ``fit`` trains from scratch; ``learn_one`` takes one online step on one event and grows
+    the tables for unseen users or items. After fitting, ``users`` holds every user's private
+    half and ``items`` the global half of the model.
+    """
+
+    def __init__(self, config: MFConfig | None = None) -> None:
+        self.config = config or MFConfig()
+        self.users: UserParams | None = None
+        self.items: ItemParams | None = None
+        self.rating_range: tuple[float, float] = (-np.inf, np.inf)
+        self._rules: dict[str, StepRule] = {}
+        self._rng = np.random.default_rng(self.config.seed)
+        self._sampler: NegativeSampler | None = None
+
+    # ---- training ---------------------------------------------------------------------
+    def fit(self, user: np.ndarray, item: np.ndarray, value: np.ndarray | None = None,
+            n_users: int | None = None, n_items: int | None = None,
+            on_epoch: Callable[[int, float], None] | None = None) -> MatrixFactorization:
+        """Train on (user, item[, value]) rows from a fresh initialisation.
+
+        ``value`` holds ratings for ``mse`` and is ignored by the implicit losses, which treat
+        every row as a positive. ``on_epoch(epoch, mean_loss)`` is called after each epoch;
+        the mean training loss per epoch is also kept in ``history``.
+        """
+        cfg = self.config
+        user = np.asarray(user, dtype=np.int32)
+        item = np.asarray(item, dtype=np.int32)
+        if cfg.loss == "mse":
+            if value is None:
+                raise ValueError("loss 'mse' needs rating values")
+            value = np.asarray(value, dtype=np.float32)
+            if not np.all(np.isfinite(value)):
+                raise ValueError("rating values must be finite")
+        n_users = int(n_users if n_users is not None else (user.max() + 1 if len(user) else 0))
+        n_items = int(n_items if n_items is not None else (item.max() + 1 if len(item) else 0))
+        self._init(n_users, n_items, value)
+        if cfg.loss != "mse":
+            self._sampler = NegativeSampler(user, item, n_items, alpha=cfg.negative_alpha)
+        self.history: list[float] = []
+        for epoch in range(cfg.epochs):
+            self.history.append(self._epoch(user, item, value))
+            if on_epoch is not None:
+                on_epoch(epoch, self.history[-1])
+        return self
+
+    def _init(self, n_users: int, n_items: int, value: np.ndarray | None) -> None:
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed)
+        mean = float(value.mean()) if cfg.loss == "mse" and value is not None and len(value) else 0
+        self.users = UserParams.init(n_users, cfg.n_factors, rng, cfg.init_std)
+        self.items = ItemParams.init(n_items, cfg.n_factors, rng, cfg.init_std, mean=mean)
+        if cfg.loss == "mse" and value is not None and len(value):
+            self.rating_range = (float(value.min()), float(value.max()))
+        self._rng = np.random.default_rng(cfg.seed + 1)
+        self._rules = {
+            "user_factors": make_step_rule(cfg.step_rule, cfg.lr, self.users.factors.shape),
+            "user_bias": make_step_rule(cfg.step_rule, cfg.lr, self.users.bias.shape),
+            "item_factors": make_step_rule(cfg.step_rule, cfg.lr, self.items.factors.shape),
+            "item_bias": make_step_rule(cfg.step_rule, cfg.lr, self.items.bias.shape),
+        }
+
+    def _epoch(self, user: np.ndarray, item: np.ndarray, value: np.ndarray | None) -> float:
+        """One pass over the training rows; returns the mean data loss per row."""
+        cfg = self.config
+        n = len(user)
+        loss = 0.0
+        if cfg.optimizer == "gd":
+            loss = self._step(user, item, value)
+        elif cfg.optimizer == "sgd":
+            order = self._rng.permutation(n)
+            for start in range(0, n, cfg.batch_size):
+                rows = order[start:start + cfg.batch_size]
+                loss += self._step(user[rows], item[rows], None if value is None else value[rows])
+        else:
+            for row in range(n):
+                loss += self._step(user[row:row + 1], item[row:row + 1],
+                                   None if value is None else value[row:row + 1])
+        if not (np.all(np.isfinite(self.items.factors)) and np.all(np.isfinite(self.users.factors))):
+            raise NonFiniteError(f"training diverged (non-finite parameters); "
+                                 f"lower lr={cfg.lr}")
+        return loss / max(n, 1)
+
+    def _step(self, user: np.ndarray, item: np.ndarray, value: np.ndarray | None) -> float:
+        """One gradient step on a batch of positive rows (negatives added for implicit)."""
+        cfg = self.config
+        U, It, reg = self.users, self.items, cfg.regularization
+        if cfg.loss == "mse":
+            g = mse_grads(It.mean, U.factors[user], U.bias[user], It.factors[item],
+                          It.bias[item], value, reg)
+            u_rows, i_rows = user, item
+            du, dub, di, dib = g.user_factors, g.user_bias, g.item_factors, g.item_bias
+        elif cfg.loss == "bce":
+            users_neg = np.repeat(user, cfg.negatives)
+            neg, ok = self._sampler.sample(users_neg, self._rng)
+            u_rows = np.concatenate([user, users_neg[ok]])
+            i_rows = np.concatenate([item, neg[ok]])
+            label = np.zeros(len(u_rows), dtype=np.float32)
+            label[: len(user)] = 1.0
+            g = bce_grads(U.factors[u_rows], It.factors[i_rows], It.bias[i_rows], label, reg)
+            du, dub, di, dib = g.user_factors, None, g.item_factors, g.item_bias
+        else:
+            users_neg = np.repeat(user, cfg.negatives)
+            pos = np.repeat(item, cfg.negatives)
+            neg, ok = self._sampler.sample(users_neg, self._rng)
+            users_neg, pos, neg = users_neg[ok], pos[ok], neg[ok]
+            g = bpr_grads(U.factors[users_neg], It.factors[pos], It.bias[pos], It.factors[neg],
+                          It.bias[neg], reg)
+            u_rows, i_rows = users_neg, np.concatenate([pos, neg])
+            du, dub = g.user_factors, None
+            di = np.concatenate([g.pos_factors, g.neg_factors])
+            dib = np.concatenate([g.pos_bias, g.neg_bias])
+        rows, grad = sum_rows(u_rows, du)
+        self._rules["user_factors"].step(U.factors, rows, grad)
+        if dub is not None:
+            rows, grad = sum_rows(u_rows, dub)
+            self._rules["user_bias"].step(U.bias, rows, grad)
+        rows, grad = sum_rows(i_rows, di)
+        self._rules["item_factors"].step(It.factors, rows, grad)
+        rows, grad = sum_rows(i_rows, dib)
+        self._rules["item_bias"].step(It.bias, rows, grad)
+        return float(g.loss.sum())
+
+    # ---- prediction -------------------------------------------------------------------
+    def predict(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+        """Predicted ratings (``mse``), clipped to the training rating range, or scores."""
+        self._check_fitted()
+        user, item = np.asarray(user), np.asarray(item)
+        U, It = self.users, self.items
+        dot = np.einsum("ij,ij->i", U.factors[user], It.factors[item])
+        if self.config.loss != "mse":
+            return It.bias[item] + dot
+        pred = It.mean + U.bias[user] + It.bias[item] + dot
+        return np.clip(pred, *self.rating_range)
+
+    def score_items(self, users: np.ndarray) -> np.ndarray:
+        """Scores of every item for each of ``users``: shape (len(users), n_items).
+
+        Ranking needs only the item-dependent part, ``b_i + p_u·q_i``.
+        """
+        self._check_fitted()
+        return self.users.factors[users] @ self.items.factors.T + self.items.bias[None, :]
+
+    def _check_fitted(self) -> None:
+        if self.users is None or self.items is None:
+            raise RuntimeError("the model is not fitted yet; call fit() first")
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}. Found {value!r}.")

@@ -1,0 +1,121 @@
+"""Step rules for row-sparse parameter tables (SGD, Adagrad, Adam).
+
+A table (the item factors, the item biases, ...) is updated only at the rows a batch touched.
+:func:`sum_rows` folds the per-example gradients of repeated rows into one row each;
+a :class:`StepRule` then moves those rows. Adagrad and Adam keep per-row state, and Adam
+counts steps per row ("lazy" Adam), so rows that are rarely touched are not over-corrected.
+The same rules serve centralized training and, later, the federated server's optimiser step.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+STEP_RULES = ("sgd", "adagrad", "adam")
+
+
+def sum_rows(rows: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum gradient rows that share a row index.
+
+    Returns the sorted unique indices and, aligned with them, the summed gradients
+    (same trailing shape as ``grads``).
+    """
+    if len(rows) <= 1:
+        return rows, grads
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
+    return sorted_rows[starts], np.add.reduceat(grads[order], starts, axis=0)
+
+
+class StepRule(ABC):
+    """Moves selected rows of one table against their gradient."""
+
+    def __init__(self, lr: float) -> None:
+        if not lr > 0:
+            raise ValueError(f"Learning rate must be > 0. Found {lr}.")
+        self.lr = float(lr)
+
+    @abstractmethod
+    def step(self, table: np.ndarray, rows: np.ndarray, grad: np.ndarray) -> None:
+        """Update ``table[rows]`` in place; ``rows`` must be unique."""
+
+    def grow(self, n_rows: int) -> None:  # noqa: B027 - stateless rules need nothing
+        """Make room for state of a table that grew to ``n_rows`` rows."""
+
+
+class SGD(StepRule):
+    """Plain gradient step: ``θ ← θ − lr·g``."""
+
+    def step(self, table: np.ndarray, rows: np.ndarray, grad: np.ndarray) -> None:
+        table[rows] -= self.lr * grad
+
+
+class Adagrad(StepRule):
+    """Adagrad: each coordinate's step shrinks with its accumulated squared gradient."""
+
+    def __init__(self, lr: float, shape: tuple[int, ...], eps: float = 1e-8,
+                 initial_accumulator: float = 0.0) -> None:
+        super().__init__(lr)
+        self.eps = eps
+        self.accum = np.full(shape, initial_accumulator, dtype=np.float32)
+
+    def step(self, table: np.ndarray, rows: np.ndarray, grad: np.ndarray) -> None:
+        acc = self.accum[rows] + grad * grad
+        self.accum[rows] = acc
+        table[rows] -= self.lr * grad / (np.sqrt(acc) + self.eps)
+
+    def grow(self, n_rows: int) -> None:
+        self.accum = _grow(self.accum, n_rows)
+
+
+class Adam(StepRule):
+    """Lazy Adam: moments and bias correction advance only for the rows a step touches."""
+
+    def __init__(self, lr: float, shape: tuple[int, ...], beta1: float = 0.9,
+                 beta2: float = 0.999, eps: float = 1e-8) -> None:
+        super().__init__(lr)
+        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+            raise ValueError(f"Adam betas must be in [0, 1). Found {beta1}, {beta2}.")
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.m = np.zeros(shape, dtype=np.float32)
+        self.v = np.zeros(shape, dtype=np.float32)
+        self.t = np.zeros(shape[0], dtype=np.int64)
+
+    def step(self, table: np.ndarray, rows: np.ndarray, grad: np.ndarray) -> None:
+        t = self.t[rows] + 1
+        self.t[rows] = t
+        m = self.beta1 * self.m[rows] + (1 - self.beta1) * grad
+        v = self.beta2 * self.v[rows] + (1 - self.beta2) * grad * grad
+        self.m[rows], self.v[rows] = m, v
+        tf = t.astype(np.float32)
+        c1 = 1 - np.float32(self.beta1) ** tf
+        c2 = 1 - np.float32(self.beta2) ** tf
+        if grad.ndim > 1:
+            c1, c2 = c1[:, None], c2[:, None]
+        table[rows] -= np.float32(self.lr) * (m / c1) / (np.sqrt(v / c2) + np.float32(self.eps))
+
+    def grow(self, n_rows: int) -> None:
+        self.m, self.v = _grow(self.m, n_rows), _grow(self.v, n_rows)
+        self.t = _grow(self.t, n_rows)
+
+
+def make_step_rule(name: str, lr: float, shape: tuple[int, ...]) -> StepRule:
+    """Build a step rule by name for a table of ``shape``."""
+    if name == "sgd":
+        return SGD(lr)
+    if name == "adagrad":
+        return Adagrad(lr, shape)
+    if name == "adam":
+        return Adam(lr, shape)
+    raise ValueError(f"Unknown step rule {name!r}; expected one of {', '.join(STEP_RULES)}.")
+
+
+def _grow(arr: np.ndarray, n_rows: int) -> np.ndarray:
+    if n_rows < arr.shape[0]:
+        raise ValueError(f"A table can only grow: has {arr.shape[0]} rows, asked for {n_rows}.")
+    out = np.zeros((n_rows,) + arr.shape[1:], dtype=arr.dtype)
+    out[: arr.shape[0]] = arr
+    return out

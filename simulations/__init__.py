@@ -1,0 +1,1 @@
+"""fedrec.simulations: running many clients on one machine, baselines, benchmarks and the CLI."""

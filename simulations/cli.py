@@ -1,0 +1,184 @@
+"""The ``fedrec`` command.
+
+``fedrec bench quality``   centralized model beside baselines on a protocol (JSON with --json)
+``fedrec download NAME``   fetch a MovieLens archive, verify its checksum, unpack it
+``fedrec data info NAME``  what a dataset holds: sizes, event types, activity imbalance
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fedrec.common.data.download import SOURCES, ChecksumError, download_dataset
+from fedrec.common.data.errors import DataFormatError
+from fedrec.common.data.interactions import EventType, Interactions
+from fedrec.common.data.registry import DATASETS, ENV_VAR, DatasetNotFoundError, load_dataset
+from fedrec.common.split import PROTOCOLS
+from fedrec.simulations.presets import mf_config
+from fedrec.simulations.progress import progress_bar
+from fedrec.simulations.quality import bench_quality, models_for
+from fedrec.simulations.results import RESULTS_DIR, environment, write_json
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fedrec`` console command; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (DataFormatError, DatasetNotFoundError, ChecksumError, FileExistsError,
+            ValueError) as exc:
+        print(f"fedrec: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # network and disk failures: say what failed, no traceback
+        print(f"fedrec: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedrec", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    bench = sub.add_parser("bench", help="benchmarks (results as JSON)")
+    bench_sub = bench.add_subparsers(required=True, metavar="BENCH")
+    quality = bench_sub.add_parser(
+        "quality", help="centralized MF beside baselines on one protocol",
+        description="Fit the centralized model and the baselines on the protocol's training "
+                    "rows and score them on its held-out rows, in one run.")
+    _dataset_args(quality)
+    quality.add_argument("--protocol", choices=PROTOCOLS, default="implicit-80-20")
+    quality.add_argument("--models", help="comma-separated subset of the protocol's models")
+    quality.add_argument("--epochs", type=int, help="override the preset's epochs")
+    quality.add_argument("--factors", type=int, help="override the preset's factors")
+    quality.add_argument("--seed", type=int, help="seed of the model's initialisation")
+    _output_args(quality)
+    quality.set_defaults(run=_run_quality)
+
+    download = sub.add_parser("download", help="fetch and verify a MovieLens dataset")
+    download.add_argument("name", choices=sorted(SOURCES))
+    download.add_argument("--data-dir", type=Path,
+                          help=f"where to put it (default: ${ENV_VAR} or ./data)")
+    download.add_argument("--url", help="a mirror's URL of the same archive")
+    download.add_argument("--digest", help="expected digest of the mirror's file, sha256:HEX")
+    download.set_defaults(run=_run_download)
+
+    data = sub.add_parser("data", help="inspect datasets")
+    data_sub = data.add_subparsers(required=True, metavar="ACTION")
+    info = data_sub.add_parser("info", help="sizes, event types and imbalance of a dataset")
+    _dataset_args(info, positional=True)
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(run=_run_info)
+    return parser
+
+
+def _dataset_args(parser: argparse.ArgumentParser, positional: bool = False) -> None:
+    names = ", ".join(DATASETS)
+    if positional:
+        parser.add_argument("dataset", help=f"one of: {names}")
+    else:
+        parser.add_argument("--dataset", default="synthetic", help=f"one of: {names}")
+    parser.add_argument("--data-dir", type=Path,
+                        help=f"folder with the dataset's files (default: ${ENV_VAR})")
+
+
+def _output_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--out", type=Path, help="JSON file to write (default: under results/)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_quality(args: argparse.Namespace) -> int:
+    data = load_dataset(args.dataset, args.data_dir)
+    models = tuple(args.models.split(",")) if args.models else None
+    if models:
+        unknown = set(models) - set(models_for(args.protocol))
+        if unknown:
+            raise ValueError(f"models {sorted(unknown)} do not apply to {args.protocol}; "
+                             f"choose from {', '.join(models_for(args.protocol))}")
+    config = mf_config(args.protocol, epochs=args.epochs, n_factors=args.factors, seed=args.seed)
+    with progress_bar(f"quality {data.name} {args.protocol}", args.quiet) as update:
+        record = bench_quality(data, args.protocol, models, config, update)
+    record["env"] = environment()
+    name = data.name.replace(":", "-").replace("/", "_")
+    path = write_json(record, args.out or RESULTS_DIR / f"quality-{name}-{args.protocol}.json")
+    if args.json:
+        print(json.dumps(record))
+    else:
+        _print_table(record)
+        print(f"results: {path}")
+    return 0
+
+
+def _print_table(record: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    metric_keys = [k for k in next(iter(record["models"].values()))
+                   if k not in ("folds", "eval_s")]
+    table = Table(title=f"{record['dataset']} · {record['protocol']}")
+    table.add_column("model")
+    for key in metric_keys:
+        table.add_column(key, justify="right")
+    for name, metrics in record["models"].items():
+        table.add_row(name, *(f"{metrics[k]:.4f}" if k != "fit_s" else f"{metrics[k]:.1f}"
+                              for k in metric_keys))
+    Console().print(table)
+
+
+def _run_download(args: argparse.Namespace) -> int:
+    root = args.data_dir or Path(os.environ.get(ENV_VAR) or "data")
+    with progress_bar(f"download {args.name}") as update:
+        folder = download_dataset(
+            args.name, root, url=args.url, digest=args.digest,
+            progress=lambda done, total: update(f"{done / 1e6:.1f} MB", done, total or done))
+    print(f"{args.name}: verified and unpacked into {folder}")
+    return 0
+
+
+def dataset_info(data: Interactions) -> dict:
+    """Sizes, event-type counts and activity imbalance of a dataset."""
+    per_user = np.bincount(data.user, minlength=data.n_users)
+    per_item = np.bincount(data.item, minlength=data.n_items)
+    return {
+        "dataset": data.name,
+        "rows": len(data),
+        "users": data.n_users,
+        "items": data.n_items,
+        "distinct_pairs": len(data.positives()),
+        "density": len(data.positives()) / max(1, data.n_users * data.n_items),
+        "events": {e.name.lower(): int((data.event == e).sum()) for e in EventType},
+        "rows_per_user": {"min": int(per_user.min()), "median": float(np.median(per_user)),
+                          "max": int(per_user.max()), "gini": _gini(per_user)},
+        "rows_per_item": {"min": int(per_item.min()), "median": float(np.median(per_item)),
+                          "max": int(per_item.max()), "gini": _gini(per_item)},
+        "item_features": list(data.item_features.names) if data.item_features else [],
+        "time_span_days": float((data.timestamp.max() - data.timestamp.min()) / 86_400)
+        if len(data) else 0.0,
+    }
+
+
+def _gini(counts: np.ndarray) -> float:
+    """Gini coefficient of a count distribution: 0 even, near 1 concentrated."""
+    x = np.sort(counts.astype(np.float64))
+    if not len(x) or x.sum() == 0:
+        return 0.0
+    n = len(x)
+    return float((2 * np.arange(1, n + 1) - n - 1) @ x / (n * x.sum()))
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    info = dataset_info(load_dataset(args.dataset, args.data_dir))
+    print(json.dumps(info, indent=None if args.json else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

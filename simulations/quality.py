@@ -1,0 +1,110 @@
+"""``fedrec bench quality``: the centralized model beside simple baselines, on one protocol.
+
+Every model is fitted on the same training rows and scored on the same held-out rows of
+:func:`fedrec.common.split.split`, in one run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from fedrec.common.data.interactions import Interactions
+from fedrec.common.metrics import mae, ranking_metrics, rmse
+from fedrec.common.mf import MatrixFactorization, MFConfig
+from fedrec.common.split import Split, is_explicit, split
+from fedrec.simulations.baselines import BiasBaseline, GlobalMean, Popularity
+from fedrec.simulations.presets import mf_config
+
+EXPLICIT_MODELS = ("global-mean", "bias", "centralized-mf")
+IMPLICIT_MODELS = ("popularity", "centralized-mf")
+K = 10
+
+Progress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+def models_for(protocol: str) -> tuple[str, ...]:
+    return EXPLICIT_MODELS if is_explicit(protocol) else IMPLICIT_MODELS
+
+
+def make_model(name: str, config: MFConfig) -> Any:
+    if name == "global-mean":
+        return GlobalMean()
+    if name == "bias":
+        return BiasBaseline()
+    if name == "popularity":
+        return Popularity()
+    if name == "centralized-mf":
+        return MatrixFactorization(config)
+    raise ValueError(f"Unknown model {name!r}.")
+
+
+def evaluate(model: Any, s: Split) -> dict[str, float]:
+    """The protocol's metrics of a fitted model on a split's held-out rows."""
+    if s.explicit:
+        pred = model.predict(s.test.user, s.test.item)
+        return {"rmse": rmse(pred, s.test.value), "mae": mae(pred, s.test.value)}
+    metrics = ranking_metrics(model.score_items, s.train, s.test, k=K)
+    metrics.pop("users")
+    return metrics
+
+
+def fit(model: Any, train: Interactions, on_epoch: Callable[[int, float], None] | None) -> None:
+    args = (train.user, train.item, train.value, train.n_users, train.n_items)
+    if isinstance(model, MatrixFactorization):
+        model.fit(*args, on_epoch=on_epoch)
+    else:
+        model.fit(*args)
+
+
+def bench_quality(data: Interactions, protocol: str, models: tuple[str, ...] | None = None,
+                  config: MFConfig | None = None, progress: Progress | None = None) -> dict:
+    """Fit and score each model on every split of ``protocol``; returns the bench record
+    (without ``env``)."""
+    models = models or models_for(protocol)
+    config = config or mf_config(protocol)
+    splits = list(split(data, protocol))
+    per_model: dict[str, list[dict[str, float]]] = {m: [] for m in models}
+    total = len(splits) * len(models)
+    done = 0
+    for s in splits:
+        for name in models:
+            label = f"{name} fold {s.fold}" if len(splits) > 1 else name
+            model = make_model(name, config)
+            epochs = config.epochs if isinstance(model, MatrixFactorization) else 0
+
+            def tick(epoch: int, _loss: float, label: str = label, epochs: int = epochs) -> None:
+                if progress:
+                    progress(f"{label} epoch {epoch + 1}/{epochs}", done, total)
+
+            if progress:
+                progress(label, done, total)
+            start = time.perf_counter()
+            fit(model, s.train, tick)
+            fit_s = time.perf_counter() - start
+            start = time.perf_counter()
+            metrics = evaluate(model, s)
+            metrics.update(fit_s=fit_s, eval_s=time.perf_counter() - start)
+            per_model[name].append(metrics)
+            done += 1
+    if progress:
+        progress("done", done, total)
+    out: dict[str, dict] = {}
+    for name, rows in per_model.items():
+        summary = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+        if len(rows) > 1:
+            summary["folds"] = rows
+        out[name] = summary
+    return {
+        "bench": "quality",
+        "dataset": data.name,
+        "protocol": protocol,
+        "data": {"rows": len(data), "users": data.n_users, "items": data.n_items},
+        "split": {"splits": len(splits), "train": len(splits[0].train),
+                  "test": len(splits[0].test)},
+        "config": {"centralized-mf": config.to_dict()},
+        "models": out,
+    }
