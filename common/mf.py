@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
 from fedrec.common.losses import LOSSES, Regularization, bce_grads, bpr_grads, mse_grads
 from fedrec.common.negatives import NegativeSampler
 from fedrec.common.optim import STEP_RULES, StepRule, make_step_rule, sum_rows
@@ -148,7 +147,8 @@ class MatrixFactorization:
             for row in range(n):
                 loss += self._step(user[row:row + 1], item[row:row + 1],
                                    None if value is None else value[row:row + 1])
-        if not (np.all(np.isfinite(self.items.factors)) and np.all(np.isfinite(self.users.factors))):
+        finite = np.isfinite(self.items.factors).all() and np.isfinite(self.users.factors).all()
+        if not finite:
             raise NonFiniteError(f"training diverged (non-finite parameters); "
                                  f"lower lr={cfg.lr}")
         return loss / max(n, 1)

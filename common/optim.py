@@ -116,6 +116,6 @@ def make_step_rule(name: str, lr: float, shape: tuple[int, ...]) -> StepRule:
 def _grow(arr: np.ndarray, n_rows: int) -> np.ndarray:
     if n_rows < arr.shape[0]:
         raise ValueError(f"A table can only grow: has {arr.shape[0]} rows, asked for {n_rows}.")
-    out = np.zeros((n_rows,) + arr.shape[1:], dtype=arr.dtype)
+    out = np.zeros((n_rows, *arr.shape[1:]), dtype=arr.dtype)
     out[: arr.shape[0]] = arr
     return out

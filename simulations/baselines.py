@@ -44,11 +44,11 @@ class BiasBaseline:
         self.item_bias = np.zeros(n_items)
         n_u = np.bincount(user, minlength=n_users)
         n_i = np.bincount(item, minlength=n_items)
-        for _ in range(self.sweeps):
-            resid = value - self.mean - self.user_bias[user]
-            self.item_bias = np.bincount(item, resid, n_items) / (self.reg_item + n_i)
+        for _ in range(self.sweeps):  # users first, then items, as Surprise does
             resid = value - self.mean - self.item_bias[item]
             self.user_bias = np.bincount(user, resid, n_users) / (self.reg_user + n_u)
+            resid = value - self.mean - self.user_bias[user]
+            self.item_bias = np.bincount(item, resid, n_items) / (self.reg_item + n_i)
         self.range = (float(value.min()), float(value.max()))
         return self
 

@@ -1,6 +1,7 @@
 """The ``fedrec`` command.
 
 ``fedrec bench quality``   centralized model beside baselines on a protocol (JSON with --json)
+``fedrec bench data``      time loading, generating the synthetic shop, and evaluating
 ``fedrec download NAME``   fetch a MovieLens archive, verify its checksum, unpack it
 ``fedrec data info NAME``  what a dataset holds: sizes, event types, activity imbalance
 """
@@ -15,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
 from fedrec.common.data.download import SOURCES, ChecksumError, download_dataset
 from fedrec.common.data.errors import DataFormatError
 from fedrec.common.data.interactions import EventType, Interactions
@@ -25,6 +25,7 @@ from fedrec.simulations.presets import mf_config
 from fedrec.simulations.progress import progress_bar
 from fedrec.simulations.quality import bench_quality, models_for
 from fedrec.simulations.results import RESULTS_DIR, environment, write_json
+from fedrec.simulations.speed import bench_data
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     quality.add_argument("--seed", type=int, help="seed of the model's initialisation")
     _output_args(quality)
     quality.set_defaults(run=_run_quality)
+
+    data_bench = bench_sub.add_parser(
+        "data", help="time loading, generating and evaluating",
+        description="Time MovieLens loading (each dataset found), the synthetic shop generator "
+                    "and a full-ranking evaluation of ML-100K; best of --repeats.")
+    data_bench.add_argument("--data-dir", type=Path,
+                            help=f"folder with the datasets (default: ${ENV_VAR})")
+    data_bench.add_argument("--repeats", type=int, default=3)
+    data_bench.add_argument("--events", type=int, default=1_000_000,
+                            help="synthetic events to generate")
+    _output_args(data_bench)
+    data_bench.set_defaults(run=_run_bench_data)
 
     download = sub.add_parser("download", help="fetch and verify a MovieLens dataset")
     download.add_argument("name", choices=sorted(SOURCES))
@@ -117,6 +130,19 @@ def _run_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_bench_data(args: argparse.Namespace) -> int:
+    record = bench_data(args.data_dir, args.repeats, args.events)
+    record["env"] = environment()
+    path = write_json(record, args.out or RESULTS_DIR / "data.json")
+    if args.json:
+        print(json.dumps(record))
+    else:
+        for what, t in record["timings"].items():
+            print(f"{t['seconds']:8.3f} s  {what}")
+        print(f"results: {path}")
+    return 0
+
+
 def _print_table(record: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -124,13 +150,14 @@ def _print_table(record: dict) -> None:
     metric_keys = [k for k in next(iter(record["models"].values()))
                    if k not in ("folds", "eval_s")]
     table = Table(title=f"{record['dataset']} · {record['protocol']}")
+    table.min_width = 100
     table.add_column("model")
     for key in metric_keys:
         table.add_column(key, justify="right")
     for name, metrics in record["models"].items():
         table.add_row(name, *(f"{metrics[k]:.4f}" if k != "fit_s" else f"{metrics[k]:.1f}"
                               for k in metric_keys))
-    Console().print(table)
+    Console(width=max(100, Console().width)).print(table)
 
 
 def _run_download(args: argparse.Namespace) -> int:

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
 from fedrec.common.data.interactions import Interactions
 from fedrec.common.metrics import mae, ranking_metrics, rmse
 from fedrec.common.mf import MatrixFactorization, MFConfig
@@ -76,7 +75,8 @@ def bench_quality(data: Interactions, protocol: str, models: tuple[str, ...] | N
             model = make_model(name, config)
             epochs = config.epochs if isinstance(model, MatrixFactorization) else 0
 
-            def tick(epoch: int, _loss: float, label: str = label, epochs: int = epochs) -> None:
+            def tick(epoch: int, _loss: float, label: str = label, epochs: int = epochs,
+                     done: int = done) -> None:
                 if progress:
                     progress(f"{label} epoch {epoch + 1}/{epochs}", done, total)
 

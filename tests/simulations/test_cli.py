@@ -1,0 +1,104 @@
+"""The ``fedrec`` command as a user types it (in-process via ``main`` and as a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from fedrec.simulations.cli import main
+from fedrec.simulations.quality import bench_quality
+
+from tests.conftest import low_rank_ratings
+
+LOG = "user,item,value,timestamp\n" + "".join(
+    f"u{u},i{i},{1 + (u * 7 + i * 3) % 5},{1000 + u * 50 + i}\n"
+    for u in range(30) for i in range(20) if (u + i) % 3)
+
+
+@pytest.fixture
+def csv_log(tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_text(LOG)
+    return path
+
+
+def test_bench_quality_json_on_explicit_5fold(csv_log, tmp_path, capsys):
+    out = tmp_path / "q.json"
+    code = main(["bench", "quality", "--dataset", f"csv:{csv_log}", "--protocol",
+                 "explicit-5fold", "--epochs", "2", "--json", "--quiet", "--out", str(out)])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record == json.loads(out.read_text())
+    assert record["bench"] == "quality" and record["protocol"] == "explicit-5fold"
+    assert set(record["models"]) == {"global-mean", "bias", "centralized-mf"}
+    for metrics in record["models"].values():
+        assert len(metrics["folds"]) == 5
+        assert metrics["rmse"] == pytest.approx(sum(f["rmse"] for f in metrics["folds"]) / 5)
+        assert {"rmse", "mae", "fit_s"} <= set(metrics)
+    assert record["config"]["centralized-mf"]["epochs"] == 2
+    assert record["env"]["python"] and record["env"]["numpy"]
+
+
+def test_bench_quality_implicit_metric_keys(csv_log, tmp_path, capsys):
+    code = main(["bench", "quality", "--dataset", f"csv:{csv_log}", "--protocol",
+                 "implicit-leave-last", "--epochs", "1", "--json", "--quiet",
+                 "--out", str(tmp_path / "x.json")])
+    assert code == 0
+    models = json.loads(capsys.readouterr().out)["models"]
+    assert set(models) == {"popularity", "centralized-mf"}
+    assert {"hr@10", "ndcg@10", "recall@10", "precision@10", "fit_s"} <= set(models["popularity"])
+
+
+def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,item,value\nu,i,five\n")
+    assert main(["bench", "quality", "--dataset", f"csv:{bad}", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"fedrec: error: {bad}:2: field 'value': expected a number, found 'five'"
+    assert main(["bench", "quality", "--dataset", "ml-1m", "--data-dir", str(tmp_path)]) == 2
+    assert "fedrec download ml-1m" in capsys.readouterr().err
+    code = main(["bench", "quality", "--protocol", "implicit-80-20", "--models", "bias"])
+    assert code == 2
+    assert "do not apply" in capsys.readouterr().err
+
+
+def test_data_info_reports_imbalance(csv_log, capsys):
+    assert main(["data", "info", f"csv:{csv_log}", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["users"] == 30 and info["items"] == 20
+    assert info["events"]["rating"] == info["rows"]
+    assert 0 <= info["rows_per_user"]["gini"] < 1
+
+
+def test_console_script_runs_as_a_subprocess(csv_log, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedrec.simulations.cli", "bench", "quality", "--dataset",
+         f"csv:{csv_log}", "--protocol", "explicit-80-20", "--epochs", "1", "--json",
+         "--out", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["models"]["bias"]["rmse"] > 0
+
+
+def test_centralized_mf_beats_baselines_in_the_same_run():
+    record = bench_quality(low_rank_ratings(n_users=150, n_items=80, density=0.6),
+                           "explicit-80-20")
+    m = record["models"]
+    assert m["centralized-mf"]["rmse"] < 0.5 * min(m["bias"]["rmse"], m["global-mean"]["rmse"])
+
+
+def test_bench_data_times_what_it_finds(tmp_path, capsys):
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    (folder / "u.data").write_text("".join(f"{u}\t{i}\t3\t{u * i}\n"
+                                           for u in range(1, 30) for i in range(1, 40)))
+    code = main(["bench", "data", "--data-dir", str(tmp_path), "--events", "20000",
+                 "--repeats", "1", "--json", "--out", str(tmp_path / "d.json")])
+    assert code == 0
+    timings = json.loads(capsys.readouterr().out)["timings"]
+    assert timings["load ml-100k"]["rows"] == 29 * 39
+    assert any(k.startswith("evaluate ml-100k") for k in timings)
+    synthetic = next(v for k, v in timings.items() if k.startswith("generate synthetic"))
+    assert synthetic["seconds"] > 0 and abs(synthetic["rows"] - 20_000) < 2_000

@@ -1,0 +1,95 @@
+"""The distribution: wheel contents, a clean install, the import rules of the layout, lint."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("common", "client", "server", "simulations")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("src")
+    for name in (*PACKAGES, "pyproject.toml", "README.md"):
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(path, src / name)
+    out = tmp_path_factory.mktemp("dist")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(out), str(src)], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = out.glob("fedrec-*.whl")
+    return wheel
+
+
+def test_wheel_holds_the_four_packages_under_the_fedrec_namespace(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    for pkg in PACKAGES:
+        assert f"fedrec/{pkg}/__init__.py" in names
+    assert "fedrec/common/data/synthetic.py" in names
+    assert "fedrec/__init__.py" not in names  # a namespace package
+    assert not [n for n in names if n.startswith(("tests/", "common/", "fedrec/tests"))]
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "fedrec = fedrec.simulations.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    metadata = zipfile.ZipFile(wheel).read(
+        next(n for n in names if n.endswith("METADATA"))).decode()
+    assert "Requires-Dist: flwr" in metadata
+    assert "Provides-Extra: ray" in metadata
+
+
+def test_wheel_installs_into_a_fresh_environment(wheel, tmp_path):
+    env = tmp_path / "venv"
+    venv.create(env, with_pip=True)
+    python = env / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
+                   check=True, timeout=300, capture_output=True)
+    # Locate (without importing numpy-dependent code) every package inside that environment.
+    code = ("import importlib.util as u, sys; "
+            "print('\\n'.join(u.find_spec('fedrec.' + p).origin for p in sys.argv[1:]))")
+    out = subprocess.run([str(python), "-c", code, *PACKAGES], check=True, timeout=60,
+                         capture_output=True, text=True, cwd=tmp_path).stdout.split()
+    assert len(out) == len(PACKAGES)
+    assert all(str(env) in origin for origin in out), out
+    assert (env / "bin" / "fedrec").exists()
+
+
+def _imports(folder: str) -> dict[str, set[str]]:
+    found = {}
+    for path in (ROOT / folder).rglob("*.py"):
+        mods = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                mods.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                mods.add(node.module)
+        found[str(path.relative_to(ROOT))] = mods
+    return found
+
+
+@pytest.mark.parametrize(("folder", "forbidden"), [
+    ("common", ("flwr", "fedrec.client", "fedrec.server", "fedrec.simulations")),
+    ("client", ("fedrec.server", "fedrec.simulations")),
+    ("server", ("fedrec.client", "fedrec.simulations")),
+])
+def test_dependency_direction_is_never_reversed(folder, forbidden):
+    for path, mods in _imports(folder).items():
+        bad = [m for m in mods if m.split(".")[0] in forbidden or m.startswith(forbidden)]
+        assert not bad, f"{path} imports {bad}"
+
+
+def test_ruff_is_clean():
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
