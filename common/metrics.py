@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+
 from fedrec.common.data.interactions import Interactions
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]

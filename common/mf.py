@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
 from fedrec.common.losses import LOSSES, Regularization, bce_grads, bpr_grads, mse_grads
 from fedrec.common.negatives import NegativeSampler
 from fedrec.common.optim import STEP_RULES, StepRule, make_step_rule, sum_rows

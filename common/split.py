@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
 from fedrec.common.data.interactions import Interactions
 
 PROTOCOLS = ("explicit-5fold", "explicit-80-20", "implicit-80-20", "implicit-leave-last")

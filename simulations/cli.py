@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from fedrec.common.data.download import SOURCES, ChecksumError, download_dataset
 from fedrec.common.data.errors import DataFormatError
 from fedrec.common.data.interactions import EventType, Interactions

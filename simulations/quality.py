@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 from fedrec.common.data.interactions import Interactions
 from fedrec.common.metrics import mae, ranking_metrics, rmse
 from fedrec.common.mf import MatrixFactorization, MFConfig

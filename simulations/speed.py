@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from fedrec.common.data.registry import MOVIELENS, DatasetNotFoundError, dataset_dir
 from fedrec.common.data.synthetic import ShopConfig, generate_shop
 from fedrec.common.metrics import ranking_metrics

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fedrec.common.data.interactions import EventType, IdMap, Interactions
 from fedrec.common.data.registry import DatasetNotFoundError, dataset_dir, load_dataset
 

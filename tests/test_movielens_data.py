@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedrec.common.data.movielens import load_ml_latest
 from fedrec.common.metrics import ranking_metrics, rmse
 from fedrec.common.split import split

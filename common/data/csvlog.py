@@ -47,10 +47,7 @@ def load_csv_log(path: Path, name: str | None = None) -> Interactions:
                 raise DataFormatError(path, line, field, "empty id")
         event = _event(path, line, row[col["event"]]) if "event" in col else EventType.RATING
         text = row[col["value"]].strip() if "value" in col else ""
-        if event == EventType.RATING or text:
-            value = _number(path, line, "value", text)
-        else:
-            value = 1.0
+        value = _number(path, line, "value", text) if event == EventType.RATING or text else 1.0
         stamp = _timestamp(path, line, row[col["timestamp"]]) if "timestamp" in col else line
         users.append(user)
         items.append(item)

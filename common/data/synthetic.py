@@ -75,7 +75,7 @@ def generate_shop(config: ShopConfig | None = None) -> Interactions:
     cat_weight = 1.0 / np.arange(1, cfg.n_categories + 1) ** 0.8
     category = rng.choice(cfg.n_categories, size=cfg.n_items, p=cat_weight / cat_weight.sum())
     q = centroids[category] + 0.35 * rng.normal(size=(cfg.n_items, cfg.n_factors))
-    n_new = int(round(cfg.new_item_share * cfg.n_items))
+    n_new = round(cfg.new_item_share * cfg.n_items)
     listed = np.zeros(cfg.n_items, dtype=np.int64)
     listed[cfg.n_items - n_new:] = np.sort(rng.integers(1, horizon, size=n_new))
     rank = rng.permutation(cfg.n_items) + 1
@@ -83,7 +83,8 @@ def generate_shop(config: ShopConfig | None = None) -> Interactions:
 
     # Users -----------------------------------------------------------------------------
     n_fav = rng.integers(1, 4, size=cfg.n_users)
-    favourites = rng.choice(cfg.n_categories, size=(cfg.n_users, 3), p=cat_weight / cat_weight.sum())
+    cat_p = cat_weight / cat_weight.sum()
+    favourites = rng.choice(cfg.n_categories, size=(cfg.n_users, 3), p=cat_p)
     mask = np.arange(3)[None, :] < n_fav[:, None]
     p = (centroids[favourites] * mask[..., None]).sum(axis=1) / n_fav[:, None]
     p += 0.25 * rng.normal(size=p.shape)
@@ -92,11 +93,12 @@ def generate_shop(config: ShopConfig | None = None) -> Interactions:
 
     # Visits: how many per user, when, and which item -----------------------------------
     events_per_visit = _expected_events_per_visit(cfg, p, q, log_pop, rng)
-    n_visits = max(cfg.n_users, int(round(cfg.n_events / events_per_visit)))
+    n_visits = max(cfg.n_users, round(cfg.n_events / events_per_visit))
     activity = rng.lognormal(0.0, cfg.activity_sigma, size=cfg.n_users)
     visits = 1 + rng.multinomial(n_visits - cfg.n_users, activity / activity.sum())
     v_user = np.repeat(np.arange(cfg.n_users), visits)
-    v_time = joined[v_user] + (rng.random(len(v_user)) * (horizon - joined[v_user])).astype(np.int64)
+    span = horizon - joined[v_user]
+    v_time = joined[v_user] + (rng.random(len(v_user)) * span).astype(np.int64)
     v_item = _sample_items(p, q, log_pop, listed, v_user, v_time, cfg.taste_strength, rng)
 
     # Funnel ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from fedrec.common.data.download import ChecksumError, download_dataset
 from fedrec.common.data.movielens import load_ml_100k
 

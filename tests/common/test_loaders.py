@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fedrec.common.data.csvlog import load_csv_log
 from fedrec.common.data.errors import DataFormatError
 from fedrec.common.data.interactions import EventType

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fedrec.common.losses import (
     Regularization,
     bce_grads,
@@ -12,8 +15,6 @@ from fedrec.common.losses import (
     sigmoid,
     softplus,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 REG = Regularization(factors=0.07, bias=0.03)
 EPS = 1e-6

@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 import pytest
-from fedrec.common.metrics import mae, ranking_metrics, rmse, top_k
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from fedrec.common.metrics import mae, ranking_metrics, rmse, top_k
 from tests.conftest import make_interactions
 
 

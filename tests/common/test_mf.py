@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedrec.common.data.synthetic import ShopConfig, generate_shop
 from fedrec.common.metrics import ranking_metrics, rmse
 from fedrec.common.mf import MatrixFactorization, MFConfig, NonFiniteError
 from fedrec.common.split import split
 from fedrec.simulations.baselines import BiasBaseline, Popularity
-
 from tests.conftest import low_rank_ratings
 
 SETUPS = {

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fedrec.common.optim import SGD, Adagrad, Adam, make_step_rule, sum_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+
+from fedrec.common.optim import SGD, Adagrad, Adam, make_step_rule, sum_rows
 
 
 @settings(max_examples=50, deadline=None)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedrec.common.data.interactions import EventType
 from fedrec.common.split import leave_last_rows, split
-
 from tests.conftest import low_rank_ratings, make_interactions
 
 

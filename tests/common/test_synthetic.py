@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedrec.common.data.interactions import EventType
 from fedrec.common.data.synthetic import DAY, START, ShopConfig, generate_shop
 

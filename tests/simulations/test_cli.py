@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+
 from fedrec.simulations.cli import main
 from fedrec.simulations.quality import bench_quality
-
 from tests.conftest import low_rank_ratings
 
 LOG = "user,item,value,timestamp\n" + "".join(
