@@ -4,7 +4,10 @@ Three optimisers, as in the brief:
 
 * ``gd``: full-batch gradient descent, one step per epoch over every training example;
 * ``sgd``: mini-batch stochastic gradient descent over shuffled examples;
-* ``online``: one step per event, in the order the events are given (``learn_one``).
+* ``online``: one step per event, in the order the events are given.
+
+``partial_fit`` continues training on new rows without starting over (growing the tables for
+new users and items); ``learn_one`` is its one-event form.
 
 Each step sums the per-example gradients of :mod:`fedrec.common.losses` per row and moves
 the rows with a step rule of :mod:`fedrec.common.optim`. Losses: ``mse`` on explicit ratings,
@@ -71,8 +74,10 @@ class MFConfig:
 class MatrixFactorization:
     """Biased MF over dense user and item indices.
 
-    ``fit`` trains from scratch; ``learn_one`` takes one online step on one event and grows
-    the tables for unseen users or items. After fitting, ``users`` holds every user's private
+    ``fit`` trains from scratch; ``partial_fit`` takes one pass over new rows with the
+    configured optimiser and ``learn_one`` one online step on one event; both grow the tables
+    for unseen users or items and leave the rows that no event touched bit-identical.
+    After fitting, ``users`` holds every user's private
     half and ``items`` the global half of the model.
     """
 
@@ -84,6 +89,7 @@ class MatrixFactorization:
         self._rules: dict[str, StepRule] = {}
         self._rng = np.random.default_rng(self.config.seed)
         self._sampler: NegativeSampler | None = None
+        self._running_mean: list | None = None
 
     # ---- training ---------------------------------------------------------------------
     def fit(self, user: np.ndarray, item: np.ndarray, value: np.ndarray | None = None,
@@ -96,14 +102,7 @@ class MatrixFactorization:
         the mean training loss per epoch is also kept in ``history``.
         """
         cfg = self.config
-        user = np.asarray(user, dtype=np.int32)
-        item = np.asarray(item, dtype=np.int32)
-        if cfg.loss == "mse":
-            if value is None:
-                raise ValueError("loss 'mse' needs rating values")
-            value = np.asarray(value, dtype=np.float32)
-            if not np.all(np.isfinite(value)):
-                raise ValueError("rating values must be finite")
+        user, item, value = self._check_rows(user, item, value)
         n_users = int(n_users if n_users is not None else (user.max() + 1 if len(user) else 0))
         n_items = int(n_items if n_items is not None else (item.max() + 1 if len(item) else 0))
         self._init(n_users, n_items, value)
@@ -116,13 +115,87 @@ class MatrixFactorization:
                 on_epoch(epoch, self.history[-1])
         return self
 
+    def partial_fit(self, user: np.ndarray, item: np.ndarray, value: np.ndarray | None = None,
+                    n_users: int | None = None, n_items: int | None = None) -> float:
+        """One pass of the configured optimiser over new rows, continuing from the current
+        model. Returns the mean data loss.
+
+        After ``fit`` the global mean μ stays as fitted; a model that starts from
+        ``partial_fit`` keeps μ as the running mean of the ratings it has seen.
+        """
+        user, item, value = self._check_rows(user, item, value)
+        n_users = max(int(n_users or 0), int(user.max()) + 1 if len(user) else 0)
+        n_items = max(int(n_items or 0), int(item.max()) + 1 if len(item) else 0)
+        if self.users is None:
+            self._init(n_users, n_items, value)
+            self._running_mean = [0, 0.0]  # ratings seen, their sum
+        else:
+            self._grow(n_users, n_items)
+        if self.config.loss == "mse" and len(value):
+            low, high = self.rating_range
+            self.rating_range = (min(low, float(value.min())), max(high, float(value.max())))
+            if self._running_mean is not None:
+                self._running_mean[0] += len(value)
+                self._running_mean[1] += float(value.sum())
+                self.items.mean = self._running_mean[1] / self._running_mean[0]
+        if self.config.loss != "mse":
+            if self._sampler is None:
+                self._sampler = NegativeSampler(user, item, self.items.n_items,
+                                                alpha=self.config.negative_alpha)
+            else:
+                self._sampler.extend(user, item, self.items.n_items)
+        return self._epoch(user, item, value)
+
+    def learn_one(self, user: int, item: int, value: float = 1.0) -> float:
+        """One online step on one event (a rating, or an implicit positive)."""
+        return self.partial_fit(np.array([user]), np.array([item]),
+                                np.array([value], dtype=np.float32))
+
+    def _check_rows(self, user: np.ndarray, item: np.ndarray, value: np.ndarray | None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        user = np.asarray(user, dtype=np.int32)
+        item = np.asarray(item, dtype=np.int32)
+        if len(user) != len(item) or (value is not None and len(value) != len(user)):
+            raise ValueError("user, item and value must have the same length")
+        if len(user) and (user.min() < 0 or item.min() < 0):
+            raise ValueError("user and item indices must be >= 0")
+        if self.config.loss == "mse":
+            if value is None:
+                raise ValueError("loss 'mse' needs rating values")
+            value = np.asarray(value, dtype=np.float32)
+            if not np.all(np.isfinite(value)):
+                raise ValueError("rating values must be finite")
+        return user, item, value
+
+    def _grow(self, n_users: int, n_items: int) -> None:
+        """Append fresh rows for new users and items; existing rows are not touched."""
+        cfg = self.config
+        if n_users > self.users.n_users:
+            extra = UserParams.init(n_users - self.users.n_users, cfg.n_factors, self._rng,
+                                    cfg.init_std)
+            self.users = UserParams(np.concatenate([self.users.factors, extra.factors]),
+                                    np.concatenate([self.users.bias, extra.bias]))
+            self._rules["user_factors"].grow(n_users)
+            self._rules["user_bias"].grow(n_users)
+        if n_items > self.items.n_items:
+            extra = ItemParams.init(n_items - self.items.n_items, cfg.n_factors, self._rng,
+                                    cfg.init_std)
+            self.items = ItemParams(np.concatenate([self.items.factors, extra.factors]),
+                                    np.concatenate([self.items.bias, extra.bias]),
+                                    self.items.mean)
+            self._rules["item_factors"].grow(n_items)
+            self._rules["item_bias"].grow(n_items)
+
     def _init(self, n_users: int, n_items: int, value: np.ndarray | None) -> None:
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
-        mean = float(value.mean()) if cfg.loss == "mse" and value is not None and len(value) else 0
+        explicit = cfg.loss == "mse" and value is not None and len(value)
+        mean = float(value.mean()) if explicit else 0.0
+        self._running_mean = None
         self.users = UserParams.init(n_users, cfg.n_factors, rng, cfg.init_std)
         self.items = ItemParams.init(n_items, cfg.n_factors, rng, cfg.init_std, mean=mean)
-        if cfg.loss == "mse" and value is not None and len(value):
+        self.rating_range = (-np.inf, np.inf)
+        if explicit:
             self.rating_range = (float(value.min()), float(value.max()))
         self._rng = np.random.default_rng(cfg.seed + 1)
         self._rules = {

@@ -19,13 +19,23 @@ class NegativeSampler:
                  alpha: float = 0.0, max_rounds: int = 50) -> None:
         if n_items < 1:
             raise ValueError(f"Number of items must be >= 1. Found {n_items}.")
-        self.n_items = int(n_items)
-        self.keys = np.unique(user.astype(np.int64) * n_items + item)
+        self.alpha = alpha
         self.max_rounds = max_rounds
+        self.keys = np.empty(0, dtype=np.int64)
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.n_items = 0
         self.cdf: np.ndarray | None = None
-        if alpha:
-            weight = np.bincount(item, minlength=n_items).astype(np.float64) ** alpha
-            weight = np.maximum(weight, 1e-12)
+        self.extend(user, item, n_items)
+
+    def extend(self, user: np.ndarray, item: np.ndarray, n_items: int | None = None) -> None:
+        """Add training positives (and grow the catalogue to ``n_items``)."""
+        largest = int(item.max()) + 1 if len(item) else 0
+        self.n_items = max(self.n_items, int(n_items or 0), largest)
+        self.keys = np.union1d(self.keys, _key(user, item))
+        self.counts = np.bincount(item, minlength=self.n_items) + np.pad(
+            self.counts, (0, self.n_items - len(self.counts)))
+        if self.alpha:
+            weight = np.maximum(self.counts.astype(np.float64) ** self.alpha, 1e-12)
             self.cdf = np.cumsum(weight) / weight.sum()
 
     def _draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -36,7 +46,7 @@ class NegativeSampler:
 
     def is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Whether each (user, item) pair is a training positive."""
-        key = users.astype(np.int64) * self.n_items + items
+        key = _key(users, items)
         pos = np.searchsorted(self.keys, key)
         pos = np.minimum(pos, len(self.keys) - 1) if len(self.keys) else pos
         return (self.keys[pos] == key) if len(self.keys) else np.zeros(len(key), dtype=bool)
@@ -56,3 +66,8 @@ class NegativeSampler:
             items[idx] = self._draw(len(idx), rng)
             bad[idx] = self.is_positive(users[idx], items[idx])
         return items.astype(np.int32), ~bad
+
+
+def _key(user: np.ndarray, item: np.ndarray) -> np.ndarray:
+    """One int64 per (user, item) pair, independent of the catalogue's size."""
+    return (np.asarray(user, dtype=np.int64) << 32) | np.asarray(item, dtype=np.int64)

@@ -103,3 +103,35 @@ def test_unfitted_model_and_bad_config_say_what_is_wrong():
         MFConfig(loss="bce", negatives=0)
     with pytest.raises(ValueError, match="needs rating values"):
         MatrixFactorization(MFConfig(loss="mse")).fit(np.array([0]), np.array([0]))
+
+
+@pytest.mark.parametrize("loss", ["mse", "bce"])
+def test_partial_fit_grows_tables_and_leaves_untouched_rows_bit_identical(explicit_split, loss):
+    s = explicit_split
+    cfg = MFConfig(loss=loss, n_factors=4, epochs=2, negatives=2, step_rule="adagrad", seed=3)
+    model = MatrixFactorization(cfg).fit(s.train.user, s.train.item, s.train.value, 60, 40)
+    items_before = model.items.copy()
+    users_before = model.users.copy()
+    # New events: user 2 meets item 5 and a brand-new item 41; a new user 61 appears.
+    model.partial_fit(np.array([2, 61]), np.array([5 if loss == "mse" else 41, 41]),
+                      np.array([4.0, 5.0]))
+    assert model.items.n_items == 42 and model.users.n_users == 62
+    touched_items = {5, 41} if loss == "mse" else None
+    if touched_items is not None:  # negatives of bce touch sampled items too
+        untouched = [i for i in range(40) if i not in touched_items]
+        np.testing.assert_array_equal(model.items.factors[untouched],
+                                      items_before.factors[untouched])
+        np.testing.assert_array_equal(model.items.bias[untouched], items_before.bias[untouched])
+    others = [u for u in range(60) if u != 2]
+    np.testing.assert_array_equal(model.users.factors[others], users_before.factors[others])
+    assert model.items.mean == items_before.mean
+
+
+def test_learn_one_follows_a_new_taste():
+    cfg = MFConfig(loss="mse", n_factors=4, optimizer="online", lr=0.05, reg=0.0, epochs=1)
+    model = MatrixFactorization(cfg)
+    for _ in range(200):
+        model.learn_one(0, 0, 5.0)
+        model.learn_one(0, 1, 1.0)
+    assert model.predict(np.array([0, 0]), np.array([0, 1])).tolist() == pytest.approx(
+        [5.0, 1.0], abs=0.2)
