@@ -26,7 +26,12 @@ def sum_rows(rows: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.ndarra
         return rows, grads
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
-    starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
+    first = np.empty(len(rows), dtype=bool)
+    first[0] = True
+    np.not_equal(sorted_rows[1:], sorted_rows[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    if len(starts) == len(rows):  # no repeats: nothing to add up
+        return sorted_rows, grads[order]
     return sorted_rows[starts], np.add.reduceat(grads[order], starts, axis=0)
 
 

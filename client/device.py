@@ -1,0 +1,163 @@
+"""One shopper's device, without Flower: its events, its private user vector, local training.
+
+:class:`Device` trains the user's half of the model (``p_u``, ``b_u``) on the device's own
+events against the server's item rows, and returns an :class:`~fedrec.common.schema.ItemUpdate`
+for the rows it touched: the pseudo-gradient ``row_before − row_after`` of its local copy.
+The user vector never leaves the object except through :meth:`Device.state` (to persist it
+on the device). The Flower ClientApp and the edge client only wrap this class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedrec.common.losses import Regularization, bce_grads_one_user, mse_grads_one_user
+from fedrec.common.metrics import top_k
+from fedrec.common.optim import sum_rows
+from fedrec.common.schema import ItemUpdate, TrainConfig
+
+TRAIN_METRICS = ("train-loss", "num-examples")
+
+
+@dataclass
+class UserState:
+    """The device's private half of the model."""
+
+    factors: np.ndarray  # (k,) float32
+    bias: float = 0.0
+
+
+class Device:
+    """A device holding one user's events (dense item ids, values, timestamps)."""
+
+    def __init__(self, items: np.ndarray, values: np.ndarray | None = None,
+                 seed: int = 0, state: UserState | None = None) -> None:
+        self.items = np.asarray(items, dtype=np.int64)
+        self.values = (np.ones(len(self.items), np.float32) if values is None
+                       else np.asarray(values, dtype=np.float32))
+        if len(self.values) != len(self.items):
+            raise ValueError("items and values must have the same length")
+        self.rng = np.random.default_rng(seed)
+        self.user = state
+        self._distinct = len(np.unique(self.items)) == len(self.items)
+
+    # ---- training --------------------------------------------------------------------
+    def train(self, factors: np.ndarray, bias: np.ndarray, mean: float,
+              config: TrainConfig) -> tuple[ItemUpdate, dict[str, float]]:
+        """Train locally against the item table (``factors``, ``bias``, global ``mean``).
+
+        Returns the sparse item update and training metrics. The item table is read, never
+        written.
+        """
+        n_items, k = factors.shape
+        self._ensure_user(k, config)
+        reg = Regularization(config.reg, config.reg_bias)
+        explicit = config.loss == "mse"
+        pos = self.items
+        if not explicit:
+            pos = np.unique(pos)  # implicit: one positive per item
+        epochs = config.local_epochs
+        # Examples of every epoch up front, so the touched rows are known before training.
+        if explicit:
+            ex_items = np.tile(pos, epochs)
+            ex_target = np.tile(self.values, epochs)
+        else:
+            negs = self._negatives(pos, n_items, len(pos) * config.negatives * epochs)
+            per_epoch = len(pos) * (1 + config.negatives)
+            ex_items = np.empty(per_epoch * epochs, dtype=np.int64)
+            ex_target = np.zeros(per_epoch * epochs, dtype=np.float32)
+            for e in range(epochs):
+                block = slice(e * per_epoch, (e + 1) * per_epoch)
+                chunk = negs[e * len(pos) * config.negatives:(e + 1) * len(pos) * config.negatives]
+                ex_items[block] = np.concatenate([pos, chunk])
+                ex_target[block.start:block.start + len(pos)] = 1.0
+        touched, local = np.unique(ex_items, return_inverse=True)
+        q = factors[touched].astype(np.float32, copy=True)
+        b = bias[touched].astype(np.float32, copy=True)
+        q0, b0 = q.copy(), b.copy()
+        p = self.user.factors.astype(np.float32, copy=True)
+        bu = float(self.user.bias)
+        n_per_epoch = len(ex_items) // epochs
+        loss = 0.0
+        for e in range(epochs):
+            idx = np.arange(e * n_per_epoch, (e + 1) * n_per_epoch)
+            order = self.rng.permutation(idx) if config.optimizer != "online" else idx
+            size = {"gd": len(order), "sgd": config.batch_size, "online": 1}[config.optimizer]
+            loss = 0.0
+            for start in range(0, len(order), size):
+                li = local[order[start:start + size]]
+                y = ex_target[order[start:start + size]]
+                if explicit:
+                    g = mse_grads_one_user(mean, p, bu, q[li], b[li], y, reg)
+                    bu = bu - config.lr * g.user_bias
+                else:
+                    g = bce_grads_one_user(p, q[li], b[li], y, reg)
+                p = p - config.lr * g.user_factors
+                if explicit and self._distinct:  # rows in a batch are distinct
+                    q[li] -= config.lr * g.item_factors
+                    b[li] -= config.lr * g.item_bias
+                else:
+                    rows, gq = sum_rows(li, g.item_factors)
+                    q[rows] -= config.lr * gq
+                    rows, gb = sum_rows(li, g.item_bias)
+                    b[rows] -= config.lr * gb
+                loss += g.loss
+        self.user = UserState(p.astype(np.float32), float(bu))
+        counts = np.bincount(local, minlength=len(touched)).astype(np.float32) / epochs
+        update = ItemUpdate(ids=touched.astype(np.int64), rows=(q0 - q).astype(np.float32),
+                            bias=(b0 - b).astype(np.float32), counts=counts)
+        return update, {"train-loss": loss / max(n_per_epoch, 1),
+                        "num-examples": float(len(self.items))}
+
+    def _ensure_user(self, k: int, config: TrainConfig) -> None:
+        if self.user is None or self.user.factors.shape != (k,):
+            self.user = UserState(
+                self.rng.normal(0.0, config.init_std, size=k).astype(np.float32), 0.0)
+
+    def _negatives(self, positives: np.ndarray, n_items: int, n: int) -> np.ndarray:
+        """Uniform draws among the items this device has not interacted with."""
+        if len(positives) >= n_items:
+            return np.empty(0, dtype=np.int64)
+        draws = self.rng.integers(0, n_items - len(positives), size=n)
+        # Map a draw over the non-positive items onto the item index (positives sorted).
+        shift = np.searchsorted(positives - np.arange(len(positives)), draws, side="right")
+        return draws + shift
+
+    # ---- evaluation --------------------------------------------------------------------
+    def predict(self, factors: np.ndarray, bias: np.ndarray, mean: float,
+                items: np.ndarray, rating_range: tuple[float, float] = (-np.inf, np.inf)
+                ) -> np.ndarray:
+        """Predicted ratings of ``items`` for this user."""
+        if self.user is None:
+            return np.full(len(items), mean, dtype=np.float64)
+        pred = mean + self.user.bias + bias[items] + factors[items] @ self.user.factors
+        return np.clip(pred, *rating_range)
+
+    def evaluate_ratings(self, factors: np.ndarray, bias: np.ndarray, mean: float,
+                         items: np.ndarray, values: np.ndarray,
+                         rating_range: tuple[float, float] = (-np.inf, np.inf)
+                         ) -> dict[str, float]:
+        """Sums a server can aggregate into RMSE and MAE over held-out ratings."""
+        err = self.predict(factors, bias, mean, items, rating_range) - values
+        return {"sq-err": float((err ** 2).sum()), "abs-err": float(np.abs(err).sum()),
+                "num-examples": float(len(items))}
+
+    def evaluate_ranking(self, factors: np.ndarray, bias: np.ndarray, test_items: np.ndarray,
+                         k: int = 10) -> dict[str, float]:
+        """Full-ranking metrics over every item this device has not trained on."""
+        test_items = np.unique(test_items)
+        if not len(test_items):
+            return {"num-users": 0.0}
+        p = self.user.factors if self.user is not None else np.zeros(factors.shape[1])
+        scores = (factors @ p + bias).astype(np.float64)
+        scores[self.items] = -np.inf
+        top = top_k(scores[None, :], k)[0]
+        hits = np.isin(top, test_items)
+        discounts = 1.0 / np.log2(np.arange(2, k + 2))
+        ideal = discounts[: min(len(test_items), k)].sum()
+        n_hits = float(hits.sum())
+        return {"num-users": 1.0, f"hr@{k}": float(n_hits > 0),
+                f"ndcg@{k}": float((hits * discounts[: len(top)]).sum() / ideal),
+                f"recall@{k}": n_hits / len(test_items), f"precision@{k}": n_hits / k}

@@ -1,0 +1,63 @@
+"""Simulated devices: a dataset's protocol split, cut into one partition per user.
+
+A simulated device is identified by its partition id (the user's dense index). The split is
+computed once per process and cached, so thousands of simulated devices share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from fedrec.common.data.interactions import Interactions
+from fedrec.common.data.registry import load_dataset
+from fedrec.common.split import Split, split
+
+
+@dataclass(frozen=True)
+class UserRows:
+    """One user's training and held-out rows (dense item ids and values)."""
+
+    train_items: np.ndarray
+    train_values: np.ndarray
+    test_items: np.ndarray
+    test_values: np.ndarray
+
+
+class Partitions:
+    """Per-user views of a split, by CSR offsets (no per-user copies until asked)."""
+
+    def __init__(self, s: Split) -> None:
+        self.split = s
+        self.n_users, self.n_items = s.train.n_users, s.train.n_items
+        self._train = _grouped(s.train)
+        self._test = _grouped(s.test)
+        values = s.train.value
+        self.rating_range = (float(values.min()), float(values.max())) if len(values) else (
+            -np.inf, np.inf)
+
+    def user(self, uid: int) -> UserRows:
+        if not 0 <= uid < self.n_users:
+            raise ValueError(f"partition id must be in [0, {self.n_users}). Found {uid}.")
+        (tr_order, tr_off), (te_order, te_off) = self._train, self._test
+        tr = tr_order[tr_off[uid]:tr_off[uid + 1]]
+        te = te_order[te_off[uid]:te_off[uid + 1]]
+        s = self.split
+        return UserRows(s.train.item[tr], s.train.value[tr], s.test.item[te], s.test.value[te])
+
+
+def _grouped(data: Interactions) -> tuple[np.ndarray, np.ndarray]:
+    return data.by_user()
+
+
+@lru_cache(maxsize=4)
+def simulated_partitions(dataset: str, protocol: str, fold: int = 0,
+                         data_dir: str | None = None) -> Partitions:
+    """The cached partitions of ``dataset`` under ``protocol`` (fold ``fold``)."""
+    data = load_dataset(dataset, data_dir or None)
+    for s in split(data, protocol):
+        if s.fold == fold:
+            return Partitions(s)
+    raise ValueError(f"protocol {protocol!r} has no fold {fold}")

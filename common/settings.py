@@ -1,0 +1,83 @@
+"""A run's settings: one typed object behind Flower's run config (kebab-case keys).
+
+The ServerApp, the ClientApp and the ``fedrec simulate`` command all read the same keys, with
+the same defaults, through :meth:`RunSettings.from_run_config`; ``pyproject.toml`` declares
+them under ``[tool.flwr.app.config]`` (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from fedrec.common.schema import TrainConfig
+from fedrec.common.split import PROTOCOLS, is_explicit
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a federated run is configured by."""
+
+    dataset: str = "synthetic"
+    protocol: str = "implicit-80-20"
+    fold: int = 0
+    data_dir: str = ""
+    num_rounds: int = 20
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
+    evaluate_every: int = 5
+    round_timeout: float = 600.0
+    factors: int = 32
+    optimizer: str = "sgd"
+    local_epochs: int = 2
+    lr: float = 0.05
+    reg: float = 0.01
+    reg_bias: float = 0.0
+    batch_size: int = 32
+    negatives: int = 8
+    init_std: float = 0.1
+    server_optimizer: str = "adam"
+    server_lr: float = 0.01
+    weighting: str = "uniform"
+    cap: float = 10.0
+    max_norm: float = 10.0
+    seed: int = 0
+    results_dir: str = ""
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}. "
+                             f"Found {self.protocol!r}.")
+        for name in ("num_rounds", "evaluate_every", "factors"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1. Found {getattr(self, name)}.")
+        for name in ("fraction_train", "fraction_evaluate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1]. Found {getattr(self, name)}.")
+        self.train_config()  # validates the local-training fields
+
+    @property
+    def explicit(self) -> bool:
+        return is_explicit(self.protocol)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(loss="mse" if self.explicit else "bce", optimizer=self.optimizer,
+                           local_epochs=self.local_epochs, lr=self.lr, reg=self.reg,
+                           reg_bias=self.reg_bias, batch_size=self.batch_size,
+                           negatives=self.negatives, init_std=self.init_std)
+
+    def to_run_config(self) -> dict[str, int | float | str]:
+        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_run_config(cls, config: dict) -> RunSettings:
+        """Read kebab-case run-config keys; unknown keys are refused by name."""
+        known = {f.name.replace("_", "-"): f for f in fields(cls)}
+        unknown = sorted(set(config) - set(known))
+        if unknown:
+            raise ValueError(f"unknown run-config keys: {', '.join(unknown)}")
+        values = {}
+        for key, value in config.items():
+            f = known[key]
+            kind = type(cls.__dataclass_fields__[f.name].default)
+            values[f.name] = kind(value)
+        return cls(**values)

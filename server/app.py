@@ -1,0 +1,108 @@
+"""fedrec's Flower ServerApp: set up the item model, learn μ, run the FedRec strategy.
+
+``run(grid, settings)`` is the whole server side of a run, callable on any Flower ``Grid``
+(Flower's simulation or deployment runtime, or fedrec's in-process engine). With
+``results-dir`` set, it writes the final item table (``model.npz``) and the per-round
+history (``history.json``) there, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from logging import INFO
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+
+from fedrec.common import records
+from fedrec.common.params import ItemParams
+from fedrec.common.partition import simulated_partitions
+from fedrec.common.settings import RunSettings
+from fedrec.server.item_model import ItemModel
+from fedrec.server.strategy import FedRec
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    run(grid, RunSettings.from_run_config(dict(context.run_config)))
+
+
+def catalogue(settings: RunSettings) -> tuple[int, tuple[float, float]]:
+    """The catalogue size and rating scale the server needs (public shop metadata; in
+    simulation read from the dataset, of which the server uses nothing else)."""
+    parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
+                                 settings.data_dir)
+    return parts.n_items, parts.rating_range
+
+
+def global_mean(grid: Grid, timeout: float) -> float:
+    """μ from every device's (rating sum, rating count): aggregates only."""
+    nodes = list(grid.get_node_ids())
+    messages = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY)
+                for node in nodes]
+    total = count = 0.0
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        if reply.has_error():
+            continue
+        metrics = reply.content.metric_records.get(records.METRICS, {})
+        total += float(metrics.get("rating-sum", 0.0))
+        count += float(metrics.get("rating-count", 0.0))
+    return total / count if count else 0.0
+
+
+def build_strategy(settings: RunSettings, n_items: int, mean: float,
+                   rating_range: tuple[float, float]) -> FedRec:
+    rng = np.random.default_rng(settings.seed)
+    params = ItemParams.init(n_items, settings.factors, rng, settings.init_std, mean=mean)
+    model = ItemModel(params, settings.server_optimizer, settings.server_lr)
+    return FedRec(model, settings.train_config(), fraction_train=settings.fraction_train,
+                  fraction_evaluate=settings.fraction_evaluate, weighting=settings.weighting,
+                  cap=settings.cap, max_norm=settings.max_norm, seed=settings.seed,
+                  rating_range=rating_range, evaluate_every=settings.evaluate_every,
+                  num_rounds=settings.num_rounds)
+
+
+def run(grid: Grid, settings: RunSettings) -> FedRec:
+    """Run a whole federated training on ``grid``; returns the strategy (model + history)."""
+    import random
+
+    random.seed(settings.seed)  # FedAvg's node sampling draws from `random`
+    n_items, rating_range = catalogue(settings)
+    mean = global_mean(grid, settings.round_timeout) if settings.explicit else 0.0
+    log(INFO, "fedrec: %s items, %s factors, global mean %.4f", n_items, settings.factors, mean)
+    strategy = build_strategy(settings, n_items, mean, rating_range)
+    strategy.start(grid=grid, initial_arrays=strategy.items_record(),
+                   num_rounds=settings.num_rounds, timeout=settings.round_timeout)
+    if settings.results_dir:
+        save_results(strategy, Path(settings.results_dir), settings)
+    return strategy
+
+
+def save_results(strategy: FedRec, folder: Path, settings: RunSettings) -> None:
+    """Write ``model.npz`` and ``history.json`` into ``folder`` through temp files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    p = strategy.model.params
+    _atomic(folder / "model.npz", lambda f: np.savez(
+        f, factors=p.factors, bias=p.bias, mean=np.array(p.mean),
+        version=strategy.model.version))
+    history = {"settings": settings.to_run_config(), "rounds": strategy.history,
+               "rejected": dict(strategy.rejected)}
+    _atomic(folder / "history.json", lambda f: f.write(json.dumps(history, indent=1).encode()))
+
+
+def _atomic(path: Path, write: object) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,44 @@
+"""The server's item model: the global half of MF, its row versions and its optimiser.
+
+:meth:`ItemModel.apply` takes one round's :class:`~fedrec.server.aggregate.Aggregate` as a
+(pseudo-)gradient and moves only the rows it names with the server's step rule (SGD with
+``lr = 1`` is federated averaging of the touched rows; Adam or Adagrad as FCF uses). Each
+moved row's version becomes the round number, so a device can later fetch only what changed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedrec.common.optim import make_step_rule
+from fedrec.common.params import ItemParams
+from fedrec.server.aggregate import Aggregate
+
+
+class ItemModel:
+    """Item table + row versions + server optimiser state."""
+
+    def __init__(self, params: ItemParams, step_rule: str = "sgd", lr: float = 1.0) -> None:
+        self.params = params
+        self.version = np.zeros(params.n_items, dtype=np.int64)
+        self.round = 0
+        self.step_rule, self.lr = step_rule, lr
+        self._factor_rule = make_step_rule(step_rule, lr, params.factors.shape)
+        self._bias_rule = make_step_rule(step_rule, lr, params.bias.shape)
+
+    @property
+    def n_items(self) -> int:
+        return self.params.n_items
+
+    def apply(self, agg: Aggregate, round_number: int) -> None:
+        """One server step on the rows of ``agg``."""
+        if len(agg.ids):
+            self._factor_rule.step(self.params.factors, agg.ids,
+                                   agg.rows.astype(np.float32))
+            self._bias_rule.step(self.params.bias, agg.ids, agg.bias.astype(np.float32))
+            self.version[agg.ids] = round_number
+        self.round = round_number
+
+    def changed_since(self, version: int) -> np.ndarray:
+        """Ids of the rows moved after ``version`` (a round number)."""
+        return np.flatnonzero(self.version > version)

@@ -1,0 +1,158 @@
+"""FedRec: a Flower strategy that keeps the item table and folds in sparse item updates.
+
+Built on Flower's :class:`~flwr.serverapp.strategy.FedAvg` for what it does well — sampling
+nodes, constructing messages, separating error replies and logging — and replacing what it
+cannot do: ``FedAvg.aggregate_train`` sums dense arrays of identical shapes, while every
+device here sends rows for different items. Each reply is validated on its own; an invalid
+one is rejected with its reason logged and counted, and never touches the model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from logging import INFO, WARNING
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from fedrec.common import records
+from fedrec.common.schema import InvalidUpdateError, ItemUpdate, TrainConfig, validate_update
+from fedrec.server.aggregate import WEIGHTINGS, aggregate
+from fedrec.server.item_model import ItemModel
+
+
+class FedRec(FedAvg):
+    """Sparse federated matrix factorisation over Flower's message API."""
+
+    def __init__(self, model: ItemModel, train_config: TrainConfig, *,
+                 fraction_train: float = 1.0, fraction_evaluate: float = 1.0,
+                 min_train_nodes: int = 1, min_evaluate_nodes: int = 1,
+                 min_available_nodes: int = 1, weighting: str = "uniform", cap: float = 10.0,
+                 max_norm: float = 10.0, seed: int = 0,
+                 rating_range: tuple[float, float] = (-np.inf, np.inf),
+                 evaluate_every: int = 1, num_rounds: int | None = None) -> None:
+        super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
+                         min_train_nodes=min_train_nodes, min_evaluate_nodes=min_evaluate_nodes,
+                         min_available_nodes=min_available_nodes,
+                         weighted_by_key=records.WEIGHT_KEY, arrayrecord_key=records.ITEMS,
+                         configrecord_key=records.CONFIG)
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}. "
+                             f"Found {weighting!r}.")
+        self.model, self.train_config = model, train_config
+        self.weighting, self.cap, self.max_norm, self.seed = weighting, cap, max_norm, seed
+        self.rating_range = rating_range
+        self.evaluate_every, self.num_rounds = evaluate_every, num_rounds
+        self.rejected: Counter[str] = Counter()
+        self.history: list[dict] = []
+
+    # ---- what goes out -----------------------------------------------------------------
+    def items_record(self) -> ArrayRecord:
+        return records.items_to_record(self.model.params.factors, self.model.params.bias)
+
+    def round_config(self, server_round: int) -> ConfigRecord:
+        low, high = self.rating_range
+        return records.config_to_record(
+            self.train_config, mean=float(self.model.params.mean), seed=self.seed,
+            **{"rating-min": float(low), "rating-max": float(high)})
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """Sample devices (FedAvg's sampling) and send each the item table and config."""
+        return super().configure_train(server_round, self.items_record(),
+                                       self.round_config(server_round), grid)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """Federated evaluation every ``evaluate_every`` rounds and after the last."""
+        if server_round % self.evaluate_every and server_round != self.num_rounds:
+            return []
+        return super().configure_evaluate(server_round, self.items_record(),
+                                          self.round_config(server_round), grid)
+
+    # ---- what comes back ---------------------------------------------------------------
+    def accept(self, reply: Message) -> ItemUpdate | None:
+        """The reply's validated update, or None (reason logged and counted)."""
+        node = reply.metadata.src_node_id
+        try:
+            content = reply.content
+            if records.UPDATE not in content.array_records:
+                raise InvalidUpdateError("missing", f"no {records.UPDATE!r} ArrayRecord")
+            arrays = records.record_to_arrays(content[records.UPDATE])
+            return validate_update(arrays, self.model.n_items, self.model.params.n_factors,
+                                   self.max_norm)
+        except InvalidUpdateError as exc:
+            self.rejected[exc.reason] += 1
+            log(WARNING, "Rejected the update of node %s: %s", node, exc)
+        except (TypeError, ValueError, KeyError) as exc:
+            self.rejected["decode"] += 1
+            log(WARNING, "Rejected the update of node %s: undecodable (%s)", node, exc)
+        return None
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Validate each reply, fold the accepted ones into the item table."""
+        ok, errors = self._check_and_log_replies(list(replies), is_train=True, validate=False)
+        accepted: list[ItemUpdate] = []
+        losses, weights = [], []
+        for reply in ok:
+            update = self.accept(reply)
+            if update is None:
+                continue
+            accepted.append(update)
+            metrics = reply.content.metric_records.get(records.METRICS, {})
+            weights.append(float(metrics.get(records.WEIGHT_KEY, 1.0)))
+            losses.append(float(metrics.get("train-loss", np.nan)))
+        agg = aggregate(accepted, self.weighting, self.cap)
+        self.model.apply(agg, server_round)
+        w = np.asarray(weights)
+        summary = {
+            "accepted": float(len(accepted)),
+            "rejected": float(len(ok) - len(accepted)),
+            "failed": float(len(errors)),
+            "rows-updated": float(len(agg.ids)),
+            "train-loss": float(np.average(losses, weights=w)) if len(w) and w.sum() else 0.0,
+            "upload-bytes": float(sum(u.nbytes for u in accepted)),
+        }
+        self.history.append({"round": server_round, "train": summary})
+        log(INFO, "round %s: %s accepted, %s rejected, %s failed, %s rows updated",
+            server_round, len(accepted), summary["rejected"], len(errors), len(agg.ids))
+        return self.items_record(), MetricRecord(summary)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        """Pool devices' held-out metrics: error sums into RMSE/MAE, per-user ranking
+        metrics into their mean over users with a test item."""
+        ok, _ = self._check_and_log_replies(list(replies), is_train=False, validate=False)
+        rows = [dict(r.content.metric_records.get(records.METRICS, {})) for r in ok]
+        if not rows:
+            return None
+        result = pool_evaluation(rows)
+        if self.history and self.history[-1]["round"] == server_round:
+            self.history[-1]["evaluate"] = result
+        else:
+            self.history.append({"round": server_round, "evaluate": result})
+        return MetricRecord(result) if result else None
+
+
+def pool_evaluation(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Combine per-device evaluation metrics (see :meth:`FedRec.aggregate_evaluate`)."""
+    explicit = [r for r in rows if "sq-err" in r]
+    if explicit:
+        n = sum(r["num-examples"] for r in explicit)
+        if not n:
+            return {}
+        return {"rmse": float(np.sqrt(sum(r["sq-err"] for r in explicit) / n)),
+                "mae": float(sum(r["abs-err"] for r in explicit) / n),
+                "num-examples": float(n)}
+    ranked = [r for r in rows if r.get("num-users", 0) > 0]
+    if not ranked:
+        return {}
+    keys = [k for k in ranked[0] if "@" in k]
+    out = {k: float(np.mean([r[k] for r in ranked])) for k in keys}
+    out["num-users"] = float(len(ranked))
+    return out
