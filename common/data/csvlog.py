@@ -63,6 +63,31 @@ def load_csv_log(path: Path, name: str | None = None) -> Interactions:
     )
 
 
+def write_csv_log(data: Interactions, path: Path) -> Path:
+    """Write ``data`` as a CSV event log (raw ids, event names) that :func:`load_csv_log`
+    reads back; through a temporary file and a rename."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["user", "item", "event", "value", "timestamp"])
+            names = [e.name.lower() for e in EventType]
+            users, items = data.users.raw, data.items.raw
+            writer.writerows(
+                (users[u], items[i], names[e], f"{v:g}", t) for u, i, e, v, t in zip(
+                    data.user.tolist(), data.item.tolist(), data.event.tolist(),
+                    data.value.tolist(), data.timestamp.tolist(), strict=True))
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _columns(path: Path, header: list[str]) -> dict[str, int]:
     unknown = [h for h in header if h not in COLUMNS]
     if unknown:

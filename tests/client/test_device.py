@@ -1,0 +1,91 @@
+"""The device's local training, without Flower."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedrec.client.device import Device, UserState
+from fedrec.common.losses import (
+    Regularization,
+    bce_grads,
+    bce_grads_one_user,
+    mse_grads,
+    mse_grads_one_user,
+)
+from fedrec.common.schema import TrainConfig
+
+RNG = np.random.default_rng(0)
+Q = RNG.normal(0, 0.1, (30, 4)).astype(np.float32)
+B = RNG.normal(0, 0.1, 30).astype(np.float32)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 8), st.integers(0, 2**31 - 1))
+def test_one_user_gradients_equal_the_general_ones_summed(n, seed):
+    rng = np.random.default_rng(seed)
+    p, q = rng.normal(size=3), rng.normal(size=(n, 3))
+    b, y = rng.normal(size=n), rng.uniform(1, 5, n)
+    reg = Regularization(0.1, 0.05)
+    one = mse_grads_one_user(3.0, p, 0.2, q, b, y, reg)
+    full = mse_grads(3.0, np.tile(p, (n, 1)), np.full(n, 0.2), q, b, y, reg)
+    np.testing.assert_allclose(one.user_factors, full.user_factors.sum(0), rtol=1e-10)
+    assert one.user_bias == pytest.approx(full.user_bias.sum())
+    np.testing.assert_allclose(one.item_factors, full.item_factors)
+    assert one.loss == pytest.approx(full.loss.sum())
+    label = (rng.random(n) < 0.5).astype(float)
+    one = bce_grads_one_user(p, q, b, label, reg)
+    full = bce_grads(np.tile(p, (n, 1)), q, b, label, reg)
+    np.testing.assert_allclose(one.user_factors, full.user_factors.sum(0), rtol=1e-10)
+    np.testing.assert_allclose(one.item_bias, full.item_bias)
+
+
+def test_one_local_gd_step_is_minus_lr_times_the_gradient():
+    items, values = np.array([2, 7, 11]), np.array([4.0, 1.0, 5.0], np.float32)
+    p0 = np.array([0.1, -0.2, 0.3, 0.0], np.float32)
+    dev = Device(items, values, state=UserState(p0.copy(), 0.1))
+    cfg = TrainConfig(loss="mse", optimizer="gd", local_epochs=1, lr=0.05, reg=0.1,
+                      reg_bias=0.01)
+    q_before = Q.copy()
+    update, metrics = dev.train(Q, B, 3.5, cfg)
+    np.testing.assert_array_equal(Q, q_before)  # the server's table is never written
+    g = mse_grads(3.5, np.tile(p0, (3, 1)), np.full(3, 0.1), Q[items], B[items], values,
+                  Regularization(0.1, 0.01))
+    assert update.ids.tolist() == [2, 7, 11]
+    np.testing.assert_allclose(update.rows, 0.05 * g.item_factors, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(update.bias, 0.05 * g.item_bias, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dev.user.factors, p0 - 0.05 * g.user_factors.sum(0), rtol=1e-5)
+    assert update.counts.tolist() == [1, 1, 1]
+    assert metrics["num-examples"] == 3
+
+
+@pytest.mark.parametrize("optimizer", ["gd", "sgd", "online"])
+def test_local_training_lowers_the_local_loss(optimizer):
+    items = np.arange(0, 30, 2)
+    values = np.where(items % 4 == 0, 5.0, 1.0).astype(np.float32)
+    dev = Device(items, values, seed=1)
+    cfg = TrainConfig(loss="mse", optimizer=optimizer, local_epochs=3, lr=0.05,
+                      batch_size=4)
+    q, b = Q.copy(), B.copy()
+    losses = []
+    for _ in range(15):
+        update, metrics = dev.train(q, b, 3.0, cfg)
+        q[update.ids] -= update.rows
+        b[update.ids] -= update.bias
+        losses.append(metrics["train-loss"])
+    assert losses[-1] < 0.3 * losses[0]
+
+
+def test_implicit_negatives_are_never_the_devices_items_and_updates_cover_them():
+    items = np.array([0, 3, 4, 9, 29])
+    dev = Device(items, seed=3)
+    negs = dev._negatives(np.unique(items), 30, 5000)
+    assert not np.isin(negs, items).any() and negs.min() >= 0 and negs.max() < 30
+    assert len(np.unique(negs)) == 25  # every other item can be drawn
+    cfg = TrainConfig(loss="bce", optimizer="sgd", negatives=3, local_epochs=2)
+    update, _ = dev.train(Q, B, 0.0, cfg)
+    assert set(items.tolist()) <= set(update.ids.tolist())
+    assert len(update.ids) > len(items)
+    np.testing.assert_allclose(update.counts[np.isin(update.ids, items)], 1.0)

@@ -1,0 +1,82 @@
+"""The wire schema: every malformed reply is refused with a named reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Array
+
+from fedrec.common.records import (
+    array_view,
+    config_to_record,
+    encode_array,
+    record_to_config,
+)
+from fedrec.common.schema import InvalidUpdateError, TrainConfig, validate_update
+from fedrec.common.settings import RunSettings
+
+
+def good(m=3, k=4):
+    return {"ids": np.array([0, 5, 9], np.int64)[:m],
+            "rows": np.full((m, k), 0.1, np.float32),
+            "bias": np.zeros(m, np.float32), "counts": np.ones(m, np.float32)}
+
+
+def test_a_good_update_passes():
+    u = validate_update(good(), n_items=10, n_factors=4, max_norm=1.0)
+    assert u.ids.tolist() == [0, 5, 9] and u.nbytes == 3 * 8 + 3 * 16 + 12 + 12
+
+
+@pytest.mark.parametrize(("mutate", "reason"), [
+    (lambda a: a["rows"].__setitem__((0, 0), np.nan), "nonfinite"),
+    (lambda a: a["bias"].__setitem__(1, np.inf), "nonfinite"),
+    (lambda a: a.__setitem__("rows", np.zeros((3, 5), np.float32)), "shape"),
+    (lambda a: a.__setitem__("bias", np.zeros(2, np.float32)), "shape"),
+    (lambda a: a["ids"].__setitem__(2, 10), "id-range"),
+    (lambda a: a["ids"].__setitem__(2, -1), "id-range"),
+    (lambda a: a["ids"].__setitem__(2, 5), "id-duplicate"),
+    (lambda a: a["rows"].__setitem__((1, 2), 1e6), "norm"),
+    (lambda a: a.__setitem__("rows", a["rows"].astype(np.float64)), "dtype"),
+    (lambda a: a.__setitem__("ids", a["ids"].astype(np.int32)), "dtype"),
+    (lambda a: a["counts"].__setitem__(0, 0), "counts"),
+    (lambda a: a.pop("counts"), "keys"),
+    (lambda a: a.__setitem__("ratings", np.ones(3, np.float32)), "keys"),
+])
+def test_malformed_updates_are_refused(mutate, reason):
+    arrays = good()
+    mutate(arrays)
+    with pytest.raises(InvalidUpdateError) as info:
+        validate_update(arrays, n_items=10, n_factors=4, max_norm=1.0)
+    assert info.value.reason == reason
+
+
+def test_encoding_is_the_npy_format_and_decoding_does_not_copy():
+    for a in (np.arange(12, dtype=np.float32).reshape(3, 4), np.array([7, 8], np.int64),
+              np.empty((0, 5), np.float32), np.asarray(np.float32(3))):
+        encoded = encode_array(a)
+        assert encoded.data == Array(a).data  # byte-identical to np.save
+        view = array_view(encoded)
+        np.testing.assert_array_equal(view, a)
+        assert view.shape == a.shape and not view.flags.writeable
+    with pytest.raises(TypeError, match="object"):
+        encode_array(np.array([object()]))
+
+
+def test_config_round_trip_and_unknown_keys():
+    cfg = TrainConfig(loss="bce", optimizer="gd", local_epochs=3)
+    back, extra = record_to_config(config_to_record(cfg, mean=3.5, seed=2))
+    assert back == cfg and extra == {"mean": 3.5, "seed": 2}
+    with pytest.raises(ValueError, match="unknown train config keys: colour"):
+        TrainConfig.from_dict({"colour": 1})
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainConfig(optimizer="newton")
+
+
+def test_run_settings_round_trip_through_run_config():
+    s = RunSettings(dataset="ml-100k", protocol="explicit-5fold", fold=3, lr=0.02)
+    assert RunSettings.from_run_config(s.to_run_config()) == s
+    assert s.train_config().loss == "mse"
+    with pytest.raises(ValueError, match="unknown run-config keys: learning-rate"):
+        RunSettings.from_run_config({"learning-rate": 0.1})
+    with pytest.raises(ValueError, match="fraction_train must be in"):
+        RunSettings(fraction_train=2.0)

@@ -1,0 +1,56 @@
+"""Aggregation by hand, and the item model's sparse step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedrec.common.params import ItemParams
+from fedrec.common.schema import ItemUpdate
+from fedrec.server.aggregate import aggregate
+from fedrec.server.item_model import ItemModel
+
+
+def update(ids, rows, counts):
+    rows = np.asarray(rows, np.float32)
+    return ItemUpdate(np.asarray(ids, np.int64), rows, rows[:, 0].copy(),
+                      np.asarray(counts, np.float32))
+
+
+A = update([1, 3], [[1.0, 0.0], [2.0, 2.0]], [1, 4])
+B = update([3], [[4.0, 0.0]], [20])
+
+
+@pytest.mark.parametrize(("weighting", "row3"), [
+    ("uniform", [3.0, 1.0]),  # (2 + 4) / 2, (2 + 0) / 2
+    ("count", [(2 * 4 + 4 * 20) / 24, 2 * 4 / 24]),
+    ("capped", [(2 * 4 + 4 * 10) / 14, 2 * 4 / 14]),
+])
+def test_weighted_mean_per_item(weighting, row3):
+    agg = aggregate([A, B], weighting, cap=10)
+    assert agg.ids.tolist() == [1, 3]
+    np.testing.assert_allclose(agg.rows[0], [1.0, 0.0])
+    np.testing.assert_allclose(agg.rows[1], row3)
+    np.testing.assert_allclose(agg.bias, agg.rows[:, 0])
+    assert agg.devices.tolist() == [1, 2]
+
+
+def test_order_of_devices_does_not_matter():
+    rng = np.random.default_rng(0)
+    ups = [update(rng.choice(20, 5, replace=False), rng.normal(size=(5, 3)), np.ones(5))
+           for _ in range(10)]
+    a, b = aggregate(ups, "count"), aggregate(ups[::-1], "count")
+    np.testing.assert_allclose(a.rows, b.rows, rtol=1e-12)
+
+
+def test_item_model_moves_only_aggregated_rows_and_bumps_versions():
+    params = ItemParams.init(5, 2, np.random.default_rng(0))
+    before = params.copy()
+    model = ItemModel(params, "sgd", lr=0.5)
+    model.apply(aggregate([A]), round_number=7)
+    np.testing.assert_allclose(params.factors[1], before.factors[1] - 0.5 * np.array([1, 0]))
+    np.testing.assert_array_equal(params.factors[[0, 2, 4]], before.factors[[0, 2, 4]])
+    assert model.version.tolist() == [0, 7, 0, 7, 0]
+    assert model.changed_since(0).tolist() == [1, 3]
+    model.apply(aggregate([]), round_number=8)  # an empty round changes nothing
+    assert model.version.tolist() == [0, 7, 0, 7, 0]

@@ -1,0 +1,168 @@
+"""Federated training end to end: Flower's ServerApp and ClientApp on the in-process engine."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from flwr.app import Message, MessageType, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.logger import FLOWER_LOGGER
+
+from fedrec.client.app import app as client_app
+from fedrec.common import records
+from fedrec.common.data.csvlog import write_csv_log
+from fedrec.common.data.synthetic import ShopConfig, generate_shop
+from fedrec.common.partition import simulated_partitions
+from fedrec.common.settings import RunSettings
+from fedrec.server.app import app as server_app
+from fedrec.server.app import build_strategy
+from fedrec.simulations.engine import InProcessGrid, run_in_process
+from tests.conftest import low_rank_ratings
+
+FLOWER_LOGGER.setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def shop_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("shop") / "shop.csv"
+    return write_csv_log(generate_shop(ShopConfig(n_users=120, n_items=80, n_events=6_000,
+                                                  seed=4)), path)
+
+
+@pytest.fixture(scope="module")
+def ratings_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ratings") / "ratings.csv"
+    data = low_rank_ratings(n_users=60, n_items=40, density=0.6)
+    data = replace(data, timestamp=data.timestamp + 1_600_000_000)  # realistic times
+    return write_csv_log(data, path)
+
+
+def settings_for(path, protocol, **kw):
+    base = {"dataset": f"csv:{path}", "protocol": protocol, "num_rounds": 6,
+            "evaluate_every": 3, "factors": 8, "local_epochs": 2, "negatives": 2}
+    return RunSettings(**{**base, **kw})
+
+
+def run(settings, tmp_path, observer=None):
+    parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold, "")
+    config = {**settings.to_run_config(), "results-dir": str(tmp_path)}
+    grid = run_in_process(server_app, client_app, parts.n_users, config, observer=observer)
+    history = json.loads((tmp_path / "history.json").read_text())
+    return grid, history, np.load(tmp_path / "model.npz")
+
+
+def test_explicit_federated_run_learns_and_writes_results(ratings_csv, tmp_path):
+    s = settings_for(ratings_csv, "explicit-80-20", lr=0.02, reg=0.02, batch_size=8,
+                     server_optimizer="sgd", server_lr=20.0, num_rounds=12, evaluate_every=6)
+    _, history, model = run(s, tmp_path)
+    evals = [r["evaluate"]["rmse"] for r in history["rounds"] if "evaluate" in r]
+    assert len(evals) == 2 and evals[-1] < evals[0]
+    parts = simulated_partitions(s.dataset, s.protocol, 0, "")
+    test = parts.split.test
+    assert evals[-1] < 0.9 * np.std(test.value)  # better than predicting the mean
+    assert model["factors"].shape == (40, 8)
+    assert float(model["mean"]) == pytest.approx(float(parts.split.train.value.mean()),
+                                                 rel=1e-6)
+    assert all(r["train"]["accepted"] == 60 for r in history["rounds"] if "train" in r)
+
+
+@pytest.mark.parametrize("protocol", ["implicit-80-20", "explicit-80-20"])
+def test_every_message_is_free_of_raw_data(shop_csv, ratings_csv, tmp_path, protocol):
+    """Inspect every message in both directions: nothing of a device's raw events (its
+    ratings, timestamps) or its user vector is ever in one."""
+    path = shop_csv if protocol.startswith("implicit") else ratings_csv
+    s = settings_for(path, protocol, num_rounds=4, evaluate_every=2)
+    seen = []
+    grid, history, _ = run(s, tmp_path, observer=lambda d, m: seen.append((d, m)))
+    assert {d for d, _ in seen} == {"to-device", "to-server"}
+    parts = simulated_partitions(s.dataset, s.protocol, 0, "")
+    stamps = set(parts.split.train.timestamp.tolist()) | set(parts.split.test.timestamp.tolist())
+    node_of = {nid: ctx.node_config["partition-id"] for nid, ctx in grid.contexts.items()}
+    inspected = 0
+    for direction, msg in seen:
+        content = msg.content
+        if direction == "to-device":
+            assert set(content.keys()) <= {records.ITEMS, records.CONFIG}
+            continue
+        node = msg.metadata.src_node_id
+        rows = parts.user(node_of[node])
+        ratings = np.sort(np.concatenate([rows.train_values, rows.test_values]))
+        p_u = records.record_to_arrays(grid.contexts[node].state[records.USER])["factors"]
+        assert set(content.keys()) <= {records.UPDATE, records.METRICS}
+        for record in content.array_records.values():
+            assert set(record.keys()) == {"ids", "rows", "bias", "counts"}
+            for arr in records.record_to_arrays(record).values():
+                assert not (set(np.unique(arr).tolist()) & stamps)
+                if arr.ndim == 2:
+                    assert not np.isclose(arr, p_u[None, :], atol=1e-6).all(axis=1).any()
+                elif protocol.startswith("explicit") and len(arr) == len(ratings):
+                    assert not np.array_equal(np.sort(arr), ratings)
+            inspected += 1
+        allowed = {"train-loss", "num-examples", "num-users", "hr@10", "ndcg@10",
+                   "recall@10", "precision@10", "sq-err", "abs-err", "rating-sum",
+                   "rating-count"}
+        for metrics in content.metric_records.values():
+            assert set(metrics) <= allowed
+    assert inspected >= 4 * parts.n_users * 0.9
+    evals = [r["evaluate"] for r in history["rounds"] if "evaluate" in r]
+    assert len(evals) == 2
+
+
+def _request(grid: InProcessGrid, node: int) -> Message:
+    return Message(RecordDict(), dst_node_id=node, message_type=MessageType.TRAIN)
+
+
+@pytest.mark.parametrize(("corrupt", "reason"), [
+    (lambda a: a["rows"].__setitem__((0, 0), np.nan), "nonfinite"),
+    (lambda a: a.__setitem__("rows", a["rows"][:, :3].copy()), "shape"),
+    (lambda a: a["ids"].__setitem__(0, 10_000), "id-range"),
+    (lambda a: a.__setitem__("rows", a["rows"] * 1e6), "norm"),
+    (lambda a: a.__setitem__("bias", a["bias"].astype(np.float64)), "dtype"),
+])
+def test_malformed_replies_are_rejected_and_the_model_is_unchanged(ratings_csv, corrupt,
+                                                                   reason):
+    s = settings_for(ratings_csv, "explicit-80-20")
+    parts = simulated_partitions(s.dataset, s.protocol, 0, "")
+    grid = InProcessGrid(ClientApp(), parts.n_users, s.to_run_config())
+    from fedrec.simulations.engine import TaskIdentity  # the runtime's identity, as a run sets
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    strategy = build_strategy(s, parts.n_items, 3.0, parts.rating_range)
+    before = strategy.model.params.copy()
+    arrays = {"ids": np.array([1, 2], np.int64), "rows": np.full((2, 8), 0.01, np.float32),
+              "bias": np.zeros(2, np.float32), "counts": np.ones(2, np.float32)}
+    corrupt(arrays)
+    request = _request(grid, 1001)
+    reply = Message(RecordDict({records.UPDATE: records.arrays_to_record(arrays),
+                                records.METRICS: records.metrics_to_record(
+                                    {"num-examples": 2, "train-loss": 1.0})}),
+                    reply_to=request)
+    _, metrics = strategy.aggregate_train(1, [reply])
+    assert strategy.rejected == {reason: 1}
+    assert metrics["rejected"] == 1 and metrics["accepted"] == 0
+    np.testing.assert_array_equal(strategy.model.params.factors, before.factors)
+    np.testing.assert_array_equal(strategy.model.params.bias, before.bias)
+
+
+def test_a_failing_device_and_a_timeout_do_not_stall_the_run(ratings_csv):
+    s = settings_for(ratings_csv, "explicit-80-20")
+    broken = ClientApp()
+
+    @broken.train()
+    def train(msg, context):
+        raise RuntimeError("device battery died")
+
+    grid = InProcessGrid(broken, 3, s.to_run_config())
+    from fedrec.simulations.engine import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    msgs = [_request(grid, n) for n in grid.get_node_ids()]
+    replies = list(grid.send_and_receive(msgs, timeout=60))
+    assert len(replies) == 3 and all(r.has_error() for r in replies)
+    assert "battery" in replies[0].error.reason
+    msgs = [_request(grid, n) for n in grid.get_node_ids()]
+    assert list(grid.send_and_receive(msgs, timeout=-1)) == []  # nothing arrived in time
