@@ -106,3 +106,15 @@ def test_ruff_is_clean():
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)],
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_flower_app_config_declares_every_run_setting():
+    import tomllib
+
+    from fedrec.common.settings import RunSettings
+
+    app = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    assert app["components"] == {"serverapp": "fedrec.server.app:app",
+                                 "clientapp": "fedrec.client.app:app"}
+    assert app["config"] == RunSettings().to_run_config()
+    assert RunSettings.from_run_config(app["config"]) == RunSettings()

@@ -102,3 +102,22 @@ def test_bench_data_times_what_it_finds(tmp_path, capsys):
     assert any(k.startswith("evaluate ml-100k") for k in timings)
     synthetic = next(v for k, v in timings.items() if k.startswith("generate synthetic"))
     assert synthetic["seconds"] > 0 and abs(synthetic["rows"] - 20_000) < 2_000
+
+
+def test_simulate_writes_json_and_a_plot_beside_the_centralized_model(csv_log, tmp_path,
+                                                                      capsys):
+    out = tmp_path / "sim.json"
+    code = main(["simulate", "--dataset", f"csv:{csv_log}", "--protocol", "explicit-80-20",
+                 "--rounds", "2", "--set", "factors=4", "--set", "evaluate-every=1",
+                 "--json", "--quiet", "--out", str(out)])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["bench"] == "simulate" and record["devices"] == 30
+    assert {"federated-mf", "centralized-mf"} <= set(record["models"])
+    assert [e["round"] for e in record["rounds"]["evaluate"]] == [1, 2]
+    assert record["settings"]["factors"] == 4
+    assert record["upload_bytes_per_device_round"] > 0
+    png = out.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["simulate", "--dataset", f"csv:{csv_log}", "--set", "colour=red"]) == 2
+    assert "unknown run-config keys: colour" in capsys.readouterr().err
