@@ -47,18 +47,23 @@ def _save(context: Context, device: Device) -> None:
              "bias": np.array([device.user.bias], dtype=np.float32)})
 
 
-def _seed(extra: dict, context: Context, msg: Message) -> int:
+def _seed(extra: dict, context: Context) -> int:
     pid = int(context.node_config.get("partition-id", 0))
     server_round = int(extra.get("server-round", 0))
     return int(extra.get("seed", 0)) * 1_000_003 + pid * 10_007 + server_round
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
+def _prepare(msg: Message, context: Context) -> tuple:
+    """Decode the server's message and restore this node's device."""
     config, extra = records.record_to_config(msg.content[records.CONFIG])
     factors, bias = records.record_to_items(msg.content[records.ITEMS])
     rows = local_rows(context)
-    device = _device(context, rows, _seed(extra, context, msg))
+    return config, extra, factors, bias, rows, _device(context, rows, _seed(extra, context))
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    config, extra, factors, bias, _, device = _prepare(msg, context)
     update, metrics = device.train(factors, bias, float(extra["mean"]), config)
     _save(context, device)
     return Message(RecordDict({records.UPDATE: records.update_to_record(update),
@@ -68,10 +73,7 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    config, extra = records.record_to_config(msg.content[records.CONFIG])
-    factors, bias = records.record_to_items(msg.content[records.ITEMS])
-    rows = local_rows(context)
-    device = _device(context, rows, _seed(extra, context, msg))
+    config, extra, factors, bias, rows, device = _prepare(msg, context)
     if config.loss == "mse":
         metrics = device.evaluate_ratings(
             factors, bias, float(extra["mean"]), rows.test_items, rows.test_values,

@@ -9,8 +9,6 @@ history (``history.json``) there, atomically.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from logging import INFO
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from fedrec.common import records
+from fedrec.common.atomic import atomic_open
 from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
@@ -89,20 +88,10 @@ def save_results(strategy: FedRec, folder: Path, settings: RunSettings) -> None:
     """Write ``model.npz`` and ``history.json`` into ``folder`` through temp files."""
     folder.mkdir(parents=True, exist_ok=True)
     p = strategy.model.params
-    _atomic(folder / "model.npz", lambda f: np.savez(
-        f, factors=p.factors, bias=p.bias, mean=np.array(p.mean),
-        version=strategy.model.version))
+    with atomic_open(folder / "model.npz", "wb") as out:
+        np.savez(out, factors=p.factors, bias=p.bias, mean=np.array(p.mean),
+                 version=strategy.model.version)
     history = {"settings": settings.to_run_config(), "rounds": strategy.history,
                "rejected": dict(strategy.rejected)}
-    _atomic(folder / "history.json", lambda f: f.write(json.dumps(history, indent=1).encode()))
-
-
-def _atomic(path: Path, write: object) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(folder / "history.json") as out:
+        json.dump(history, out, indent=1)

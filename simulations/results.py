@@ -6,10 +6,11 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
+
+from fedrec.common.atomic import atomic_open
 
 RESULTS_DIR = Path("results")
 
@@ -36,19 +37,11 @@ def environment() -> dict:
 
 
 def write_json(obj: dict, path: str | Path) -> Path:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(obj, out, indent=2, sort_keys=False)
-            out.write("\n")
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``obj`` as JSON to ``path``, atomically."""
+    with atomic_open(path) as out:
+        json.dump(obj, out, indent=2)
+        out.write("\n")
+    return Path(path)
 
 
 def _git_commit() -> str | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from flwr.common.logger import FLOWER_LOGGER
 
 from fedrec.client.app import app as client_app
+from fedrec.common.atomic import atomic_open
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import app as server_app
@@ -119,9 +120,7 @@ def plot(record: dict, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_open(path, "wb") as out:
+        fig.savefig(out, format="png")
     plt.close(fig)
-    tmp.replace(path)
     return path

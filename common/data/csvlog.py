@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedrec.common.atomic import atomic_open
 from fedrec.common.data.errors import DataFormatError
 from fedrec.common.data.interactions import EventType, IdMap, Interactions
 from fedrec.common.data.parsing import read_text
@@ -65,27 +66,17 @@ def load_csv_log(path: Path, name: str | None = None) -> Interactions:
 
 def write_csv_log(data: Interactions, path: Path) -> Path:
     """Write ``data`` as a CSV event log (raw ids, event names) that :func:`load_csv_log`
-    reads back; through a temporary file and a rename."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", newline="") as out:
-            writer = csv.writer(out)
-            writer.writerow(["user", "item", "event", "value", "timestamp"])
-            names = [e.name.lower() for e in EventType]
-            users, items = data.users.raw, data.items.raw
-            writer.writerows(
-                (users[u], items[i], names[e], f"{v:g}", t) for u, i, e, v, t in zip(
-                    data.user.tolist(), data.item.tolist(), data.event.tolist(),
-                    data.value.tolist(), data.timestamp.tolist(), strict=True))
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    reads back; atomically."""
+    with atomic_open(path, newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["user", "item", "event", "value", "timestamp"])
+        names = [e.name.lower() for e in EventType]
+        users, items = data.users.raw, data.items.raw
+        writer.writerows(
+            (users[u], items[i], names[e], f"{v:g}", t) for u, i, e, v, t in zip(
+                data.user.tolist(), data.item.tolist(), data.event.tolist(),
+                data.value.tolist(), data.timestamp.tolist(), strict=True))
+    return Path(path)
 
 
 def _columns(path: Path, header: list[str]) -> dict[str, int]:
