@@ -6,8 +6,8 @@ message is delivered as a copy whose records are new objects, so neither side ca
 the other's; the array payloads (immutable bytes) are shared rather than copied, which is
 what lets ten thousand devices receive the item table in one round.
 
-It is the default engine for one machine and for tests. Flower's own simulation engine
-(Ray) runs the same two apps: see :func:`run_ray`.
+It is the default engine for one machine and for tests; Flower's own simulation engine
+(Ray) is to run the same two apps.
 """
 
 from __future__ import annotations
