@@ -2,9 +2,13 @@
 
 In simulation a node's ``partition-id`` names the user whose events it holds. The device's
 private user vector lives in the node's ``context.state`` and is never put in a reply.
+``app`` reads the run's settings from ``context.run_config``; :func:`build_client_app` binds
+them explicitly instead (Flower's Python simulation entry point passes no run config).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 from flwr.app import Context, Message, MetricRecord, RecordDict
@@ -12,24 +16,18 @@ from flwr.clientapp import ClientApp
 
 from fedrec.client.device import Device, UserState
 from fedrec.common import records
-from fedrec.common.partition import Partitions, UserRows, simulated_partitions
+from fedrec.common.partition import UserRows, simulated_partitions
 from fedrec.common.settings import RunSettings
 
-app = ClientApp()
 
-
-def local_rows(context: Context) -> UserRows:
+def local_rows(context: Context, run_config: Mapping) -> UserRows:
     """This node's user's rows (simulation: the partition named by ``partition-id``)."""
-    c = context.run_config
-    parts = _partitions(str(c.get("dataset", RunSettings.dataset)),
-                        str(c.get("protocol", RunSettings.protocol)),
-                        int(c.get("fold", RunSettings.fold)),
-                        str(c.get("data-dir", RunSettings.data_dir)))
+    c = run_config
+    parts = simulated_partitions(str(c.get("dataset", RunSettings.dataset)),
+                                 str(c.get("protocol", RunSettings.protocol)),
+                                 int(c.get("fold", RunSettings.fold)),
+                                 str(c.get("data-dir", RunSettings.data_dir)))
     return parts.user(int(context.node_config["partition-id"]))
-
-
-def _partitions(dataset: str, protocol: str, fold: int, data_dir: str) -> Partitions:
-    return simulated_partitions(dataset, protocol, fold, data_dir)
 
 
 def _device(context: Context, rows: UserRows, seed: int) -> Device:
@@ -53,17 +51,17 @@ def _seed(extra: dict, context: Context) -> int:
     return int(extra.get("seed", 0)) * 1_000_003 + pid * 10_007 + server_round
 
 
-def _prepare(msg: Message, context: Context) -> tuple:
+def _prepare(msg: Message, context: Context, run_config: Mapping) -> tuple:
     """Decode the server's message and restore this node's device."""
     config, extra = records.record_to_config(msg.content[records.CONFIG])
     factors, bias = records.record_to_items(msg.content[records.ITEMS])
-    rows = local_rows(context)
+    rows = local_rows(context, run_config)
     return config, extra, factors, bias, rows, _device(context, rows, _seed(extra, context))
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
-    config, extra, factors, bias, _, device = _prepare(msg, context)
+def train(msg: Message, context: Context, run_config: Mapping) -> Message:
+    """Local training; replies with the sparse item update and training metrics."""
+    config, extra, factors, bias, _, device = _prepare(msg, context, run_config)
     update, metrics = device.train(factors, bias, float(extra["mean"]), config)
     _save(context, device)
     return Message(RecordDict({records.UPDATE: records.update_to_record(update),
@@ -71,9 +69,9 @@ def train(msg: Message, context: Context) -> Message:
                    reply_to=msg)
 
 
-@app.evaluate()
-def evaluate(msg: Message, context: Context) -> Message:
-    config, extra, factors, bias, rows, device = _prepare(msg, context)
+def evaluate(msg: Message, context: Context, run_config: Mapping) -> Message:
+    """Score this device's held-out events; replies with aggregatable metrics only."""
+    config, extra, factors, bias, rows, device = _prepare(msg, context, run_config)
     if config.loss == "mse":
         metrics = device.evaluate_ratings(
             factors, bias, float(extra["mean"]), rows.test_items, rows.test_values,
@@ -84,13 +82,36 @@ def evaluate(msg: Message, context: Context) -> Message:
                    reply_to=msg)
 
 
-@app.query()
-def query(msg: Message, context: Context) -> Message:
+def query(msg: Message, context: Context, run_config: Mapping) -> Message:
     """Aggregate-only statistics for the server: the sum and count of this user's training
     ratings (the server needs the global mean μ)."""
-    rows = local_rows(context)
+    rows = local_rows(context, run_config)
     return Message(RecordDict({records.METRICS: MetricRecord(
         {"rating-sum": float(rows.train_values.sum()),
          "rating-count": float(len(rows.train_values))})}), reply_to=msg)
 
 
+def build_client_app(run_config: Mapping | None = None) -> ClientApp:
+    """The ClientApp; with ``run_config`` given, it is used instead of the context's."""
+    client = ClientApp()
+    bound = None if run_config is None else dict(run_config)
+
+    def settings_of(context: Context) -> Mapping:
+        return bound if bound is not None else context.run_config
+
+    @client.train()
+    def _train(msg: Message, context: Context) -> Message:
+        return train(msg, context, settings_of(context))
+
+    @client.evaluate()
+    def _evaluate(msg: Message, context: Context) -> Message:
+        return evaluate(msg, context, settings_of(context))
+
+    @client.query()
+    def _query(msg: Message, context: Context) -> Message:
+        return query(msg, context, settings_of(context))
+
+    return client
+
+
+app = build_client_app()

@@ -24,6 +24,7 @@ class RunSettings:
     num_rounds: int = 20
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
+    min_nodes: int = 1
     evaluate_every: int = 5
     round_timeout: float = 600.0
     factors: int = 32
@@ -47,7 +48,7 @@ class RunSettings:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}. "
                              f"Found {self.protocol!r}.")
-        for name in ("num_rounds", "evaluate_every", "factors"):
+        for name in ("num_rounds", "evaluate_every", "factors", "min_nodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1. Found {getattr(self, name)}.")
         for name in ("fraction_train", "fraction_evaluate"):

@@ -9,6 +9,7 @@ history (``history.json``) there, atomically.
 from __future__ import annotations
 
 import json
+import time
 from logging import INFO
 from pathlib import Path
 
@@ -41,9 +42,17 @@ def catalogue(settings: RunSettings) -> tuple[int, tuple[float, float]]:
     return parts.n_items, parts.rating_range
 
 
-def global_mean(grid: Grid, timeout: float) -> float:
+def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
+    """The connected nodes, once at least ``count`` are (or ``timeout`` seconds passed)."""
+    deadline = time.monotonic() + timeout
+    while len(nodes := list(grid.get_node_ids())) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return nodes
+
+
+def global_mean(grid: Grid, timeout: float, min_nodes: int = 1) -> float:
     """μ from every device's (rating sum, rating count): aggregates only."""
-    nodes = list(grid.get_node_ids())
+    nodes = wait_for_nodes(grid, min_nodes, timeout)
     messages = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY)
                 for node in nodes]
     total = count = 0.0
@@ -62,7 +71,8 @@ def build_strategy(settings: RunSettings, n_items: int, mean: float,
     params = ItemParams.init(n_items, settings.factors, rng, settings.init_std, mean=mean)
     model = ItemModel(params, settings.server_optimizer, settings.server_lr)
     return FedRec(model, settings.train_config(), fraction_train=settings.fraction_train,
-                  fraction_evaluate=settings.fraction_evaluate, weighting=settings.weighting,
+                  fraction_evaluate=settings.fraction_evaluate,
+                  min_available_nodes=settings.min_nodes, weighting=settings.weighting,
                   cap=settings.cap, max_norm=settings.max_norm, seed=settings.seed,
                   rating_range=rating_range, evaluate_every=settings.evaluate_every,
                   num_rounds=settings.num_rounds)
@@ -74,7 +84,8 @@ def run(grid: Grid, settings: RunSettings) -> FedRec:
 
     random.seed(settings.seed)  # FedAvg's node sampling draws from `random`
     n_items, rating_range = catalogue(settings)
-    mean = global_mean(grid, settings.round_timeout) if settings.explicit else 0.0
+    mean = (global_mean(grid, settings.round_timeout, settings.min_nodes)
+            if settings.explicit else 0.0)
     log(INFO, "fedrec: %s items, %s factors, global mean %.4f", n_items, settings.factors, mean)
     strategy = build_strategy(settings, n_items, mean, rating_range)
     strategy.start(grid=grid, initial_arrays=strategy.items_record(),

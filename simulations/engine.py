@@ -7,7 +7,7 @@ the other's; the array payloads (immutable bytes) are shared rather than copied,
 what lets ten thousand devices receive the item table in one round.
 
 It is the default engine for one machine and for tests; Flower's own simulation engine
-(Ray) is to run the same two apps.
+(Ray) runs the same two apps (:mod:`fedrec.simulations.ray_engine`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``fedrec simulate``: a federated run on one machine, beside the centralized model.
 
-Runs fedrec's ServerApp and ClientApp on the in-process engine, one simulated device per
-user of the dataset, then fits the centralized model on the same
+Runs fedrec's ServerApp and ClientApp on the in-process engine (or Flower's Ray engine),
+one simulated device per user of the dataset, then fits the centralized model on the same
 training rows and scores both on the same held-out rows. Results go to JSON, and the
 metric per round to a PNG with the centralized figure drawn beside it.
 """
@@ -26,7 +26,7 @@ from fedrec.simulations.engine import run_in_process
 from fedrec.simulations.presets import mf_config
 from fedrec.simulations.quality import evaluate, fit, make_model
 
-ENGINES = ("inprocess",)  # Flower's Ray engine is the next step (issue 3)
+ENGINES = ("inprocess", "ray")
 Progress = Callable[[str, int, int], None]
 
 
@@ -53,15 +53,22 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
 
     with tempfile.TemporaryDirectory() as tmp:
         results_dir = settings.results_dir or tmp
-        config = {**settings.to_run_config(), "results-dir": results_dir}
+        # Every simulated device takes part from round 1 (Ray registers nodes gradually).
+        config = {**settings.to_run_config(), "results-dir": results_dir,
+                  "min-nodes": n_devices}
         start = time.perf_counter()
         level = FLOWER_LOGGER.level
         FLOWER_LOGGER.setLevel(logging.WARNING)
         try:
-            if engine not in ENGINES:
+            if engine == "inprocess":
+                run_in_process(server_app, client_app, n_devices, config, observer=observe)
+            elif engine == "ray":
+                from fedrec.simulations.ray_engine import run_ray
+
+                run_ray(n_devices, config)
+            else:
                 raise ValueError(f"engine must be one of {', '.join(ENGINES)}. "
                                  f"Found {engine!r}.")
-            run_in_process(server_app, client_app, n_devices, config, observer=observe)
         finally:
             FLOWER_LOGGER.setLevel(level)
         federated_s = time.perf_counter() - start

@@ -1,0 +1,57 @@
+"""Flower's Ray engine runs the same apps to the same model as the in-process engine.
+
+Needs the ``ray`` extra; skips without it unless ``FEDREC_REQUIRE_RAY=1`` (as CI sets it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+
+import numpy as np
+import pytest
+from flwr.common.logger import FLOWER_LOGGER
+
+from fedrec.client.app import app as client_app
+from fedrec.common.data.csvlog import write_csv_log
+from fedrec.common.data.synthetic import ShopConfig, generate_shop
+from fedrec.common.partition import simulated_partitions
+from fedrec.common.settings import RunSettings
+from fedrec.server.app import app as server_app
+from fedrec.simulations.engine import run_in_process
+
+FLOWER_LOGGER.setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def ray_engine():
+    if importlib.util.find_spec("ray") is None:
+        if os.environ.get("FEDREC_REQUIRE_RAY", "") not in ("", "0"):
+            pytest.fail("FEDREC_REQUIRE_RAY=1 but ray is not installed (pip install 'fedrec[ray]')")
+        pytest.skip("Flower's Ray engine is not installed")
+    from fedrec.simulations.ray_engine import run_ray
+
+    return run_ray
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["implicit-80-20", "explicit-80-20"])
+def test_same_seed_same_data_same_item_table(ray_engine, tmp_path, protocol):
+    shop = generate_shop(ShopConfig(n_users=40, n_items=30, n_events=2_000, seed=1,
+                                    rating_share=1.0))
+    path = write_csv_log(shop, tmp_path / "shop.csv")
+    n = simulated_partitions(f"csv:{path}", protocol, 0, "").n_users
+    s = RunSettings(dataset=f"csv:{path}", protocol=protocol, num_rounds=3, evaluate_every=3,
+                    factors=4, negatives=2, min_nodes=n)
+    run_in_process(server_app, client_app, n,
+                   {**s.to_run_config(), "results-dir": str(tmp_path / "inprocess")})
+    ray_engine(n, {**s.to_run_config(), "results-dir": str(tmp_path / "ray")})
+    a = np.load(tmp_path / "inprocess" / "model.npz")
+    b = np.load(tmp_path / "ray" / "model.npz")
+    assert a["factors"].shape == (30, 4)
+    assert not np.allclose(a["factors"], 0)
+    assert np.abs(a["factors"] - b["factors"]).max() <= 1e-5
+    assert np.abs(a["bias"] - b["bias"]).max() <= 1e-5
+    assert float(a["mean"]) == pytest.approx(float(b["mean"]), abs=1e-6)
+    np.testing.assert_array_equal(a["version"], b["version"])
