@@ -72,6 +72,7 @@ def train(msg: Message, context: Context, run_config: Mapping) -> Message:
 def evaluate(msg: Message, context: Context, run_config: Mapping) -> Message:
     """Score this device's held-out events; replies with aggregatable metrics only."""
     config, extra, factors, bias, rows, device = _prepare(msg, context, run_config)
+    device.refit_user(factors, bias, float(extra["mean"]), config)  # not persisted
     if config.loss == "mse":
         metrics = device.evaluate_ratings(
             factors, bias, float(extra["mean"]), rows.test_items, rows.test_values,

@@ -80,6 +80,12 @@ class Device:
         p = self.user.factors.astype(np.float32, copy=True)
         bu = float(self.user.bias)
         n_per_epoch = len(ex_items) // epochs
+        if config.user_steps and n_per_epoch:
+            # Fit the private half first, items held fixed (cheap: no item rows move), so the
+            # item update is computed against a user vector that fits the current items.
+            first = slice(0, n_per_epoch)
+            p, bu = _fit_user(p, bu, q[local[first]], b[local[first]], ex_target[first],
+                              mean, explicit, reg, config)
         loss = 0.0
         for e in range(epochs):
             idx = np.arange(e * n_per_epoch, (e + 1) * n_per_epoch)
@@ -110,6 +116,27 @@ class Device:
                             bias=(b0 - b).astype(np.float32), counts=counts)
         return update, {"train-loss": loss / max(n_per_epoch, 1),
                         "num-examples": float(len(self.items))}
+
+    def refit_user(self, factors: np.ndarray, bias: np.ndarray, mean: float,
+                   config: TrainConfig) -> None:
+        """Fit the user vector alone to the current item table (no item update; nothing is
+        sent). A device does this when new item rows arrive, before it recommends."""
+        k = factors.shape[1]
+        self._ensure_user(k, config)
+        if not config.user_steps or not len(self.items):
+            return
+        explicit = config.loss == "mse"
+        reg = Regularization(config.reg, config.reg_bias)
+        if explicit:
+            items, target = self.items, self.values
+        else:
+            pos = np.unique(self.items)
+            negs = self._negatives(pos, len(factors), len(pos) * config.negatives)
+            items = np.concatenate([pos, negs])
+            target = np.r_[np.ones(len(pos)), np.zeros(len(negs))].astype(np.float32)
+        p, bu = _fit_user(self.user.factors.astype(np.float32), float(self.user.bias),
+                          factors[items], bias[items], target, mean, explicit, reg, config)
+        self.user = UserState(p.astype(np.float32), float(bu))
 
     def _ensure_user(self, k: int, config: TrainConfig) -> None:
         if self.user is None or self.user.factors.shape != (k,):
@@ -161,3 +188,18 @@ class Device:
         return {"num-users": 1.0, f"hr@{k}": float(n_hits > 0),
                 f"ndcg@{k}": float((hits * discounts[: len(top)]).sum() / ideal),
                 f"recall@{k}": n_hits / len(test_items), f"precision@{k}": n_hits / k}
+
+
+def _fit_user(p: np.ndarray, bu: float, q: np.ndarray, b: np.ndarray, target: np.ndarray,
+              mean: float, explicit: bool, reg: Regularization, config: TrainConfig
+              ) -> tuple[np.ndarray, float]:
+    """``config.user_steps`` full-batch steps on the user vector alone (mean gradient)."""
+    n = len(target)
+    for _ in range(config.user_steps):
+        if explicit:
+            g = mse_grads_one_user(mean, p, bu, q, b, target, reg)
+            bu = bu - config.user_lr * g.user_bias / n
+        else:
+            g = bce_grads_one_user(p, q, b, target, reg)
+        p = p - config.user_lr * g.user_factors / n
+    return p, bu

@@ -36,6 +36,8 @@ class TrainConfig:
     batch_size: int = 32
     negatives: int = 4
     init_std: float = 0.1
+    user_steps: int = 0  # full-batch steps on the user vector alone before local epochs
+    user_lr: float = 0.5  # their step size (on the mean gradient over the device's examples)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -48,6 +50,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1. Found {getattr(self, name)}.")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0. Found {self.lr}.")
+        if self.user_steps < 0 or not self.user_lr > 0:
+            raise ValueError("user_steps must be >= 0 and user_lr > 0.")
         if self.reg < 0 or self.reg_bias < 0 or self.init_std < 0:
             raise ValueError("reg, reg_bias and init_std must be >= 0.")
 

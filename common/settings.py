@@ -36,6 +36,8 @@ class RunSettings:
     batch_size: int = 32
     negatives: int = 8
     init_std: float = 0.1
+    user_steps: int = 0
+    user_lr: float = 0.5
     server_optimizer: str = "adam"
     server_lr: float = 0.01
     weighting: str = "uniform"
@@ -64,7 +66,8 @@ class RunSettings:
         return TrainConfig(loss="mse" if self.explicit else "bce", optimizer=self.optimizer,
                            local_epochs=self.local_epochs, lr=self.lr, reg=self.reg,
                            reg_bias=self.reg_bias, batch_size=self.batch_size,
-                           negatives=self.negatives, init_std=self.init_std)
+                           negatives=self.negatives, init_std=self.init_std,
+                           user_steps=self.user_steps, user_lr=self.user_lr)
 
     def to_run_config(self) -> dict[str, int | float | str]:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}

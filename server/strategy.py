@@ -9,6 +9,7 @@ one is rejected with its reason logged and counted, and never touches the model.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable
 from logging import INFO, WARNING
@@ -60,9 +61,17 @@ class FedRec(FedAvg):
             self.train_config, mean=float(self.model.params.mean), seed=self.seed,
             **{"rating-min": float(low), "rating-max": float(high)})
 
+    def wait_for_nodes(self, grid: Grid, poll: float = 0.2) -> None:
+        """Block until ``min_available_nodes`` are connected. FedAvg sizes its sample from
+        the nodes connected *before* it waits for them, so without this a simulation whose
+        nodes register gradually (Ray) would train round 1 on a handful of devices."""
+        while len(list(grid.get_node_ids())) < self.min_available_nodes:
+            time.sleep(poll)
+
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         """Sample devices (FedAvg's sampling) and send each the item table and config."""
+        self.wait_for_nodes(grid)
         return super().configure_train(server_round, self.items_record(),
                                        self.round_config(server_round), grid)
 
@@ -71,6 +80,7 @@ class FedRec(FedAvg):
         """Federated evaluation every ``evaluate_every`` rounds and after the last."""
         if server_round % self.evaluate_every and server_round != self.num_rounds:
             return []
+        self.wait_for_nodes(grid)
         return super().configure_evaluate(server_round, self.items_record(),
                                           self.round_config(server_round), grid)
 

@@ -60,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                     "rows and score them on its held-out rows, in one run.")
     _dataset_args(quality)
     quality.add_argument("--protocol", choices=PROTOCOLS, default="implicit-80-20")
-    quality.add_argument("--models", help="comma-separated subset of the protocol's models")
+    quality.add_argument("--models", help="comma-separated models (default: baselines and "
+                                          "centralized-mf; add federated-mf for the "
+                                          "federated simulation)")
     quality.add_argument("--epochs", type=int, help="override the preset's epochs")
     quality.add_argument("--factors", type=int, help="override the preset's factors")
     quality.add_argument("--seed", type=int, help="seed of the model's initialisation")
@@ -144,7 +146,8 @@ def _run_quality(args: argparse.Namespace) -> int:
                              f"choose from {', '.join(models_for(args.protocol))}")
     config = mf_config(args.protocol, epochs=args.epochs, n_factors=args.factors, seed=args.seed)
     with progress_bar(f"quality {data.name} {args.protocol}", args.quiet) as update:
-        record = bench_quality(data, args.protocol, models, config, update)
+        record = bench_quality(data, args.protocol, models, config, update,
+                               data_dir=str(args.data_dir) if args.data_dir else None)
     record["env"] = environment()
     name = data.name.replace(":", "-").replace("/", "_")
     path = write_json(record, args.out or RESULTS_DIR / f"quality-{name}-{args.protocol}.json")
@@ -206,16 +209,18 @@ def _print_table(record: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    metric_keys = [k for k in next(iter(record["models"].values()))
-                   if k not in ("folds", "eval_s")]
+    metric_keys: list[str] = []
+    for metrics in record["models"].values():
+        metric_keys += [k for k in metrics if k not in ("folds", "eval_s", "rounds")
+                        and k not in metric_keys]
     table = Table(title=f"{record['dataset']} · {record['protocol']}")
     table.min_width = 100
     table.add_column("model")
     for key in metric_keys:
         table.add_column(key, justify="right")
     for name, metrics in record["models"].items():
-        table.add_row(name, *(f"{metrics[k]:.4f}" if k != "fit_s" else f"{metrics[k]:.1f}"
-                              for k in metric_keys))
+        table.add_row(name, *("—" if k not in metrics else f"{metrics[k]:.1f}" if k == "fit_s"
+                              else f"{metrics[k]:.4f}" for k in metric_keys))
     Console(width=max(100, Console().width)).print(table)
 
 

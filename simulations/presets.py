@@ -31,12 +31,13 @@ FEDERATED_EXPLICIT = RunSettings(
     local_epochs=2, lr=0.01, reg=0.1, reg_bias=0.01, batch_size=16, server_optimizer="sgd",
     server_lr=50.0)
 FEDERATED_IMPLICIT = RunSettings(
-    protocol="implicit-80-20", num_rounds=30, evaluate_every=10, factors=64, optimizer="sgd",
+    protocol="implicit-80-20", num_rounds=40, evaluate_every=10, factors=64, optimizer="sgd",
     local_epochs=2, lr=0.05, reg=0.01, reg_bias=0.0, batch_size=32, negatives=8,
-    server_optimizer="adam", server_lr=0.01)
+    server_optimizer="adam", server_lr=0.03)
 # The built-in shop: small enough that `fedrec simulate` with no options ends within a minute.
-FEDERATED_SYNTHETIC = replace(FEDERATED_IMPLICIT, dataset="synthetic", num_rounds=10,
-                              evaluate_every=5, factors=32, fraction_train=0.3, negatives=4)
+FEDERATED_SYNTHETIC = replace(FEDERATED_IMPLICIT, dataset="synthetic", num_rounds=12,
+                              evaluate_every=4, factors=32, fraction_train=0.3, negatives=4,
+                              server_lr=0.05, user_steps=20, user_lr=1.0)
 
 
 def preset_settings(dataset: str, protocol: str) -> RunSettings:

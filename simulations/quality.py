@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -19,15 +20,40 @@ from fedrec.common.split import Split, is_explicit, split
 from fedrec.simulations.baselines import BiasBaseline, GlobalMean, Popularity
 from fedrec.simulations.presets import mf_config
 
-EXPLICIT_MODELS = ("global-mean", "bias", "centralized-mf")
-IMPLICIT_MODELS = ("popularity", "centralized-mf")
+EXPLICIT_MODELS = ("global-mean", "bias", "centralized-mf", "federated-mf")
+IMPLICIT_MODELS = ("popularity", "centralized-mf", "federated-mf")
+DEFAULT_MODELS = ("global-mean", "bias", "popularity", "centralized-mf")
 K = 10
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
 
 def models_for(protocol: str) -> tuple[str, ...]:
+    """Every model the protocol can score."""
     return EXPLICIT_MODELS if is_explicit(protocol) else IMPLICIT_MODELS
+
+
+def default_models(protocol: str) -> tuple[str, ...]:
+    """What runs without --models: the baselines and the centralized model (federated runs
+    take minutes; ask for them with --models)."""
+    return tuple(m for m in models_for(protocol) if m in DEFAULT_MODELS)
+
+
+def federated(data: Interactions, s: Split, data_dir: str | None,
+              progress: Progress | None = None) -> dict[str, float]:
+    """The federated model's metrics on split ``s``: a full simulation (preset settings) on
+    the split's training rows, scored by the devices on their held-out rows."""
+    from fedrec.simulations.presets import preset_settings
+    from fedrec.simulations.simulate import simulate
+
+    settings = replace(preset_settings(data.name, s.protocol), fold=s.fold,
+                       data_dir=str(data_dir or ""))
+    record = simulate(settings, progress=progress, centralized=False)
+    metrics = dict(record["models"]["federated-mf"])
+    metrics.pop("num-examples", None)
+    metrics.pop("num-users", None)
+    metrics["rounds"] = settings.num_rounds
+    return metrics
 
 
 def make_model(name: str, config: MFConfig) -> Any:
@@ -61,10 +87,11 @@ def fit(model: Any, train: Interactions, on_epoch: Callable[[int, float], None] 
 
 
 def bench_quality(data: Interactions, protocol: str, models: tuple[str, ...] | None = None,
-                  config: MFConfig | None = None, progress: Progress | None = None) -> dict:
+                  config: MFConfig | None = None, progress: Progress | None = None,
+                  data_dir: str | None = None) -> dict:
     """Fit and score each model on every split of ``protocol``; returns the bench record
     (without ``env``)."""
-    models = models or models_for(protocol)
+    models = models or default_models(protocol)
     config = config or mf_config(protocol)
     splits = list(split(data, protocol))
     per_model: dict[str, list[dict[str, float]]] = {m: [] for m in models}
@@ -73,6 +100,15 @@ def bench_quality(data: Interactions, protocol: str, models: tuple[str, ...] | N
     for s in splits:
         for name in models:
             label = f"{name} fold {s.fold}" if len(splits) > 1 else name
+            if name == "federated-mf":
+                def sub(what: str, _d: int, _t: int, label: str = label,
+                        done: int = done) -> None:
+                    if progress:
+                        progress(f"{label} {what}", done, total)
+
+                per_model[name].append(federated(data, s, data_dir, sub if progress else None))
+                done += 1
+                continue
             model = make_model(name, config)
             epochs = config.epochs if isinstance(model, MatrixFactorization) else 0
 

@@ -6,6 +6,7 @@ Needs the ``ray`` extra; skips without it unless ``FEDREC_REQUIRE_RAY=1`` (as CI
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 
@@ -55,3 +56,5 @@ def test_same_seed_same_data_same_item_table(ray_engine, tmp_path, protocol):
     assert np.abs(a["bias"] - b["bias"]).max() <= 1e-5
     assert float(a["mean"]) == pytest.approx(float(b["mean"]), abs=1e-6)
     np.testing.assert_array_equal(a["version"], b["version"])
+    rounds = json.loads((tmp_path / "ray" / "history.json").read_text())["rounds"]
+    assert [r["train"]["accepted"] for r in rounds] == [n, n, n]  # every device, from round 1
