@@ -34,14 +34,19 @@ class Device:
 
     def __init__(self, items: np.ndarray, values: np.ndarray | None = None,
                  seed: int = 0, state: UserState | None = None) -> None:
-        self.items = np.asarray(items, dtype=np.int64)
-        self.values = (np.ones(len(self.items), np.float32) if values is None
-                       else np.asarray(values, dtype=np.float32))
-        if len(self.values) != len(self.items):
+        items = np.asarray(items, dtype=np.int64)
+        values = (np.ones(len(items), np.float32) if values is None
+                  else np.asarray(values, dtype=np.float32))
+        if len(values) != len(items):
             raise ValueError("items and values must have the same length")
+        if len(items) > 1 and not (items[1:] >= items[:-1]).all():
+            order = np.argsort(items, kind="stable")
+            items, values = items[order], values[order]
+        self.items, self.values = items, values  # sorted by item
+        self._distinct = len(items) < 2 or bool((items[1:] != items[:-1]).all())
+        self.positives = items if self._distinct else np.unique(items)
         self.rng = np.random.default_rng(seed)
         self.user = state
-        self._distinct = len(np.unique(self.items)) == len(self.items)
 
     # ---- training --------------------------------------------------------------------
     def train(self, factors: np.ndarray, bias: np.ndarray, mean: float,
@@ -55,53 +60,64 @@ class Device:
         self._ensure_user(k, config)
         reg = Regularization(config.reg, config.reg_bias)
         explicit = config.loss == "mse"
-        pos = self.items
-        if not explicit:
-            pos = np.unique(pos)  # implicit: one positive per item
         epochs = config.local_epochs
-        # Examples of every epoch up front, so the touched rows are known before training.
+        # The rows this round touches, and each epoch's examples as local row indices.
         if explicit:
-            ex_items = np.tile(pos, epochs)
-            ex_target = np.tile(self.values, epochs)
+            touched = self.positives
+            local = (np.arange(len(touched)) if self._distinct
+                     else np.searchsorted(touched, self.items))
+            targets = self.values
+            epoch_rows = [local] * epochs
+            epoch_targets = [targets] * epochs
         else:
+            pos = self.positives
             negs = self._negatives(pos, n_items, len(pos) * config.negatives * epochs)
-            per_epoch = len(pos) * (1 + config.negatives)
-            ex_items = np.empty(per_epoch * epochs, dtype=np.int64)
-            ex_target = np.zeros(per_epoch * epochs, dtype=np.float32)
-            for e in range(epochs):
-                block = slice(e * per_epoch, (e + 1) * per_epoch)
-                chunk = negs[e * len(pos) * config.negatives:(e + 1) * len(pos) * config.negatives]
-                ex_items[block] = np.concatenate([pos, chunk])
-                ex_target[block.start:block.start + len(pos)] = 1.0
-        touched, local = np.unique(ex_items, return_inverse=True)
-        q = factors[touched].astype(np.float32, copy=True)
-        b = bias[touched].astype(np.float32, copy=True)
-        q0, b0 = q.copy(), b.copy()
+            touched = np.union1d(pos, negs)
+            lp, ln = np.searchsorted(touched, pos), np.searchsorted(touched, negs)
+            per = len(pos) * config.negatives
+            label = np.r_[np.ones(len(pos), np.float32), np.zeros(per, np.float32)]
+            epoch_rows = [np.concatenate([lp, ln[e * per:(e + 1) * per]]) for e in range(epochs)]
+            epoch_targets = [label[: len(r)] for r in epoch_rows]
+        q0 = factors[touched].astype(np.float32)
+        b0 = bias[touched].astype(np.float32)
+        q, b = q0.copy(), b0.copy()
         p = self.user.factors.astype(np.float32, copy=True)
         bu = float(self.user.bias)
-        n_per_epoch = len(ex_items) // epochs
-        if config.user_steps and n_per_epoch:
+        if config.user_steps and len(epoch_rows[0]):
             # Fit the private half first, items held fixed (cheap: no item rows move), so the
             # item update is computed against a user vector that fits the current items.
-            first = slice(0, n_per_epoch)
-            p, bu = _fit_user(p, bu, q[local[first]], b[local[first]], ex_target[first],
-                              mean, explicit, reg, config)
+            li = epoch_rows[0]
+            p, bu = _fit_user(p, bu, q[li], b[li], epoch_targets[0], mean, explicit, reg,
+                              config)
+        unique_rows = explicit and self._distinct  # no row twice within an epoch
+        whole = unique_rows and len(touched) == len(epoch_rows[0])
         loss = 0.0
-        for e in range(epochs):
-            idx = np.arange(e * n_per_epoch, (e + 1) * n_per_epoch)
-            order = self.rng.permutation(idx) if config.optimizer != "online" else idx
-            size = {"gd": len(order), "sgd": config.batch_size, "online": 1}[config.optimizer]
+        for rows_e, target_e in zip(epoch_rows, epoch_targets, strict=True):
+            n = len(rows_e)
+            if config.optimizer == "gd":
+                batches = [slice(0, n)]
+                order = None
+            else:
+                order = self.rng.permutation(n) if config.optimizer == "sgd" else np.arange(n)
+                size = config.batch_size if config.optimizer == "sgd" else 1
+                batches = [order[i:i + size] for i in range(0, n, size)]
             loss = 0.0
-            for start in range(0, len(order), size):
-                li = local[order[start:start + size]]
-                y = ex_target[order[start:start + size]]
+            for batch in batches:
+                if order is None and whole:
+                    li, y, qb, bb = None, target_e, q, b  # the whole table, in row order
+                else:
+                    li, y = rows_e[batch], target_e[batch]
+                    qb, bb = q[li], b[li]
                 if explicit:
-                    g = mse_grads_one_user(mean, p, bu, q[li], b[li], y, reg)
+                    g = mse_grads_one_user(mean, p, bu, qb, bb, y, reg)
                     bu = bu - config.lr * g.user_bias
                 else:
-                    g = bce_grads_one_user(p, q[li], b[li], y, reg)
+                    g = bce_grads_one_user(p, qb, bb, y, reg)
                 p = p - config.lr * g.user_factors
-                if explicit and self._distinct:  # rows in a batch are distinct
+                if li is None:
+                    q -= config.lr * g.item_factors
+                    b -= config.lr * g.item_bias
+                elif unique_rows:
                     q[li] -= config.lr * g.item_factors
                     b[li] -= config.lr * g.item_bias
                 else:
@@ -111,10 +127,15 @@ class Device:
                     b[rows] -= config.lr * gb
                 loss += g.loss
         self.user = UserState(p.astype(np.float32), float(bu))
-        counts = np.bincount(local, minlength=len(touched)).astype(np.float32) / epochs
-        update = ItemUpdate(ids=touched.astype(np.int64), rows=(q0 - q).astype(np.float32),
-                            bias=(b0 - b).astype(np.float32), counts=counts)
-        return update, {"train-loss": loss / max(n_per_epoch, 1),
+        if unique_rows:
+            counts = np.ones(len(touched), dtype=np.float32)
+        else:
+            counts = (np.bincount(np.concatenate(epoch_rows), minlength=len(touched))
+                      .astype(np.float32) / epochs)
+        update = ItemUpdate(ids=touched.astype(np.int64), rows=q0 - q, bias=b0 - b,
+                            counts=counts)
+        n_epoch = len(epoch_rows[0])
+        return update, {"train-loss": loss / max(n_epoch, 1),
                         "num-examples": float(len(self.items))}
 
     def refit_user(self, factors: np.ndarray, bias: np.ndarray, mean: float,
@@ -130,7 +151,7 @@ class Device:
         if explicit:
             items, target = self.items, self.values
         else:
-            pos = np.unique(self.items)
+            pos = self.positives
             negs = self._negatives(pos, len(factors), len(pos) * config.negatives)
             items = np.concatenate([pos, negs])
             target = np.r_[np.ones(len(pos)), np.zeros(len(negs))].astype(np.float32)

@@ -1,6 +1,7 @@
 """The ``fedrec`` command.
 
 ``fedrec bench quality``   centralized model beside baselines on a protocol (JSON with --json)
+``fedrec bench engine``    ClientApp cost per message against a trivial one; upload bytes
 ``fedrec bench data``      time loading, generating the synthetic shop, and evaluating
 ``fedrec simulate``        federated training on one machine beside the centralized model
 ``fedrec download NAME``   fetch a MovieLens archive, verify its checksum, unpack it
@@ -24,6 +25,7 @@ from fedrec.common.data.interactions import EventType, Interactions
 from fedrec.common.data.registry import DATASETS, ENV_VAR, DatasetNotFoundError, load_dataset
 from fedrec.common.settings import RunSettings
 from fedrec.common.split import PROTOCOLS
+from fedrec.simulations.bench_engine import bench_engine
 from fedrec.simulations.presets import mf_config, preset_settings
 from fedrec.simulations.progress import progress_bar
 from fedrec.simulations.quality import bench_quality, models_for
@@ -68,6 +70,21 @@ def _parser() -> argparse.ArgumentParser:
     quality.add_argument("--seed", type=int, help="seed of the model's initialisation")
     _output_args(quality)
     quality.set_defaults(run=_run_quality)
+
+    engine = bench_sub.add_parser(
+        "engine", help="ClientApp cost per message vs a trivial ClientApp; upload bytes",
+        description="Send the same train messages to every simulated device through fedrec's "
+                    "ClientApp and through a trivial one, in one run; time a whole round; "
+                    "measure upload bytes per device against the dense item table.")
+    _dataset_args(engine)
+    engine.add_argument("--protocol", choices=PROTOCOLS, default="explicit-5fold")
+    engine.add_argument("--engines", default="inprocess",
+                        help="comma-separated: inprocess, ray")
+    engine.add_argument("--repeats", type=int, default=3)
+    engine.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="run-config overrides of the preset, repeatable")
+    _output_args(engine)
+    engine.set_defaults(run=_run_bench_engine)
 
     data_bench = bench_sub.add_parser(
         "data", help="time loading, generating and evaluating",
@@ -159,22 +176,46 @@ def _run_quality(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_simulate(args: argparse.Namespace) -> int:
-    overrides = {}
+def _settings(args: argparse.Namespace, **extra: object) -> RunSettings:
+    """The protocol's preset, then the command's options, then every --set KEY=VALUE."""
+    base = preset_settings(args.dataset, args.protocol).to_run_config()
+    base.update(dataset=args.dataset, protocol=args.protocol,
+                **{"data-dir": str(args.data_dir or os.environ.get(ENV_VAR) or "")})
+    base.update({k: v for k, v in extra.items() if v is not None})
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--set takes KEY=VALUE, found {item!r}")
-        overrides[key.strip()] = value.strip()
-    base = preset_settings(args.dataset, args.protocol).to_run_config()
-    base.update(dataset=args.dataset, protocol=args.protocol, fold=args.fold,
-                **{"data-dir": str(args.data_dir or os.environ.get(ENV_VAR) or "")})
-    if args.rounds is not None:
-        base["num-rounds"] = args.rounds
-    if args.fraction is not None:
-        base["fraction-train"] = args.fraction
-    base.update(overrides)
-    settings = RunSettings.from_run_config(base)
+        base[key.strip()] = value.strip()
+    return RunSettings.from_run_config(base)
+
+
+def _run_bench_engine(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    engines = tuple(e.strip() for e in args.engines.split(","))
+    unknown = set(engines) - {"inprocess", "ray"}
+    if unknown:
+        raise ValueError(f"unknown engines {sorted(unknown)}; choose from inprocess, ray")
+    with progress_bar("engine bench", args.quiet) as update:
+        update("measuring", 0, 1)
+        record = bench_engine(settings, engines, args.repeats)
+        update("done", 1, 1)
+    record["env"] = environment()
+    name = args.dataset.replace(":", "-").replace("/", "_")
+    path = write_json(record, args.out or RESULTS_DIR / f"engine-{name}.json")
+    if args.json:
+        print(json.dumps(record))
+    else:
+        for engine, r in record["engines"].items():
+            print(f"{engine}: fedrec {r['fedrec_ms_per_message']:.3f} ms/message, trivial "
+                  f"{r['trivial_ms_per_message']:.3f} ms/message, ratio {r['ratio']:.2f}")
+        print(f"results: {path}")
+    return 0
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    settings = _settings(args, fold=args.fold, **{"num-rounds": args.rounds,
+                                                   "fraction-train": args.fraction})
     with progress_bar(f"simulate {args.dataset} {args.protocol}", args.quiet) as update:
         record = simulate(settings, args.engine, update, centralized=not args.no_centralized)
     record["env"] = environment()

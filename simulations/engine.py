@@ -39,17 +39,13 @@ Observer = Callable[[str, Message], None]  # ("to-device" | "to-server", message
 
 
 def isolate(content: RecordDict) -> RecordDict:
-    """A copy of ``content`` whose records (and Array objects) are new objects; the array
-    bytes, immutable, are shared. Entries were type-checked when first set, so the copies
-    take the checked mappings as they are."""
+    """A copy of ``content`` whose records are new objects: adding, replacing or removing an
+    entry on one side never shows on the other. The ``Array`` entries, whose payload is
+    immutable bytes, are shared. Entries were type-checked when first set, so the copies take
+    the checked mappings as they are."""
     out = _shallow(content)
     for key, record in content.items():
-        if isinstance(record, ArrayRecord):
-            copied = _shallow(record)
-            for name, array in record.items():
-                copied.__dict__["_data"][name] = copy(array)
-            out.__dict__["_data"][key] = copied
-        elif isinstance(record, ConfigRecord | MetricRecord):
+        if isinstance(record, ArrayRecord | ConfigRecord | MetricRecord):
             out.__dict__["_data"][key] = _shallow(record)
         else:
             raise TypeError(f"unexpected record type {type(record).__name__} at {key!r}")

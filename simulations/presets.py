@@ -44,7 +44,7 @@ def preset_settings(dataset: str, protocol: str) -> RunSettings:
     """The federated preset for a dataset and protocol."""
     if is_explicit(protocol):
         base = FEDERATED_EXPLICIT
-    elif dataset == "synthetic":
+    elif dataset == "synthetic" or dataset.startswith("synthetic:"):
         base = FEDERATED_SYNTHETIC
     else:
         base = FEDERATED_IMPLICIT

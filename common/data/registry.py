@@ -1,9 +1,11 @@
 """Datasets by name, and where their files are found.
 
-Names: ``synthetic``, ``ml-100k``, ``ml-1m``, ``ml-latest-small``, ``ml-latest`` and
-``csv:PATH``. A MovieLens dataset's files are found in ``DATA_DIR`` itself or in
-``DATA_DIR/<name>/``, where ``DATA_DIR`` is the ``data_dir`` argument (the CLI's
-``--data-dir``) or else ``$FEDREC_DATA``.
+Names: ``synthetic`` (or ``synthetic:KEY=VALUE,...`` with fields of
+:class:`~fedrec.common.data.synthetic.ShopConfig`, e.g. ``synthetic:n_users=10000``),
+``ml-100k``, ``ml-1m``, ``ml-latest-small``, ``ml-latest`` and ``csv:PATH``. A MovieLens
+dataset's files are found in ``DATA_DIR`` itself or in ``DATA_DIR/<name>/``, where
+``DATA_DIR`` is the ``data_dir`` argument (the CLI's ``--data-dir``) or else
+``$FEDREC_DATA``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ MOVIELENS: dict[str, tuple[Callable[[Path], Interactions], str]] = {
     "ml-latest-small": (lambda d: load_ml_latest(d, "ml-latest-small"), "ratings.csv"),
     "ml-latest": (lambda d: load_ml_latest(d, "ml-latest"), "ratings.csv"),
 }
-DATASETS = ("synthetic", *MOVIELENS, "csv:PATH")
+DATASETS = ("synthetic", "synthetic:KEY=VALUE,...", *MOVIELENS, "csv:PATH")
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -53,11 +55,32 @@ def dataset_dir(name: str, data_dir: str | Path | None = None) -> Path:
         f"`fedrec download {name} --data-dir {root}` fetches it.")
 
 
+def shop_config(name: str) -> ShopConfig:
+    """The :class:`ShopConfig` a ``synthetic:KEY=VALUE,...`` name describes."""
+    fields = ShopConfig.__dataclass_fields__
+    values: dict[str, int | float] = {}
+    for part in filter(None, name.partition(":")[2].split(",")):
+        key, sep, text = part.partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            raise ValueError(f"dataset {name!r}: {part!r} is not KEY=VALUE with KEY one of "
+                             f"{', '.join(fields)}")
+        kind = type(fields[key].default)
+        try:
+            values[key] = kind(text)
+        except ValueError:
+            raise ValueError(f"dataset {name!r}: {key} must be {kind.__name__}, "
+                             f"found {text!r}") from None
+    return ShopConfig(**values)
+
+
 def load_dataset(name: str, data_dir: str | Path | None = None,
                  shop: ShopConfig | None = None) -> Interactions:
     """Load a dataset by name (see the module docstring)."""
     if name == "synthetic":
         return generate_shop(shop)
+    if name.startswith("synthetic:"):
+        return generate_shop(shop_config(name))
     if name.startswith("csv:"):
         return load_csv_log(Path(name[4:]))
     if name in MOVIELENS:

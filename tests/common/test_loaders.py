@@ -152,3 +152,12 @@ def test_registry_finds_folders_and_says_where_it_looked(tmp_path, monkeypatch):
         dataset_dir("ml-100k")
     with pytest.raises(ValueError, match="Unknown dataset 'netflix'"):
         load_dataset("netflix")
+
+
+def test_synthetic_names_carry_shop_parameters():
+    d = load_dataset("synthetic:n_users=50,n_items=40,n_events=2000,seed=3")
+    assert (d.n_users, d.n_items) == (50, 40)
+    with pytest.raises(ValueError, match="'colour=red' is not KEY=VALUE"):
+        load_dataset("synthetic:colour=red")
+    with pytest.raises(ValueError, match="n_users must be int"):
+        load_dataset("synthetic:n_users=many")

@@ -121,3 +121,18 @@ def test_simulate_writes_json_and_a_plot_beside_the_centralized_model(csv_log, t
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["simulate", "--dataset", f"csv:{csv_log}", "--set", "colour=red"]) == 2
     assert "unknown run-config keys: colour" in capsys.readouterr().err
+
+
+def test_bench_engine_compares_against_a_trivial_client_app(csv_log, tmp_path, capsys):
+    code = main(["bench", "engine", "--dataset", f"csv:{csv_log}", "--protocol",
+                 "explicit-80-20", "--repeats", "1", "--set", "factors=4", "--json",
+                 "--quiet", "--out", str(tmp_path / "e.json")])
+    assert code == 0
+    r = json.loads(capsys.readouterr().out)["engines"]["inprocess"]
+    assert r["devices"] == 30
+    assert r["fedrec_ms_per_message"] > 0 and r["trivial_ms_per_message"] > 0
+    assert r["ratio"] == pytest.approx(r["fedrec_ms_per_message"] / r["trivial_ms_per_message"])
+    up = r["upload"]
+    assert 1.0 <= up["ratio_to_lower_bound"] <= 1.1  # ids + rows + bias + counts
+    assert up["dense_table_bytes"] == 20 * 5 * 4
+    assert main(["bench", "engine", "--dataset", f"csv:{csv_log}", "--engines", "gpu"]) == 2
