@@ -55,3 +55,15 @@ def test_popularity_matches_the_anchors(ml100k, protocol, expected):
     assert got["users"] == 943
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=5e-4), key
+
+
+def test_upload_is_within_ten_percent_of_rows_times_factors(ml100k):
+    """ML-100K explicit, all 943 devices: each upload is ids + rows + biases + counts (+ npy
+    headers), at most 1.1 x (touched rows x (factors + 1) x 4 + ids)."""
+    from fedrec.simulations.bench_engine import bench_inprocess
+    from fedrec.simulations.presets import preset_settings
+
+    r = bench_inprocess(preset_settings("ml-100k", "explicit-5fold"), repeats=1)
+    assert r["devices"] == 943
+    assert r["upload"]["ratio_to_lower_bound"] <= 1.1
+    assert r["upload"]["ratio_to_dense"] < 0.1
