@@ -33,16 +33,15 @@ def local_rows(context: Context, run_config: Mapping) -> UserRows:
 def _device(context: Context, rows: UserRows, seed: int) -> Device:
     state = None
     if records.USER in context.state.array_records:
-        arrays = records.record_to_arrays(context.state[records.USER])
-        state = UserState(arrays["factors"].copy(), float(arrays["bias"][0]))
+        vector = records.array_view(context.state[records.USER]["vector"])
+        state = UserState(vector[:-1].copy(), float(vector[-1]))  # [p_u | b_u]
     return Device(rows.train_items, rows.train_values, seed=seed, state=state)
 
 
 def _save(context: Context, device: Device) -> None:
     if device.user is not None:
         context.state[records.USER] = records.arrays_to_record(
-            {"factors": device.user.factors,
-             "bias": np.array([device.user.bias], dtype=np.float32)})
+            {"vector": np.append(device.user.factors, np.float32(device.user.bias))})
 
 
 def _seed(extra: dict, context: Context) -> int:

@@ -71,13 +71,15 @@ class Device:
             epoch_targets = [targets] * epochs
         else:
             pos = self.positives
-            negs = self._negatives(pos, n_items, len(pos) * config.negatives * epochs)
-            touched = np.union1d(pos, negs)
-            lp, ln = np.searchsorted(touched, pos), np.searchsorted(touched, negs)
             per = len(pos) * config.negatives
-            label = np.r_[np.ones(len(pos), np.float32), np.zeros(per, np.float32)]
-            epoch_rows = [np.concatenate([lp, ln[e * per:(e + 1) * per]]) for e in range(epochs)]
-            epoch_targets = [label[: len(r)] for r in epoch_rows]
+            # Each epoch's negatives are distinct (a draw repeated is dropped), so no row
+            # appears twice within an epoch and rows update without a per-batch reduction.
+            negs = [np.unique(self._negatives(pos, n_items, per)) for _ in range(epochs)]
+            touched = np.union1d(pos, np.concatenate(negs)) if negs else pos
+            lp = np.searchsorted(touched, pos)
+            epoch_rows = [np.concatenate([lp, np.searchsorted(touched, n)]) for n in negs]
+            epoch_targets = [np.r_[np.ones(len(pos), np.float32), np.zeros(len(n), np.float32)]
+                             for n in negs]
         q0 = factors[touched].astype(np.float32)
         b0 = bias[touched].astype(np.float32)
         q, b = q0.copy(), b0.copy()
@@ -89,8 +91,8 @@ class Device:
             li = epoch_rows[0]
             p, bu = _fit_user(p, bu, q[li], b[li], epoch_targets[0], mean, explicit, reg,
                               config)
-        unique_rows = explicit and self._distinct  # no row twice within an epoch
-        whole = unique_rows and len(touched) == len(epoch_rows[0])
+        unique_rows = self._distinct or not explicit  # no row twice within an epoch
+        whole = explicit and self._distinct  # epoch rows are 0..n-1 in row order
         loss = 0.0
         for rows_e, target_e in zip(epoch_rows, epoch_targets, strict=True):
             n = len(rows_e)
@@ -127,7 +129,7 @@ class Device:
                     b[rows] -= config.lr * gb
                 loss += g.loss
         self.user = UserState(p.astype(np.float32), float(bu))
-        if unique_rows:
+        if unique_rows and explicit:
             counts = np.ones(len(touched), dtype=np.float32)
         else:
             counts = (np.bincount(np.concatenate(epoch_rows), minlength=len(touched))

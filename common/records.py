@@ -22,7 +22,7 @@ ITEMS = "items"  # server -> device: ArrayRecord {factors, bias}
 CONFIG = "config"  # server -> device: ConfigRecord (TrainConfig + round, mean, seed)
 UPDATE = "update"  # device -> server: ArrayRecord {ids, rows, bias, counts}
 METRICS = "metrics"  # device -> server: MetricRecord
-USER = "user"  # device's context.state: ArrayRecord {factors, bias}; never sent
+USER = "user"  # device's context.state: ArrayRecord {vector: [p_u, b_u]}; never sent
 WEIGHT_KEY = "num-examples"
 
 
@@ -35,8 +35,12 @@ def encode_array(array: np.ndarray) -> Array:
     if array.dtype.hasobject:
         raise TypeError("object arrays are refused")
     header = _npy_header(array.dtype.str, array.shape)
-    return Array(dtype=str(array.dtype), shape=tuple(array.shape), stype=NUMPY,
-                 data=header + array.tobytes())
+    # The fields Flower's own Array.from_numpy_ndarray sets, without re-validating inputs
+    # built here (the constructor's argument parsing is most of its cost).
+    out = Array.__new__(Array)
+    out.__dict__.update(dtype=array.dtype.name, shape=tuple(array.shape), stype=NUMPY,
+                        data=header + array.tobytes())
+    return out
 
 
 def array_view(array: Array) -> np.ndarray:

@@ -112,7 +112,7 @@ def bench_inprocess(settings: RunSettings, repeats: int = 3) -> dict:
 def bench_ray(settings: RunSettings, rounds: int = 3) -> dict:
     """Per-message cost under Flower's Ray engine: steady state (rounds after the first,
     which pays Ray's start-up), fedrec's ClientApp and the trivial one in two simulations."""
-    from flwr.simulation import run_simulation
+    from fedrec.simulations.ray_engine import restored_environment
 
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
                                  settings.data_dir)
@@ -131,8 +131,12 @@ def bench_ray(settings: RunSettings, rounds: int = 3) -> dict:
             for _ in range(rounds):
                 times.append(_timed_pass(grid, content, list(grid.get_node_ids()))[0])
 
-        run_simulation(server_app=server, client_app=client, num_supernodes=n,
-                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0}})
+        with restored_environment():
+            from flwr.simulation import run_simulation
+
+            run_simulation(server_app=server, client_app=client, num_supernodes=n,
+                           backend_config={"client_resources": {"num_cpus": 1,
+                                                                "num_gpus": 0}})
         steady = min(times[1:]) if len(times) > 1 else times[0]
         out[f"{name}_ms_per_message"] = 1000 * steady / n
         out[f"{name}_first_round_s"] = times[0]

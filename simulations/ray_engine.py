@@ -9,6 +9,9 @@ no run config, so the run's settings are bound to both apps: the ServerApp runs
 from __future__ import annotations
 
 import importlib.util
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from flwr.app import Context
 from flwr.clientapp import ClientApp
@@ -40,9 +43,22 @@ def run_ray(num_nodes: int, run_config: dict, cpus_per_client: int = 1) -> None:
     if importlib.util.find_spec("ray") is None:
         raise RayUnavailableError(
             "Flower's Ray engine is not installed: pip install 'fedrec[ray]'")
-    from flwr.simulation import run_simulation
-
     server, client = configured_apps(run_config)
-    run_simulation(server_app=server, client_app=client, num_supernodes=num_nodes,
-                   backend_config={"client_resources": {"num_cpus": cpus_per_client,
-                                                        "num_gpus": 0}})
+    with restored_environment():
+        from flwr.simulation import run_simulation  # its import sets variables too
+
+        run_simulation(server_app=server, client_app=client, num_supernodes=num_nodes,
+                       backend_config={"client_resources": {"num_cpus": cpus_per_client,
+                                                            "num_gpus": 0}})
+
+
+@contextmanager
+def restored_environment() -> Iterator[None]:
+    """Undo what Ray writes into ``os.environ`` (it sets PYTHONPATH to the driver's
+    ``sys.path``, which then leaks into every subprocess the caller starts)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -58,8 +58,10 @@ def test_wheel_installs_into_a_fresh_environment(wheel, tmp_path):
     # Locate (without importing numpy-dependent code) every package inside that environment.
     code = ("import importlib.util as u, sys; "
             "print('\\n'.join(u.find_spec('fedrec.' + p).origin for p in sys.argv[1:]))")
-    out = subprocess.run([str(python), "-c", code, *PACKAGES], check=True, timeout=60,
-                         capture_output=True, text=True, cwd=tmp_path).stdout.split()
+    proc = subprocess.run([str(python), "-c", code, *PACKAGES], check=False, timeout=60,
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.split()
     assert len(out) == len(PACKAGES)
     assert all(str(env) in origin for origin in out), out
     assert (env / "bin" / "fedrec").exists()

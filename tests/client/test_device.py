@@ -89,3 +89,22 @@ def test_implicit_negatives_are_never_the_devices_items_and_updates_cover_them()
     assert set(items.tolist()) <= set(update.ids.tolist())
     assert len(update.ids) > len(items)
     np.testing.assert_allclose(update.counts[np.isin(update.ids, items)], 1.0)
+
+
+@pytest.mark.parametrize("optimizer", ["gd", "sgd"])
+def test_implicit_local_step_matches_the_general_gradients(optimizer):
+    """One epoch of one full batch (gd) moves each touched row by exactly -lr x its summed
+    gradient; with sgd the same rows move (in several steps)."""
+    items = np.array([1, 4, 6])
+    p0 = np.array([0.2, -0.1, 0.05, 0.3], np.float32)
+    dev = Device(items, seed=5, state=UserState(p0.copy()))
+    cfg = TrainConfig(loss="bce", optimizer=optimizer, local_epochs=1, lr=0.1, negatives=2,
+                      batch_size=2)
+    update, _ = dev.train(Q, B, 0.0, cfg)
+    assert set(items.tolist()) < set(update.ids.tolist())
+    if optimizer == "gd":
+        label = np.isin(update.ids, items).astype(float)
+        g = bce_grads(np.tile(p0, (len(label), 1)), Q[update.ids], B[update.ids], label,
+                      Regularization(cfg.reg, cfg.reg_bias))
+        np.testing.assert_allclose(update.rows, 0.1 * g.item_factors, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(update.bias, 0.1 * g.item_bias, rtol=1e-4, atol=1e-7)

@@ -91,7 +91,7 @@ def test_every_message_is_free_of_raw_data(shop_csv, ratings_csv, tmp_path, prot
         node = msg.metadata.src_node_id
         rows = parts.user(node_of[node])
         ratings = np.sort(np.concatenate([rows.train_values, rows.test_values]))
-        p_u = records.record_to_arrays(grid.contexts[node].state[records.USER])["factors"]
+        p_u = records.record_to_arrays(grid.contexts[node].state[records.USER])["vector"][:-1]
         assert set(content.keys()) <= {records.UPDATE, records.METRICS}
         for record in content.array_records.values():
             assert set(record.keys()) == {"ids", "rows", "bias", "counts"}

@@ -47,7 +47,9 @@ def test_same_seed_same_data_same_item_table(ray_engine, tmp_path, protocol):
                     factors=4, negatives=2, min_nodes=n)
     run_in_process(server_app, client_app, n,
                    {**s.to_run_config(), "results-dir": str(tmp_path / "inprocess")})
+    environ = dict(os.environ)
     ray_engine(n, {**s.to_run_config(), "results-dir": str(tmp_path / "ray")})
+    assert dict(os.environ) == environ  # Ray's PYTHONPATH does not leak to the caller
     a = np.load(tmp_path / "inprocess" / "model.npz")
     b = np.load(tmp_path / "ray" / "model.npz")
     assert a["factors"].shape == (30, 4)
