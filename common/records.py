@@ -8,7 +8,6 @@ never unpickled); callers copy the rows they keep.
 from __future__ import annotations
 
 import io
-from collections import OrderedDict
 from functools import lru_cache
 
 import numpy as np
@@ -91,7 +90,10 @@ def _npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
 
 
 def arrays_to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord(OrderedDict((k, encode_array(v)) for k, v in arrays.items()))
+    record = ArrayRecord()  # filled item by item: the dict constructor rebuilds every Array
+    for key, value in arrays.items():
+        record[key] = encode_array(value)
+    return record
 
 
 def record_to_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
