@@ -36,7 +36,7 @@ FEDERATED_IMPLICIT = RunSettings(
     server_optimizer="adam", server_lr=0.03)
 # The built-in shop: small enough that `fedrec simulate` with no options ends within a minute.
 FEDERATED_SYNTHETIC = replace(FEDERATED_IMPLICIT, dataset="synthetic", num_rounds=12,
-                              evaluate_every=4, factors=32, fraction_train=0.3, negatives=4,
+                              evaluate_every=6, factors=32, fraction_train=0.3, negatives=4,
                               server_lr=0.05, user_steps=20, user_lr=1.0)
 
 
