@@ -18,8 +18,6 @@ from fedrec.common.metrics import top_k
 from fedrec.common.optim import sum_rows
 from fedrec.common.schema import ItemUpdate, TrainConfig
 
-TRAIN_METRICS = ("train-loss", "num-examples")
-
 
 @dataclass
 class UserState:
@@ -30,7 +28,8 @@ class UserState:
 
 
 class Device:
-    """A device holding one user's events (dense item ids, values, timestamps)."""
+    """A device holding one user's events: dense item ids and their values (ratings, or 1 for
+    implicit events), kept sorted by item."""
 
     def __init__(self, items: np.ndarray, values: np.ndarray | None = None,
                  seed: int = 0, state: UserState | None = None) -> None:

@@ -11,7 +11,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from fedrec.common.data.interactions import Interactions
 from fedrec.common.data.registry import load_dataset
 from fedrec.common.split import Split, split
 
@@ -32,8 +31,8 @@ class Partitions:
     def __init__(self, s: Split) -> None:
         self.split = s
         self.n_users, self.n_items = s.train.n_users, s.train.n_items
-        self._train = _grouped(s.train)
-        self._test = _grouped(s.test)
+        self._train = s.train.by_user()
+        self._test = s.test.by_user()
         values = s.train.value
         self.rating_range = (float(values.min()), float(values.max())) if len(values) else (
             -np.inf, np.inf)
@@ -46,10 +45,6 @@ class Partitions:
         te = te_order[te_off[uid]:te_off[uid + 1]]
         s = self.split
         return UserRows(s.train.item[tr], s.train.value[tr], s.test.item[te], s.test.value[te])
-
-
-def _grouped(data: Interactions) -> tuple[np.ndarray, np.ndarray]:
-    return data.by_user()
 
 
 @lru_cache(maxsize=4)

@@ -14,7 +14,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
 from numpy.lib import format as npy_format
 
-from fedrec.common.schema import UPDATE_KEYS, ItemUpdate, TrainConfig
+from fedrec.common.schema import ItemUpdate, TrainConfig
 
 # Record names inside a message's RecordDict.
 ITEMS = "items"  # server -> device: ArrayRecord {factors, bias}
@@ -102,13 +102,6 @@ def record_to_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
 
 def update_to_record(update: ItemUpdate) -> ArrayRecord:
     return arrays_to_record(update.arrays())
-
-
-def update_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
-    """Decode a reply's update record into arrays (validation is the server's next step)."""
-    arrays = record_to_arrays(record)
-    return {k: arrays[k] for k in UPDATE_KEYS if k in arrays} | {
-        k: v for k, v in arrays.items() if k not in UPDATE_KEYS}
 
 
 def items_to_record(factors: np.ndarray, bias: np.ndarray) -> ArrayRecord:
