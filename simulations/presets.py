@@ -28,7 +28,7 @@ def mf_config(protocol: str, **overrides: object) -> MFConfig:
 # SGD on the per-item mean pseudo-gradient). Implicit: BCE with sampled negatives.
 FEDERATED_EXPLICIT = RunSettings(
     protocol="explicit-5fold", num_rounds=30, evaluate_every=10, factors=100, optimizer="sgd",
-    local_epochs=2, lr=0.01, reg=0.1, reg_bias=0.01, batch_size=16, server_optimizer="sgd",
+    local_epochs=2, lr=0.01, reg=0.1, reg_bias=0.01, batch_size=32, server_optimizer="sgd",
     server_lr=50.0)
 FEDERATED_IMPLICIT = RunSettings(
     protocol="implicit-80-20", num_rounds=40, evaluate_every=10, factors=64, optimizer="sgd",
