@@ -23,6 +23,7 @@ from fedrec.common.data.download import SOURCES, ChecksumError, download_dataset
 from fedrec.common.data.errors import DataFormatError
 from fedrec.common.data.interactions import EventType, Interactions
 from fedrec.common.data.registry import DATASETS, ENV_VAR, DatasetNotFoundError, load_dataset
+from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.common.split import PROTOCOLS
 from fedrec.simulations.bench_engine import bench_engine
@@ -107,8 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--protocol", choices=PROTOCOLS, default=defaults.protocol)
     sim.add_argument("--fold", type=int, default=0, help="fold of explicit-5fold")
     sim.add_argument("--rounds", type=int, default=None, help="federated rounds")
-    sim.add_argument("--fraction", type=float, default=None,
-                     help="share of devices sampled per round (default: preset)")
+    per_round = sim.add_mutually_exclusive_group()
+    per_round.add_argument("--fraction", type=float, default=None,
+                           help="share of devices sampled per round (default: preset)")
+    per_round.add_argument("--devices-per-round", type=int, default=None, metavar="N",
+                           help="devices sampled per round (instead of --fraction)")
     sim.add_argument("--engine", choices=ENGINES, default="inprocess")
     sim.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="any run-config key (see pyproject [tool.flwr.app.config]), "
@@ -214,8 +218,18 @@ def _run_bench_engine(args: argparse.Namespace) -> int:
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
+    fraction = args.fraction
+    if args.devices_per_round is not None:
+        probe = _settings(args, fold=args.fold)
+        n = simulated_partitions(probe.dataset, probe.protocol, probe.fold,
+                                 probe.data_dir).n_users
+        if not 1 <= args.devices_per_round <= n:
+            raise ValueError(f"--devices-per-round must be in [1, {n}] (the dataset has {n} "
+                             f"devices). Found {args.devices_per_round}.")
+        # FedAvg samples int(n * fraction) devices: aim between two integers.
+        fraction = min(1.0, (args.devices_per_round + 0.5) / n)
     settings = _settings(args, fold=args.fold, **{"num-rounds": args.rounds,
-                                                   "fraction-train": args.fraction})
+                                                   "fraction-train": fraction})
     with progress_bar(f"simulate {args.dataset} {args.protocol}", args.quiet) as update:
         record = simulate(settings, args.engine, update, centralized=not args.no_centralized)
     record["env"] = environment()

@@ -123,6 +123,18 @@ def test_simulate_writes_json_and_a_plot_beside_the_centralized_model(csv_log, t
     assert "unknown run-config keys: colour" in capsys.readouterr().err
 
 
+def test_simulate_samples_the_requested_number_of_devices(csv_log, tmp_path, capsys):
+    code = main(["simulate", "--dataset", f"csv:{csv_log}", "--protocol", "explicit-80-20",
+                 "--rounds", "2", "--devices-per-round", "12", "--set", "factors=4",
+                 "--no-centralized", "--json", "--quiet", "--out", str(tmp_path / "s.json")])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["devices_per_round"] == 12
+    assert [t["accepted"] for t in record["rounds"]["train"]] == [12, 12]
+    assert main(["simulate", "--dataset", f"csv:{csv_log}", "--devices-per-round", "31"]) == 2
+    assert "must be in [1, 30]" in capsys.readouterr().err
+
+
 def test_bench_engine_compares_against_a_trivial_client_app(csv_log, tmp_path, capsys):
     code = main(["bench", "engine", "--dataset", f"csv:{csv_log}", "--protocol",
                  "explicit-80-20", "--repeats", "1", "--set", "factors=4", "--json",
