@@ -9,7 +9,6 @@ history (``history.json``) there, atomically.
 from __future__ import annotations
 
 import json
-import time
 from logging import INFO
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.item_model import ItemModel
-from fedrec.server.strategy import FedRec
+from fedrec.server.strategy import FedRec, wait_for_nodes
 
 app = ServerApp()
 
@@ -40,14 +39,6 @@ def catalogue(settings: RunSettings) -> tuple[int, tuple[float, float]]:
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
                                  settings.data_dir)
     return parts.n_items, parts.rating_range
-
-
-def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
-    """The connected nodes, once at least ``count`` are (or ``timeout`` seconds passed)."""
-    deadline = time.monotonic() + timeout
-    while len(nodes := list(grid.get_node_ids())) < count and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return nodes
 
 
 def global_mean(grid: Grid, timeout: float, min_nodes: int = 1) -> float:
@@ -75,7 +66,7 @@ def build_strategy(settings: RunSettings, n_items: int, mean: float,
                   min_available_nodes=settings.min_nodes, weighting=settings.weighting,
                   cap=settings.cap, max_norm=settings.max_norm, seed=settings.seed,
                   rating_range=rating_range, evaluate_every=settings.evaluate_every,
-                  num_rounds=settings.num_rounds)
+                  num_rounds=settings.num_rounds, wait_timeout=settings.round_timeout)
 
 
 def run(grid: Grid, settings: RunSettings) -> FedRec:

@@ -35,7 +35,8 @@ class FedRec(FedAvg):
                  min_available_nodes: int = 1, weighting: str = "uniform", cap: float = 10.0,
                  max_norm: float = 10.0, seed: int = 0,
                  rating_range: tuple[float, float] = (-np.inf, np.inf),
-                 evaluate_every: int = 1, num_rounds: int | None = None) -> None:
+                 evaluate_every: int = 1, num_rounds: int | None = None,
+                 wait_timeout: float = 600.0) -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes, min_evaluate_nodes=min_evaluate_nodes,
                          min_available_nodes=min_available_nodes,
@@ -48,6 +49,7 @@ class FedRec(FedAvg):
         self.weighting, self.cap, self.max_norm, self.seed = weighting, cap, max_norm, seed
         self.rating_range = rating_range
         self.evaluate_every, self.num_rounds = evaluate_every, num_rounds
+        self.wait_timeout = wait_timeout
         self.rejected: Counter[str] = Counter()
         self.history: list[dict] = []
 
@@ -61,17 +63,12 @@ class FedRec(FedAvg):
             self.train_config, mean=float(self.model.params.mean), seed=self.seed,
             **{"rating-min": float(low), "rating-max": float(high)})
 
-    def wait_for_nodes(self, grid: Grid, poll: float = 0.2) -> None:
-        """Block until ``min_available_nodes`` are connected. FedAvg sizes its sample from
-        the nodes connected *before* it waits for them, so without this a simulation whose
-        nodes register gradually (Ray) would train round 1 on a handful of devices."""
-        while len(list(grid.get_node_ids())) < self.min_available_nodes:
-            time.sleep(poll)
-
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         """Sample devices (FedAvg's sampling) and send each the item table and config."""
-        self.wait_for_nodes(grid)
+        # FedAvg sizes its sample from the nodes connected *before* it waits for them: without
+        # this, a simulation whose nodes register gradually (Ray) trains round 1 on a few.
+        wait_for_nodes(grid, self.min_available_nodes, self.wait_timeout)
         return super().configure_train(server_round, self.items_record(),
                                        self.round_config(server_round), grid)
 
@@ -80,7 +77,7 @@ class FedRec(FedAvg):
         """Federated evaluation every ``evaluate_every`` rounds and after the last."""
         if server_round % self.evaluate_every and server_round != self.num_rounds:
             return []
-        self.wait_for_nodes(grid)
+        wait_for_nodes(grid, self.min_available_nodes, self.wait_timeout)
         return super().configure_evaluate(server_round, self.items_record(),
                                           self.round_config(server_round), grid)
 
@@ -147,6 +144,14 @@ class FedRec(FedAvg):
         else:
             self.history.append({"round": server_round, "evaluate": result})
         return MetricRecord(result) if result else None
+
+
+def wait_for_nodes(grid: Grid, count: int, timeout: float, poll: float = 0.2) -> list[int]:
+    """The connected nodes, once at least ``count`` are (or ``timeout`` seconds passed)."""
+    deadline = time.monotonic() + timeout
+    while len(nodes := list(grid.get_node_ids())) < count and time.monotonic() < deadline:
+        time.sleep(poll)
+    return nodes
 
 
 def pool_evaluation(rows: list[dict[str, float]]) -> dict[str, float]:

@@ -26,6 +26,7 @@ from fedrec.common import records
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import build_strategy
+from fedrec.server.strategy import wait_for_nodes
 from fedrec.simulations.engine import InProcessGrid, TaskIdentity
 
 Progress = Callable[[str, int, int], None]
@@ -125,8 +126,7 @@ def bench_ray(settings: RunSettings, rounds: int = 3) -> dict:
 
         @server.main()
         def _main(grid: Grid, context: Context, times: list[float] = times) -> None:
-            while len(list(grid.get_node_ids())) < n:
-                time.sleep(0.2)
+            wait_for_nodes(grid, n, timeout=600.0)
             content = _train_content(settings, parts.n_items, parts.rating_range)
             for _ in range(rounds):
                 times.append(_timed_pass(grid, content, list(grid.get_node_ids()))[0])
