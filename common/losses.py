@@ -17,6 +17,7 @@ differences.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -54,12 +55,11 @@ def softplus(x: np.ndarray) -> np.ndarray:
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(−x)), stable for large |x|."""
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
+    """1 / (1 + exp(−x)), stable for large |x| (as ½ + ½ tanh(x/2): no overflow, one pass)."""
+    out = np.multiply(x, 0.5)
+    np.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
     return out
 
 
@@ -146,9 +146,9 @@ def bpr_grads(
     )
 
 
-@dataclass(frozen=True)
-class OneUserGrads:
-    """Gradients of a batch of one user's examples: the user's summed, the items' per row."""
+class OneUserGrads(NamedTuple):
+    """Gradients of a batch of one user's examples: the user's summed, the items' per row.
+    (A named tuple: made once per mini-batch on a device, where a dataclass costs more.)"""
 
     loss: float
     user_factors: np.ndarray  # (k,) summed over the batch
@@ -158,13 +158,18 @@ class OneUserGrads:
 
 
 def mse_grads_one_user(mean: float, p: np.ndarray, bu: float, q: np.ndarray, b: np.ndarray,
-                       rating: np.ndarray, reg: Regularization) -> OneUserGrads:
+                       rating: np.ndarray, reg: Regularization, with_loss: bool = True
+                       ) -> OneUserGrads:
     """:func:`mse_grads` for n examples of one user (a device's case), with the user's
-    gradient already summed; fewer temporaries on the per-device hot path."""
-    err = (mean + bu) + b + q @ p - rating
+    gradient already summed; fewer temporaries on the per-device hot path. Without
+    ``with_loss`` the loss is not computed (reported as NaN)."""
+    err = q @ p
+    err += b
+    err += (mean + bu)
+    err -= rating
     n = len(rating)
     return OneUserGrads(
-        loss=0.5 * float(err @ err),
+        loss=0.5 * float(err @ err) if with_loss else np.nan,
         user_factors=err @ q + (reg.factors * n) * p,
         user_bias=float(err.sum()) + reg.bias * n * bu,
         item_factors=err[:, None] * p + reg.factors * q,
@@ -173,15 +178,40 @@ def mse_grads_one_user(mean: float, p: np.ndarray, bu: float, q: np.ndarray, b: 
 
 
 def bce_grads_one_user(p: np.ndarray, q: np.ndarray, b: np.ndarray, label: np.ndarray,
-                       reg: Regularization) -> OneUserGrads:
-    """:func:`bce_grads` for n examples of one user, the user's gradient summed."""
-    s = b + q @ p
-    ds = sigmoid(s) - label
+                       reg: Regularization, with_loss: bool = True) -> OneUserGrads:
+    """:func:`bce_grads` for n examples of one user, the user's gradient summed. Without
+    ``with_loss`` the loss is not computed (reported as NaN)."""
+    s = q @ p
+    s += b
+    ds = sigmoid(s)
+    ds -= label
     n = len(label)
     return OneUserGrads(
-        loss=float((softplus(s) - label * s).sum()),
+        loss=float((softplus(s) - label * s).sum()) if with_loss else np.nan,
         user_factors=ds @ q + (reg.factors * n) * p,
         user_bias=0.0,
         item_factors=ds[:, None] * p + reg.factors * q,
         item_bias=ds + reg.bias * b,
     )
+
+
+def mse_user_grads(mean: float, p: np.ndarray, bu: float, q: np.ndarray, b: np.ndarray,
+                   rating: np.ndarray, reg: Regularization) -> tuple[np.ndarray, float]:
+    """The user's half of :func:`mse_grads_one_user` alone (``p_u`` and ``b_u``, summed):
+    what fitting the private vector against fixed items needs, and nothing else."""
+    err = q @ p
+    err += b
+    err += (mean + bu)
+    err -= rating
+    n = len(rating)
+    return err @ q + (reg.factors * n) * p, float(err.sum()) + reg.bias * n * bu
+
+
+def bce_user_grads(p: np.ndarray, q: np.ndarray, b: np.ndarray, label: np.ndarray,
+                   reg: Regularization) -> np.ndarray:
+    """The user's half of :func:`bce_grads_one_user` alone (``p_u``, summed)."""
+    ds = q @ p
+    ds += b
+    ds = sigmoid(ds)
+    ds -= label
+    return ds @ q + (reg.factors * len(label)) * p

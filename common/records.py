@@ -8,6 +8,7 @@ never unpickled); callers copy the rows they keep.
 from __future__ import annotations
 
 import io
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -33,13 +34,20 @@ def encode_array(array: np.ndarray) -> Array:
         array = array.copy(order="C")
     if array.dtype.hasobject:
         raise TypeError("object arrays are refused")
-    header = _npy_header(array.dtype.str, array.shape)
+    dtype = array.dtype
+    header = _npy_header(dtype.str, array.shape)
     # The fields Flower's own Array.from_numpy_ndarray sets, without re-validating inputs
     # built here (the constructor's argument parsing is most of its cost).
     out = Array.__new__(Array)
-    out.__dict__.update(dtype=array.dtype.name, shape=tuple(array.shape), stype=NUMPY,
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = dtype.name
+    out.__dict__.update(dtype=name, shape=tuple(array.shape), stype=NUMPY,
                         data=header + array.tobytes())
     return out
+
+
+_DTYPE_NAMES: dict[np.dtype, str] = {}  # dtype.name is slow to compute
 
 
 def array_view(array: Array) -> np.ndarray:
@@ -59,7 +67,7 @@ def array_view(array: Array) -> np.ndarray:
     else:
         raise TypeError(f"unsupported .npy format version {data[6]}")
     shape, fortran, dtype = _parse_header(bytes(data[:end]))
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     flat = np.frombuffer(data, dtype=dtype, count=count, offset=end)
     return flat.reshape(shape, order="F" if fortran else "C")
 
@@ -90,9 +98,19 @@ def _npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
 
 
 def arrays_to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    record = ArrayRecord()  # filled item by item: the dict constructor rebuilds every Array
-    for key, value in arrays.items():
-        record[key] = encode_array(value)
+    # Filled directly: the keys are checked here and every value is an Array built by
+    # encode_array, so Flower's per-entry type checks (most of the cost) have nothing to add.
+    return _filled(ArrayRecord(), {_key(k): encode_array(v) for k, v in arrays.items()})
+
+
+def _key(key: object) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"record keys must be str, found {type(key).__name__}")
+    return key
+
+
+def _filled(record: ArrayRecord | MetricRecord, entries: dict) -> ArrayRecord | MetricRecord:
+    record.__dict__["_data"].update(entries)
     return record
 
 
@@ -118,11 +136,25 @@ def config_to_record(config: TrainConfig, **extra: int | float | str | bool) -> 
 
 
 def record_to_config(record: ConfigRecord) -> tuple[TrainConfig, dict]:
-    """Split a config record into the :class:`TrainConfig` and the remaining keys."""
-    values = dict(record)
+    """Split a config record into the :class:`TrainConfig` and the remaining keys.
+
+    Every device of a round gets the same config, so decoded configs are cached by content.
+    """
+    # Types are part of the key: 1, 1.0 and True hash alike but decode differently.
+    items = tuple((k, type(v), v) for k, v in record.items())
+    try:
+        config, extra = _decode_config(items)
+    except TypeError:  # an unhashable value (a list): decode without the cache
+        config, extra = _decode_config.__wrapped__(items)
+    return config, dict(extra)
+
+
+@lru_cache(maxsize=64)
+def _decode_config(items: tuple) -> tuple[TrainConfig, tuple]:
+    values = {k: v for k, _, v in items}
     own = {k: values.pop(k) for k in list(values) if k in TrainConfig.__dataclass_fields__}
-    return TrainConfig.from_dict(own), values
+    return TrainConfig.from_dict(own), tuple(values.items())
 
 
 def metrics_to_record(metrics: dict[str, float]) -> MetricRecord:
-    return MetricRecord({k: float(v) for k, v in metrics.items()})
+    return _filled(MetricRecord(), {_key(k): float(v) for k, v in metrics.items()})

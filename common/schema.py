@@ -72,7 +72,7 @@ class TrainConfig:
 class ItemUpdate:
     """A device's sparse item-side update (see the module docstring)."""
 
-    ids: np.ndarray  # (m,) int64, unique
+    ids: np.ndarray  # (m,) int64, strictly increasing
     rows: np.ndarray  # (m, k) float32
     bias: np.ndarray  # (m,) float32
     counts: np.ndarray  # (m,) float32, examples that touched each row
@@ -103,8 +103,8 @@ def validate_update(arrays: dict[str, np.ndarray], n_items: int, n_factors: int,
     :class:`InvalidUpdateError` naming what is wrong.
 
     Checks: exactly the expected keys; dtypes; shapes consistent with ``n_factors``; every
-    value finite; ids unique and in ``[0, n_items)``; counts positive; each row's L2 norm
-    (factors and bias together) at most ``max_norm``.
+    value finite; ids strictly increasing (sorted, unique) and in ``[0, n_items)``; counts
+    positive; each row's L2 norm (factors and bias together) at most ``max_norm``.
     """
     keys = set(arrays)
     if keys != set(UPDATE_KEYS):
@@ -123,16 +123,20 @@ def validate_update(arrays: dict[str, np.ndarray], n_items: int, n_factors: int,
     for key in ("rows", "bias", "counts"):
         if not np.isfinite(arrays[key]).all():
             raise InvalidUpdateError("nonfinite", f"{key!r} holds NaN or infinity")
-    if m and (ids.min() < 0 or ids.max() >= n_items):
+    if m and (ids[0] < 0 or ids[-1] >= n_items or ids.min() < 0 or ids.max() >= n_items):
         raise InvalidUpdateError("id-range", f"ids must be in [0, {n_items}), found "
                                  f"[{ids.min()}, {ids.max()}]")
-    if len(np.unique(ids)) != m:
-        raise InvalidUpdateError("id-duplicate", "ids must be unique")
+    if m > 1 and not (ids[1:] > ids[:-1]).all():
+        if len(np.unique(ids)) != m:
+            raise InvalidUpdateError("id-duplicate", "ids must be unique")
+        raise InvalidUpdateError("id-order", "ids must be sorted in increasing order")
     if m and counts.min() <= 0:
         raise InvalidUpdateError("counts", "counts must be > 0")
     if m:
-        norms = np.sqrt((rows.astype(np.float64) ** 2).sum(axis=1) + bias.astype(np.float64) ** 2)
-        if norms.max() > max_norm:
-            raise InvalidUpdateError("norm", f"a row's norm is {norms.max():.3g}, "
+        # float32 squares: a norm that overflows is infinite, over any bound (also refused).
+        norms = np.einsum("ij,ij->i", rows, rows) + bias * bias
+        worst = float(np.sqrt(norms.max()))
+        if not worst <= max_norm:
+            raise InvalidUpdateError("norm", f"a row's norm is {worst:.3g}, "
                                      f"bound is {max_norm:.3g}")
     return ItemUpdate(ids, rows, bias, counts)

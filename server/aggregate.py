@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedrec.common.optim import sum_rows
 from fedrec.common.schema import ItemUpdate
 
 WEIGHTINGS = ("uniform", "count", "capped")
@@ -40,23 +39,53 @@ def weights(update: ItemUpdate, weighting: str, cap: float = 10.0) -> np.ndarray
     raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}. Found {weighting!r}.")
 
 
+class Accumulator:
+    """Running per-item weighted sums: each accepted update is folded in as it arrives, so a
+    round holds one dense table of sums, not every device's rows.
+
+    A device's ids are unique, so one scatter-add per update is exact (no row repeats
+    within it).
+    """
+
+    def __init__(self, n_items: int, n_factors: int, weighting: str = "uniform",
+                 cap: float = 10.0) -> None:
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}. "
+                             f"Found {weighting!r}.")
+        self.weighting, self.cap = weighting, cap
+        self.rows = np.zeros((n_items, n_factors), dtype=np.float64)
+        self.bias = np.zeros(n_items, dtype=np.float64)
+        self.weight = np.zeros(n_items, dtype=np.float64)
+        self.devices = np.zeros(n_items, dtype=np.int64)
+
+    def add(self, update: ItemUpdate) -> None:
+        ids = update.ids
+        if self.weighting == "uniform":  # the common case: no multiply
+            self.rows[ids] += update.rows
+            self.bias[ids] += update.bias
+            self.weight[ids] += 1.0
+        else:
+            w = weights(update, self.weighting, self.cap)
+            self.rows[ids] += update.rows * w[:, None]
+            self.bias[ids] += update.bias * w
+            self.weight[ids] += w
+        self.devices[ids] += 1
+
+    def result(self) -> Aggregate:
+        ids = np.flatnonzero(self.devices)
+        wsum = self.weight[ids]
+        return Aggregate(ids, self.rows[ids] / wsum[:, None], self.bias[ids] / wsum, wsum,
+                         self.devices[ids].astype(np.float64))
+
+
 def aggregate(updates: Sequence[ItemUpdate], weighting: str = "uniform",
               cap: float = 10.0) -> Aggregate:
-    """Per-item weighted mean of ``updates`` (vectorised over all devices' rows at once)."""
+    """Per-item weighted mean of ``updates``."""
     if not updates:
-        k = 0
-        return Aggregate(np.empty(0, np.int64), np.empty((0, k)), np.empty(0), np.empty(0),
+        return Aggregate(np.empty(0, np.int64), np.empty((0, 0)), np.empty(0), np.empty(0),
                          np.empty(0))
-    ids = np.concatenate([u.ids for u in updates])
-    w = np.concatenate([weights(u, weighting, cap) for u in updates])
-    k = updates[0].rows.shape[1]
-    # One table [w·rows | w·bias | w | 1] so a single sort sums everything per item.
-    table = np.empty((len(ids), k + 3), dtype=np.float64)
-    table[:, :k] = np.concatenate([u.rows for u in updates])
-    table[:, k] = np.concatenate([u.bias for u in updates])
-    table[:, : k + 1] *= w[:, None]
-    table[:, k + 1] = w
-    table[:, k + 2] = 1.0
-    uniq, sums = sum_rows(ids, table)
-    wsum = sums[:, k + 1]
-    return Aggregate(uniq, sums[:, :k] / wsum[:, None], sums[:, k] / wsum, wsum, sums[:, k + 2])
+    n_items = max((int(u.ids.max()) + 1 for u in updates if len(u.ids)), default=0)
+    acc = Accumulator(n_items, updates[0].rows.shape[1], weighting, cap)
+    for update in updates:
+        acc.add(update)
+    return acc.result()

@@ -22,7 +22,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedrec.common import records
 from fedrec.common.schema import InvalidUpdateError, ItemUpdate, TrainConfig, validate_update
-from fedrec.server.aggregate import WEIGHTINGS, aggregate
+from fedrec.server.aggregate import WEIGHTINGS, Accumulator
 from fedrec.server.item_model import ItemModel
 
 
@@ -86,10 +86,10 @@ class FedRec(FedAvg):
         """The reply's validated update, or None (reason logged and counted)."""
         node = reply.metadata.src_node_id
         try:
-            content = reply.content
-            if records.UPDATE not in content.array_records:
+            record = reply.content.get(records.UPDATE)
+            if not isinstance(record, ArrayRecord):
                 raise InvalidUpdateError("missing", f"no {records.UPDATE!r} ArrayRecord")
-            arrays = records.record_to_arrays(content[records.UPDATE])
+            arrays = records.record_to_arrays(record)
             return validate_update(arrays, self.model.n_items, self.model.params.n_factors,
                                    self.max_norm)
         except InvalidUpdateError as exc:
@@ -104,30 +104,34 @@ class FedRec(FedAvg):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate each reply, fold the accepted ones into the item table."""
         ok, errors = self._check_and_log_replies(list(replies), is_train=True, validate=False)
-        accepted: list[ItemUpdate] = []
-        losses, weights = [], []
+        # Each accepted update is folded into running sums at once (none is kept).
+        acc = Accumulator(self.model.n_items, self.model.params.n_factors, self.weighting,
+                          self.cap)
+        losses, weights, accepted, upload = [], [], 0, 0
         for reply in ok:
             update = self.accept(reply)
             if update is None:
                 continue
-            accepted.append(update)
-            metrics = reply.content.metric_records.get(records.METRICS, {})
+            acc.add(update)
+            accepted, upload = accepted + 1, upload + update.nbytes
+            metrics = reply.content.get(records.METRICS)
+            metrics = metrics if isinstance(metrics, MetricRecord) else {}
             weights.append(float(metrics.get(records.WEIGHT_KEY, 1.0)))
             losses.append(float(metrics.get("train-loss", np.nan)))
-        agg = aggregate(accepted, self.weighting, self.cap)
+        agg = acc.result()
         self.model.apply(agg, server_round)
         w = np.asarray(weights)
         summary = {
-            "accepted": float(len(accepted)),
-            "rejected": float(len(ok) - len(accepted)),
+            "accepted": float(accepted),
+            "rejected": float(len(ok) - accepted),
             "failed": float(len(errors)),
             "rows-updated": float(len(agg.ids)),
             "train-loss": float(np.average(losses, weights=w)) if len(w) and w.sum() else 0.0,
-            "upload-bytes": float(sum(u.nbytes for u in accepted)),
+            "upload-bytes": float(upload),
         }
         self.history.append({"round": server_round, "train": summary})
         log(INFO, "round %s: %s accepted, %s rejected, %s failed, %s rows updated",
-            server_round, len(accepted), summary["rejected"], len(errors), len(agg.ids))
+            server_round, accepted, summary["rejected"], len(errors), len(agg.ids))
         return self.items_record(), MetricRecord(summary)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]

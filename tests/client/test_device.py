@@ -7,13 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedrec.client.device import Device, UserState
+from fedrec.client.device import Device, UserState, _fit_user
 from fedrec.common.losses import (
     Regularization,
     bce_grads,
     bce_grads_one_user,
+    bce_user_grads,
     mse_grads,
     mse_grads_one_user,
+    mse_user_grads,
 )
 from fedrec.common.schema import TrainConfig
 
@@ -40,6 +42,23 @@ def test_one_user_gradients_equal_the_general_ones_summed(n, seed):
     full = bce_grads(np.tile(p, (n, 1)), q, b, label, reg)
     np.testing.assert_allclose(one.user_factors, full.user_factors.sum(0), rtol=1e-10)
     np.testing.assert_allclose(one.item_bias, full.item_bias)
+    assert np.isnan(bce_grads_one_user(p, q, b, label, reg, with_loss=False).loss)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 8), st.integers(0, 2**31 - 1))
+def test_user_only_gradients_equal_the_user_half_of_the_full_ones(n, seed):
+    rng = np.random.default_rng(seed)
+    p, q = rng.normal(size=3), rng.normal(size=(n, 3))
+    b, y = rng.normal(size=n), rng.uniform(1, 5, n)
+    reg = Regularization(0.1, 0.05)
+    gp, gb = mse_user_grads(3.0, p, 0.2, q, b, y, reg)
+    one = mse_grads_one_user(3.0, p, 0.2, q, b, y, reg)
+    np.testing.assert_allclose(gp, one.user_factors, rtol=1e-12)
+    assert gb == pytest.approx(one.user_bias, rel=1e-12)
+    label = (rng.random(n) < 0.5).astype(float)
+    np.testing.assert_allclose(bce_user_grads(p, q, b, label, reg),
+                               bce_grads_one_user(p, q, b, label, reg).user_factors, rtol=1e-12)
 
 
 def test_one_local_gd_step_is_minus_lr_times_the_gradient():
@@ -108,3 +127,24 @@ def test_implicit_local_step_matches_the_general_gradients(optimizer):
                       Regularization(cfg.reg, cfg.reg_bias))
         np.testing.assert_allclose(update.rows, 0.1 * g.item_factors, rtol=1e-4, atol=1e-7)
         np.testing.assert_allclose(update.bias, 0.1 * g.item_bias, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("explicit", [True, False])
+def test_user_refit_takes_user_steps_gradient_steps_on_the_mean_loss(explicit):
+    rng = np.random.default_rng(3)
+    q, b = rng.normal(0, 0.3, (12, 4)), rng.normal(0, 0.1, 12)
+    y = rng.uniform(1, 5, 12) if explicit else (rng.random(12) < 0.3).astype(float)
+    reg = Regularization(0.05, 0.01)
+    cfg = TrainConfig(loss="mse" if explicit else "bce", user_steps=7, user_lr=0.8)
+    p, bu = rng.normal(0, 0.1, 4), 0.2
+    want_p, want_bu = p.copy(), bu
+    for _ in range(7):  # the plain definition, with the gradients tested above
+        if explicit:
+            gp, gb = mse_user_grads(3.0, want_p, want_bu, q, b, y, reg)
+            want_bu -= 0.8 / 12 * gb
+        else:
+            gp = bce_user_grads(want_p, q, b, y, reg)
+        want_p = want_p - 0.8 / 12 * gp
+    got_p, got_bu = _fit_user(p, bu, q, b, y, 3.0, explicit, reg, cfg)
+    np.testing.assert_allclose(got_p, want_p, rtol=1e-10)
+    assert got_bu == pytest.approx(want_bu)

@@ -35,6 +35,7 @@ def test_a_good_update_passes():
     (lambda a: a["ids"].__setitem__(2, 10), "id-range"),
     (lambda a: a["ids"].__setitem__(2, -1), "id-range"),
     (lambda a: a["ids"].__setitem__(2, 5), "id-duplicate"),
+    (lambda a: a.__setitem__("ids", np.array([5, 0, 9])), "id-order"),
     (lambda a: a["rows"].__setitem__((1, 2), 1e6), "norm"),
     (lambda a: a.__setitem__("rows", a["rows"].astype(np.float64)), "dtype"),
     (lambda a: a.__setitem__("ids", a["ids"].astype(np.int32)), "dtype"),
