@@ -76,7 +76,26 @@ def upload_bytes(replies: list[Message], n_factors: int, n_items: int) -> dict[s
             "ratio_to_dense": mean / dense if dense else 0.0}
 
 
-def bench_inprocess(settings: RunSettings, repeats: int = 3) -> dict:
+def _round_seconds(settings: RunSettings, n_users: int, n_items: int, rating_range: tuple,
+                   workers: int) -> float:
+    """One whole round as the ServerApp runs it (sampling, delivery, validation, the fold
+    and the server step), with the devices in ``workers`` processes."""
+    strategy = build_strategy(settings, n_items, 3.5, rating_range)
+    with InProcessGrid(build_client_app, n_users, settings.to_run_config(),
+                       workers=workers) as grid:
+        if workers > 1:  # workers start (spawn, imports, the data) before the clock does
+            warm = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY)
+                    for n in grid.get_node_ids()]
+            list(grid.send_and_receive(warm))
+        start = time.perf_counter()
+        messages = strategy.configure_train(1, strategy.items_record(),
+                                            strategy.round_config(1), grid)
+        strategy.aggregate_train(1, grid.send_and_receive(messages))
+        return time.perf_counter() - start
+
+
+def bench_inprocess(settings: RunSettings, repeats: int = 3,
+                    workers: tuple[int, ...] = (1,)) -> dict:
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
                                  settings.data_dir)
     config = settings.to_run_config()
@@ -92,13 +111,8 @@ def bench_inprocess(settings: RunSettings, repeats: int = 3) -> dict:
         if dt < best["fedrec"]:
             best["fedrec"], replies = dt, got
         best["trivial"] = min(best["trivial"], _timed_pass(trivial, content, nodes)[0])
-    # One whole round as the ServerApp runs it.
-    strategy = build_strategy(settings, parts.n_items, 3.5, parts.rating_range)
-    start = time.perf_counter()
-    messages = strategy.configure_train(1, strategy.items_record(), strategy.round_config(1),
-                                        ours)
-    strategy.aggregate_train(1, ours.send_and_receive(messages))
-    round_s = time.perf_counter() - start
+    round_s = {str(w): _round_seconds(settings, parts.n_users, parts.n_items,
+                                      parts.rating_range, w) for w in workers}
     n = len(nodes)
     return {
         "devices": n,
@@ -146,7 +160,7 @@ def bench_ray(settings: RunSettings, rounds: int = 3) -> dict:
 
 
 def bench_engine(settings: RunSettings, engines: tuple[str, ...] = ("inprocess",),
-                 repeats: int = 3) -> dict:
+                 repeats: int = 3, workers: tuple[int, ...] = (1,)) -> dict:
     """The engine bench record (without ``env``)."""
     level = FLOWER_LOGGER.level
     FLOWER_LOGGER.setLevel(logging.WARNING)
@@ -155,7 +169,7 @@ def bench_engine(settings: RunSettings, engines: tuple[str, ...] = ("inprocess",
                         "protocol": settings.protocol, "settings": settings.to_run_config(),
                         "engines": {}}
         if "inprocess" in engines:
-            result["engines"]["inprocess"] = bench_inprocess(settings, repeats)
+            result["engines"]["inprocess"] = bench_inprocess(settings, repeats, workers)
         if "ray" in engines:
             result["engines"]["ray"] = bench_ray(settings)
         return result

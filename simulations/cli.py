@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     engine.add_argument("--engines", default="inprocess",
                         help="comma-separated: inprocess, ray")
     engine.add_argument("--repeats", type=int, default=3)
+    engine.add_argument("--workers", default="1",
+                        help="comma-separated worker-process counts to time a whole "
+                             "in-process round with, e.g. 1,2")
     engine.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="run-config overrides of the preset, repeatable")
     _output_args(engine)
@@ -114,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     per_round.add_argument("--devices-per-round", type=int, default=None, metavar="N",
                            help="devices sampled per round (instead of --fraction)")
     sim.add_argument("--engine", choices=ENGINES, default="inprocess")
+    sim.add_argument("--workers", type=int, default=1,
+                     help="in-process engine: processes the devices run in (same results "
+                          "for any number; the centralized reference takes one more)")
     sim.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="any run-config key (see pyproject [tool.flwr.app.config]), "
                           "e.g. --set server-lr=0.02; repeatable")
@@ -202,7 +208,8 @@ def _run_bench_engine(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown engines {sorted(unknown)}; choose from inprocess, ray")
     with progress_bar("engine bench", args.quiet) as update:
         update("measuring", 0, 1)
-        record = bench_engine(settings, engines, args.repeats)
+        workers = tuple(int(w) for w in args.workers.split(","))
+        record = bench_engine(settings, engines, args.repeats, workers)
         update("done", 1, 1)
     record["env"] = environment()
     name = args.dataset.replace(":", "-").replace("/", "_")
@@ -213,6 +220,9 @@ def _run_bench_engine(args: argparse.Namespace) -> int:
         for engine, r in record["engines"].items():
             print(f"{engine}: fedrec {r['fedrec_ms_per_message']:.3f} ms/message, trivial "
                   f"{r['trivial_ms_per_message']:.3f} ms/message, ratio {r['ratio']:.2f}")
+            for w, sec in r.get("round_s", {}).items():
+                print(f"{engine}: a round of {r['devices']} devices in {sec:.2f} s "
+                      f"({w} worker process{'es' if w != '1' else ''})")
         print(f"results: {path}")
     return 0
 
@@ -231,7 +241,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
     settings = _settings(args, fold=args.fold, **{"num-rounds": args.rounds,
                                                    "fraction-train": fraction})
     with progress_bar(f"simulate {args.dataset} {args.protocol}", args.quiet) as update:
-        record = simulate(settings, args.engine, update, centralized=not args.no_centralized)
+        record = simulate(settings, args.engine, update, centralized=not args.no_centralized,
+                          workers=args.workers)
     record["env"] = environment()
     name = args.dataset.replace(":", "-").replace("/", "_")
     out = args.out or RESULTS_DIR / f"simulate-{name}-{args.protocol}.json"

@@ -6,6 +6,11 @@ message is delivered as a copy whose records are new objects, so neither side ca
 the other's; the array payloads (immutable bytes) are shared rather than copied, which is
 what lets ten thousand devices receive the item table in one round.
 
+With ``workers=W > 1`` the devices live in W worker processes instead
+(:mod:`fedrec.simulations.workers`), which deliver a round's messages in parallel; the
+ClientApp is then given as a picklable factory. Replies, and so results, are the same for
+any number of workers.
+
 It is the default engine for one machine and for tests; Flower's own simulation engine
 (Ray) runs the same two apps (:mod:`fedrec.simulations.ray_engine`).
 """
@@ -32,6 +37,8 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
+
+from fedrec.simulations.workers import ClientAppFactory, DeviceWorkers
 
 CLIENT_APP_ERROR = 0  # Error code of a reply whose ClientApp raised
 
@@ -62,9 +69,15 @@ def _shallow(typed: object) -> object:
 class InProcessGrid(Grid):
     """A Grid whose nodes are ClientApp calls in this process (see the module docstring)."""
 
-    def __init__(self, client_app: ClientApp, num_nodes: int, run_config: dict,
-                 run_id: int = 1, observer: Observer | None = None) -> None:
-        self.client_app = client_app
+    def __init__(self, client_app: ClientApp | ClientAppFactory, num_nodes: int,
+                 run_config: dict, run_id: int = 1, observer: Observer | None = None,
+                 workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1. Found {workers}.")
+        if workers > 1 and isinstance(client_app, ClientApp):
+            raise TypeError("with workers > 1, pass a picklable factory that returns the "
+                            "ClientApp (such as fedrec.client.app.build_client_app), not "
+                            "the ClientApp itself")
         self._run = Run.create_empty(run_id)
         self.contexts: dict[int, Context] = {
             node_id: Context(run_id=run_id, node_id=node_id,
@@ -75,6 +88,27 @@ class InProcessGrid(Grid):
         self._inbox: dict[str, Message] = {}
         self._replies: dict[str, Message] = {}
         self.messages_delivered = 0
+        self._nodes = list(self.contexts)
+        self.workers: DeviceWorkers | None = None
+        self.client_app: ClientApp | None = None
+        if workers > 1:
+            # The workers own the devices' contexts (and their private state) from here on.
+            self.workers = DeviceWorkers(client_app, self.contexts, workers, deliver)
+            self.contexts = {}
+        else:
+            self.client_app = (client_app if isinstance(client_app, ClientApp)
+                               else client_app())
+
+    def close(self) -> None:
+        """Stop the worker processes, if any."""
+        if self.workers is not None:
+            self.workers.close()
+
+    def __enter__(self) -> InProcessGrid:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- Grid interface ------------------------------------------------------------------
     def set_run(self, run: Run) -> None:
@@ -89,12 +123,12 @@ class InProcessGrid(Grid):
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
-        return list(self.contexts)
+        return list(self._nodes)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        ids = []
+        ids, known = [], set(self._nodes)
         for msg in messages:
-            if msg.metadata.dst_node_id not in self.contexts:
+            if msg.metadata.dst_node_id not in known:
                 raise ValueError(f"no node {msg.metadata.dst_node_id} in this grid")
             msg.metadata.__dict__["_message_id"] = uuid4().hex
             self._inbox[msg.metadata.message_id] = msg
@@ -110,41 +144,62 @@ class InProcessGrid(Grid):
         (a partial round), as on a real SuperLink."""
         ids = list(self.push_messages(messages))
         deadline = None if timeout is None else time.monotonic() + timeout
-        for msg_id in ids:
-            msg = self._inbox.pop(msg_id)
-            if deadline is not None and time.monotonic() > deadline:
-                continue
-            self._replies[msg_id] = self._deliver(msg)
+        pending = [self._inbox.pop(msg_id) for msg_id in ids]
+        if self.workers is not None:
+            if self.observer:  # what each device is handed: an isolated copy
+                for msg in pending:
+                    self.observer("to-device", Message(content=isolate(msg.content),
+                                                       metadata=copy(msg.metadata)))
+            for reply in self.workers.deliver(pending, deadline):
+                self._received(reply)
+        else:
+            for msg in pending:
+                if deadline is not None and time.monotonic() > deadline:
+                    continue  # not started before the timeout: no reply (a partial round)
+                observe = (lambda m: self.observer("to-device", m)) if self.observer else None
+                self._received(deliver(self.client_app,
+                                       self.contexts[msg.metadata.dst_node_id], msg, observe))
         return self.pull_messages(ids)
 
-    # ---- delivery ------------------------------------------------------------------------
-    def _deliver(self, msg: Message) -> Message:
-        context = self.contexts[msg.metadata.dst_node_id]
-        delivered = Message(content=isolate(msg.content), metadata=copy(msg.metadata))
-        if self.observer:
-            self.observer("to-device", delivered)
-        try:
-            reply = self.client_app(delivered, context)
-        except Exception as exc:  # a failing ClientApp is an error reply, not a crash
-            reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
-            reply = Message(Error(CLIENT_APP_ERROR, reason), reply_to=delivered)
-        if reply.has_content():
-            reply = Message(content=isolate(reply.content), metadata=copy(reply.metadata))
-        reply.metadata.__dict__["_message_id"] = uuid4().hex
+    def _received(self, reply: Message) -> None:
+        self._replies[reply.metadata.reply_to_message_id] = reply
         self.messages_delivered += 1
         if self.observer:
             self.observer("to-server", reply)
-        return reply
 
 
-def run_in_process(server_app: ServerApp, client_app: ClientApp, num_nodes: int,
-                   run_config: dict, observer: Observer | None = None) -> InProcessGrid:
-    """Run ``server_app`` against ``num_nodes`` in-process devices; returns the grid."""
-    grid = InProcessGrid(client_app, num_nodes, run_config, observer=observer)
+def deliver(client_app: ClientApp, context: Context, msg: Message,
+            observe: Callable[[Message], None] | None = None) -> Message:
+    """Hand one device an isolated copy of ``msg``; returns its isolated reply (an error
+    reply if the ClientApp raised). ``observe`` sees the copy the device is handed."""
+    delivered = Message(content=isolate(msg.content), metadata=copy(msg.metadata))
+    if observe:
+        observe(delivered)
+    try:
+        reply = client_app(delivered, context)
+    except Exception as exc:  # a failing ClientApp is an error reply, not a crash
+        reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+        reply = Message(Error(CLIENT_APP_ERROR, reason), reply_to=delivered)
+    if reply.has_content():
+        reply = Message(content=isolate(reply.content), metadata=copy(reply.metadata))
+    reply.metadata.__dict__["_message_id"] = uuid4().hex
+    return reply
+
+
+def run_in_process(server_app: ServerApp, client_app: ClientApp | ClientAppFactory,
+                   num_nodes: int, run_config: dict, observer: Observer | None = None,
+                   workers: int = 1) -> InProcessGrid:
+    """Run ``server_app`` against ``num_nodes`` in-process devices; returns the grid (its
+    worker processes, if any, stopped)."""
+    grid = InProcessGrid(client_app, num_nodes, run_config, observer=observer,
+                         workers=workers)
     TaskIdentity.run_id = grid.run.run_id
     TaskIdentity.node_id = SUPERLINK_NODE_ID
     TaskIdentity.task_id = 1
     context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
                       state=RecordDict(), run_config=dict(run_config))
-    server_app(grid, context)
+    try:
+        server_app(grid, context)
+    finally:
+        grid.close()
     return grid

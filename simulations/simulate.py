@@ -20,6 +20,7 @@ from pathlib import Path
 from flwr.common.logger import FLOWER_LOGGER
 
 from fedrec.client.app import app as client_app
+from fedrec.client.app import build_client_app
 from fedrec.common.atomic import atomic_open
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
@@ -37,7 +38,8 @@ def headline(protocol_explicit: bool) -> str:
 
 
 def simulate(settings: RunSettings, engine: str = "inprocess",
-             progress: Progress | None = None, centralized: bool = True) -> dict:
+             progress: Progress | None = None, centralized: bool = True,
+             workers: int = 1) -> dict:
     """Run the federated simulation and the centralized reference; returns the record."""
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
                                  settings.data_dir)
@@ -69,7 +71,9 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
             FLOWER_LOGGER.setLevel(logging.WARNING)
             try:
                 if engine == "inprocess":
-                    run_in_process(server_app, client_app, n_devices, config, observer=observe)
+                    devices = client_app if workers == 1 else build_client_app
+                    run_in_process(server_app, devices, n_devices, config, observer=observe,
+                                   workers=workers)
                 elif engine == "ray":
                     from fedrec.simulations.ray_engine import run_ray
 
@@ -86,7 +90,8 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
         train = [{"round": r["round"], **r["train"]} for r in rounds if "train" in r]
         record: dict = {
             "bench": "simulate", "dataset": settings.dataset, "protocol": settings.protocol,
-            "engine": engine, "devices": n_devices, "devices_per_round": per_round,
+            "engine": engine, "workers": workers, "devices": n_devices,
+            "devices_per_round": per_round,
             "settings": settings.to_run_config(),
             "models": {"federated-mf": {**{k: v for k, v in evals[-1].items() if k != "round"},
                                         "fit_s": federated_s}},
