@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedrec.client.device import Device, UserState
+from fedrec.client.stream import Cursor, StreamDevice
 from fedrec.common import records
-from fedrec.common.partition import UserRows, simulated_partitions
+from fedrec.common.partition import UserRows, simulated_partitions, simulated_timeline
 from fedrec.common.settings import RunSettings
+
+STREAM = "stream"  # context.state: ConfigRecord {seen, trained}, the device's timeline cursor
 
 
 def local_rows(context: Context, run_config: Mapping) -> UserRows:
@@ -58,8 +61,54 @@ def _prepare(msg: Message, context: Context, run_config: Mapping) -> tuple:
     return config, extra, factors, bias, rows, _device(context, rows, _seed(extra, context))
 
 
+def _stream_train(msg: Message, context: Context, run_config: Mapping) -> Message:
+    """A round of a timeline replay: take the events before the server's ``until`` (scoring
+    each before learning from it), train the mode's events, reply with the update, the
+    training metrics and the pooled prequential sums."""
+    config, extra = records.record_to_config(msg.content[records.CONFIG])
+    arrays = records.record_to_arrays(msg.content[records.ITEMS])
+    factors, bias = arrays["factors"], arrays["bias"]
+    c = run_config
+    timeline = simulated_timeline(str(c.get("dataset", RunSettings.dataset)),
+                                  config.loss == "mse",
+                                  str(c.get("data-dir", RunSettings.data_dir)))
+    events = timeline.user_events(int(context.node_config["partition-id"]))
+    d = timeline.data
+    state = None
+    if records.USER in context.state.array_records:
+        vector = records.array_view(context.state[records.USER]["vector"])
+        state = UserState(vector[:-1].copy(), float(vector[-1]))
+    cursor = Cursor()
+    if STREAM in context.state.config_records:
+        saved = context.state[STREAM]
+        cursor = Cursor(int(saved["seen"]), int(saved["trained"]))
+    device = StreamDevice(d.item[events], d.value[events], d.timestamp[events], events,
+                          state, cursor, seed=_seed(extra, context))
+    mean = float(extra["mean"])
+    seen_before = cursor.seen
+    scores = device.arrive(int(extra["until"]), factors, bias, mean, config,
+                           arrays.get("listed"), float(extra.get("new-days", 7.0)),
+                           (float(extra["rating-min"]), float(extra["rating-max"])))
+    new = slice(seen_before, device.cursor.seen)
+    rating_sum = float(device.values[new].sum()) if config.loss == "mse" else 0.0
+    update, metrics = device.train(factors, bias, mean, config, str(extra["stream-mode"]),
+                                   int(extra["buffer"]), float(extra.get("replay", 1.0)))
+    context.state[records.USER] = records.arrays_to_record(
+        {"vector": np.append(device.user.factors, np.float32(device.user.bias))})
+    context.state[STREAM] = ConfigRecord({"seen": device.cursor.seen,
+                                          "trained": device.cursor.trained})
+    # μ is pooled from sums of the ratings learned this round (aggregate-only, as `query`).
+    metrics = {**metrics, **scores, "rating-sum": rating_sum,
+               "rating-count": float(new.stop - new.start)}
+    return Message(RecordDict({records.UPDATE: records.update_to_record(update),
+                               records.METRICS: records.metrics_to_record(metrics)}),
+                   reply_to=msg)
+
+
 def train(msg: Message, context: Context, run_config: Mapping) -> Message:
     """Local training; replies with the sparse item update and training metrics."""
+    if "until" in msg.content[records.CONFIG]:
+        return _stream_train(msg, context, run_config)
     config, extra, factors, bias, _, device = _prepare(msg, context, run_config)
     update, metrics = device.train(factors, bias, float(extra["mean"]), config)
     _save(context, device)

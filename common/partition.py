@@ -6,13 +6,14 @@ computed once per process and cached, so thousands of simulated devices share it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
 
 from fedrec.common.data.registry import load_dataset
 from fedrec.common.split import Split, split
+from fedrec.common.stream import Timeline
 
 
 @dataclass(frozen=True)
@@ -56,3 +57,15 @@ def simulated_partitions(dataset: str, protocol: str, fold: int = 0,
         if s.fold == fold:
             return Partitions(s)
     raise ValueError(f"protocol {protocol!r} has no fold {fold}")
+
+
+@lru_cache(maxsize=4)
+def simulated_timeline(dataset: str, explicit: bool, data_dir: str | None = None) -> Timeline:
+    """The cached timeline of ``dataset``: its ratings (``explicit``), or every event as an
+    implicit positive (value 1)."""
+    data = load_dataset(dataset, data_dir or None)
+    data = (data.ratings() if explicit
+            else replace(data, value=np.ones(len(data), dtype=np.float32)))
+    if not len(data):
+        raise ValueError(f"dataset {dataset!r} has no {'rating ' if explicit else ''}events")
+    return Timeline(data)

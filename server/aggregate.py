@@ -2,7 +2,9 @@
 
 Each item's update is the weighted mean over the devices that touched it. Weighting options,
 against imbalance: ``uniform`` (every device counts once), ``count`` (by the number of the
-device's examples on that item) and ``capped`` (count, but at most ``cap``).
+device's examples on that item) and ``capped`` (count, but at most ``cap``). ``sum`` adds
+the devices' updates instead of averaging them: in a stream, each is a run of online SGD
+steps, and applied in full they compose as the steps of one learner would.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from fedrec.common.schema import ItemUpdate
 
-WEIGHTINGS = ("uniform", "count", "capped")
+WEIGHTINGS = ("uniform", "count", "capped", "sum")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class Aggregate:
 
 def weights(update: ItemUpdate, weighting: str, cap: float = 10.0) -> np.ndarray:
     """The weight of each row of one device's update."""
-    if weighting == "uniform":
+    if weighting in ("uniform", "sum"):
         return np.ones(len(update.ids), dtype=np.float64)
     if weighting == "count":
         return update.counts.astype(np.float64)
@@ -60,7 +62,7 @@ class Accumulator:
 
     def add(self, update: ItemUpdate) -> None:
         ids = update.ids
-        if self.weighting == "uniform":  # the common case: no multiply
+        if self.weighting in ("uniform", "sum"):  # the common case: no multiply
             self.rows[ids] += update.rows
             self.bias[ids] += update.bias
             self.weight[ids] += 1.0
@@ -74,6 +76,9 @@ class Accumulator:
     def result(self) -> Aggregate:
         ids = np.flatnonzero(self.devices)
         wsum = self.weight[ids]
+        if self.weighting == "sum":  # every device's update in full, not averaged
+            return Aggregate(ids, self.rows[ids], self.bias[ids], wsum,
+                             self.devices[ids].astype(np.float64))
         return Aggregate(ids, self.rows[ids] / wsum[:, None], self.bias[ids] / wsum, wsum,
                          self.devices[ids].astype(np.float64))
 

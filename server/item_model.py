@@ -30,6 +30,25 @@ class ItemModel:
     def n_items(self) -> int:
         return self.params.n_items
 
+    def grow(self, factors: np.ndarray, bias: np.ndarray, round_number: int) -> None:
+        """Append rows for newly listed items (their first vectors); existing rows, their
+        versions and their optimiser state are left exactly as they were."""
+        factors = np.asarray(factors, dtype=self.params.factors.dtype)
+        bias = np.asarray(bias, dtype=self.params.bias.dtype)
+        if factors.ndim != 2 or factors.shape[1] != self.params.n_factors \
+                or bias.shape != (len(factors),):
+            raise ValueError(f"new rows must be (m, {self.params.n_factors}) factors and (m,) "
+                             f"biases. Found {factors.shape} and {bias.shape}.")
+        if not len(factors):
+            return
+        p = self.params
+        p.factors = np.concatenate([p.factors, factors])
+        p.bias = np.concatenate([p.bias, bias])
+        self.version = np.concatenate(
+            [self.version, np.full(len(factors), round_number, dtype=np.int64)])
+        self._factor_rule.grow(p.n_items)
+        self._bias_rule.grow(p.n_items)
+
     def apply(self, agg: Aggregate, round_number: int) -> None:
         """One server step on the rows of ``agg``."""
         if len(agg.ids):

@@ -3,6 +3,7 @@
 ``fedrec bench quality``   centralized model beside baselines on a protocol (JSON with --json)
 ``fedrec bench engine``    ClientApp cost per message against a trivial one; upload bytes
 ``fedrec bench data``      time loading, generating the synthetic shop, and evaluating
+``fedrec bench stream``    replay a timeline: federated and centralized models, prequential
 ``fedrec simulate``        federated training on one machine beside the centralized model
 ``fedrec download NAME``   fetch a MovieLens archive, verify its checksum, unpack it
 ``fedrec data info NAME``  what a dataset holds: sizes, event types, activity imbalance
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedrec.client.stream import MODES
 from fedrec.common.data.download import SOURCES, ChecksumError, download_dataset
 from fedrec.common.data.errors import DataFormatError
 from fedrec.common.data.interactions import EventType, Interactions
@@ -27,12 +29,21 @@ from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.common.split import PROTOCOLS
 from fedrec.simulations.bench_engine import bench_engine
-from fedrec.simulations.presets import mf_config, preset_settings
+from fedrec.simulations.presets import (
+    STREAM_BUFFER,
+    STREAM_EXPLICIT,
+    STREAM_IMPLICIT,
+    STREAM_TICK_EVENTS,
+    mf_config,
+    preset_settings,
+)
 from fedrec.simulations.progress import progress_bar
 from fedrec.simulations.quality import bench_quality, models_for
 from fedrec.simulations.results import RESULTS_DIR, environment, write_json
 from fedrec.simulations.simulate import ENGINES, plot, simulate
 from fedrec.simulations.speed import bench_data
+from fedrec.simulations.stream import ALL_MODELS, KINDS, StreamSettings, bench_stream
+from fedrec.simulations.stream import plot as stream_plot
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,6 +100,36 @@ def _parser() -> argparse.ArgumentParser:
                         help="run-config overrides of the preset, repeatable")
     _output_args(engine)
     engine.set_defaults(run=_run_bench_engine)
+
+    stream = bench_sub.add_parser(
+        "stream", help="replay a timeline: federated and centralized models, prequential",
+        description="Replay the dataset in time order; every model scores each event before "
+                    "it learns from it. Federated (incremental and recursive modes, content "
+                    "or neutral start for new items), centralized incremental, periodic "
+                    "retrain, static, and a simple baseline, on the same stream.")
+    _dataset_args(stream)
+    stream.add_argument("--kind", choices=KINDS, default="implicit",
+                        help="ratings (explicit) or every event as a positive (implicit)")
+    stream.add_argument("--models", help=f"comma-separated, from: {', '.join(ALL_MODELS)} "
+                                         "(default: all that apply)")
+    stream.add_argument("--tick-events", type=int, help="events per tick (default: preset)")
+    stream.add_argument("--mode", choices=MODES, default="incremental",
+                        help="mode of the model named federated-incremental... ")
+    stream.add_argument("--buffer", type=int, help="events an incremental device replays")
+    stream.add_argument("--replay", type=float, default=0.3,
+                        help="older buffer events an incremental device replays per new one")
+    stream.add_argument("--others-share", type=float, default=0.0,
+                        help="random devices without new events per round, as a share of "
+                             "those with new events")
+    stream.add_argument("--window", type=int, default=10_000,
+                        help="sliding window of the curves, in events")
+    stream.add_argument("--workers", type=int, default=1,
+                        help="processes the simulated devices run in")
+    stream.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="run-config overrides of the federated model, repeatable")
+    stream.add_argument("--plot", type=Path, help="PNG of the curves (default: beside the JSON)")
+    _output_args(stream)
+    stream.set_defaults(run=_run_bench_stream)
 
     data_bench = bench_sub.add_parser(
         "data", help="time loading, generating and evaluating",
@@ -198,6 +239,40 @@ def _settings(args: argparse.Namespace, **extra: object) -> RunSettings:
             raise ValueError(f"--set takes KEY=VALUE, found {item!r}")
         base[key.strip()] = value.strip()
     return RunSettings.from_run_config(base)
+
+
+def _run_bench_stream(args: argparse.Namespace) -> int:
+    explicit = args.kind == "explicit"
+    base = (STREAM_EXPLICIT if explicit else STREAM_IMPLICIT).to_run_config()
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE, found {item!r}")
+        base[key.strip()] = value.strip()
+    settings = StreamSettings(
+        dataset=args.dataset, kind=args.kind,
+        data_dir=str(args.data_dir or os.environ.get(ENV_VAR) or ""),
+        tick_events=args.tick_events or STREAM_TICK_EVENTS[args.kind],
+        mode=args.mode, buffer=args.buffer or STREAM_BUFFER[args.kind], replay=args.replay,
+        others_share=args.others_share, window_events=args.window,
+        run=RunSettings.from_run_config(base))
+    models = tuple(m.strip() for m in args.models.split(",")) if args.models else None
+    with progress_bar(f"stream {args.dataset} {args.kind}", args.quiet) as update:
+        record = bench_stream(settings, models, update, workers=args.workers)
+    record["env"] = environment()
+    name = args.dataset.replace(":", "-").replace("/", "_")
+    out = args.out or RESULTS_DIR / f"stream-{name}-{args.kind}.json"
+    path = write_json(record, out)
+    png = stream_plot(record, str(args.plot or Path(out).with_suffix(".png")))
+    if args.json:
+        print(json.dumps(record))
+    else:
+        key = "rmse" if explicit else "hr@10"
+        for model, m in record["models"].items():
+            print(f"{model:30s} {key} {m[key]:.4f}  after warm-up "
+                  f"{m['after_warmup'][key]:.4f}  ({m['compute_s']:.1f} s)")
+        print(f"results: {path}\nplot:    {png}")
+    return 0
 
 
 def _run_bench_engine(args: argparse.Namespace) -> int:

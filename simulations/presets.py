@@ -49,3 +49,15 @@ def preset_settings(dataset: str, protocol: str) -> RunSettings:
     else:
         base = FEDERATED_IMPLICIT
     return replace(base, dataset=dataset, protocol=protocol)
+
+
+# Timeline replays (fedrec bench stream). Explicit: river's BiasedMF setting on ML-100K's
+# prequential protocol (10 factors, no L2), one online step per event, rounds every 100
+# events, devices' steps summed. Implicit: BCE with 4 sampled negatives per event.
+STREAM_EXPLICIT = RunSettings(
+    protocol="explicit-80-20", factors=10, optimizer="online", local_epochs=1, lr=0.08,
+    reg=0.0, reg_bias=0.0, negatives=4, server_optimizer="sgd", server_lr=1.0,
+    weighting="sum")
+STREAM_IMPLICIT = replace(STREAM_EXPLICIT, protocol="implicit-80-20", factors=32, lr=0.1)
+STREAM_TICK_EVENTS = {"explicit": 100, "implicit": 500}
+STREAM_BUFFER = {"explicit": 100, "implicit": 100}

@@ -1,0 +1,220 @@
+"""A device whose events arrive over time: prequential scoring, online user steps, and the
+two training modes of the brief.
+
+When the device learns of new events (its app recorded them; in simulation, the server's
+clock reveals them: every event before position ``until`` of the timeline, so events with
+equal timestamps split exactly where the ticks split them), it takes them in time order
+and, for each, first *scores* it with what it knows at that moment (its user vector, its
+copy of the item rows), then takes one online SGD step on its private user vector and on
+its copy of the item rows. The next reply uploads how the item rows moved: those online
+steps and, by mode,
+
+* ``incremental``: replays of older events sampled from a bounded buffer of the device's
+  most recent events (``replay`` of them per new event), which it keeps;
+* ``recursive``: nothing more (or more passes over the new events only), after which the
+  device forgets them.
+
+Scores are reported as sums a server can pool (never per event): squared and absolute
+error for ratings; for implicit events, hits and NDCG@10 of the event's item ranked among
+all listed items the user has not interacted with before (first interactions only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from fedrec.client.device import Device, UserState
+from fedrec.common.schema import ItemUpdate, TrainConfig
+
+MODES = ("incremental", "recursive")
+K = 10
+_DISCOUNT = 1.0 / np.log2(np.arange(2, K + 2))
+
+
+@dataclass
+class Cursor:
+    """How far the device has got in its own timeline."""
+
+    seen: int = 0  # events scored and learned by the user vector
+    trained: int = 0  # events the item side has been trained on (recursive mode)
+
+
+class StreamDevice:
+    """One user's timeline (items, values and times in time order) and the device's state."""
+
+    def __init__(self, items: np.ndarray, values: np.ndarray, times: np.ndarray,
+                 positions: np.ndarray | None = None, state: UserState | None = None,
+                 cursor: Cursor | None = None, seed: int = 0) -> None:
+        self.items = np.asarray(items, dtype=np.int64)
+        self.values = np.asarray(values, dtype=np.float32)
+        self.times = np.asarray(times, dtype=np.int64)
+        self.positions = (np.arange(len(self.items)) if positions is None
+                          else np.asarray(positions, dtype=np.int64))
+        if not (len(self.items) == len(self.values) == len(self.times)
+                == len(self.positions)):
+            raise ValueError("items, values, times and positions must have the same length")
+        if len(self.times) > 1 and ((np.diff(self.times) < 0).any()
+                                    or (np.diff(self.positions) <= 0).any()):
+            raise ValueError("events must be in time order")
+        self.user = state
+        self.cursor = cursor or Cursor()
+        self.rng = np.random.default_rng(seed)
+        self._table: np.ndarray | None = None  # the item rows as this device moved them
+        self._bias: np.ndarray | None = None
+        self._counts: np.ndarray | None = None
+
+    def arrived(self, until: int) -> int:
+        """How many of the device's events come before timeline position ``until``."""
+        return int(np.searchsorted(self.positions, until, side="left"))
+
+    # ---- arrival: score, then learn ---------------------------------------------------
+    def arrive(self, until: int, factors: np.ndarray, bias: np.ndarray, mean: float,
+               config: TrainConfig, listed: np.ndarray | None = None, new_days: float = 7.0,
+               rating_range: tuple[float, float] = (-np.inf, np.inf)) -> dict[str, float]:
+        """Score, then learn, every event before position ``until`` not seen yet; returns
+        the pooled score sums.
+
+        Learning is one online SGD step per event on the user vector and on the device's
+        copy of the item rows (for implicit events: the item and ``negatives`` sampled
+        items); the item rows' changes are what the next reply uploads. ``listed`` (listing
+        time per item) marks events on items younger than ``new_days`` days, whose scores
+        are also summed apart (``new-*`` keys).
+        """
+        k = factors.shape[1]
+        if self.user is None or self.user.factors.shape != (k,):
+            self.user = UserState(
+                self.rng.normal(0.0, config.init_std, size=k).astype(np.float32), 0.0)
+        self._table = factors.astype(np.float64)  # the device's copy of the item side
+        self._bias = bias.astype(np.float64)
+        self._counts = np.zeros(len(factors), dtype=np.float64)
+        start, stop = self.cursor.seen, self.arrived(until)
+        sums = dict.fromkeys(("n", "sq-err", "abs-err", "hits", "ndcg", "new-n", "new-hits",
+                              "new-ndcg", "new-sq-err"), 0.0)
+        if stop > start:
+            new = np.zeros(stop - start, dtype=bool)
+            if listed is not None:
+                age = self.times[start:stop] - listed[self.items[start:stop]]
+                new = age < new_days * 86_400
+            if config.loss == "mse":
+                self._arrive_ratings(start, stop, mean, config, new, rating_range, sums)
+            else:
+                self._arrive_implicit(start, stop, config, new, sums)
+            self.cursor.seen = stop
+        return {f"pq-{key}": v for key, v in sums.items()}
+
+    def _arrive_ratings(self, start: int, stop: int, mean: float, config: TrainConfig,
+                        new: np.ndarray, rating_range: tuple[float, float], sums: dict) -> None:
+        p = self.user.factors.astype(np.float64)
+        bu = float(self.user.bias)
+        lr, reg, reg_b = config.lr, config.reg, config.reg_bias
+        low, high = rating_range
+        q_all, b_all = self._table, self._bias
+        for j in range(stop - start):  # per event: score, then one SGD step
+            i = self.items[start + j]
+            q = q_all[i]
+            pred = mean + bu + b_all[i] + q @ p
+            err = min(max(pred, low), high) - self.values[start + j]
+            sums["n"] += 1
+            sums["sq-err"] += err * err
+            sums["abs-err"] += abs(err)
+            if new[j]:
+                sums["new-n"] += 1
+                sums["new-sq-err"] += err * err
+            e = pred - self.values[start + j]
+            p, q_all[i] = p - lr * (e * q + reg * p), q - lr * (e * p + reg * q)
+            bu, b_all[i] = bu - lr * (e + reg_b * bu), b_all[i] - lr * (e + reg_b * b_all[i])
+            self._counts[i] += 1
+        self.user = UserState(p.astype(np.float32), bu)
+
+    def _arrive_implicit(self, start: int, stop: int, config: TrainConfig, new: np.ndarray,
+                         sums: dict) -> None:
+        p = self.user.factors.astype(np.float64)
+        lr, reg, reg_b = config.lr, config.reg, config.reg_bias
+        table, b_all = self._table, self._bias
+        n_items = len(table)
+        seen = np.zeros(n_items, dtype=bool)
+        seen[self.items[:start]] = True
+        for j in range(stop - start):
+            item = self.items[start + j]
+            if not seen[item]:  # a first interaction: rank it among the unseen items
+                scores = table @ p + b_all
+                target = scores[item]
+                scores[seen] = -np.inf
+                # Ties count half (a random tie-break's average), as in the centralized bench.
+                rank = int((scores > target).sum()) + (int((scores == target).sum()) - 1) // 2
+                hit = rank < K
+                gain = _DISCOUNT[rank] if hit else 0.0
+                sums["n"] += 1
+                sums["hits"] += hit
+                sums["ndcg"] += gain
+                if new[j]:
+                    sums["new-n"] += 1
+                    sums["new-hits"] += hit
+                    sums["new-ndcg"] += gain
+                seen[item] = True
+            # One BCE step: this positive and sampled items the user has not touched.
+            negs = self.rng.integers(0, n_items, size=config.negatives)
+            negs = np.unique(negs[~seen[negs]])
+            rows = np.concatenate([[item], negs])
+            q = table[rows]
+            s = q @ p + b_all[rows]
+            ds = 0.5 * np.tanh(0.5 * s) + 0.5
+            ds[0] -= 1.0
+            p, table[rows] = (p - lr * (ds @ q + reg * len(rows) * p),
+                              q - lr * (ds[:, None] * p + reg * q))
+            b_all[rows] -= lr * (ds + reg_b * b_all[rows])
+            self._counts[rows] += 1
+        self.user = UserState(p.astype(np.float32), float(self.user.bias))
+
+    # ---- the round's item-side training -------------------------------------------------
+    def training_rows(self, mode: str, buffer: int, replay: float = 1.0) -> np.ndarray:
+        """Positions of the events a round trains on beyond the arrival steps:
+        ``incremental``: ``replay`` older events per new one (at least one), sampled from
+        the buffer of the ``buffer`` most recent events; ``recursive``: the new events
+        (used only when ``local_epochs`` > 1)."""
+        new = np.arange(self.cursor.trained, self.cursor.seen)
+        if mode == "recursive":
+            return new
+        if mode != "incremental":
+            raise ValueError(f"mode must be one of {', '.join(MODES)}. Found {mode!r}.")
+        old = np.arange(max(0, self.cursor.seen - buffer), self.cursor.trained)
+        n = min(len(old), int(np.ceil(replay * max(len(new), 1))))
+        return np.sort(self.rng.choice(old, n, replace=False)) if n else old[:0]
+
+    def train(self, factors: np.ndarray, bias: np.ndarray, mean: float, config: TrainConfig,
+              mode: str, buffer: int, replay: float = 1.0
+              ) -> tuple[ItemUpdate, dict[str, float]]:
+        """The round's update: the arrival steps' item changes, plus ``local_epochs`` passes
+        over replayed buffer events (``incremental``) or ``local_epochs - 1`` more passes
+        over the new events (``recursive``), all on the device's copy of the item rows."""
+        if self._table is None:
+            raise RuntimeError("call arrive() before train()")
+        rows = self.training_rows(mode, buffer, replay)
+        epochs = config.local_epochs if mode == "incremental" else config.local_epochs - 1
+        metrics = {"train-loss": 0.0, "num-examples": float(len(rows))}
+        if epochs > 0 and len(rows):
+            device = Device(self.items[rows], self.values[rows], state=self.user,
+                            seed=int(self.rng.integers(2**31)))
+            update, metrics = device.train(self._table.astype(np.float32),
+                                           self._bias.astype(np.float32), mean,
+                                           replace(config, local_epochs=epochs))
+            self.user = device.user
+            self._table[update.ids] -= update.rows
+            self._bias[update.ids] -= update.bias
+            self._counts[update.ids] += update.counts
+        ids = np.flatnonzero(self._counts)
+        update = ItemUpdate(ids.astype(np.int64),
+                            (factors[ids] - self._table[ids]).astype(np.float32),
+                            (bias[ids] - self._bias[ids]).astype(np.float32),
+                            self._counts[ids].astype(np.float32))
+        self.cursor.trained = self.cursor.seen
+        self._table = self._bias = self._counts = None
+        return update, {**metrics, "stored-events": float(self.stored_events(mode, buffer))}
+
+    def stored_events(self, mode: str, buffer: int) -> int:
+        """Events the device must keep for its mode after this round."""
+        if mode == "incremental":
+            return min(self.cursor.seen, buffer)
+        return self.cursor.seen - self.cursor.trained

@@ -1,0 +1,354 @@
+"""``fedrec bench stream``: replay a shop's timeline through the federated model and the
+centralized ones, scoring every event before anyone learns from it.
+
+The federated replay is fedrec's Flower ClientApp and FedRec strategy on the in-process
+engine, driven by a clock: after each tick the server
+
+1. lists the items that appeared by then, growing the item table (first rows from content
+   features, or neutral; old rows untouched);
+2. samples the devices that had new events in the tick (in a deployment, the devices that
+   check in), plus a configurable share of random others;
+3. sends them the item table and the position ``until`` the clock has reached; each device
+   scores its new events, learns its user vector online, trains the mode's events and
+   replies with an item update and pooled scores;
+4. folds the accepted updates in, and updates μ from the devices' rating sums.
+
+An event is scored at the round that follows it, with the model of the round before: its
+item side lags one round, which is the price of federation measured against
+``centralized-incremental`` (no lag).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+from flwr.app import Message, MessageType, RecordDict
+from flwr.common.logger import FLOWER_LOGGER
+
+from fedrec.client.app import app as client_app
+from fedrec.client.app import build_client_app
+from fedrec.client.stream import MODES
+from fedrec.common import records
+from fedrec.common.partition import simulated_timeline
+from fedrec.common.settings import RunSettings
+from fedrec.common.stream import Tick, Timeline
+from fedrec.server.app import build_strategy
+from fedrec.server.catalogue import INITS, content_rows, neutral_rows
+from fedrec.server.strategy import FedRec
+from fedrec.simulations import stream_baselines as sb
+from fedrec.simulations.engine import InProcessGrid, TaskIdentity
+from fedrec.simulations.prequential import Sums
+from fedrec.simulations.presets import mf_config
+
+Progress = Callable[[str, int, int], None]
+KINDS = ("explicit", "implicit")
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """A stream replay: the data, the clock, the federated model and the baselines."""
+
+    dataset: str = "ml-100k"
+    kind: str = "explicit"
+    data_dir: str = ""
+    tick_events: int = 1000
+    mode: str = "incremental"
+    buffer: int = 200
+    replay: float = 0.3
+    others_share: float = 0.0
+    init: str = "content"
+    new_days: float = 7.0
+    window_events: int = 10_000
+    warmup: float = 0.2
+    retrain_every: float = 0.2
+    retrain_epochs: int = 10
+    run: RunSettings = field(default_factory=RunSettings)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}. Found {self.kind!r}.")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}. Found {self.mode!r}.")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}. Found {self.init!r}.")
+        if self.tick_events < 1 or self.buffer < 1:
+            raise ValueError("tick_events and buffer must be >= 1")
+        if not self.others_share >= 0 or not 0 < self.warmup < 1 \
+                or not 0 < self.retrain_every <= 1:
+            raise ValueError("others_share must be >= 0, warmup in (0, 1), "
+                             "retrain_every in (0, 1]")
+
+    @property
+    def explicit(self) -> bool:
+        return self.kind == "explicit"
+
+    def run_settings(self) -> RunSettings:
+        """The federated model's settings (the protocol only picks the loss)."""
+        protocol = "explicit-80-20" if self.explicit else "implicit-80-20"
+        return replace(self.run, dataset=self.dataset, protocol=protocol,
+                       data_dir=self.data_dir)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["run"] = self.run.to_run_config()
+        return out
+
+
+def load_timeline(s: StreamSettings) -> Timeline:
+    return simulated_timeline(s.dataset, s.explicit, s.data_dir)
+
+
+def _rating_range(timeline: Timeline, explicit: bool) -> tuple[float, float]:
+    """The rating scale (public shop metadata, as the catalogue is)."""
+    if not explicit:
+        return (-np.inf, np.inf)
+    v = timeline.data.value
+    return float(v.min()), float(v.max())
+
+
+class FederatedStream:
+    """The federated replay (see the module docstring)."""
+
+    def __init__(self, s: StreamSettings, workers: int = 1) -> None:
+        self.s = s
+        self.run = s.run_settings()
+        self.timeline = t = load_timeline(s)
+        self.ticks = t.ticks(events=s.tick_events)
+        self.rating_range = _rating_range(t, s.explicit)
+        low, high = self.rating_range
+        mean = (low + high) / 2 if s.explicit else 0.0  # until devices report ratings
+        first = max(1, t.listed_by(self.ticks[0].now)) if self.ticks else 1
+        self.strategy: FedRec = build_strategy(self.run, first, mean, self.rating_range)
+        self.rng = np.random.default_rng(self.run.seed + 17)
+        config = self.run.to_run_config()
+        devices = client_app if workers == 1 else build_client_app
+        self.grid = InProcessGrid(devices, t.n_users, config, workers=workers)
+        self.node_of_user = list(self.grid.get_node_ids())  # partition id = user index
+        features = t.data.item_features
+        self.features = None if features is None else features.matrix
+        self.rating_total = self.rating_count = 0.0
+        self.sums = Sums(len(self.ticks))
+        self.log: list[dict] = []
+
+    # ---- the server's side of one tick ---------------------------------------------------
+    def _grow(self, n_listed: int, server_round: int) -> None:
+        model = self.strategy.model
+        n_new = n_listed - model.n_items
+        if n_new <= 0:
+            return
+        k = model.params.n_factors
+        rows = None
+        if self.s.init == "content" and self.features is not None:
+            trained = model.version > 0  # rows devices have updated
+            rows = content_rows(self.features[:model.n_items], trained, model.params.factors,
+                                model.params.bias, self.features[model.n_items:n_listed])
+        if rows is None:
+            rows = neutral_rows(n_new, k, self.rng, self.run.init_std)
+        model.grow(*rows, round_number=0)
+
+    def _sample(self, tick: Tick) -> list[int]:
+        d = self.timeline.data
+        active = np.unique(d.user[tick.start:tick.stop])
+        if self.s.others_share > 0:
+            appeared = np.unique(d.user[:tick.start])
+            others = np.setdiff1d(appeared, active)
+            n = min(len(others), round(self.s.others_share * len(active)))
+            if n:
+                active = np.union1d(active, self.rng.choice(others, n, replace=False))
+        return [self.node_of_user[u] for u in active]
+
+    def step(self, tick: Tick) -> dict:
+        """One tick: grow, sample, one round, fold; returns the round's record."""
+        r = tick.index + 1
+        start = time.perf_counter()
+        self._grow(self.timeline.listed_by(tick.now), r)
+        n_items = self.strategy.model.n_items
+        items = self.strategy.items_record()
+        items["listed"] = records.encode_array(self.timeline.item_listed[:n_items])
+        config = self.strategy.round_config(r)
+        config["until"] = int(tick.stop)
+        config["stream-mode"] = self.s.mode
+        config["buffer"] = int(self.s.buffer)
+        config["replay"] = float(self.s.replay)
+        config["new-days"] = float(self.s.new_days)
+        config["server-round"] = r
+        content = RecordDict({records.ITEMS: items, records.CONFIG: config})
+        nodes = self._sample(tick)
+        messages = [Message(content, dst_node_id=n, message_type=MessageType.TRAIN)
+                    for n in nodes]
+        replies = list(self.grid.send_and_receive(messages,
+                                                  timeout=self.run.round_timeout))
+        ok = [m for m in replies if not m.has_error()]
+        self.strategy.aggregate_train(r, ok + [m for m in replies if m.has_error()])
+        stored = 0.0
+        for reply in ok:
+            metrics = reply.content.get(records.METRICS)
+            if metrics is None:
+                continue
+            self.sums.add(tick.index, metrics)
+            self.rating_total += float(metrics.get("rating-sum", 0.0))
+            self.rating_count += float(metrics.get("rating-count", 0.0))
+            stored += float(metrics.get("stored-events", 0.0))
+        if self.s.explicit and self.rating_count:
+            self.strategy.model.params.mean = self.rating_total / self.rating_count
+        download = sum(len(a.data) for a in items.values()) * len(messages)
+        record = {"round": r, "events": tick.stop - tick.start, "devices": len(nodes),
+                  "replies": len(ok), "items": n_items, "seconds": time.perf_counter() - start,
+                  "download_bytes": download,
+                  "upload_bytes": self.strategy.history[-1]["train"]["upload-bytes"],
+                  "stored_events_per_device": stored / max(1, len(ok)),
+                  "lag_s": float(tick.now - self.timeline.data.timestamp[
+                      tick.start:tick.stop].mean())}
+        self.log.append(record)
+        return record
+
+    def replay(self, progress: Progress | None = None) -> Sums:
+        level = FLOWER_LOGGER.level
+        FLOWER_LOGGER.setLevel(logging.WARNING)
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+        try:
+            for tick in self.ticks:
+                self.step(tick)
+                if progress is not None:
+                    progress(f"federated {self.s.mode}/{self.s.init}", tick.stop,
+                             len(self.timeline))
+        finally:
+            FLOWER_LOGGER.setLevel(level)
+            self.grid.close()
+        return self.sums
+
+    def summary(self) -> dict:
+        log = self.log
+        seconds = sum(r["seconds"] for r in log)
+        return {"rounds": len(log), "compute_s": seconds,
+                "seconds_per_round": seconds / max(1, len(log)),
+                "download_bytes": float(sum(r["download_bytes"] for r in log)),
+                "upload_bytes": float(sum(r["upload_bytes"] for r in log)),
+                "messages": int(sum(r["devices"] for r in log)),
+                "stored_events_per_device": float(np.mean(
+                    [r["stored_events_per_device"] for r in log])) if log else 0.0,
+                "latency": {"rounds": 1.0 if all(r["replies"] == r["devices"] for r in log)
+                            else float("nan"),
+                            "mean_event_to_round_s": float(np.average(
+                                [r["lag_s"] for r in log], weights=[r["events"] for r in log]))
+                            if log else 0.0,
+                            "round_wall_s": seconds / max(1, len(log))},
+                "rejected": dict(self.strategy.rejected)}
+
+
+def _centralized_config(s: StreamSettings) -> dict:
+    r = s.run
+    return {"n_factors": r.factors, "lr": r.lr, "reg": r.reg, "reg_bias": r.reg_bias,
+            "negatives": r.negatives, "init_std": r.init_std, "seed": r.seed}
+
+
+def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
+                 progress: Progress | None = None, workers: int = 1) -> dict:
+    """Every model of the stream bench on the same stream; the record (without ``env``)."""
+    timeline = load_timeline(s)
+    ticks = timeline.ticks(events=s.tick_events)
+    explicit = s.explicit
+    rr = _rating_range(timeline, explicit)
+    n = len(timeline)
+    window_ticks = max(1, s.window_events // s.tick_events)
+    warm_tick = next((t.index for t in ticks if t.start >= s.warmup * n), len(ticks))
+    after = slice(warm_tick, None)
+    models = models or default_models(explicit)
+    out: dict = {"bench": "stream", "dataset": s.dataset, "kind": s.kind,
+                 "events": n, "users": timeline.n_users, "items": timeline.n_items,
+                 "ticks": len(ticks), "settings": s.to_dict(),
+                 "after_warmup_from_event": ticks[warm_tick].start if warm_tick < len(ticks)
+                 else n, "models": {}, "curves": {}}
+
+    def report(done: int) -> None:
+        if progress is not None:
+            progress(current[0], done, n)
+
+    current = [""]
+    for name in models:
+        current[0] = name
+        start = time.perf_counter()
+        extra: dict = {}
+        if name.startswith("federated"):
+            variant = _variant(s, name)
+            fed = FederatedStream(variant, workers=workers)
+            sums = fed.replay(progress)
+            extra = fed.summary()
+            extra["mode"], extra["init"] = variant.mode, variant.init
+        elif name == "centralized-incremental":
+            sums = sb.centralized_incremental(timeline, ticks, explicit, rr, s.new_days,
+                                              _centralized_config(s), report)
+        elif name == "online-bias":
+            sums = sb.online_bias(timeline, ticks, rr, s.new_days, report)
+        elif name == "recent-popularity":
+            sums = sb.recent_popularity(timeline, ticks, s.new_days, s.window_events, report)
+        elif name in ("static", "periodic-retrain"):
+            cfg = mf_config("explicit-80-20" if explicit else "implicit-80-20",
+                            epochs=s.retrain_epochs, seed=s.run.seed)
+            if name == "static":
+                fit_at = [int(s.warmup * n)]
+            else:
+                step = max(1, int(s.retrain_every * n))
+                fit_at = list(range(step, n, step))
+            sums, fit_s = sb.frozen_replay(timeline, ticks, explicit, rr, s.new_days, cfg,
+                                           fit_at, report)
+            extra = {"fit_s": fit_s, "fits": len(fit_at)}
+        else:
+            raise ValueError(f"unknown stream model {name!r}; choose from "
+                             f"{', '.join(ALL_MODELS)}")
+        out["models"][name] = {**sums.totals(explicit=explicit),
+                               "after_warmup": sums.totals(after, explicit),
+                               "compute_s": time.perf_counter() - start, **extra}
+        out["curves"][name] = sums.curve(window_ticks, explicit)
+    out["curve_events"] = [t.stop for t in ticks]
+    return out
+
+
+ALL_MODELS = ("federated-incremental", "federated-incremental-neutral",
+              "federated-recursive", "centralized-incremental", "periodic-retrain", "static",
+              "online-bias", "recent-popularity")
+
+
+def default_models(explicit: bool) -> tuple[str, ...]:
+    base = ("federated-incremental", "federated-incremental-neutral", "federated-recursive",
+            "centralized-incremental", "periodic-retrain", "static")
+    return base + (("online-bias",) if explicit else ("recent-popularity",))
+
+
+def _variant(s: StreamSettings, name: str) -> StreamSettings:
+    """The settings behind a federated model's name."""
+    parts = name.split("-")[1:]
+    mode = parts[0] if parts and parts[0] in MODES else s.mode
+    init = "neutral" if "neutral" in parts else s.init
+    return replace(s, mode=mode, init=init)
+
+
+def plot(record: dict, path: str) -> str:
+    """The headline metric over a sliding window, every model on one chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fedrec.common.atomic import atomic_open
+
+    explicit = record["kind"] == "explicit"
+    x = record["curve_events"]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for name, values in record["curves"].items():
+        ax.plot(x, [np.nan if v is None else v for v in values], label=name)
+    ax.set_xlabel("events replayed")
+    ax.set_ylabel(("RMSE" if explicit else "HR@10") +
+                  f" (last {record['settings']['window_events']:,} events)")
+    ax.set_title(f"{record['dataset']} · prequential {record['kind']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as out:
+        fig.savefig(out, format="png")
+    plt.close(fig)
+    return path

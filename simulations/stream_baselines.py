@@ -1,0 +1,268 @@
+"""The centralized models a stream is replayed through, beside the federated one.
+
+Each walks the timeline event by event, scoring the event (``prequential``) before it may
+learn from it, and sums its scores per tick:
+
+* ``centralized-incremental``: the same biased MF learned online, one SGD step per event on
+  both the user and the item rows, with no federation and no round lag (the cost of
+  federation is the gap to it);
+* ``periodic-retrain``: MF retrained from scratch on everything so far at fixed points of
+  the stream (an upper bound at a high cost); between retrains it is frozen;
+* ``static``: MF trained once on the first part of the stream, never updated (the value of
+  incrementality is the gap to it);
+* ``recent-popularity`` (implicit): items ranked by their count in a sliding window of recent
+  events; ``online-bias`` (explicit): ``μ + b_u + b_i`` learned online.
+
+Users and items the model does not know yet are scored from what it does know (the mean,
+the item's bias, a zero user vector), never from the event itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from fedrec.common.mf import MatrixFactorization, MFConfig
+from fedrec.common.stream import Tick, Timeline
+from fedrec.simulations.prequential import DISCOUNT, K, Sums, explicit_score, rank_among_unseen
+
+Progress = Callable[[int], None]  # called with the number of events processed
+
+
+class _Replay:
+    """Shared walk over the timeline: per event, ``score`` then ``learn``."""
+
+    def __init__(self, timeline: Timeline, ticks: list[Tick], explicit: bool,
+                 rating_range: tuple[float, float], new_days: float) -> None:
+        self.t, self.ticks, self.explicit = timeline, ticks, explicit
+        self.low, self.high = rating_range
+        self.new_days = new_days
+        self.seen = (None if explicit
+                     else np.zeros((timeline.n_users, timeline.n_items), dtype=bool))
+
+    def run(self, score: Callable[[int, int, int], object], learn: Callable[[int], None],
+            progress: Progress | None = None, before_tick: Callable[[Tick], None] | None = None
+            ) -> Sums:
+        d = self.t.data
+        sums = Sums(len(self.ticks))
+        listed = self.t.item_listed
+        for tick in self.ticks:
+            if before_tick is not None:
+                before_tick(tick)
+            acc = dict.fromkeys(("n", "sq-err", "abs-err", "hits", "ndcg", "new-n",
+                                 "new-hits", "new-ndcg", "new-sq-err"), 0.0)
+            for e in range(tick.start, tick.stop):
+                u, i = int(d.user[e]), int(d.item[e])
+                new = (d.timestamp[e] - listed[i]) < self.new_days * 86_400
+                n_listed = self.t.listed_by(int(d.timestamp[e]))
+                if self.explicit:
+                    sq, ab = explicit_score(float(score(u, i, n_listed)), float(d.value[e]),
+                                            self.low, self.high)
+                    acc["n"] += 1
+                    acc["sq-err"] += sq
+                    acc["abs-err"] += ab
+                    if new:
+                        acc["new-n"] += 1
+                        acc["new-sq-err"] += sq
+                elif not self.seen[u, i]:
+                    scores = np.asarray(score(u, i, n_listed), dtype=np.float64).copy()
+                    rank = rank_among_unseen(scores, i, self.seen[u, :len(scores)])
+                    hit = rank < K
+                    gain = DISCOUNT[rank] if hit else 0.0
+                    acc["n"] += 1
+                    acc["hits"] += hit
+                    acc["ndcg"] += gain
+                    if new:
+                        acc["new-n"] += 1
+                        acc["new-hits"] += hit
+                        acc["new-ndcg"] += gain
+                if self.seen is not None:
+                    self.seen[u, i] = True
+                learn(e)
+            sums.add(tick.index, acc)
+            if progress is not None:
+                progress(tick.stop)
+        return sums
+
+
+class OnlineMF:
+    """Biased MF with one SGD step per event on the user's and the item's rows (BCE with
+    sampled negatives for implicit data); tables grow as users and items appear."""
+
+    def __init__(self, n_users: int, n_items: int, n_factors: int, explicit: bool,
+                 lr: float, reg: float, reg_bias: float, negatives: int = 4,
+                 init_std: float = 0.1, seed: int = 0, bias_lr: float | None = None) -> None:
+        rng = np.random.default_rng(seed)
+        self.rng = rng
+        self.p = rng.normal(0, init_std, (n_users, n_factors))
+        self.q = rng.normal(0, init_std, (n_items, n_factors))
+        self.bu, self.bi = np.zeros(n_users), np.zeros(n_items)
+        self.explicit, self.lr, self.reg, self.reg_bias = explicit, lr, reg, reg_bias
+        self.bias_lr = lr if bias_lr is None else bias_lr
+        self.negatives = negatives
+        self.total, self.count = 0.0, 0
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+    def score(self, u: int, i: int, n_listed: int) -> float | np.ndarray:
+        if self.explicit:
+            return self.mean + self.bu[u] + self.bi[i] + self.p[u] @ self.q[i]
+        return self.q[:n_listed] @ self.p[u] + self.bi[:n_listed]
+
+    def learn(self, u: int, i: int, value: float, n_listed: int) -> None:
+        p, lr = self.p[u].copy(), self.lr
+        if self.explicit:
+            self.total += value
+            self.count += 1
+            err = self.mean + self.bu[u] + self.bi[i] + p @ self.q[i] - value
+            self.p[u] -= lr * (err * self.q[i] + self.reg * p)
+            self.q[i] -= lr * (err * p + self.reg * self.q[i])
+            self.bu[u] -= self.bias_lr * (err + self.reg_bias * self.bu[u])
+            self.bi[i] -= self.bias_lr * (err + self.reg_bias * self.bi[i])
+            return
+        rows = np.concatenate([[i], self.rng.integers(0, n_listed, self.negatives)])
+        rows = np.unique(rows) if len(np.unique(rows)) != len(rows) else rows
+        label = (rows == i).astype(np.float64)
+        q = self.q[rows]
+        s = q @ p + self.bi[rows]
+        ds = 0.5 * np.tanh(0.5 * s) + 0.5 - label
+        self.p[u] -= lr * (ds @ q + self.reg * len(rows) * p)
+        self.q[rows] -= lr * (ds[:, None] * p + self.reg * q)
+        self.bi[rows] -= self.bias_lr * (ds + self.reg_bias * self.bi[rows])
+
+
+class OnlineBias:
+    """``μ + b_u + b_i`` learned online: river's ``reco.Baseline`` with its documented
+    ML-100K setting, ``SGD(0.025)`` on the squared loss (gradient ``2·err``, so 0.05 here)."""
+
+    def __init__(self, n_users: int, n_items: int, lr: float = 0.05, reg: float = 0.0
+                 ) -> None:
+        self.bu, self.bi = np.zeros(n_users), np.zeros(n_items)
+        self.lr, self.reg = lr, reg
+        self.total, self.count = 0.0, 0
+
+    def score(self, u: int, i: int, n_listed: int) -> float:
+        mean = self.total / self.count if self.count else 0.0
+        return mean + self.bu[u] + self.bi[i]
+
+    def learn(self, u: int, i: int, value: float) -> None:
+        err = self.score(u, i, 0) - value
+        self.total += value
+        self.count += 1
+        self.bu[u] -= self.lr * (err + self.reg * self.bu[u])
+        self.bi[i] -= self.lr * (err + self.reg * self.bi[i])
+
+
+def centralized_incremental(timeline: Timeline, ticks: list[Tick], explicit: bool,
+                            rating_range: tuple[float, float], new_days: float,
+                            config: dict, progress: Progress | None = None) -> Sums:
+    """Online MF over the stream (``config``: n_factors, lr, reg, reg_bias, negatives,
+    init_std, seed)."""
+    model = OnlineMF(timeline.n_users, timeline.n_items, explicit=explicit, **config)
+    d = timeline.data
+    replay = _Replay(timeline, ticks, explicit, rating_range, new_days)
+    return replay.run(model.score, lambda e: model.learn(
+        int(d.user[e]), int(d.item[e]), float(d.value[e]),
+        timeline.listed_by(int(d.timestamp[e]))), progress)
+
+
+def online_bias(timeline: Timeline, ticks: list[Tick], rating_range: tuple[float, float],
+                new_days: float, progress: Progress | None = None) -> Sums:
+    model = OnlineBias(timeline.n_users, timeline.n_items)
+    d = timeline.data
+    replay = _Replay(timeline, ticks, True, rating_range, new_days)
+    return replay.run(model.score, lambda e: model.learn(int(d.user[e]), int(d.item[e]),
+                                                         float(d.value[e])), progress)
+
+
+def recent_popularity(timeline: Timeline, ticks: list[Tick], new_days: float, window: int,
+                      progress: Progress | None = None) -> Sums:
+    """Items ranked by their count among the last ``window`` events."""
+    counts = np.zeros(timeline.n_items)
+    recent: deque[int] = deque()
+    d = timeline.data
+
+    def score(u: int, i: int, n_listed: int) -> np.ndarray:
+        return counts[:n_listed]
+
+    def learn(e: int) -> None:
+        item = int(d.item[e])
+        counts[item] += 1
+        recent.append(item)
+        if len(recent) > window:
+            counts[recent.popleft()] -= 1
+
+    replay = _Replay(timeline, ticks, False, (-np.inf, np.inf), new_days)
+    return replay.run(score, learn, progress)
+
+
+class _Frozen:
+    """A batch-trained MF used as is until replaced; unknown users or items are scored
+    from what it knows."""
+
+    def __init__(self) -> None:
+        self.model: MatrixFactorization | None = None
+        self.n_users = self.n_items = 0
+        self.fallback_mean = 0.0  # before the first fit: the mean rating seen so far
+        self.total = self.count = 0.0
+
+    def observe(self, value: float) -> None:
+        self.total += value
+        self.count += 1
+        if self.model is None and self.count:
+            self.fallback_mean = self.total / self.count
+
+    def fit(self, config: MFConfig, user: np.ndarray, item: np.ndarray, value: np.ndarray,
+            explicit: bool) -> None:
+        self.model = MatrixFactorization(config).fit(
+            user, item, value if explicit else None,
+            n_users=int(user.max()) + 1, n_items=int(item.max()) + 1)
+        self.n_users, self.n_items = int(user.max()) + 1, int(item.max()) + 1
+        self.fallback_mean = float(value.mean()) if explicit else 0.0
+
+    def score(self, u: int, i: int, n_listed: int, explicit: bool) -> float | np.ndarray:
+        m = self.model
+        if m is None:
+            return self.fallback_mean if explicit else np.zeros(n_listed)
+        known_u = u < self.n_users
+        p = m.users.factors[u] if known_u else np.zeros(m.items.n_factors)
+        bu = float(m.users.bias[u]) if known_u else 0.0
+        if explicit:
+            if i >= self.n_items:
+                return m.items.mean + bu
+            return float(m.predict(np.array([u]), np.array([i]))[0]) if known_u else (
+                m.items.mean + float(m.items.bias[i]))
+        scores = np.zeros(n_listed)
+        k = min(n_listed, self.n_items)
+        scores[:k] = m.items.factors[:k] @ p + m.items.bias[:k]
+        return scores
+
+
+def frozen_replay(timeline: Timeline, ticks: list[Tick], explicit: bool,
+                  rating_range: tuple[float, float], new_days: float, config: MFConfig,
+                  fit_at: list[int], progress: Progress | None = None) -> tuple[Sums, float]:
+    """MF fitted from scratch on every event before each position in ``fit_at`` (once, for
+    the static model; periodically, for the retrained one). Returns the sums and the
+    seconds spent fitting."""
+    frozen = _Frozen()
+    d = timeline.data
+    pending = sorted(set(fit_at))
+    fit_s = [0.0]
+
+    def before_tick(tick: Tick) -> None:
+        while pending and pending[0] <= tick.start:
+            stop = pending.pop(0)
+            if stop:
+                start = time.perf_counter()
+                frozen.fit(config, d.user[:stop], d.item[:stop], d.value[:stop], explicit)
+                fit_s[0] += time.perf_counter() - start
+
+    replay = _Replay(timeline, ticks, explicit, rating_range, new_days)
+    sums = replay.run(lambda u, i, n: frozen.score(u, i, n, explicit),
+                      lambda e: frozen.observe(float(d.value[e])), progress, before_tick)
+    return sums, fit_s[0]

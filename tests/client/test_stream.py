@@ -1,0 +1,106 @@
+"""A streaming device: each event is scored before it is learned, the two modes, and the
+update it uploads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedrec.client.device import UserState
+from fedrec.client.stream import Cursor, StreamDevice
+from fedrec.common.schema import TrainConfig
+
+RNG = np.random.default_rng(0)
+Q = RNG.normal(0, 0.3, (12, 4)).astype(np.float32)
+B = RNG.normal(0, 0.1, 12).astype(np.float32)
+EXPLICIT = TrainConfig(loss="mse", optimizer="online", local_epochs=1, lr=0.05, reg=0.0,
+                       reg_bias=0.0)
+
+
+def test_every_event_is_scored_before_it_is_learned():
+    items, values = np.array([3, 5, 3]), np.array([4.0, 2.0, 5.0], np.float32)
+    p0 = np.array([0.1, -0.2, 0.3, 0.05], np.float32)
+    dev = StreamDevice(items, values, np.array([10, 20, 30]), state=UserState(p0.copy(), 0.0))
+    sums = dev.arrive(3, Q, B, 3.0, EXPLICIT)
+    # The same walk by hand: predict with the state before the event, then one SGD step.
+    p, bu = p0.astype(np.float64), 0.0
+    q, b = Q.astype(np.float64), B.astype(np.float64)
+    want = 0.0
+    for i, r in zip(items, values, strict=True):
+        pred = 3.0 + bu + b[i] + q[i] @ p
+        want += (pred - r) ** 2
+        e = pred - r
+        p, q[i] = p - 0.05 * e * q[i], q[i] - 0.05 * e * p
+        bu, b[i] = bu - 0.05 * e, b[i] - 0.05 * e
+    assert sums["pq-n"] == 3
+    assert sums["pq-sq-err"] == pytest.approx(want, rel=1e-9)
+    # Scoring with the model *after* learning an event would give a smaller error.
+    assert sums["pq-sq-err"] > 0
+
+
+def test_only_events_before_the_clock_arrive_and_each_arrives_once():
+    dev = StreamDevice(np.array([1, 2, 3, 4]), np.ones(4, np.float32),
+                       np.array([5, 6, 7, 8]), positions=np.array([10, 20, 30, 40]))
+    assert dev.arrive(25, Q, B, 3.0, EXPLICIT)["pq-n"] == 2  # positions 10 and 20
+    dev.train(Q, B, 3.0, EXPLICIT, "recursive", buffer=10)
+    assert dev.arrive(25, Q, B, 3.0, EXPLICIT)["pq-n"] == 0  # nothing new
+    dev.train(Q, B, 3.0, EXPLICIT, "recursive", buffer=10)
+    assert dev.arrive(41, Q, B, 3.0, EXPLICIT)["pq-n"] == 2
+    assert dev.cursor.seen == 4
+
+
+def test_implicit_scores_first_interactions_only_ranked_among_unseen_items():
+    cfg = TrainConfig(loss="bce", optimizer="online", local_epochs=1, lr=1e-12, negatives=2)
+    items = np.array([7, 7, 2])  # a repeat of item 7 is not scored again (lr ~ 0: no drift)
+    dev = StreamDevice(items, np.ones(3, np.float32), np.array([1, 2, 3]),
+                       state=UserState(np.ones(4, np.float32), 0.0))
+    sums = dev.arrive(3, Q, B, 0.0, cfg)
+    assert sums["pq-n"] == 2
+    scores = Q.astype(np.float64) @ np.ones(4) + B
+    rank7 = int((scores > scores[7]).sum())
+    rank2 = int((np.delete(scores, 7) > scores[2]).sum())  # 7 is no longer a candidate
+    assert sums["pq-hits"] == (rank7 < 10) + (rank2 < 10)
+
+
+def test_recursive_uploads_the_online_steps_and_forgets_incremental_keeps_a_buffer():
+    items = np.arange(10) % 12
+    values = np.linspace(1, 5, 10).astype(np.float32)
+    times = np.arange(10)
+    rec = StreamDevice(items, values, times, seed=1)
+    inc = StreamDevice(items, values, times, seed=1)
+    for dev in (rec, inc):
+        dev.arrive(6, Q, B, 3.0, EXPLICIT)
+    before = rec._table.copy()
+    update, metrics = rec.train(Q, B, 3.0, EXPLICIT, "recursive", buffer=4)
+    np.testing.assert_allclose(update.rows, (Q[update.ids] - before[update.ids]), rtol=1e-6)
+    assert update.ids.tolist() == list(range(6)) and metrics["stored-events"] == 0
+    _, metrics = inc.train(Q, B, 3.0, EXPLICIT, "incremental", buffer=4)
+    assert metrics["stored-events"] == 4
+    inc.arrive(9, Q, B, 3.0, EXPLICIT)  # three new events, 0.5 replays each: 2 old ones
+    rows = inc.training_rows("incremental", buffer=6, replay=0.5)
+    assert len(rows) == 2 and set(rows.tolist()) <= {3, 4, 5}  # old events in the buffer
+    assert len(inc.training_rows("incremental", buffer=4, replay=0.5)) == 1  # only 5 is old
+
+
+@pytest.mark.parametrize("optimizer", ["gd", "sgd", "online"])
+@pytest.mark.parametrize("loss", ["mse", "bce"])
+def test_both_modes_run_with_every_optimiser(optimizer, loss):
+    cfg = TrainConfig(loss=loss, optimizer=optimizer, local_epochs=2, lr=0.01,
+                      negatives=2, batch_size=4)
+    items = np.array([0, 3, 5, 3, 7, 9, 11, 2])
+    values = np.array([4, 3, 5, 2, 1, 4, 3, 5], np.float32)
+    for mode in ("incremental", "recursive"):
+        dev = StreamDevice(items, values, np.arange(8), seed=3)
+        dev.arrive(5, Q, B, 3.0, cfg)
+        dev.train(Q, B, 3.0, cfg, mode, buffer=6, replay=1.0)
+        dev.arrive(8, Q, B, 3.0, cfg)
+        update, _ = dev.train(Q, B, 3.0, cfg, mode, buffer=6, replay=1.0)
+        assert len(update.ids) and np.isfinite(update.rows).all()
+        assert (np.diff(update.ids) > 0).all() and (update.counts > 0).all()
+        assert dev.cursor == Cursor(8, 8)
+
+
+def test_train_needs_arrive_first():
+    dev = StreamDevice(np.array([1]), np.ones(1, np.float32), np.array([1]))
+    with pytest.raises(RuntimeError, match="arrive"):
+        dev.train(Q, B, 3.0, EXPLICIT, "recursive", buffer=1)
