@@ -2,10 +2,11 @@
 
 The content-based half of the brief. An item nobody has interacted with yet has no
 behaviour to learn from, but the shop knows its content (genres, categories). A ridge
-regression from content features (plus an intercept) to the learned rows ``[q_i | b_i]``
-of the items devices have already trained maps a new item's features to a first row, so
-it starts near the items it resembles. Without features, or before any item has been
-trained, a new item gets the neutral start: small random factors and a zero bias.
+regression from content features to the learned rows ``[q_i | b_i]`` of the items
+devices have already trained maps a new item's features to how its row should differ from
+the average one, so it starts leaning towards the users of the items it resembles.
+Without features, or before any item has been trained, a new item gets the neutral start:
+small random factors and a zero bias.
 """
 
 from __future__ import annotations
@@ -23,22 +24,27 @@ def neutral_rows(n: int, n_factors: int, rng: np.random.Generator, init_std: flo
 
 
 def content_rows(features: np.ndarray, trained: np.ndarray, factors: np.ndarray,
-                 bias: np.ndarray, new_features: np.ndarray, reg: float = 1.0
-                 ) -> tuple[np.ndarray, np.ndarray] | None:
+                 bias: np.ndarray, new_features: np.ndarray, reg: float = 1.0,
+                 with_bias: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
     """First rows for items with ``new_features`` from a ridge fit of the ``trained``
     items' rows on their ``features``; None when there is nothing to fit on.
 
     ``features`` (n, f) belong to the rows of ``factors``/``bias``; ``trained`` is a mask
-    of the rows learned from behaviour.
+    of the rows learned from behaviour. Without ``with_bias`` new items keep the neutral
+    bias 0: for implicit feedback the bias is a popularity score, which a new listing's
+    content does not predict (the trained items' average would bury every new item under
+    the catalogue's long tail).
     """
     x = np.asarray(features, dtype=np.float64)[trained]
     if not len(x) or not len(new_features):
         return None
-    x = np.column_stack([x, np.ones(len(x))])  # the intercept: the trained items' centroid
     y = np.column_stack([factors[trained], bias[trained]]).astype(np.float64)
-    penalty = reg * np.eye(x.shape[1])
-    penalty[-1, -1] = 0.0  # the intercept is not shrunk
-    w = np.linalg.solve(x.T @ x + penalty, x.T @ y)
-    new = np.column_stack([np.asarray(new_features, np.float64), np.ones(len(new_features))])
-    rows = new @ w
-    return rows[:, :-1].astype(np.float32), rows[:, -1].astype(np.float32)
+    # Centred: the fit explains how rows differ with content around the trained items'
+    # average; a new item gets the intercept only where it is asked for (with_bias), since
+    # the average row mostly describes the long tail, not a fresh listing.
+    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    xc = x - x_mean
+    w = np.linalg.solve(xc.T @ xc + reg * np.eye(x.shape[1]), xc.T @ (y - y_mean))
+    rows = (np.asarray(new_features, np.float64) - x_mean) @ w
+    new_bias = rows[:, -1] + y_mean[-1] if with_bias else np.zeros(len(rows))
+    return rows[:, :-1].astype(np.float32), new_bias.astype(np.float32)

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from flwr.app import Message, MessageType, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.logger import FLOWER_LOGGER
 
 from fedrec.client.app import app as client_app
@@ -127,6 +128,9 @@ class FederatedStream:
         config = self.run.to_run_config()
         devices = client_app if workers == 1 else build_client_app
         self.grid = InProcessGrid(devices, t.n_users, config, workers=workers)
+        # The server's identity, as Flower's runtime sets it for a ServerApp.
+        TaskIdentity.run_id = self.grid.run.run_id
+        TaskIdentity.node_id, TaskIdentity.task_id = SUPERLINK_NODE_ID, 1
         self.node_of_user = list(self.grid.get_node_ids())  # partition id = user index
         features = t.data.item_features
         self.features = None if features is None else features.matrix
@@ -145,7 +149,8 @@ class FederatedStream:
         if self.s.init == "content" and self.features is not None:
             trained = model.version > 0  # rows devices have updated
             rows = content_rows(self.features[:model.n_items], trained, model.params.factors,
-                                model.params.bias, self.features[model.n_items:n_listed])
+                                model.params.bias, self.features[model.n_items:n_listed],
+                                with_bias=self.s.explicit)
         if rows is None:
             rows = neutral_rows(n_new, k, self.rng, self.run.init_std)
         model.grow(*rows, round_number=0)
@@ -209,7 +214,6 @@ class FederatedStream:
     def replay(self, progress: Progress | None = None) -> Sums:
         level = FLOWER_LOGGER.level
         FLOWER_LOGGER.setLevel(logging.WARNING)
-        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
         try:
             for tick in self.ticks:
                 self.step(tick)
@@ -295,7 +299,7 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
                 step = max(1, int(s.retrain_every * n))
                 fit_at = list(range(step, n, step))
             sums, fit_s = sb.frozen_replay(timeline, ticks, explicit, rr, s.new_days, cfg,
-                                           fit_at, report)
+                                           fit_at, s.run.lr, s.run.negatives, report)
             extra = {"fit_s": fit_s, "fits": len(fit_at)}
         else:
             raise ValueError(f"unknown stream model {name!r}; choose from "

@@ -7,9 +7,12 @@ learn from it, and sums its scores per tick:
   both the user and the item rows, with no federation and no round lag (the cost of
   federation is the gap to it);
 * ``periodic-retrain``: MF retrained from scratch on everything so far at fixed points of
-  the stream (an upper bound at a high cost); between retrains it is frozen;
-* ``static``: MF trained once on the first part of the stream, never updated (the value of
-  incrementality is the gap to it);
+  the stream (at a high cost); between retrains its item side is frozen;
+* ``static``: MF trained once on the first part of the stream, its item side never updated
+  (the value of incrementality is the gap to it);
+
+(both fold users in online between fits, one SGD step on the user's vector per event, as a
+deployed batch model would serve users it was not trained on);
 * ``recent-popularity`` (implicit): items ranked by their count in a sliding window of recent
   events; ``online-bias`` (explicit): ``μ + b_u + b_i`` learned online.
 
@@ -202,54 +205,81 @@ def recent_popularity(timeline: Timeline, ticks: list[Tick], new_days: float, wi
 
 
 class _Frozen:
-    """A batch-trained MF used as is until replaced; unknown users or items are scored
-    from what it knows."""
+    """A batch-trained MF whose item side stays as fitted until the next fit. Users are
+    folded in online (one SGD step on the user's vector per event, items fixed), as a
+    device does and as a deployed batch model serves users it has not been trained on."""
 
-    def __init__(self) -> None:
+    def __init__(self, n_users: int, n_factors: int, explicit: bool, fold_lr: float,
+                 negatives: int, seed: int = 0) -> None:
         self.model: MatrixFactorization | None = None
-        self.n_users = self.n_items = 0
-        self.fallback_mean = 0.0  # before the first fit: the mean rating seen so far
-        self.total = self.count = 0.0
+        self.n_items = 0
+        self.explicit, self.fold_lr, self.negatives = explicit, fold_lr, negatives
+        self.p = np.zeros((n_users, n_factors))
+        self.bu = np.zeros(n_users)
+        self.rng = np.random.default_rng(seed)
+        self.total = self.count = 0.0  # before the first fit: the mean rating so far
 
-    def observe(self, value: float) -> None:
+    def fit(self, config: MFConfig, user: np.ndarray, item: np.ndarray, value: np.ndarray
+            ) -> None:
+        n_users, self.n_items = int(user.max()) + 1, int(item.max()) + 1
+        self.model = MatrixFactorization(config).fit(
+            user, item, value if self.explicit else None, n_users=n_users,
+            n_items=self.n_items)
+        self.p[:n_users] = self.model.users.factors
+        self.bu[:n_users] = self.model.users.bias
+
+    def _item(self, i: int) -> tuple[np.ndarray, float]:
+        m = self.model
+        if m is None or i >= self.n_items:
+            return np.zeros(self.p.shape[1]), 0.0
+        return m.items.factors[i].astype(np.float64), float(m.items.bias[i])
+
+    def _mean(self) -> float:
+        if self.model is not None:
+            return float(self.model.items.mean)
+        return self.total / self.count if self.count else 0.0
+
+    def score(self, u: int, i: int, n_listed: int) -> float | np.ndarray:
+        if self.explicit:
+            q, b = self._item(i)
+            return self._mean() + self.bu[u] + b + q @ self.p[u]
+        scores = np.zeros(n_listed)
+        if self.model is not None:
+            k = min(n_listed, self.n_items)
+            scores[:k] = self.model.items.factors[:k] @ self.p[u] + self.model.items.bias[:k]
+        return scores
+
+    def learn(self, u: int, i: int, value: float, n_listed: int) -> None:
         self.total += value
         self.count += 1
-        if self.model is None and self.count:
-            self.fallback_mean = self.total / self.count
-
-    def fit(self, config: MFConfig, user: np.ndarray, item: np.ndarray, value: np.ndarray,
-            explicit: bool) -> None:
-        self.model = MatrixFactorization(config).fit(
-            user, item, value if explicit else None,
-            n_users=int(user.max()) + 1, n_items=int(item.max()) + 1)
-        self.n_users, self.n_items = int(user.max()) + 1, int(item.max()) + 1
-        self.fallback_mean = float(value.mean()) if explicit else 0.0
-
-    def score(self, u: int, i: int, n_listed: int, explicit: bool) -> float | np.ndarray:
-        m = self.model
-        if m is None:
-            return self.fallback_mean if explicit else np.zeros(n_listed)
-        known_u = u < self.n_users
-        p = m.users.factors[u] if known_u else np.zeros(m.items.n_factors)
-        bu = float(m.users.bias[u]) if known_u else 0.0
-        if explicit:
-            if i >= self.n_items:
-                return m.items.mean + bu
-            return float(m.predict(np.array([u]), np.array([i]))[0]) if known_u else (
-                m.items.mean + float(m.items.bias[i]))
-        scores = np.zeros(n_listed)
-        k = min(n_listed, self.n_items)
-        scores[:k] = m.items.factors[:k] @ p + m.items.bias[:k]
-        return scores
+        if self.model is None:
+            return
+        lr, p = self.fold_lr, self.p[u]
+        if self.explicit:
+            q, b = self._item(i)
+            err = self._mean() + self.bu[u] + b + q @ p - value
+            self.p[u] = p - lr * err * q
+            self.bu[u] -= lr * err
+            return
+        rows = np.concatenate([[i], self.rng.integers(0, n_listed, self.negatives)])
+        rows = rows[rows < self.n_items]
+        if not len(rows):
+            return
+        q = self.model.items.factors[rows].astype(np.float64)
+        s = q @ p + self.model.items.bias[rows]
+        ds = 0.5 * np.tanh(0.5 * s) + 0.5 - (rows == i)
+        self.p[u] = p - lr * (ds @ q)
 
 
 def frozen_replay(timeline: Timeline, ticks: list[Tick], explicit: bool,
                   rating_range: tuple[float, float], new_days: float, config: MFConfig,
-                  fit_at: list[int], progress: Progress | None = None) -> tuple[Sums, float]:
+                  fit_at: list[int], fold_lr: float, negatives: int,
+                  progress: Progress | None = None) -> tuple[Sums, float]:
     """MF fitted from scratch on every event before each position in ``fit_at`` (once, for
-    the static model; periodically, for the retrained one). Returns the sums and the
-    seconds spent fitting."""
-    frozen = _Frozen()
+    the static model; periodically, for the retrained one), users folded in between.
+    Returns the sums and the seconds spent fitting."""
+    frozen = _Frozen(timeline.n_users, config.n_factors, explicit, fold_lr, negatives,
+                     config.seed)
     d = timeline.data
     pending = sorted(set(fit_at))
     fit_s = [0.0]
@@ -259,10 +289,11 @@ def frozen_replay(timeline: Timeline, ticks: list[Tick], explicit: bool,
             stop = pending.pop(0)
             if stop:
                 start = time.perf_counter()
-                frozen.fit(config, d.user[:stop], d.item[:stop], d.value[:stop], explicit)
+                frozen.fit(config, d.user[:stop], d.item[:stop], d.value[:stop])
                 fit_s[0] += time.perf_counter() - start
 
     replay = _Replay(timeline, ticks, explicit, rating_range, new_days)
-    sums = replay.run(lambda u, i, n: frozen.score(u, i, n, explicit),
-                      lambda e: frozen.observe(float(d.value[e])), progress, before_tick)
+    sums = replay.run(frozen.score, lambda e: frozen.learn(
+        int(d.user[e]), int(d.item[e]), float(d.value[e]),
+        timeline.listed_by(int(d.timestamp[e]))), progress, before_tick)
     return sums, fit_s[0]

@@ -82,16 +82,20 @@ def test_catalogue_growth_keeps_old_rows_versions_and_optimiser_state(rule):
         model.grow(np.zeros((1, 4)), np.zeros(1), round_number=0)
 
 
-def test_content_rows_recover_a_linear_map_from_features_to_rows():
+def test_content_rows_recover_how_rows_differ_with_features():
     rng = np.random.default_rng(1)
     feats = (rng.random((60, 5)) < 0.4).astype(np.float32)
     w = rng.normal(size=(5, 4))
-    rows = feats @ w + np.array([0.3, -0.2, 0.1, 0.0])  # factors (3) and bias (1)
-    trained = np.ones(60, dtype=bool)
-    trained[-10:] = False  # the last ten are "new"
-    got = content_rows(feats[:50], trained[:50], rows[:50, :3].astype(np.float32),
+    rows = feats @ w + np.array([0.3, -0.2, 0.1, 0.5])  # factors (3) and bias (1)
+    trained = np.ones(50, dtype=bool)  # the last ten rows are the "new" items
+    got = content_rows(feats[:50], trained, rows[:50, :3].astype(np.float32),
                        rows[:50, 3].astype(np.float32), feats[50:], reg=1e-6)
-    np.testing.assert_allclose(got[0], rows[50:, :3], atol=1e-3)
-    np.testing.assert_allclose(got[1], rows[50:, 3], atol=1e-3)
+    # Factors: the content-explained deviation from the trained items' average row.
+    want = rows[50:, :3] - rows[:50, :3].mean(axis=0)
+    np.testing.assert_allclose(got[0], want, atol=1e-3)
+    np.testing.assert_allclose(got[1], rows[50:, 3], atol=1e-3)  # bias: the full prediction
+    _, no_bias = content_rows(feats[:50], trained, rows[:50, :3], rows[:50, 3], feats[50:],
+                              with_bias=False)
+    assert not no_bias.any()
     assert content_rows(feats[:5], np.zeros(5, bool), rows[:5, :3], rows[:5, 3],
                         feats[5:6]) is None  # nothing trained yet: no fit
