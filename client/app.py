@@ -8,6 +8,7 @@ them explicitly instead (Flower's Python simulation entry point passes no run co
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -65,6 +66,7 @@ def _stream_train(msg: Message, context: Context, run_config: Mapping) -> Messag
     """A round of a timeline replay: take the events before the server's ``until`` (scoring
     each before learning from it), train the mode's events, reply with the update, the
     training metrics and the pooled prequential sums."""
+    started = time.perf_counter()
     config, extra = records.record_to_config(msg.content[records.CONFIG])
     arrays = records.record_to_arrays(msg.content[records.ITEMS])
     factors, bias = arrays["factors"], arrays["bias"]
@@ -99,7 +101,8 @@ def _stream_train(msg: Message, context: Context, run_config: Mapping) -> Messag
                                           "trained": device.cursor.trained})
     # μ is pooled from sums of the ratings learned this round (aggregate-only, as `query`).
     metrics = {**metrics, **scores, "rating-sum": rating_sum,
-               "rating-count": float(new.stop - new.start)}
+               "rating-count": float(new.stop - new.start),
+               "device-s": time.perf_counter() - started}
     return Message(RecordDict({records.UPDATE: records.update_to_record(update),
                                records.METRICS: records.metrics_to_record(metrics)}),
                    reply_to=msg)

@@ -113,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--models", help=f"comma-separated, from: {', '.join(ALL_MODELS)} "
                                          "(default: all that apply)")
     stream.add_argument("--tick-events", type=int, help="events per tick (default: preset)")
+    stream.add_argument("--tick-seconds", type=int,
+                        help="a span of time per tick instead (e.g. 86400 for daily rounds)")
     stream.add_argument("--mode", choices=MODES, default="incremental",
                         help="mode of the model named federated-incremental... ")
     stream.add_argument("--buffer", type=int, help="events an incremental device replays")
@@ -253,6 +255,7 @@ def _run_bench_stream(args: argparse.Namespace) -> int:
         dataset=args.dataset, kind=args.kind,
         data_dir=str(args.data_dir or os.environ.get(ENV_VAR) or ""),
         tick_events=args.tick_events or STREAM_TICK_EVENTS[args.kind],
+        tick_seconds=args.tick_seconds,
         mode=args.mode, buffer=args.buffer or STREAM_BUFFER[args.kind], replay=args.replay,
         others_share=args.others_share, window_events=args.window,
         run=RunSettings.from_run_config(base))

@@ -57,6 +57,7 @@ class StreamSettings:
     kind: str = "explicit"
     data_dir: str = ""
     tick_events: int = 1000
+    tick_seconds: int | None = None  # a span of time per tick instead of a number of events
     mode: str = "incremental"
     buffer: int = 200
     replay: float = 0.3
@@ -86,6 +87,11 @@ class StreamSettings:
     @property
     def explicit(self) -> bool:
         return self.kind == "explicit"
+
+    def ticks(self, timeline: Timeline) -> list[Tick]:
+        if self.tick_seconds:
+            return timeline.ticks(seconds=self.tick_seconds)
+        return timeline.ticks(events=self.tick_events)
 
     def run_settings(self) -> RunSettings:
         """The federated model's settings (the protocol only picks the loss)."""
@@ -118,7 +124,7 @@ class FederatedStream:
         self.s = s
         self.run = s.run_settings()
         self.timeline = t = load_timeline(s)
-        self.ticks = t.ticks(events=s.tick_events)
+        self.ticks = s.ticks(t)
         self.rating_range = _rating_range(t, s.explicit)
         low, high = self.rating_range
         mean = (low + high) / 2 if s.explicit else 0.0  # until devices report ratings
@@ -189,7 +195,7 @@ class FederatedStream:
                                                   timeout=self.run.round_timeout))
         ok = [m for m in replies if not m.has_error()]
         self.strategy.aggregate_train(r, ok + [m for m in replies if m.has_error()])
-        stored = 0.0
+        stored = device_s = 0.0
         for reply in ok:
             metrics = reply.content.get(records.METRICS)
             if metrics is None:
@@ -198,6 +204,7 @@ class FederatedStream:
             self.rating_total += float(metrics.get("rating-sum", 0.0))
             self.rating_count += float(metrics.get("rating-count", 0.0))
             stored += float(metrics.get("stored-events", 0.0))
+            device_s += float(metrics.get("device-s", 0.0))
         if self.s.explicit and self.rating_count:
             self.strategy.model.params.mean = self.rating_total / self.rating_count
         download = sum(len(a.data) for a in items.values()) * len(messages)
@@ -206,6 +213,7 @@ class FederatedStream:
                   "download_bytes": download,
                   "upload_bytes": self.strategy.history[-1]["train"]["upload-bytes"],
                   "stored_events_per_device": stored / max(1, len(ok)),
+                  "device_s": device_s,
                   "lag_s": float(tick.now - self.timeline.data.timestamp[
                       tick.start:tick.stop].mean())}
         self.log.append(record)
@@ -228,12 +236,17 @@ class FederatedStream:
     def summary(self) -> dict:
         log = self.log
         seconds = sum(r["seconds"] for r in log)
+        device_s = sum(r["device_s"] for r in log)
+        messages = sum(r["devices"] for r in log)
         return {"rounds": len(log), "compute_s": seconds,
+                "device_s_per_message": device_s / max(1, messages),
                 "seconds_per_round": seconds / max(1, len(log)),
                 "download_bytes": float(sum(r["download_bytes"] for r in log)),
                 "upload_bytes": float(sum(r["upload_bytes"] for r in log)),
-                "messages": int(sum(r["devices"] for r in log)),
+                "messages": int(messages),
                 "stored_events_per_device": float(np.mean(
+                    [r["stored_events_per_device"] for r in log])) if log else 0.0,
+                "stored_bytes_per_device": 20.0 * float(np.mean(  # item, value, time
                     [r["stored_events_per_device"] for r in log])) if log else 0.0,
                 "latency": {"rounds": 1.0 if all(r["replies"] == r["devices"] for r in log)
                             else float("nan"),
@@ -254,11 +267,11 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
                  progress: Progress | None = None, workers: int = 1) -> dict:
     """Every model of the stream bench on the same stream; the record (without ``env``)."""
     timeline = load_timeline(s)
-    ticks = timeline.ticks(events=s.tick_events)
+    ticks = s.ticks(timeline)
     explicit = s.explicit
     rr = _rating_range(timeline, explicit)
     n = len(timeline)
-    window_ticks = max(1, s.window_events // s.tick_events)
+    window_ticks = max(1, round(len(ticks) * s.window_events / max(1, n)))
     warm_tick = next((t.index for t in ticks if t.start >= s.warmup * n), len(ticks))
     after = slice(warm_tick, None)
     models = models or default_models(explicit)

@@ -87,3 +87,14 @@ def test_bench_stream_command_writes_json_and_a_plot(shop, tmp_path, capsys):
     assert record == json.loads(out.read_text()) | {"env": record["env"]}
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert record["models"]["federated-incremental"]["hr@10"] >= 0
+
+
+def test_daily_ticks_and_device_compute_are_reported(shop):
+    record = bench_stream(settings(shop, "explicit", tick_seconds=86_400),
+                          ("federated-incremental",))
+    timeline = simulated_timeline(shop, True, "")
+    days = np.unique(timeline.data.timestamp // 86_400)
+    assert record["ticks"] == len(days)  # one round per day that has events
+    fed = record["models"]["federated-incremental"]
+    assert fed["scored"] == len(timeline) and fed["device_s_per_message"] > 0
+    assert fed["stored_bytes_per_device"] == 20 * fed["stored_events_per_device"]
