@@ -41,7 +41,7 @@ from fedrec.server.app import build_strategy
 from fedrec.server.catalogue import INITS, content_rows, neutral_rows
 from fedrec.server.strategy import FedRec
 from fedrec.simulations import stream_baselines as sb
-from fedrec.simulations.engine import InProcessGrid, TaskIdentity
+from fedrec.simulations.engine import InProcessGrid, Observer, TaskIdentity
 from fedrec.simulations.prequential import Sums
 from fedrec.simulations.presets import mf_config
 
@@ -120,7 +120,8 @@ def _rating_range(timeline: Timeline, explicit: bool) -> tuple[float, float]:
 class FederatedStream:
     """The federated replay (see the module docstring)."""
 
-    def __init__(self, s: StreamSettings, workers: int = 1) -> None:
+    def __init__(self, s: StreamSettings, workers: int = 1,
+                 observer: Observer | None = None) -> None:
         self.s = s
         self.run = s.run_settings()
         self.timeline = t = load_timeline(s)
@@ -133,7 +134,8 @@ class FederatedStream:
         self.rng = np.random.default_rng(self.run.seed + 17)
         config = self.run.to_run_config()
         devices = client_app if workers == 1 else build_client_app
-        self.grid = InProcessGrid(devices, t.n_users, config, workers=workers)
+        self.grid = InProcessGrid(devices, t.n_users, config, workers=workers,
+                                  observer=observer)
         # The server's identity, as Flower's runtime sets it for a ServerApp.
         TaskIdentity.run_id = self.grid.run.run_id
         TaskIdentity.node_id, TaskIdentity.task_id = SUPERLINK_NODE_ID, 1

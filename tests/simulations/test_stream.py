@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from fedrec.common import records
 from fedrec.common.data.csvlog import write_csv_log
 from fedrec.common.data.synthetic import ShopConfig, generate_shop
 from fedrec.common.partition import simulated_timeline
@@ -98,3 +99,35 @@ def test_daily_ticks_and_device_compute_are_reported(shop):
     fed = record["models"]["federated-incremental"]
     assert fed["scored"] == len(timeline) and fed["device_s_per_message"] > 0
     assert fed["stored_bytes_per_device"] == 20 * fed["stored_events_per_device"]
+
+
+@pytest.mark.parametrize("kind", ["explicit", "implicit"])
+def test_stream_messages_carry_no_raw_events_or_user_vectors(shop, kind):
+    seen = []
+    fed = FederatedStream(settings(shop, kind), observer=lambda d, m: seen.append((d, m)))
+    for tick in fed.ticks[:6]:
+        fed.step(tick)
+    fed.grid.close()
+    d = fed.timeline.data
+    stamps = set(d.timestamp.tolist())
+    allowed = {"train-loss", "num-examples", "rating-sum", "rating-count", "stored-events",
+               "device-s"} | {f"pq-{k}" for k in ("n", "sq-err", "abs-err", "hits", "ndcg",
+                                                  "new-n", "new-hits", "new-ndcg",
+                                                  "new-sq-err")}
+    replies = 0
+    for direction, msg in seen:
+        content = msg.content
+        if direction == "to-device":
+            assert set(content.keys()) == {records.ITEMS, records.CONFIG}
+            assert set(content[records.ITEMS].keys()) == {"factors", "bias", "listed"}
+            continue
+        replies += 1
+        node = msg.metadata.src_node_id
+        p_u = records.record_to_arrays(fed.grid.contexts[node].state[records.USER])["vector"]
+        assert set(content.keys()) == {records.UPDATE, records.METRICS}
+        for arr in records.record_to_arrays(content[records.UPDATE]).values():
+            assert not (set(np.unique(arr).tolist()) & stamps)
+            if arr.ndim == 2 and len(arr):
+                assert not np.isclose(arr, p_u[None, :-1], atol=1e-6).all(axis=1).any()
+        assert set(content[records.METRICS]) <= allowed
+    assert replies >= 6
