@@ -30,21 +30,21 @@ def content_rows(features: np.ndarray, trained: np.ndarray, factors: np.ndarray,
     items' rows on their ``features``; None when there is nothing to fit on.
 
     ``features`` (n, f) belong to the rows of ``factors``/``bias``; ``trained`` is a mask
-    of the rows learned from behaviour. Without ``with_bias`` new items keep the neutral
-    bias 0: for implicit feedback the bias is a popularity score, which a new listing's
-    content does not predict (the trained items' average would bury every new item under
-    the catalogue's long tail).
+    of the rows learned from behaviour. Factors start at how trained rows differ from
+    their average with content; the bias at the predicted bias (``with_bias``), or, for
+    implicit feedback, at the neutral 0 plus that content deviation: there the bias is a
+    popularity score, and the trained items' average would bury every new listing under
+    the catalogue's long tail.
     """
     x = np.asarray(features, dtype=np.float64)[trained]
     if not len(x) or not len(new_features):
         return None
     y = np.column_stack([factors[trained], bias[trained]]).astype(np.float64)
     # Centred: the fit explains how rows differ with content around the trained items'
-    # average; a new item gets the intercept only where it is asked for (with_bias), since
-    # the average row mostly describes the long tail, not a fresh listing.
+    # average; the average itself is added back only to the bias, and only with_bias.
     x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
     xc = x - x_mean
     w = np.linalg.solve(xc.T @ xc + reg * np.eye(x.shape[1]), xc.T @ (y - y_mean))
     rows = (np.asarray(new_features, np.float64) - x_mean) @ w
-    new_bias = rows[:, -1] + y_mean[-1] if with_bias else np.zeros(len(rows))
+    new_bias = rows[:, -1] + (y_mean[-1] if with_bias else 0.0)
     return rows[:, :-1].astype(np.float32), new_bias.astype(np.float32)

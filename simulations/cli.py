@@ -33,6 +33,7 @@ from fedrec.simulations.presets import (
     STREAM_BUFFER,
     STREAM_EXPLICIT,
     STREAM_IMPLICIT,
+    STREAM_REPLAY,
     STREAM_TICK_EVENTS,
     mf_config,
     preset_settings,
@@ -118,8 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--mode", choices=MODES, default="incremental",
                         help="mode of the model named federated-incremental... ")
     stream.add_argument("--buffer", type=int, help="events an incremental device replays")
-    stream.add_argument("--replay", type=float, default=0.3,
-                        help="older buffer events an incremental device replays per new one")
+    stream.add_argument("--replay", type=float,
+                        help="older buffer events an incremental device replays per new one "
+                             "(default: preset)")
     stream.add_argument("--others-share", type=float, default=0.0,
                         help="random devices without new events per round, as a share of "
                              "those with new events")
@@ -256,7 +258,8 @@ def _run_bench_stream(args: argparse.Namespace) -> int:
         data_dir=str(args.data_dir or os.environ.get(ENV_VAR) or ""),
         tick_events=args.tick_events or STREAM_TICK_EVENTS[args.kind],
         tick_seconds=args.tick_seconds,
-        mode=args.mode, buffer=args.buffer or STREAM_BUFFER[args.kind], replay=args.replay,
+        mode=args.mode, buffer=args.buffer or STREAM_BUFFER[args.kind],
+        replay=STREAM_REPLAY[args.kind] if args.replay is None else args.replay,
         others_share=args.others_share, window_events=args.window,
         run=RunSettings.from_run_config(base))
     models = tuple(m.strip() for m in args.models.split(",")) if args.models else None

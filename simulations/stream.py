@@ -305,36 +305,43 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
             sums = sb.online_bias(timeline, ticks, rr, s.new_days, report)
         elif name == "recent-popularity":
             sums = sb.recent_popularity(timeline, ticks, s.new_days, s.window_events, report)
-        elif name in ("static", "periodic-retrain"):
+        elif name in ("static", "static-foldin", "periodic-retrain"):
             cfg = mf_config("explicit-80-20" if explicit else "implicit-80-20",
                             epochs=s.retrain_epochs, seed=s.run.seed)
-            if name == "static":
+            if name.startswith("static"):
                 fit_at = [int(s.warmup * n)]
             else:
                 step = max(1, int(s.retrain_every * n))
                 fit_at = list(range(step, n, step))
             sums, fit_s = sb.frozen_replay(timeline, ticks, explicit, rr, s.new_days, cfg,
-                                           fit_at, s.run.lr, s.run.negatives, report)
-            extra = {"fit_s": fit_s, "fits": len(fit_at)}
+                                           fit_at, 0.0 if name == "static" else s.run.lr,
+                                           s.run.negatives, report)
+            extra = {"fit_s": fit_s, "fits": len(fit_at),
+                     "first_fit_tick": next((t.index for t in ticks if t.start >= fit_at[0]),
+                                            len(ticks))}
         else:
             raise ValueError(f"unknown stream model {name!r}; choose from "
                              f"{', '.join(ALL_MODELS)}")
         out["models"][name] = {**sums.totals(explicit=explicit),
                                "after_warmup": sums.totals(after, explicit),
                                "compute_s": time.perf_counter() - start, **extra}
-        out["curves"][name] = sums.curve(window_ticks, explicit)
+        curve = sums.curve(window_ticks, explicit)
+        if "first_fit_tick" in extra:  # no model before its first fit: no curve either
+            first = extra["first_fit_tick"] + window_ticks - 1
+            curve = [None if k < first else v for k, v in enumerate(curve)]
+        out["curves"][name] = curve
     out["curve_events"] = [t.stop for t in ticks]
     return out
 
 
 ALL_MODELS = ("federated-incremental", "federated-incremental-neutral",
               "federated-recursive", "centralized-incremental", "periodic-retrain", "static",
-              "online-bias", "recent-popularity")
+              "static-foldin", "online-bias", "recent-popularity")
 
 
 def default_models(explicit: bool) -> tuple[str, ...]:
     base = ("federated-incremental", "federated-incremental-neutral", "federated-recursive",
-            "centralized-incremental", "periodic-retrain", "static")
+            "centralized-incremental", "periodic-retrain", "static", "static-foldin")
     return base + (("online-bias",) if explicit else ("recent-popularity",))
 
 

@@ -8,11 +8,11 @@ learn from it, and sums its scores per tick:
   federation is the gap to it);
 * ``periodic-retrain``: MF retrained from scratch on everything so far at fixed points of
   the stream (at a high cost); between retrains its item side is frozen;
-* ``static``: MF trained once on the first part of the stream, its item side never updated
-  (the value of incrementality is the gap to it);
+* ``static``: MF trained once on the first part of the stream, never updated (the value of
+  incrementality is the gap to it); ``static-foldin``: the same, but users are folded in;
 
-(both fold users in online between fits, one SGD step on the user's vector per event, as a
-deployed batch model would serve users it was not trained on);
+(folding in: one SGD step on the user's vector per event, items fixed, as a deployed batch
+model serves users it was not trained on; ``periodic-retrain`` folds users in between fits);
 * ``recent-popularity`` (implicit): items ranked by their count in a sliding window of recent
   events; ``online-bias`` (explicit): ``μ + b_u + b_i`` learned online.
 
@@ -252,7 +252,7 @@ class _Frozen:
     def learn(self, u: int, i: int, value: float, n_listed: int) -> None:
         self.total += value
         self.count += 1
-        if self.model is None:
+        if self.model is None or not self.fold_lr:
             return
         lr, p = self.fold_lr, self.p[u]
         if self.explicit:
