@@ -26,11 +26,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from fedrec.client.device import Device, UserState
+from fedrec.common.metrics import hit_and_gain, rank_among
 from fedrec.common.schema import ItemUpdate, TrainConfig
 
 MODES = ("incremental", "recursive")
 K = 10
-_DISCOUNT = 1.0 / np.log2(np.arange(2, K + 2))
 
 
 @dataclass
@@ -139,13 +139,7 @@ class StreamDevice:
         for j in range(stop - start):
             item = self.items[start + j]
             if not seen[item]:  # a first interaction: rank it among the unseen items
-                scores = table @ p + b_all
-                target = scores[item]
-                scores[seen] = -np.inf
-                # Ties count half (a random tie-break's average), as in the centralized bench.
-                rank = int((scores > target).sum()) + (int((scores == target).sum()) - 1) // 2
-                hit = rank < K
-                gain = _DISCOUNT[rank] if hit else 0.0
+                hit, gain = hit_and_gain(rank_among(table @ p + b_all, item, seen), K)
                 sums["n"] += 1
                 sums["hits"] += hit
                 sums["ndcg"] += gain

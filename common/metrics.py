@@ -30,6 +30,24 @@ def mae(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(np.abs(np.asarray(pred, np.float64) - truth)))
 
 
+def rank_among(scores: np.ndarray, item: int, excluded: np.ndarray) -> int:
+    """0-based rank of ``item`` among the items not ``excluded`` (a boolean mask), for
+    prequential ranking; ``scores`` is overwritten. Ties count half, as a random tie-break
+    would on average: a model that scores every item alike ranks an item in the middle."""
+    target = scores[item]
+    scores[excluded] = -np.inf
+    above = int((scores > target).sum())
+    ties = int((scores == target).sum()) - 1
+    return above + ties // 2
+
+
+def hit_and_gain(rank: int, k: int = 10) -> tuple[bool, float]:
+    """HR@k and NDCG@k of one held-out item at 0-based ``rank``."""
+    if rank >= k:
+        return False, 0.0
+    return True, float(1.0 / np.log2(rank + 2))
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of each row's ``k`` highest scores, best first; ties go to the lower index.
 

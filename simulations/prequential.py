@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 K = 10
-DISCOUNT = 1.0 / np.log2(np.arange(2, K + 2))
 KEYS = ("n", "sq-err", "abs-err", "hits", "ndcg", "new-n", "new-hits", "new-ndcg",
         "new-sq-err")
 
@@ -61,16 +60,3 @@ def explicit_score(pred: float, rating: float, low: float, high: float) -> tuple
     """(squared error, absolute error) of a prediction clipped to the rating scale."""
     err = min(max(pred, low), high) - rating
     return err * err, abs(err)
-
-
-def rank_among_unseen(scores: np.ndarray, item: int, seen: np.ndarray) -> int:
-    """0-based rank of ``item`` among the items not ``seen`` (``scores`` is consumed).
-
-    Ties count half (as a random tie-break would on average): a model that scores every
-    item alike ranks an item in the middle, not first.
-    """
-    target = scores[item]
-    scores[seen] = -np.inf
-    above = int((scores > target).sum())
-    ties = int((scores == target).sum()) - 1
-    return above + ties // 2

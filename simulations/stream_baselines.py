@@ -28,9 +28,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from fedrec.common.metrics import hit_and_gain, rank_among
 from fedrec.common.mf import MatrixFactorization, MFConfig
 from fedrec.common.stream import Tick, Timeline
-from fedrec.simulations.prequential import DISCOUNT, K, Sums, explicit_score, rank_among_unseen
+from fedrec.simulations.prequential import K, Sums, explicit_score
 
 Progress = Callable[[int], None]  # called with the number of events processed
 
@@ -72,9 +73,8 @@ class _Replay:
                         acc["new-sq-err"] += sq
                 elif not self.seen[u, i]:
                     scores = np.asarray(score(u, i, n_listed), dtype=np.float64).copy()
-                    rank = rank_among_unseen(scores, i, self.seen[u, :len(scores)])
-                    hit = rank < K
-                    gain = DISCOUNT[rank] if hit else 0.0
+                    hit, gain = hit_and_gain(rank_among(scores, i, self.seen[u, :len(scores)]),
+                                             K)
                     acc["n"] += 1
                     acc["hits"] += hit
                     acc["ndcg"] += gain

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fedrec.common.metrics import mae, ranking_metrics, rmse, top_k
+from fedrec.common.metrics import hit_and_gain, mae, rank_among, ranking_metrics, rmse, top_k
 from tests.conftest import make_interactions
 
 
@@ -89,3 +89,14 @@ def test_batches_do_not_change_the_result():
     full = ranking_metrics(lambda u: table[u], train, test)
     small = ranking_metrics(lambda u: table[u], train, test, batch_users=7)
     assert full == small
+
+
+def test_rank_among_excludes_items_and_counts_ties_half():
+    scores = np.array([0.5, 0.9, 0.5, 0.5, 0.1, 0.95])
+    seen = np.array([False, False, False, False, False, True])  # 0.95 is excluded
+    assert rank_among(scores.copy(), 1, seen) == 0
+    assert rank_among(scores.copy(), 0, seen) == 1 + 2 // 2  # above: 0.9; ties: 2 others
+    assert rank_among(np.zeros(100), 7, np.zeros(100, bool)) == 49  # all alike: the middle
+    assert hit_and_gain(0) == (True, 1.0)
+    assert hit_and_gain(2)[1] == pytest.approx(0.5)
+    assert hit_and_gain(10) == (False, 0.0)
