@@ -131,3 +131,17 @@ def test_stream_messages_carry_no_raw_events_or_user_vectors(shop, kind):
                 assert not np.isclose(arr, p_u[None, :-1], atol=1e-6).all(axis=1).any()
         assert set(content[records.METRICS]) <= allowed
     assert replies >= 6
+
+
+def test_the_sampler_prefers_devices_with_new_events_plus_a_share_of_others(shop):
+    fed = FederatedStream(settings(shop, "implicit", others_share=0.5))
+    d = fed.timeline.data
+    tick = fed.ticks[5]
+    active = set(np.unique(d.user[tick.start:tick.stop]).tolist())
+    appeared = set(np.unique(d.user[:tick.start]).tolist()) - active
+    chosen = {fed.grid.contexts[n].node_config["partition-id"] for n in fed._sample(tick)}
+    fed.grid.close()
+    assert active <= chosen  # every device with new events
+    others = chosen - active
+    assert others <= appeared  # others: only devices that have appeared
+    assert len(others) == min(len(appeared), round(0.5 * len(active)))
