@@ -111,8 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     _dataset_args(stream)
     stream.add_argument("--kind", choices=KINDS, default="implicit",
                         help="ratings (explicit) or every event as a positive (implicit)")
-    stream.add_argument("--models", help=f"comma-separated, from: {', '.join(ALL_MODELS)} "
-                                         "(default: all that apply)")
+    stream.add_argument("--models", help=f"comma-separated, from: {', '.join(ALL_MODELS)}; "
+                                         "any federated-MODE[-neutral] (default: all that "
+                                         "apply)")
     stream.add_argument("--tick-events", type=int, help="events per tick (default: preset)")
     stream.add_argument("--tick-seconds", type=int,
                         help="a span of time per tick instead (e.g. 86400 for daily rounds)")
