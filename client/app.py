@@ -19,6 +19,7 @@ from fedrec.client.device import Device, UserState
 from fedrec.client.stream import Cursor, StreamDevice
 from fedrec.common import records
 from fedrec.common.partition import UserRows, simulated_partitions, simulated_timeline
+from fedrec.common.privacy import clip_and_noise
 from fedrec.common.settings import RunSettings
 
 STREAM = "stream"  # context.state: ConfigRecord {seen, trained}, the device's timeline cursor
@@ -114,6 +115,9 @@ def train(msg: Message, context: Context, run_config: Mapping) -> Message:
         return _stream_train(msg, context, run_config)
     config, extra, factors, bias, _, device = _prepare(msg, context, run_config)
     update, metrics = device.train(factors, bias, float(extra["mean"]), config)
+    if "dp-clip" in extra:  # dp mode: the whole update clipped and noised on the device
+        update = clip_and_noise(update, float(extra["dp-clip"]), float(extra["dp-noise"]),
+                                np.random.default_rng([_seed(extra, context), 7]))
     _save(context, device)
     return Message(RecordDict({records.UPDATE: records.update_to_record(update),
                                records.METRICS: records.metrics_to_record(metrics)}),

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, fields
 from fedrec.common.schema import TrainConfig
 from fedrec.common.split import PROTOCOLS, is_explicit
 
+PRIVACY = ("plain", "dp")
+
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -45,6 +47,11 @@ class RunSettings:
     max_norm: float = 10.0
     seed: int = 0
     results_dir: str = ""
+    privacy: str = "plain"
+    dp_clip: float = 0.5
+    dp_noise: float = 1.0
+    dp_delta: float = 1e-5
+    dp_epsilon: float = 0.0  # the budget cap on ε; 0 = no cap (ε is still reported)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -56,6 +63,13 @@ class RunSettings:
         for name in ("fraction_train", "fraction_evaluate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]. Found {getattr(self, name)}.")
+        if self.privacy not in PRIVACY:
+            raise ValueError(f"privacy must be one of {', '.join(PRIVACY)}. "
+                             f"Found {self.privacy!r}.")
+        if self.privacy == "dp" and not (self.dp_clip > 0 and self.dp_noise > 0
+                                         and 0 < self.dp_delta < 1 and self.dp_epsilon >= 0):
+            raise ValueError("dp needs dp-clip > 0, dp-noise > 0, dp-delta in (0, 1) and "
+                             "dp-epsilon >= 0")
         self.train_config()  # validates the local-training fields
 
     @property

@@ -23,7 +23,7 @@ from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.item_model import ItemModel
-from fedrec.server.strategy import FedRec, wait_for_nodes
+from fedrec.server.strategy import DpSettings, FedRec, wait_for_nodes
 
 app = ServerApp()
 
@@ -61,12 +61,16 @@ def build_strategy(settings: RunSettings, n_items: int, mean: float,
     rng = np.random.default_rng(settings.seed)
     params = ItemParams.init(n_items, settings.factors, rng, settings.init_std, mean=mean)
     model = ItemModel(params, settings.server_optimizer, settings.server_lr)
+    dp = None
+    if settings.privacy == "dp":
+        dp = DpSettings(settings.dp_clip, settings.dp_noise, settings.dp_delta,
+                        settings.dp_epsilon or None)
     return FedRec(model, settings.train_config(), fraction_train=settings.fraction_train,
                   fraction_evaluate=settings.fraction_evaluate,
                   min_available_nodes=settings.min_nodes, weighting=settings.weighting,
                   cap=settings.cap, max_norm=settings.max_norm, seed=settings.seed,
                   rating_range=rating_range, evaluate_every=settings.evaluate_every,
-                  num_rounds=settings.num_rounds, wait_timeout=settings.round_timeout)
+                  num_rounds=settings.num_rounds, wait_timeout=settings.round_timeout, dp=dp)
 
 
 def run(grid: Grid, settings: RunSettings) -> FedRec:
@@ -94,6 +98,7 @@ def save_results(strategy: FedRec, folder: Path, settings: RunSettings) -> None:
         np.savez(out, factors=p.factors, bias=p.bias, mean=np.array(p.mean),
                  version=strategy.model.version)
     history = {"settings": settings.to_run_config(), "rounds": strategy.history,
-               "rejected": dict(strategy.rejected)}
+               "rejected": dict(strategy.rejected), "epsilon": strategy.epsilon,
+               "delta": settings.dp_delta if settings.privacy == "dp" else None}
     with atomic_open(folder / "history.json") as out:
         json.dump(history, out, indent=1)

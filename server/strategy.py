@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from logging import INFO, WARNING
 
 import numpy as np
@@ -22,8 +23,19 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedrec.common import records
 from fedrec.common.schema import InvalidUpdateError, ItemUpdate, TrainConfig, validate_update
+from fedrec.server.accountant import Accountant
 from fedrec.server.aggregate import WEIGHTINGS, Accumulator
 from fedrec.server.item_model import ItemModel
+
+
+@dataclass(frozen=True)
+class DpSettings:
+    """The ``dp`` mode: clip bound, noise multiplier, δ, and the ε cap (None: no cap)."""
+
+    clip: float
+    noise: float
+    delta: float
+    epsilon_cap: float | None = None
 
 
 class FedRec(FedAvg):
@@ -36,7 +48,7 @@ class FedRec(FedAvg):
                  max_norm: float = 10.0, seed: int = 0,
                  rating_range: tuple[float, float] = (-np.inf, np.inf),
                  evaluate_every: int = 1, num_rounds: int | None = None,
-                 wait_timeout: float = 600.0) -> None:
+                 wait_timeout: float = 600.0, dp: DpSettings | None = None) -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes, min_evaluate_nodes=min_evaluate_nodes,
                          min_available_nodes=min_available_nodes,
@@ -52,6 +64,10 @@ class FedRec(FedAvg):
         self.wait_timeout = wait_timeout
         self.rejected: Counter[str] = Counter()
         self.history: list[dict] = []
+        self.dp = dp
+        self.accountant = (None if dp is None else
+                           Accountant(fraction_train, dp.noise, dp.delta, dp.epsilon_cap))
+        self.dp_rounds = 0  # rounds run in dp mode (what ε is accounted over)
 
     # ---- what goes out -----------------------------------------------------------------
     def items_record(self) -> ArrayRecord:
@@ -59,15 +75,29 @@ class FedRec(FedAvg):
 
     def round_config(self, server_round: int) -> ConfigRecord:
         low, high = self.rating_range
+        extra = {"rating-min": float(low), "rating-max": float(high)}
+        if self.dp is not None:
+            extra.update({"dp-clip": float(self.dp.clip), "dp-noise": float(self.dp.noise)})
         return records.config_to_record(
-            self.train_config, mean=float(self.model.params.mean), seed=self.seed,
-            **{"rating-min": float(low), "rating-max": float(high)})
+            self.train_config, mean=float(self.model.params.mean), seed=self.seed, **extra)
+
+    @property
+    def epsilon(self) -> float | None:
+        """ε spent so far (dp mode), at the run's δ."""
+        return None if self.accountant is None else self.accountant.epsilon(self.dp_rounds)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         """Sample devices (FedAvg's sampling) and send each the item table and config."""
         # FedAvg sizes its sample from the nodes connected *before* it waits for them: without
         # this, a simulation whose nodes register gradually (Ray) trains round 1 on a few.
+        if self.accountant is not None:
+            if not self.accountant.allows(self.dp_rounds + 1):
+                log(WARNING, "round %s skipped: another round would exceed the privacy "
+                    "budget (epsilon %.3f of %.3f spent)", server_round, self.epsilon,
+                    self.accountant.cap)
+                return []
+            self.dp_rounds += 1
         wait_for_nodes(grid, self.min_available_nodes, self.wait_timeout)
         return super().configure_train(server_round, self.items_record(),
                                        self.round_config(server_round), grid)
@@ -129,6 +159,8 @@ class FedRec(FedAvg):
             "train-loss": float(np.average(losses, weights=w)) if len(w) and w.sum() else 0.0,
             "upload-bytes": float(upload),
         }
+        if self.accountant is not None:
+            summary["epsilon"] = self.epsilon
         self.history.append({"round": server_round, "train": summary})
         log(INFO, "round %s: %s accepted, %s rejected, %s failed, %s rows updated",
             server_round, accepted, summary["rejected"], len(errors), len(agg.ids))

@@ -336,6 +336,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
         key = "rmse" if args.protocol.startswith("explicit") else "ndcg@10"
         for model, metrics in record["models"].items():
             print(f"{model:16s} {key} {metrics[key]:.4f}   ({metrics['fit_s']:.1f} s)")
+        if record.get("epsilon") is not None:
+            print(f"privacy: dp, epsilon {record['epsilon']:.3f} at delta {record['delta']:g}")
         print(f"results: {path}\nplot:    {png}")
     return 0
 

@@ -97,6 +97,8 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
                                         "fit_s": federated_s}},
             "rounds": {"evaluate": evals, "train": train},
             "rejected": history["rejected"],
+            "privacy": settings.privacy, "epsilon": history.get("epsilon"),
+            "delta": history.get("delta"),
             "upload_bytes_per_device_round": (
                 sum(t["upload-bytes"] for t in train) / max(1, sum(t["accepted"] for t in train))),
         }

@@ -166,3 +166,24 @@ def test_a_failing_device_and_a_timeout_do_not_stall_the_run(ratings_csv):
     assert "battery" in replies[0].error.reason
     msgs = [_request(grid, n) for n in grid.get_node_ids()]
     assert list(grid.send_and_receive(msgs, timeout=-1)) == []  # nothing arrived in time
+
+
+def test_dp_mode_noises_every_update_reports_epsilon_and_stops_at_the_budget(ratings_csv,
+                                                                           tmp_path):
+    from fedrec.server.accountant import Accountant
+
+    cap = Accountant(1.0, 2.0, 1e-5).epsilon(2) + 1e-9  # room for two rounds, not three
+    s = settings_for(ratings_csv, "explicit-80-20", num_rounds=4, evaluate_every=4,
+                     privacy="dp", dp_clip=0.5, dp_noise=2.0, dp_epsilon=cap)
+    seen = []
+    _, history, _ = run(s, tmp_path, observer=lambda d, m: seen.append((d, m)))
+    train = [r["train"] for r in history["rounds"] if "train" in r]
+    assert [t["accepted"] for t in train] == [60, 60, 0, 0]  # rounds 3-4 skipped
+    assert history["epsilon"] == pytest.approx(cap, rel=1e-6) and history["delta"] == 1e-5
+    assert train[1]["epsilon"] > train[0]["epsilon"] > 0
+    replies = [m for d, m in seen if d == "to-server" and m.metadata.message_type == "train"]
+    for reply in replies:
+        arrays = records.record_to_arrays(reply.content[records.UPDATE])
+        assert (arrays["counts"] == 1).all()  # weights carry nothing of the data
+    asked = [m for d, m in seen if d == "to-device" and m.metadata.message_type == "train"]
+    assert all(m.content[records.CONFIG]["dp-clip"] == 0.5 for m in asked)

@@ -1,0 +1,55 @@
+"""dp mode: the device's clip and noise, and the server's accountant."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedrec.common.privacy import clip_and_noise, update_norm
+from fedrec.common.schema import ItemUpdate
+from fedrec.server.accountant import Accountant
+
+
+def make_update(scale: float, m: int = 6, k: int = 4, seed: int = 0) -> ItemUpdate:
+    rng = np.random.default_rng(seed)
+    return ItemUpdate(np.arange(m, dtype=np.int64),
+                      (scale * rng.normal(size=(m, k))).astype(np.float32),
+                      (scale * rng.normal(size=m)).astype(np.float32),
+                      np.full(m, 3.0, np.float32))
+
+
+def test_the_whole_update_is_clipped_and_counts_carry_nothing():
+    rng = np.random.default_rng(1)
+    big = make_update(10.0)
+    clipped = clip_and_noise(big, clip=0.5, noise_multiplier=0.0, rng=rng)
+    assert update_norm(clipped) == pytest.approx(0.5, rel=1e-5)
+    np.testing.assert_allclose(clipped.rows / big.rows, 0.5 / update_norm(big), rtol=1e-4)
+    assert (clipped.counts == 1).all() and (clipped.ids == big.ids).all()
+    small = make_update(0.01)
+    same = clip_and_noise(small, clip=0.5, noise_multiplier=0.0, rng=rng)
+    np.testing.assert_allclose(same.rows, small.rows)  # within the bound: untouched
+
+
+def test_noise_has_standard_deviation_multiplier_times_clip():
+    rng = np.random.default_rng(2)
+    zero = ItemUpdate(np.arange(2000, dtype=np.int64), np.zeros((2000, 25), np.float32),
+                      np.zeros(2000, np.float32), np.ones(2000, np.float32))
+    noisy = clip_and_noise(zero, clip=0.5, noise_multiplier=1.2, rng=rng)
+    assert np.std(noisy.rows) == pytest.approx(0.6, rel=0.02)
+    assert abs(float(np.mean(noisy.rows))) < 0.01
+    with pytest.raises(ValueError, match="clip"):
+        clip_and_noise(zero, clip=0.0, noise_multiplier=1.0, rng=rng)
+
+
+def test_epsilon_grows_with_rounds_and_shrinks_with_noise_and_the_cap_holds():
+    a = Accountant(sampling=0.1, noise_multiplier=1.0, delta=1e-5)
+    assert a.epsilon(0) == 0.0
+    assert 0 < a.epsilon(1) < a.epsilon(10) < a.epsilon(100)
+    assert Accountant(0.1, 2.0, 1e-5).epsilon(100) < a.epsilon(100)
+    assert Accountant(0.01, 1.0, 1e-5).epsilon(100) < a.epsilon(100)  # sampling amplifies
+    assert a.epsilon(100) == pytest.approx(7.9, abs=0.2)  # the library's own figure: 7.90
+    capped = Accountant(0.1, 1.0, 1e-5, epsilon_cap=a.epsilon(50))
+    assert capped.allows(50) and not capped.allows(51)
+    assert Accountant(0.1, 1.0, 1e-5).allows(10**6)  # no cap
+    with pytest.raises(ValueError, match="noise"):
+        Accountant(0.1, 0.0, 1e-5)
