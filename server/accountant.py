@@ -47,3 +47,24 @@ class Accountant:
     def allows(self, rounds: int) -> bool:
         """Whether ``rounds`` rounds in total stay within the cap (always, without one)."""
         return self.cap is None or self.epsilon(rounds) <= self.cap
+
+
+def calibrate_noise(target_epsilon: float, sampling: float, rounds: int, delta: float,
+                    low: float = 0.3, high: float = 200.0, tol: float = 1e-3) -> float:
+    """The smallest noise multiplier whose ε after ``rounds`` rounds is at most
+    ``target_epsilon`` (bisection; ε falls as the noise grows)."""
+    if not target_epsilon > 0:
+        raise ValueError(f"target epsilon must be > 0. Found {target_epsilon}.")
+
+    def eps(sigma: float) -> float:
+        return Accountant(sampling, sigma, delta).epsilon(rounds)
+
+    if eps(high) > target_epsilon:
+        raise ValueError(f"epsilon {target_epsilon} is out of reach within noise {high} "
+                         f"for {rounds} rounds at sampling {sampling}")
+    if eps(low) <= target_epsilon:
+        return low
+    while high - low > tol * low:
+        mid = (low + high) / 2
+        low, high = (low, mid) if eps(mid) <= target_epsilon else (mid, high)
+    return high

@@ -67,6 +67,11 @@ class FedRec(FedAvg):
         self.dp = dp
         self.accountant = (None if dp is None else
                            Accountant(fraction_train, dp.noise, dp.delta, dp.epsilon_cap))
+        if dp is not None:
+            # Noised rows are legitimately long: the clipped signal plus noise of std σC in
+            # k + 1 coordinates (bounded here with 6 standard deviations of headroom).
+            k = model.params.n_factors
+            self.max_norm = max(max_norm, dp.clip + dp.noise * dp.clip * (np.sqrt(k + 1) + 6))
         self.dp_rounds = 0  # rounds run in dp mode (what ε is accounted over)
 
     # ---- what goes out -----------------------------------------------------------------

@@ -25,7 +25,7 @@ from fedrec.common.atomic import atomic_open
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import app as server_app
-from fedrec.simulations.engine import run_in_process
+from fedrec.simulations.engine import Observer, run_in_process
 from fedrec.simulations.presets import mf_config
 from fedrec.simulations.quality import evaluate, fit, make_model
 
@@ -39,7 +39,7 @@ def headline(protocol_explicit: bool) -> str:
 
 def simulate(settings: RunSettings, engine: str = "inprocess",
              progress: Progress | None = None, centralized: bool = True,
-             workers: int = 1) -> dict:
+             workers: int = 1, observer: Observer | None = None) -> dict:
     """Run the federated simulation and the centralized reference; returns the record."""
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
                                  settings.data_dir)
@@ -49,6 +49,8 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
     done = [0]
 
     def observe(direction: str, msg: object) -> None:
+        if observer is not None:
+            observer(direction, msg)
         if direction == "to-server" and msg.metadata.message_type == "train" and progress:
             done[0] += 1
             if done[0] % max(1, per_round // 20) == 0 or done[0] == total:

@@ -53,3 +53,30 @@ def test_epsilon_grows_with_rounds_and_shrinks_with_noise_and_the_cap_holds():
     assert Accountant(0.1, 1.0, 1e-5).allows(10**6)  # no cap
     with pytest.raises(ValueError, match="noise"):
         Accountant(0.1, 0.0, 1e-5)
+
+
+def test_calibrated_noise_meets_the_target_epsilon():
+    from fedrec.server.accountant import calibrate_noise
+
+    for target in (1.0, 4.0):
+        sigma = calibrate_noise(target, sampling=0.3, rounds=12, delta=1e-5)
+        a = Accountant(0.3, sigma, 1e-5)
+        assert a.epsilon(12) <= target
+        assert Accountant(0.3, sigma * 0.98, 1e-5).epsilon(12) > target  # the smallest
+    with pytest.raises(ValueError, match="out of reach"):
+        calibrate_noise(1e-4, sampling=1.0, rounds=1000, delta=1e-5, high=2.0)
+
+
+def test_the_attacker_auc_reads_what_a_reply_reveals():
+    from fedrec.simulations.attacker import auc, membership_auc
+
+    assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75
+    assert auc(np.zeros(10), np.arange(10) < 3) == 0.5  # all tied: nothing learnt
+    truth = np.array([2, 5])
+    # A reply naming the true items with pulled-up biases and two negatives pushed down.
+    revealing = (np.array([1, 2, 5, 7]), np.array([0.3, -0.2, -0.4, 0.1]), truth)
+    got = membership_auc([revealing], n_items=10)
+    assert got["catalogue_auc"] == 1.0 and got["named_rows_auc"] == 1.0
+    rng = np.random.default_rng(0)
+    noisy = [(np.array([1, 2, 5, 7]), rng.normal(size=4), truth) for _ in range(400)]
+    assert abs(membership_auc(noisy, 10)["named_rows_auc"] - 0.5) < 0.05
