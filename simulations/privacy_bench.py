@@ -22,6 +22,7 @@ from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.accountant import calibrate_noise
 from fedrec.simulations.attacker import membership_auc
+from fedrec.simulations.results import save_figure
 from fedrec.simulations.simulate import headline, simulate
 
 Progress = Callable[[str, int, int], None]
@@ -80,7 +81,6 @@ def plot(record: dict, path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fedrec.common.atomic import atomic_open
 
     key = record["metric"]
     dp = [m for name, m in record["modes"].items() if name.startswith("dp")]
@@ -97,8 +97,4 @@ def plot(record: dict, path: str) -> str:
     ax.set_title(f"{record['dataset']} · {record['protocol']} · privacy–utility")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    with atomic_open(path, "wb") as out:
-        fig.savefig(out, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

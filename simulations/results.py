@@ -52,3 +52,14 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def save_figure(fig: object, path: str | Path) -> str | Path:
+    """Lay out a matplotlib figure, write it as PNG through a temp file, and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_open(path, "wb") as out:
+        fig.savefig(out, format="png")
+    plt.close(fig)
+    return path

@@ -21,13 +21,13 @@ from flwr.common.logger import FLOWER_LOGGER
 
 from fedrec.client.app import app as client_app
 from fedrec.client.app import build_client_app
-from fedrec.common.atomic import atomic_open
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import app as server_app
 from fedrec.simulations.engine import Observer, run_in_process
 from fedrec.simulations.presets import mf_config
 from fedrec.simulations.quality import evaluate, fit, make_model
+from fedrec.simulations.results import save_figure
 
 ENGINES = ("inprocess", "ray")
 Progress = Callable[[str, int, int], None]
@@ -149,8 +149,4 @@ def plot(record: dict, path: Path) -> Path:
                  f"{record['devices_per_round']} of {record['devices']} devices per round")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    with atomic_open(path, "wb") as out:
-        fig.savefig(out, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

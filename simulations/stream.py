@@ -44,6 +44,7 @@ from fedrec.simulations import stream_baselines as sb
 from fedrec.simulations.engine import InProcessGrid, Observer, TaskIdentity
 from fedrec.simulations.prequential import Sums
 from fedrec.simulations.presets import mf_config
+from fedrec.simulations.results import save_figure
 
 Progress = Callable[[str, int, int], None]
 KINDS = ("explicit", "implicit")
@@ -360,7 +361,6 @@ def plot(record: dict, path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fedrec.common.atomic import atomic_open
 
     explicit = record["kind"] == "explicit"
     x = record["curve_events"]
@@ -373,8 +373,4 @@ def plot(record: dict, path: str) -> str:
     ax.set_title(f"{record['dataset']} · prequential {record['kind']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as out:
-        fig.savefig(out, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
