@@ -70,12 +70,13 @@ def test_explicit_federated_run_learns_and_writes_results(ratings_csv, tmp_path)
     assert all(r["train"]["accepted"] == 60 for r in history["rounds"] if "train" in r)
 
 
+@pytest.mark.parametrize("privacy", ["plain", "dp"])
 @pytest.mark.parametrize("protocol", ["implicit-80-20", "explicit-80-20"])
-def test_every_message_is_free_of_raw_data(shop_csv, ratings_csv, tmp_path, protocol):
-    """Inspect every message in both directions: nothing of a device's raw events (its
-    ratings, timestamps) or its user vector is ever in one."""
+def test_every_message_is_free_of_raw_data(shop_csv, ratings_csv, tmp_path, protocol, privacy):
+    """Inspect every message in both directions, in every privacy mode: nothing of a
+    device's raw events (its ratings, timestamps) or its user vector is ever in one."""
     path = shop_csv if protocol.startswith("implicit") else ratings_csv
-    s = settings_for(path, protocol, num_rounds=4, evaluate_every=2)
+    s = settings_for(path, protocol, num_rounds=4, evaluate_every=2, privacy=privacy)
     seen = []
     grid, history, _ = run(s, tmp_path, observer=lambda d, m: seen.append((d, m)))
     assert {d for d, _ in seen} == {"to-device", "to-server"}
