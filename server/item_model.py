@@ -22,6 +22,7 @@ class ItemModel:
         self.params = params
         self.version = np.zeros(params.n_items, dtype=np.int64)
         self.round = 0
+        self.refused_steps = 0  # steps undone because they diverged
         self.step_rule, self.lr = step_rule, lr
         self._factor_rule = make_step_rule(step_rule, lr, params.factors.shape)
         self._bias_rule = make_step_rule(step_rule, lr, params.bias.shape)
@@ -49,14 +50,24 @@ class ItemModel:
         self._factor_rule.grow(p.n_items)
         self._bias_rule.grow(p.n_items)
 
-    def apply(self, agg: Aggregate, round_number: int) -> None:
-        """One server step on the rows of ``agg``."""
+    def apply(self, agg: Aggregate, round_number: int) -> bool:
+        """One server step on the rows of ``agg``. A step that would leave a non-finite
+        value (a diverging server learning rate) is undone on the table and refused:
+        returns False, and the model keeps its last finite rows."""
         if len(agg.ids):
-            self._factor_rule.step(self.params.factors, agg.ids,
-                                   agg.rows.astype(np.float32))
-            self._bias_rule.step(self.params.bias, agg.ids, agg.bias.astype(np.float32))
-            self.version[agg.ids] = round_number
+            ids = agg.ids
+            before = self.params.factors[ids].copy(), self.params.bias[ids].copy()
+            with np.errstate(over="ignore", invalid="ignore"):
+                self._factor_rule.step(self.params.factors, ids, agg.rows.astype(np.float32))
+                self._bias_rule.step(self.params.bias, ids, agg.bias.astype(np.float32))
+            if not (np.isfinite(self.params.factors[ids]).all()
+                    and np.isfinite(self.params.bias[ids]).all()):
+                self.params.factors[ids], self.params.bias[ids] = before
+                self.refused_steps += 1
+                return False
+            self.version[ids] = round_number
         self.round = round_number
+        return True
 
     def changed_since(self, version: int) -> np.ndarray:
         """Ids of the rows moved after ``version`` (a round number)."""

@@ -154,13 +154,16 @@ class FedRec(FedAvg):
             weights.append(float(metrics.get(records.WEIGHT_KEY, 1.0)))
             losses.append(float(metrics.get("train-loss", np.nan)))
         agg = acc.result()
-        self.model.apply(agg, server_round)
+        applied = self.model.apply(agg, server_round)
+        if not applied:
+            log(WARNING, "round %s: the server step diverged (non-finite rows) and was not "
+                "applied; lower server-lr", server_round)
         w = np.asarray(weights)
         summary = {
             "accepted": float(accepted),
             "rejected": float(len(ok) - accepted),
             "failed": float(len(errors)),
-            "rows-updated": float(len(agg.ids)),
+            "rows-updated": float(len(agg.ids)) if applied else 0.0,
             "train-loss": float(np.average(losses, weights=w)) if len(w) and w.sum() else 0.0,
             "upload-bytes": float(upload),
         }

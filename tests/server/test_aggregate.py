@@ -54,3 +54,13 @@ def test_item_model_moves_only_aggregated_rows_and_bumps_versions():
     assert model.changed_since(0).tolist() == [1, 3]
     model.apply(aggregate([]), round_number=8)  # an empty round changes nothing
     assert model.version.tolist() == [0, 7, 0, 7, 0]
+
+
+def test_a_diverging_server_step_is_undone_and_refused():
+    params = ItemParams.init(5, 2, np.random.default_rng(0))
+    before = params.copy()
+    model = ItemModel(params, "sgd", lr=1e39)
+    assert model.apply(aggregate([A]), round_number=3) is False  # float32 overflows
+    np.testing.assert_array_equal(model.params.factors, before.factors)
+    np.testing.assert_array_equal(model.params.bias, before.bias)
+    assert model.refused_steps == 1 and not model.version.any()
