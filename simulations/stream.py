@@ -278,6 +278,10 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
     warm_tick = next((t.index for t in ticks if t.start >= s.warmup * n), len(ticks))
     after = slice(warm_tick, None)
     models = models or default_models(explicit)
+    wrong = {"online-bias": "implicit", "recent-popularity": "explicit"}
+    for name in models:
+        if wrong.get(name) == s.kind:
+            raise ValueError(f"model {name!r} does not apply to {s.kind} streams")
     out: dict = {"bench": "stream", "dataset": s.dataset, "kind": s.kind,
                  "events": n, "users": timeline.n_users, "items": timeline.n_items,
                  "ticks": len(ticks), "settings": s.to_dict(),

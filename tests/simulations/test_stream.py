@@ -145,3 +145,8 @@ def test_the_sampler_prefers_devices_with_new_events_plus_a_share_of_others(shop
     others = chosen - active
     assert others <= appeared  # others: only devices that have appeared
     assert len(others) == min(len(appeared), round(0.5 * len(active)))
+
+
+def test_a_model_that_does_not_apply_to_the_kind_is_refused(shop):
+    with pytest.raises(ValueError, match=r"online-bias.*implicit"):
+        bench_stream(settings(shop, "implicit"), ("online-bias",))
