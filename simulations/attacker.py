@@ -58,3 +58,23 @@ def membership_auc(replies: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
 
     return {"catalogue_auc": mean(catalogue), "named_rows_auc": mean(named),
             "replies": len(replies)}
+
+
+def infer_ratings(rows: np.ndarray, bias_update: np.ndarray, factors: np.ndarray,
+                  bias: np.ndarray, mean: float, lr: float, reg: float, reg_bias: float,
+                  epochs: int, rating_range: tuple[float, float]) -> np.ndarray:
+    """Ratings a curious server reads off one explicit reply (rows for the rated items).
+
+    A device's bias update is ``epochs · lr · (err_i + λ_b b_i)`` to first order, so it
+    gives each rating's error ``err_i = r̂_i − r_i``; the row updates ``epochs · lr ·
+    (err_i p_u + λ q_i)`` then give the user's vector by least squares; the prediction
+    ``μ + b_i + p_u·q_i`` (the user's own bias unknown, taken as 0) minus the error is the
+    guess. ``factors``/``bias`` are the rows the server sent for those items.
+    """
+    step = epochs * lr
+    err = bias_update.astype(np.float64) / step - reg_bias * bias.astype(np.float64)
+    signal = rows.astype(np.float64) / step - reg * factors.astype(np.float64)
+    denom = float(err @ err)
+    p_u = (err @ signal) / denom if denom > 0 else np.zeros(factors.shape[1])
+    pred = mean + bias + factors.astype(np.float64) @ p_u
+    return np.clip(pred - err, *rating_range)

@@ -4,8 +4,9 @@ the same split, in one run.
 For ``plain`` and for ``dp`` at each target ε (the noise multiplier calibrated so the run's
 ε at δ meets the target: ε ∈ {1, 2, 4, 8} by default), one federated simulation on the
 in-process engine, recording the held-out quality, upload bytes per device and round,
-seconds per round, ε, and the curious server's membership-inference AUC against every
-device's last reply (:mod:`fedrec.simulations.attacker`). The centralized model on the same
+seconds per round, ε, and the curious server's attacks on every device's last reply
+(:mod:`fedrec.simulations.attacker`): membership-inference AUC, and for explicit data the
+RMSE of the ratings it reads off the reply. The centralized model on the same
 split is run once beside them. A PNG plots quality against ε.
 """
 
@@ -21,7 +22,7 @@ from fedrec.common import records
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.accountant import calibrate_noise
-from fedrec.simulations.attacker import membership_auc
+from fedrec.simulations.attacker import infer_ratings, membership_auc
 from fedrec.simulations.results import save_figure
 from fedrec.simulations.simulate import headline, simulate
 
@@ -32,18 +33,25 @@ FIRST_NODE = 1001  # the in-process engine's node id of partition 0
 def _run(settings: RunSettings, centralized: bool, progress: Progress | None) -> dict:
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
                                  settings.data_dir)
-    last: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    last: dict[int, dict[str, np.ndarray]] = {}
+    sent: dict[int, tuple[dict, object, dict]] = {}  # the table and config each device got
 
     def observe(direction: str, msg: Message) -> None:
-        if direction != "to-server" or msg.metadata.message_type != "train" \
-                or msg.has_error():
+        if msg.metadata.message_type != "train" or msg.has_error():
             return
+        if direction == "to-device":
+            config, extra = records.record_to_config(msg.content[records.CONFIG])
+            sent[msg.metadata.dst_node_id] = (
+                records.record_to_arrays(msg.content[records.ITEMS]), config, extra)
+            return
+        node = msg.metadata.src_node_id
         arrays = records.record_to_arrays(msg.content[records.UPDATE])
-        last[msg.metadata.src_node_id] = (arrays["ids"].copy(), arrays["bias"].copy())
+        last[node] = {k: np.array(v) for k, v in arrays.items()}
+        last[node]["sent"] = sent[node]
 
     record = simulate(settings, progress=progress, centralized=centralized, observer=observe)
-    replies = [(ids, bias, np.unique(parts.user(node - FIRST_NODE).train_items))
-               for node, (ids, bias) in last.items()]
+    replies = [(r["ids"], r["bias"], np.unique(parts.user(node - FIRST_NODE).train_items))
+               for node, r in last.items()]
     fed = record["models"]["federated-mf"]
     rounds = max(1, len(record["rounds"]["train"]))
     out = {**{k: v for k, v in fed.items() if k != "fit_s"},
@@ -51,9 +59,33 @@ def _run(settings: RunSettings, centralized: bool, progress: Progress | None) ->
            "upload_bytes_per_device_round": record["upload_bytes_per_device_round"],
            "epsilon": record.get("epsilon"), "delta": record.get("delta"),
            "attack": membership_auc(replies, parts.n_items)}
+    if settings.explicit:
+        out["attack"]["ratings"] = _rating_attack(last, parts)
     if centralized:
         out["centralized"] = record["models"].get("centralized-mf")
     return out
+
+
+def _rating_attack(last: dict[int, dict], parts: object) -> dict[str, float]:
+    """How well the server reads each device's training ratings off its last reply (RMSE),
+    beside guessing every rating as the global mean."""
+    errors, baseline = [], []
+    for node, r in last.items():
+        rows = parts.user(node - FIRST_NODE)
+        if len(np.unique(rows.train_items)) != len(rows.train_items) or not len(r["ids"]):
+            continue  # repeated ratings of an item: no single rating per row
+        table, config, extra = r["sent"]
+        truth = rows.train_values[np.argsort(rows.train_items)]
+        guess = infer_ratings(r["rows"], r["bias"], table["factors"][r["ids"]],
+                              table["bias"][r["ids"]], float(extra["mean"]), config.lr,
+                              config.reg, config.reg_bias, config.local_epochs,
+                              (float(extra["rating-min"]), float(extra["rating-max"])))
+        errors.append((guess - truth) ** 2)
+        baseline.append((float(extra["mean"]) - truth) ** 2)
+    if not errors:
+        return {"rmse": float("nan"), "mean_guess_rmse": float("nan")}
+    return {"rmse": float(np.sqrt(np.mean(np.concatenate(errors)))),
+            "mean_guess_rmse": float(np.sqrt(np.mean(np.concatenate(baseline))))}
 
 
 def bench_privacy(settings: RunSettings, epsilons: tuple[float, ...] = (1, 2, 4, 8),

@@ -80,3 +80,27 @@ def test_the_attacker_auc_reads_what_a_reply_reveals():
     rng = np.random.default_rng(0)
     noisy = [(np.array([1, 2, 5, 7]), rng.normal(size=4), truth) for _ in range(400)]
     assert abs(membership_auc(noisy, 10)["named_rows_auc"] - 0.5) < 0.05
+
+
+def test_a_curious_server_reads_ratings_off_a_plain_explicit_update():
+    from fedrec.client.device import Device, UserState
+    from fedrec.common.schema import TrainConfig
+    from fedrec.simulations.attacker import infer_ratings
+
+    rng = np.random.default_rng(4)
+    q = rng.normal(0, 0.3, (40, 6)).astype(np.float32)
+    b = rng.normal(0, 0.2, 40).astype(np.float32)
+    items = np.arange(0, 40, 2)
+    ratings = rng.integers(1, 6, len(items)).astype(np.float32)
+    cfg = TrainConfig(loss="mse", optimizer="gd", local_epochs=1, lr=0.01, reg=0.05,
+                      reg_bias=0.01)
+    device = Device(items, ratings, state=UserState(rng.normal(0, 0.3, 6).astype(np.float32)))
+    update, _ = device.train(q, b, 3.5, cfg)
+    guess = infer_ratings(update.rows, update.bias, q[update.ids], b[update.ids], 3.5,
+                          cfg.lr, cfg.reg, cfg.reg_bias, cfg.local_epochs, (1.0, 5.0))
+    # Up to the user's own bias (0 here) the reply gives the ratings away.
+    np.testing.assert_allclose(guess, ratings, atol=0.05)
+    noisy = clip_and_noise(update, clip=0.5, noise_multiplier=1.0, rng=rng)
+    guess = infer_ratings(noisy.rows, noisy.bias, q[update.ids], b[update.ids], 3.5, cfg.lr,
+                          cfg.reg, cfg.reg_bias, cfg.local_epochs, (1.0, 5.0))
+    assert np.sqrt(np.mean((guess - ratings) ** 2)) > 1.0  # dp: the guess is no better

@@ -26,3 +26,17 @@ def test_bench_privacy_runs_plain_and_dp_at_the_target_epsilon(tmp_path, capsys)
     assert dp["attack"]["named_rows_auc"] < plain["attack"]["named_rows_auc"]
     assert record["centralized"]["ndcg@10"] > 0
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_privacy_measures_the_rating_attack_on_explicit_data(tmp_path, capsys):
+    code = main(["bench", "privacy", "--dataset",
+                 "synthetic:n_users=60,n_items=40,n_events=4000,rating_share=1.0",
+                 "--protocol", "explicit-80-20", "--rounds", "2", "--epsilons", "8",
+                 "--set", "evaluate-every=2", "--set", "server-lr=1.0", "--quiet", "--json",
+                 "--out", str(tmp_path / "p.json")])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    plain = record["modes"]["plain"]["attack"]["ratings"]
+    dp = record["modes"]["dp-eps8"]["attack"]["ratings"]
+    assert plain["rmse"] < 0.8 * plain["mean_guess_rmse"]  # plain replies give ratings away
+    assert dp["rmse"] > plain["rmse"]
