@@ -115,6 +115,10 @@ def train(msg: Message, context: Context, run_config: Mapping) -> Message:
         return _stream_train(msg, context, run_config)
     config, extra, factors, bias, _, device = _prepare(msg, context, run_config)
     update, metrics = device.train(factors, bias, float(extra["mean"]), config)
+    if not (np.isfinite(update.rows).all() and np.isfinite(device.user.factors).all()):
+        # Local training diverged (an item table grown too large, a learning rate too high):
+        # an error reply, and the device keeps its last good state.
+        raise FloatingPointError("local training diverged (non-finite values)")
     if "dp-clip" in extra:  # dp mode: the whole update clipped and noised on the device
         update = clip_and_noise(update, float(extra["dp-clip"]), float(extra["dp-noise"]),
                                 np.random.default_rng([_seed(extra, context), 7]))

@@ -46,6 +46,8 @@ def _run(settings: RunSettings, centralized: bool, progress: Progress | None) ->
             return
         node = msg.metadata.src_node_id
         arrays = records.record_to_arrays(msg.content[records.UPDATE])
+        if not all(np.isfinite(a).all() for a in arrays.values()):
+            return  # a reply the server refuses tells the attacker nothing either
         last[node] = {k: np.array(v) for k, v in arrays.items()}
         last[node]["sent"] = sent[node]
 
@@ -115,9 +117,12 @@ def plot(record: dict, path: str) -> str:
 
 
     key = record["metric"]
-    dp = [m for name, m in record["modes"].items() if name.startswith("dp")]
+    dp = [m for name, m in record["modes"].items()
+          if name.startswith("dp") and np.isfinite(m[key]) and m["epsilon"]]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.plot([m["epsilon"] for m in dp], [m[key] for m in dp], marker="o", label="federated, dp")
+    if dp:
+        ax.plot([m["epsilon"] for m in dp], [m[key] for m in dp], marker="o",
+                label="federated, dp")
     ax.axhline(record["modes"]["plain"][key], color="tab:green", linestyle="--",
                label="federated, plain")
     if record.get("centralized"):

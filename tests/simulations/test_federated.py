@@ -188,3 +188,22 @@ def test_dp_mode_noises_every_update_reports_epsilon_and_stops_at_the_budget(rat
         assert (arrays["counts"] == 1).all()  # weights carry nothing of the data
     asked = [m for d, m in seen if d == "to-device" and m.metadata.message_type == "train"]
     assert all(m.content[records.CONFIG]["dp-clip"] == 0.5 for m in asked)
+
+
+def test_a_device_whose_training_diverges_answers_with_an_error_and_keeps_its_state(
+        ratings_csv):
+    s = settings_for(ratings_csv, "explicit-80-20")
+    grid = InProcessGrid(client_app, 3, s.to_run_config())
+    from fedrec.simulations.engine import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    strategy = build_strategy(s, simulated_partitions(s.dataset, s.protocol, 0, "").n_items,
+                              3.0, (1.0, 5.0))
+    strategy.model.params.factors[:] = 1e19  # a table no device can train against
+    content = RecordDict({records.ITEMS: strategy.items_record(),
+                          records.CONFIG: strategy.round_config(1)})
+    replies = list(grid.send_and_receive(
+        [Message(content, dst_node_id=n, message_type=MessageType.TRAIN)
+         for n in grid.get_node_ids()]))
+    assert all(r.has_error() and "diverged" in r.error.reason for r in replies)
+    assert all(records.USER not in c.state.array_records for c in grid.contexts.values())
