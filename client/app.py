@@ -35,15 +35,19 @@ def local_rows(context: Context, run_config: Mapping) -> UserRows:
     return parts.user(int(context.node_config["partition-id"]))
 
 
+def _load_user(context: Context) -> UserState | None:
+    """The device's private vector from its ``context.state``, if it has one."""
+    if records.USER not in context.state.array_records:
+        return None
+    vector = records.array_view(context.state[records.USER]["vector"])
+    return UserState(vector[:-1].copy(), float(vector[-1]))  # [p_u | b_u]
+
+
 def _device(context: Context, rows: UserRows, seed: int) -> Device:
-    state = None
-    if records.USER in context.state.array_records:
-        vector = records.array_view(context.state[records.USER]["vector"])
-        state = UserState(vector[:-1].copy(), float(vector[-1]))  # [p_u | b_u]
-    return Device(rows.train_items, rows.train_values, seed=seed, state=state)
+    return Device(rows.train_items, rows.train_values, seed=seed, state=_load_user(context))
 
 
-def _save(context: Context, device: Device) -> None:
+def _save(context: Context, device: Device | StreamDevice) -> None:
     if device.user is not None:
         context.state[records.USER] = records.arrays_to_record(
             {"vector": np.append(device.user.factors, np.float32(device.user.bias))})
@@ -77,16 +81,12 @@ def _stream_train(msg: Message, context: Context, run_config: Mapping) -> Messag
                                   str(c.get("data-dir", RunSettings.data_dir)))
     events = timeline.user_events(int(context.node_config["partition-id"]))
     d = timeline.data
-    state = None
-    if records.USER in context.state.array_records:
-        vector = records.array_view(context.state[records.USER]["vector"])
-        state = UserState(vector[:-1].copy(), float(vector[-1]))
     cursor = Cursor()
     if STREAM in context.state.config_records:
         saved = context.state[STREAM]
         cursor = Cursor(int(saved["seen"]), int(saved["trained"]))
     device = StreamDevice(d.item[events], d.value[events], d.timestamp[events], events,
-                          state, cursor, seed=_seed(extra, context))
+                          _load_user(context), cursor, seed=_seed(extra, context))
     mean = float(extra["mean"])
     seen_before = cursor.seen
     scores = device.arrive(int(extra["until"]), factors, bias, mean, config,
@@ -96,8 +96,7 @@ def _stream_train(msg: Message, context: Context, run_config: Mapping) -> Messag
     rating_sum = float(device.values[new].sum()) if config.loss == "mse" else 0.0
     update, metrics = device.train(factors, bias, mean, config, str(extra["stream-mode"]),
                                    int(extra["buffer"]), float(extra.get("replay", 1.0)))
-    context.state[records.USER] = records.arrays_to_record(
-        {"vector": np.append(device.user.factors, np.float32(device.user.bias))})
+    _save(context, device)
     context.state[STREAM] = ConfigRecord({"seen": device.cursor.seen,
                                           "trained": device.cursor.trained})
     # μ is pooled from sums of the ratings learned this round (aggregate-only, as `query`).

@@ -26,7 +26,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from fedrec.client.device import Device, UserState
-from fedrec.common.metrics import hit_and_gain, rank_among
+from fedrec.common.losses import online_bce_step, online_rating_step
+from fedrec.common.metrics import (
+    add_rank_score,
+    add_rating_score,
+    prequential_sums,
+    rank_among,
+)
 from fedrec.common.schema import ItemUpdate, TrainConfig
 
 MODES = ("incremental", "recursive")
@@ -90,8 +96,7 @@ class StreamDevice:
         self._bias = bias.astype(np.float64)
         self._counts = np.zeros(len(factors), dtype=np.float64)
         start, stop = self.cursor.seen, self.arrived(until)
-        sums = dict.fromkeys(("n", "sq-err", "abs-err", "hits", "ndcg", "new-n", "new-hits",
-                              "new-ndcg", "new-sq-err"), 0.0)
+        sums = prequential_sums()
         if stop > start:
             new = np.zeros(stop - start, dtype=bool)
             if listed is not None:
@@ -115,16 +120,9 @@ class StreamDevice:
             i = self.items[start + j]
             q = q_all[i]
             pred = mean + bu + b_all[i] + q @ p
-            err = min(max(pred, low), high) - self.values[start + j]
-            sums["n"] += 1
-            sums["sq-err"] += err * err
-            sums["abs-err"] += abs(err)
-            if new[j]:
-                sums["new-n"] += 1
-                sums["new-sq-err"] += err * err
-            e = pred - self.values[start + j]
-            p, q_all[i] = p - lr * (e * q + reg * p), q - lr * (e * p + reg * q)
-            bu, b_all[i] = bu - lr * (e + reg_b * bu), b_all[i] - lr * (e + reg_b * b_all[i])
+            add_rating_score(sums, min(max(pred, low), high) - self.values[start + j], new[j])
+            p, bu, q_all[i], b_all[i] = online_rating_step(
+                p, bu, q, b_all[i], pred - self.values[start + j], lr, reg, reg_b)
             self._counts[i] += 1
         self.user = UserState(p.astype(np.float32), bu)
 
@@ -139,14 +137,7 @@ class StreamDevice:
         for j in range(stop - start):
             item = self.items[start + j]
             if not seen[item]:  # a first interaction: rank it among the unseen items
-                hit, gain = hit_and_gain(rank_among(table @ p + b_all, item, seen), K)
-                sums["n"] += 1
-                sums["hits"] += hit
-                sums["ndcg"] += gain
-                if new[j]:
-                    sums["new-n"] += 1
-                    sums["new-hits"] += hit
-                    sums["new-ndcg"] += gain
+                add_rank_score(sums, rank_among(table @ p + b_all, item, seen), new[j], K)
                 seen[item] = True
             # One BCE step: this positive and negatives drawn uniformly from the catalogue.
             # (Not only from items this user has not touched: that would concentrate the
@@ -155,13 +146,10 @@ class StreamDevice:
             negs = self.rng.integers(0, n_items, size=config.negatives)
             negs = np.unique(negs[negs != item])
             rows = np.concatenate([[item], negs])
-            q = table[rows]
-            s = q @ p + b_all[rows]
-            ds = 0.5 * np.tanh(0.5 * s) + 0.5
-            ds[0] -= 1.0
-            p, table[rows] = (p - lr * (ds @ q + reg * len(rows) * p),
-                              q - lr * (ds[:, None] * p + reg * q))
-            b_all[rows] -= lr * (ds + reg_b * b_all[rows])
+            label = np.zeros(len(rows))
+            label[0] = 1.0
+            p, table[rows], b_all[rows] = online_bce_step(p, table[rows], b_all[rows], label,
+                                                          lr, reg, reg_b)
             self._counts[rows] += 1
         self.user = UserState(p.astype(np.float32), float(self.user.bias))
 

@@ -215,3 +215,24 @@ def bce_user_grads(p: np.ndarray, q: np.ndarray, b: np.ndarray, label: np.ndarra
     ds = sigmoid(ds)
     ds -= label
     return ds @ q + (reg.factors * len(label)) * p
+
+
+def online_rating_step(p: np.ndarray, bu: float, q: np.ndarray, bi: float, err: float,
+                       lr: float, reg: float, reg_bias: float, bias_lr: float | None = None
+                       ) -> tuple[np.ndarray, float, np.ndarray, float]:
+    """One online SGD step on one rating of ``err = r̂ − r``: the new ``(p_u, b_u, q_i, b_i)``,
+    all moved from the old values (``bias_lr`` defaults to ``lr``)."""
+    blr = lr if bias_lr is None else bias_lr
+    return (p - lr * (err * q + reg * p), bu - blr * (err + reg_bias * bu),
+            q - lr * (err * p + reg * q), bi - blr * (err + reg_bias * bi))
+
+
+def online_bce_step(p: np.ndarray, q: np.ndarray, b: np.ndarray, label: np.ndarray, lr: float,
+                    reg: float, reg_bias: float, bias_lr: float | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One online SGD step of one user on rows ``q, b`` (a positive and its sampled
+    negatives, ``label`` 1 or 0): the new ``(p_u, q, b)``, all moved from the old values."""
+    blr = lr if bias_lr is None else bias_lr
+    ds = sigmoid(q @ p + b) - label
+    return (p - lr * (ds @ q + reg * len(label) * p), q - lr * (ds[:, None] * p + reg * q),
+            b - blr * (ds + reg_bias * b))

@@ -30,6 +30,38 @@ def mae(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(np.abs(np.asarray(pred, np.float64) - truth)))
 
 
+PREQUENTIAL_KEYS = ("n", "sq-err", "abs-err", "hits", "ndcg", "new-n", "new-hits",
+                    "new-ndcg", "new-sq-err")
+
+
+def prequential_sums() -> dict[str, float]:
+    """Empty pooled sums of prequential scores (see :func:`add_rating_score`)."""
+    return dict.fromkeys(PREQUENTIAL_KEYS, 0.0)
+
+
+def add_rating_score(sums: dict[str, float], err: float, new: bool) -> None:
+    """Add one rating's error (of the prediction clipped to the scale); ``new`` marks an
+    event on a recently listed item, also summed apart."""
+    sums["n"] += 1
+    sums["sq-err"] += err * err
+    sums["abs-err"] += abs(err)
+    if new:
+        sums["new-n"] += 1
+        sums["new-sq-err"] += err * err
+
+
+def add_rank_score(sums: dict[str, float], rank: int, new: bool, k: int = 10) -> None:
+    """Add one held-out item ranked at 0-based ``rank`` (HR@k and NDCG@k)."""
+    hit, gain = hit_and_gain(rank, k)
+    sums["n"] += 1
+    sums["hits"] += hit
+    sums["ndcg"] += gain
+    if new:
+        sums["new-n"] += 1
+        sums["new-hits"] += hit
+        sums["new-ndcg"] += gain
+
+
 def rank_among(scores: np.ndarray, item: int, excluded: np.ndarray) -> int:
     """0-based rank of ``item`` among the items not ``excluded`` (a boolean mask), for
     prequential ranking; ``scores`` is overwritten. Ties count half, as a random tie-break

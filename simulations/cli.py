@@ -256,12 +256,22 @@ def _settings(args: argparse.Namespace, **extra: object) -> RunSettings:
     base.update(dataset=args.dataset, protocol=args.protocol,
                 **{"data-dir": str(args.data_dir or os.environ.get(ENV_VAR) or "")})
     base.update({k: v for k, v in extra.items() if v is not None})
-    for item in args.set:
+    return _with_sets(base, args.set)
+
+
+def _with_sets(base: dict, sets: list[str]) -> RunSettings:
+    """``base`` run config with every ``--set KEY=VALUE`` applied, as settings."""
+    for item in sets:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--set takes KEY=VALUE, found {item!r}")
         base[key.strip()] = value.strip()
     return RunSettings.from_run_config(base)
+
+
+def _stem(dataset: str) -> str:
+    """A dataset name made safe for a results file name."""
+    return dataset.replace(":", "-").replace("/", "_")
 
 
 def _run_bench_privacy(args: argparse.Namespace) -> int:
@@ -270,7 +280,7 @@ def _run_bench_privacy(args: argparse.Namespace) -> int:
     with progress_bar(f"privacy {args.dataset} {args.protocol}", args.quiet) as update:
         record = bench_privacy(settings, epsilons, update)
     record["env"] = environment()
-    name = args.dataset.replace(":", "-").replace("/", "_")
+    name = _stem(args.dataset)
     out = args.out or RESULTS_DIR / f"privacy-{name}-{args.protocol}.json"
     path = write_json(record, out)
     png = privacy_plot(record, str(args.plot or Path(out).with_suffix(".png")))
@@ -290,12 +300,8 @@ def _run_bench_privacy(args: argparse.Namespace) -> int:
 
 def _run_bench_stream(args: argparse.Namespace) -> int:
     explicit = args.kind == "explicit"
-    base = (STREAM_EXPLICIT if explicit else STREAM_IMPLICIT).to_run_config()
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set takes KEY=VALUE, found {item!r}")
-        base[key.strip()] = value.strip()
+    run = _with_sets((STREAM_EXPLICIT if explicit else STREAM_IMPLICIT).to_run_config(),
+                     args.set)
     settings = StreamSettings(
         dataset=args.dataset, kind=args.kind,
         data_dir=str(args.data_dir or os.environ.get(ENV_VAR) or ""),
@@ -304,12 +310,12 @@ def _run_bench_stream(args: argparse.Namespace) -> int:
         mode=args.mode, buffer=args.buffer or STREAM_BUFFER[args.kind],
         replay=STREAM_REPLAY[args.kind] if args.replay is None else args.replay,
         others_share=args.others_share, window_events=args.window,
-        run=RunSettings.from_run_config(base))
+        run=run)
     models = tuple(m.strip() for m in args.models.split(",")) if args.models else None
     with progress_bar(f"stream {args.dataset} {args.kind}", args.quiet) as update:
         record = bench_stream(settings, models, update, workers=args.workers)
     record["env"] = environment()
-    name = args.dataset.replace(":", "-").replace("/", "_")
+    name = _stem(args.dataset)
     out = args.out or RESULTS_DIR / f"stream-{name}-{args.kind}.json"
     path = write_json(record, out)
     png = stream_plot(record, str(args.plot or Path(out).with_suffix(".png")))
@@ -336,7 +342,7 @@ def _run_bench_engine(args: argparse.Namespace) -> int:
         record = bench_engine(settings, engines, args.repeats, workers)
         update("done", 1, 1)
     record["env"] = environment()
-    name = args.dataset.replace(":", "-").replace("/", "_")
+    name = _stem(args.dataset)
     path = write_json(record, args.out or RESULTS_DIR / f"engine-{name}.json")
     if args.json:
         print(json.dumps(record))
@@ -368,7 +374,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
         record = simulate(settings, args.engine, update, centralized=not args.no_centralized,
                           workers=args.workers)
     record["env"] = environment()
-    name = args.dataset.replace(":", "-").replace("/", "_")
+    name = _stem(args.dataset)
     out = args.out or RESULTS_DIR / f"simulate-{name}-{args.protocol}.json"
     path = write_json(record, out)
     png = plot(record, args.plot or Path(out).with_suffix(".png"))

@@ -153,10 +153,10 @@ class InProcessGrid(Grid):
             for reply in self.workers.deliver(pending, deadline):
                 self._received(reply)
         else:
+            observe = (lambda m: self.observer("to-device", m)) if self.observer else None
             for msg in pending:
                 if deadline is not None and time.monotonic() > deadline:
                     continue  # not started before the timeout: no reply (a partial round)
-                observe = (lambda m: self.observer("to-device", m)) if self.observer else None
                 self._received(deliver(self.client_app,
                                        self.contexts[msg.metadata.dst_node_id], msg, observe))
         return self.pull_messages(ids)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedrec.common.metrics import PREQUENTIAL_KEYS
+
 K = 10
-KEYS = ("n", "sq-err", "abs-err", "hits", "ndcg", "new-n", "new-hits", "new-ndcg",
-        "new-sq-err")
+KEYS = PREQUENTIAL_KEYS
 
 
 class Sums:
@@ -55,8 +56,3 @@ class Sums:
             values = np.sqrt(num / n) if explicit else num / n
         return [None if not np.isfinite(v) else float(v) for v in values]
 
-
-def explicit_score(pred: float, rating: float, low: float, high: float) -> tuple[float, float]:
-    """(squared error, absolute error) of a prediction clipped to the rating scale."""
-    err = min(max(pred, low), high) - rating
-    return err * err, abs(err)

@@ -28,10 +28,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fedrec.common.metrics import hit_and_gain, rank_among
+from fedrec.common.losses import online_bce_step, online_rating_step
+from fedrec.common.metrics import add_rank_score, add_rating_score, prequential_sums, rank_among
 from fedrec.common.mf import MatrixFactorization, MFConfig
 from fedrec.common.stream import Tick, Timeline
-from fedrec.simulations.prequential import K, Sums, explicit_score
+from fedrec.simulations.prequential import K, Sums
 
 Progress = Callable[[int], None]  # called with the number of events processed
 
@@ -56,32 +57,18 @@ class _Replay:
         for tick in self.ticks:
             if before_tick is not None:
                 before_tick(tick)
-            acc = dict.fromkeys(("n", "sq-err", "abs-err", "hits", "ndcg", "new-n",
-                                 "new-hits", "new-ndcg", "new-sq-err"), 0.0)
+            acc = prequential_sums()
             for e in range(tick.start, tick.stop):
                 u, i = int(d.user[e]), int(d.item[e])
                 new = (d.timestamp[e] - listed[i]) < self.new_days * 86_400
                 n_listed = self.t.listed_by(int(d.timestamp[e]))
                 if self.explicit:
-                    sq, ab = explicit_score(float(score(u, i, n_listed)), float(d.value[e]),
-                                            self.low, self.high)
-                    acc["n"] += 1
-                    acc["sq-err"] += sq
-                    acc["abs-err"] += ab
-                    if new:
-                        acc["new-n"] += 1
-                        acc["new-sq-err"] += sq
+                    pred = min(max(float(score(u, i, n_listed)), self.low), self.high)
+                    add_rating_score(acc, pred - float(d.value[e]), new)
                 elif not self.seen[u, i]:
                     scores = np.asarray(score(u, i, n_listed), dtype=np.float64).copy()
-                    hit, gain = hit_and_gain(rank_among(scores, i, self.seen[u, :len(scores)]),
-                                             K)
-                    acc["n"] += 1
-                    acc["hits"] += hit
-                    acc["ndcg"] += gain
-                    if new:
-                        acc["new-n"] += 1
-                        acc["new-hits"] += hit
-                        acc["new-ndcg"] += gain
+                    add_rank_score(acc, rank_among(scores, i, self.seen[u, :len(scores)]),
+                                   new, K)
                 if self.seen is not None:
                     self.seen[u, i] = True
                 learn(e)
@@ -123,20 +110,15 @@ class OnlineMF:
             self.total += value
             self.count += 1
             err = self.mean + self.bu[u] + self.bi[i] + p @ self.q[i] - value
-            self.p[u] -= lr * (err * self.q[i] + self.reg * p)
-            self.q[i] -= lr * (err * p + self.reg * self.q[i])
-            self.bu[u] -= self.bias_lr * (err + self.reg_bias * self.bu[u])
-            self.bi[i] -= self.bias_lr * (err + self.reg_bias * self.bi[i])
+            self.p[u], self.bu[u], self.q[i], self.bi[i] = online_rating_step(
+                p, self.bu[u], self.q[i].copy(), self.bi[i], err, lr, self.reg,
+                self.reg_bias, self.bias_lr)
             return
         rows = np.concatenate([[i], self.rng.integers(0, n_listed, self.negatives)])
         rows = np.unique(rows) if len(np.unique(rows)) != len(rows) else rows
         label = (rows == i).astype(np.float64)
-        q = self.q[rows]
-        s = q @ p + self.bi[rows]
-        ds = 0.5 * np.tanh(0.5 * s) + 0.5 - label
-        self.p[u] -= lr * (ds @ q + self.reg * len(rows) * p)
-        self.q[rows] -= lr * (ds[:, None] * p + self.reg * q)
-        self.bi[rows] -= self.bias_lr * (ds + self.reg_bias * self.bi[rows])
+        self.p[u], self.q[rows], self.bi[rows] = online_bce_step(
+            p, self.q[rows], self.bi[rows], label, lr, self.reg, self.reg_bias, self.bias_lr)
 
 
 class OnlineBias:

@@ -148,3 +148,24 @@ def test_user_refit_takes_user_steps_gradient_steps_on_the_mean_loss(explicit):
     got_p, got_bu = _fit_user(p, bu, q, b, y, 3.0, explicit, reg, cfg)
     np.testing.assert_allclose(got_p, want_p, rtol=1e-10)
     assert got_bu == pytest.approx(want_bu)
+
+
+def test_online_steps_are_minus_lr_times_the_one_user_gradients():
+    from fedrec.common.losses import online_bce_step, online_rating_step
+
+    rng = np.random.default_rng(5)
+    p, q, b = rng.normal(size=3), rng.normal(size=(4, 3)), rng.normal(size=4)
+    label = np.array([1.0, 0.0, 0.0, 0.0])
+    reg = Regularization(0.1, 0.05)
+    g = bce_grads_one_user(p, q, b, label, reg)
+    new_p, new_q, new_b = online_bce_step(p, q, b, label, 0.2, 0.1, 0.05)
+    np.testing.assert_allclose(new_p, p - 0.2 * g.user_factors)
+    np.testing.assert_allclose(new_q, q - 0.2 * g.item_factors)
+    np.testing.assert_allclose(new_b, b - 0.2 * g.item_bias)
+    g = mse_grads_one_user(3.0, p, 0.4, q[:1], b[:1], np.array([4.0]), reg)
+    err = 3.0 + 0.4 + b[0] + q[0] @ p - 4.0
+    new_p, new_bu, new_q, new_bi = online_rating_step(p, 0.4, q[0], b[0], err, 0.2, 0.1, 0.05)
+    np.testing.assert_allclose(new_p, p - 0.2 * g.user_factors)
+    assert new_bu == pytest.approx(0.4 - 0.2 * g.user_bias)
+    np.testing.assert_allclose(new_q, q[0] - 0.2 * g.item_factors[0])
+    assert new_bi == pytest.approx(b[0] - 0.2 * g.item_bias[0])
