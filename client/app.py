@@ -13,13 +13,25 @@ from collections.abc import Mapping
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
+from flwr.common import (
+    Code,
+    EvaluateRes,
+    FitRes,
+    Status,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.compat.common import recorddict_compat as compat
 
 from fedrec.client.device import Device, UserState
 from fedrec.client.stream import Cursor, StreamDevice
 from fedrec.common import records
 from fedrec.common.partition import UserRows, simulated_partitions, simulated_timeline
 from fedrec.common.privacy import clip_and_noise
+from fedrec.common.secagg import densify
 from fedrec.common.settings import RunSettings
 
 STREAM = "stream"  # context.state: ConfigRecord {seen, trained}, the device's timeline cursor
@@ -59,10 +71,10 @@ def _seed(extra: dict, context: Context) -> int:
     return int(extra.get("seed", 0)) * 1_000_003 + pid * 10_007 + server_round
 
 
-def _prepare(msg: Message, context: Context, run_config: Mapping) -> tuple:
-    """Decode the server's message and restore this node's device."""
-    config, extra = records.record_to_config(msg.content[records.CONFIG])
-    factors, bias = records.record_to_items(msg.content[records.ITEMS])
+def _prepare(content: RecordDict, context: Context, run_config: Mapping) -> tuple:
+    """Decode the server's message content and restore this node's device."""
+    config, extra = records.record_to_config(content[records.CONFIG])
+    factors, bias = records.record_to_items(content[records.ITEMS])
     rows = local_rows(context, run_config)
     return config, extra, factors, bias, rows, _device(context, rows, _seed(extra, context))
 
@@ -108,16 +120,52 @@ def _stream_train(msg: Message, context: Context, run_config: Mapping) -> Messag
                    reply_to=msg)
 
 
+def _from_legacy(msg: Message, kind: str) -> RecordDict:
+    """A legacy ``fitins``/``evaluateins`` message's content (the secagg mode's workflow)
+    as fedrec's own records: the table as ``items``, the config dict as ``config``."""
+    ins = (compat.recorddict_to_fitins(msg.content, keep_input=True) if kind == "fit"
+           else compat.recorddict_to_evaluateins(msg.content, keep_input=True))
+    factors, bias = parameters_to_ndarrays(ins.parameters)
+    return RecordDict({records.ITEMS: records.items_to_record(factors, bias),
+                       records.CONFIG: ConfigRecord(dict(ins.config))})
+
+
+def _secagg_train(msg: Message, context: Context, run_config: Mapping) -> Message:
+    """secagg mode: train as usual, reply with the dense vector (:func:`densify`) that
+    Flower's ``secaggplus_mod`` masks before it leaves the device; no per-device metrics."""
+    config, extra, factors, bias, rows, device = _prepare(_from_legacy(msg, "fit"), context,
+                                                          run_config)
+    update, _ = device.train(factors, bias, float(extra["mean"]), config)
+    if not (np.isfinite(update.rows).all() and np.isfinite(device.user.factors).all()):
+        raise FloatingPointError("local training diverged (non-finite values)")
+    _save(context, device)
+    explicit = config.loss == "mse"
+    vector = densify(update, len(factors), str(extra["secagg-weighting"]),
+                     float(extra["secagg-cap"]),
+                     float(rows.train_values.sum()) if explicit else 0.0,
+                     float(len(rows.train_values)) if explicit else 0.0)
+    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(vector), 1, {})
+    return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
+
+
 def train(msg: Message, context: Context, run_config: Mapping) -> Message:
     """Local training; replies with the sparse item update and training metrics."""
+    if "fitins.parameters" in msg.content.array_records:
+        return _secagg_train(msg, context, run_config)
     if "until" in msg.content[records.CONFIG]:
         return _stream_train(msg, context, run_config)
-    config, extra, factors, bias, _, device = _prepare(msg, context, run_config)
-    update, metrics = device.train(factors, bias, float(extra["mean"]), config)
+    config, extra, factors, bias, _, device = _prepare(msg.content, context, run_config)
+    items = msg.content[records.ITEMS]
+    named = records.array_view(items["named"]) if "named" in items else None
+    update, metrics = device.train(
+        factors, bias, float(extra["mean"]), config, int(extra.get("decoy-rows", 0)), named,
+        (float(extra["rating-min"]), float(extra["rating-max"])))
     if not (np.isfinite(update.rows).all() and np.isfinite(device.user.factors).all()):
         # Local training diverged (an item table grown too large, a learning rate too high):
         # an error reply, and the device keeps its last good state.
         raise FloatingPointError("local training diverged (non-finite values)")
+    if "decoy-rows" in extra:  # the reply's size must not tell the device's activity
+        metrics["num-examples"] = 1.0
     if "dp-clip" in extra:  # dp mode: the whole update clipped and noised on the device
         update = clip_and_noise(update, float(extra["dp-clip"]), float(extra["dp-noise"]),
                                 np.random.default_rng([_seed(extra, context), 7]))
@@ -129,7 +177,16 @@ def train(msg: Message, context: Context, run_config: Mapping) -> Message:
 
 def evaluate(msg: Message, context: Context, run_config: Mapping) -> Message:
     """Score this device's held-out events; replies with aggregatable metrics only."""
-    config, extra, factors, bias, rows, device = _prepare(msg, context, run_config)
+    if "evaluateins.parameters" in msg.content.array_records:  # secagg's legacy workflow
+        metrics = _evaluate(_from_legacy(msg, "evaluate"), context, run_config)
+        res = EvaluateRes(Status(Code.OK, ""), 0.0, 1, metrics)
+        return Message(compat.evaluateres_to_recorddict(res), reply_to=msg)
+    return Message(RecordDict({records.METRICS: records.metrics_to_record(
+        _evaluate(msg.content, context, run_config))}), reply_to=msg)
+
+
+def _evaluate(content: RecordDict, context: Context, run_config: Mapping) -> dict[str, float]:
+    config, extra, factors, bias, rows, device = _prepare(content, context, run_config)
     device.refit_user(factors, bias, float(extra["mean"]), config)  # not persisted
     if config.loss == "mse":
         metrics = device.evaluate_ratings(
@@ -137,17 +194,32 @@ def evaluate(msg: Message, context: Context, run_config: Mapping) -> Message:
             (float(extra["rating-min"]), float(extra["rating-max"])))
     else:
         metrics = device.evaluate_ranking(factors, bias, rows.test_items)
-    return Message(RecordDict({records.METRICS: records.metrics_to_record(metrics)}),
-                   reply_to=msg)
+    return metrics
+
+
+def _hides_activity(run_config: Mapping) -> bool:
+    """Whether the run's privacy mode hides how many events a device has (``decoy``)."""
+    return "decoy" in str(run_config.get("privacy", RunSettings.privacy)).split("+")
 
 
 def query(msg: Message, context: Context, run_config: Mapping) -> Message:
     """Aggregate-only statistics for the server: the sum and count of this user's training
-    ratings (the server needs the global mean μ)."""
+    ratings (the server needs the global mean μ). Where the mode hides a device's activity
+    (``decoy``), the user's mean rating with a count of 1 instead: μ is then the mean of
+    users' means."""
     rows = local_rows(context, run_config)
+    total, count = float(rows.train_values.sum()), float(len(rows.train_values))
+    if _hides_activity(run_config) and count:
+        total, count = total / count, 1.0
     return Message(RecordDict({records.METRICS: MetricRecord(
-        {"rating-sum": float(rows.train_values.sum()),
-         "rating-count": float(len(rows.train_values))})}), reply_to=msg)
+        {"rating-sum": total, "rating-count": count})}), reply_to=msg)
+
+
+def _secagg_when_asked(msg: Message, context: Context, call_next: object) -> Message:
+    """Flower's ``secaggplus_mod`` for the messages of a SecAgg+ round; the others pass."""
+    if RECORD_KEY_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, context, call_next)
+    return call_next(msg, context)
 
 
 def build_client_app(run_config: Mapping | None = None) -> ClientApp:
@@ -158,7 +230,7 @@ def build_client_app(run_config: Mapping | None = None) -> ClientApp:
     def settings_of(context: Context) -> Mapping:
         return bound if bound is not None else context.run_config
 
-    @client.train()
+    @client.train(mods=[_secagg_when_asked])
     def _train(msg: Message, context: Context) -> Message:
         return train(msg, context, settings_of(context))
 

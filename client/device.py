@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedrec.client import decoy
 from fedrec.common.losses import (
     Regularization,
     bce_grads_one_user,
@@ -51,6 +52,7 @@ class Device:
         self.positives = items if self._distinct else np.unique(items)
         self._seed, self._rng = seed, None
         self.user = state
+        self.last_decoys: np.ndarray | None = None  # decoy mode: which reply rows are decoys
 
     @property
     def rng(self) -> np.random.Generator:
@@ -62,11 +64,15 @@ class Device:
 
     # ---- training --------------------------------------------------------------------
     def train(self, factors: np.ndarray, bias: np.ndarray, mean: float,
-              config: TrainConfig) -> tuple[ItemUpdate, dict[str, float]]:
+              config: TrainConfig, reply_rows: int = 0, named: np.ndarray | None = None,
+              rating_range: tuple[float, float] = (-np.inf, np.inf)
+              ) -> tuple[ItemUpdate, dict[str, float]]:
         """Train locally against the item table (``factors``, ``bias``, global ``mean``).
 
         Returns the sparse item update and training metrics. The item table is read, never
-        written.
+        written. With ``reply_rows`` (the ``decoy`` mode, :mod:`fedrec.client.decoy`), the
+        update is padded with decoy rows, or subsampled, to exactly that many rows;
+        :attr:`last_decoys` then marks the decoys (kept on the device, never sent).
         """
         n_items, k = factors.shape
         self._ensure_user(k, config)
@@ -107,8 +113,11 @@ class Device:
         whole = explicit and self._distinct  # epoch rows are 0..n-1 in row order
         lr = config.lr
         loss = 0.0
+        epoch_users = []  # (p_u, b_u) at each epoch's start: decoys are stepped with them
         for epoch, (rows_e, target_e) in enumerate(zip(epoch_rows, epoch_targets, strict=True)):
             last = epoch == epochs - 1  # the reported loss is the last epoch's
+            if reply_rows:
+                epoch_users.append((p.astype(np.float64), float(bu)))
             n = len(rows_e)
             order = self.rng.permutation(n) if config.optimizer == "sgd" else None
             size = {"gd": max(n, 1), "sgd": config.batch_size, "online": 1}[config.optimizer]
@@ -157,9 +166,38 @@ class Device:
                       .astype(np.float32) / epochs)
         update = ItemUpdate(ids=touched.astype(np.int64), rows=q0 - q, bias=b0 - b,
                             counts=counts)
+        if reply_rows:
+            trace = self._trace(epoch_users, epoch_rows, touched, q0, b0, mean, explicit,
+                                reg, config, rating_range)
+            update, self.last_decoys = decoy.pad(update, reply_rows, factors, bias, trace,
+                                                 self.rng, named)
         n_epoch = len(epoch_rows[0])
         return update, {"train-loss": loss / max(n_epoch, 1),
                         "num-examples": float(len(self.items))}
+
+    def _trace(self, epoch_users: list, epoch_rows: list[np.ndarray], touched: np.ndarray,
+               q0: np.ndarray, b0: np.ndarray, mean: float, explicit: bool,
+               reg: Regularization, config: TrainConfig,
+               rating_range: tuple[float, float]) -> decoy.RoundTrace:
+        """What this round's training knew, for :func:`fedrec.client.decoy.pad`."""
+        residuals = np.empty(0)
+        patterns = np.empty((0, len(epoch_rows)), dtype=bool)
+        p0, bu0 = epoch_users[0]
+        if explicit:
+            local = np.searchsorted(touched, self.items)
+            residuals = self.values - (mean + bu0 + b0[local] + q0[local] @ p0)
+        else:
+            visits = np.zeros((len(touched), len(epoch_rows)), dtype=bool)
+            for e, rows_e in enumerate(epoch_rows):
+                visits[rows_e, e] = True
+            negative = np.ones(len(touched), dtype=bool)
+            negative[np.searchsorted(touched, self.positives)] = False
+            patterns = visits[negative]
+        whole = bool(explicit and np.all(self.values == np.round(self.values)))
+        share = len(self.positives) / max(len(touched), 1)
+        return decoy.RoundTrace(explicit, config.lr, reg, mean, epoch_users,
+                                residuals.astype(np.float64), whole, patterns, share,
+                                self.positives, rating_range)
 
     def refit_user(self, factors: np.ndarray, bias: np.ndarray, mean: float,
                    config: TrainConfig) -> None:

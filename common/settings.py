@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from fedrec.common.schema import TrainConfig
 from fedrec.common.split import PROTOCOLS, is_explicit
 
-PRIVACY = ("plain", "dp")
+PRIVACY = ("plain", "decoy", "dp", "decoy+dp", "secagg")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,9 @@ class RunSettings:
     seed: int = 0
     results_dir: str = ""
     privacy: str = "plain"
+    decoy_rows: int = 0  # decoy: rows in every reply; 0 = the whole catalogue
+    secagg_shares: float = 5.0  # secagg: key shares per device (odd); <= 1: a fraction of devices
+    secagg_threshold: float = 0.5  # secagg: the fraction of shares that rebuild a key
     dp_clip: float = 0.5
     dp_noise: float = 1.0
     dp_delta: float = 1e-5
@@ -66,11 +69,26 @@ class RunSettings:
         if self.privacy not in PRIVACY:
             raise ValueError(f"privacy must be one of {', '.join(PRIVACY)}. "
                              f"Found {self.privacy!r}.")
-        if self.privacy == "dp" and not (self.dp_clip > 0 and self.dp_noise > 0
+        if self.privacy == "secagg" and not (self.secagg_shares > 0
+                                             and 0 < self.secagg_threshold <= 1):
+            raise ValueError("secagg needs secagg-shares > 0 and secagg-threshold in (0, 1]")
+        if self.decoy_rows < 0:
+            raise ValueError(f"decoy_rows must be >= 0. Found {self.decoy_rows}.")
+        if self.uses_dp and not (self.dp_clip > 0 and self.dp_noise > 0
                                          and 0 < self.dp_delta < 1 and self.dp_epsilon >= 0):
             raise ValueError("dp needs dp-clip > 0, dp-noise > 0, dp-delta in (0, 1) and "
                              "dp-epsilon >= 0")
         self.train_config()  # validates the local-training fields
+
+    @property
+    def uses_dp(self) -> bool:
+        """The run clips and noises updates (``dp``, ``decoy+dp``)."""
+        return "dp" in self.privacy.split("+")
+
+    @property
+    def uses_decoys(self) -> bool:
+        """Every reply is padded to the same rows (``decoy``, ``decoy+dp``)."""
+        return "decoy" in self.privacy.split("+")
 
     @property
     def explicit(self) -> bool:

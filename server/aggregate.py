@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedrec.common.schema import ItemUpdate
+from fedrec.common.weighting import WEIGHTINGS, weights
 
-WEIGHTINGS = ("uniform", "count", "capped", "sum")
+__all__ = ["WEIGHTINGS", "Accumulator", "Aggregate", "aggregate", "weights"]
 
 
 @dataclass(frozen=True)
@@ -28,17 +29,6 @@ class Aggregate:
     bias: np.ndarray  # (m,)
     weight: np.ndarray  # (m,) total weight behind each row
     devices: np.ndarray  # (m,) how many devices touched each row
-
-
-def weights(update: ItemUpdate, weighting: str, cap: float = 10.0) -> np.ndarray:
-    """The weight of each row of one device's update."""
-    if weighting in ("uniform", "sum"):
-        return np.ones(len(update.ids), dtype=np.float64)
-    if weighting == "count":
-        return update.counts.astype(np.float64)
-    if weighting == "capped":
-        return np.minimum(update.counts.astype(np.float64), cap)
-    raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}. Found {weighting!r}.")
 
 
 class Accumulator:

@@ -23,6 +23,7 @@ from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.item_model import ItemModel
+from fedrec.server.secagg import SecAggFedRec, run_secagg
 from fedrec.server.strategy import DpSettings, FedRec, wait_for_nodes
 
 app = ServerApp()
@@ -30,7 +31,7 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    run(grid, RunSettings.from_run_config(dict(context.run_config)))
+    run(grid, RunSettings.from_run_config(dict(context.run_config)), context)
 
 
 def catalogue(settings: RunSettings) -> tuple[int, tuple[float, float]]:
@@ -62,7 +63,7 @@ def build_strategy(settings: RunSettings, n_items: int, mean: float,
     params = ItemParams.init(n_items, settings.factors, rng, settings.init_std, mean=mean)
     model = ItemModel(params, settings.server_optimizer, settings.server_lr)
     dp = None
-    if settings.privacy == "dp":
+    if settings.uses_dp:
         dp = DpSettings(settings.dp_clip, settings.dp_noise, settings.dp_delta,
                         settings.dp_epsilon or None)
     return FedRec(model, settings.train_config(), fraction_train=settings.fraction_train,
@@ -70,14 +71,21 @@ def build_strategy(settings: RunSettings, n_items: int, mean: float,
                   min_available_nodes=settings.min_nodes, weighting=settings.weighting,
                   cap=settings.cap, max_norm=settings.max_norm, seed=settings.seed,
                   rating_range=rating_range, evaluate_every=settings.evaluate_every,
-                  num_rounds=settings.num_rounds, wait_timeout=settings.round_timeout, dp=dp)
+                  num_rounds=settings.num_rounds, wait_timeout=settings.round_timeout, dp=dp,
+                  decoy_rows=(settings.decoy_rows or n_items) if settings.uses_decoys else 0)
 
 
-def run(grid: Grid, settings: RunSettings) -> FedRec:
+def run(grid: Grid, settings: RunSettings, context: Context | None = None
+        ) -> FedRec | SecAggFedRec:
     """Run a whole federated training on ``grid``; returns the strategy (model + history)."""
     import random
 
     random.seed(settings.seed)  # FedAvg's node sampling draws from `random`
+    if settings.privacy == "secagg":
+        strategy = run_secagg_mode(grid, settings, context)
+        if settings.results_dir:
+            save_results(strategy, Path(settings.results_dir), settings)
+        return strategy
     n_items, rating_range = catalogue(settings)
     mean = (global_mean(grid, settings.round_timeout, settings.min_nodes)
             if settings.explicit else 0.0)
@@ -90,7 +98,29 @@ def run(grid: Grid, settings: RunSettings) -> FedRec:
     return strategy
 
 
-def save_results(strategy: FedRec, folder: Path, settings: RunSettings) -> None:
+def run_secagg_mode(grid: Grid, settings: RunSettings, context: Context | None
+                    ) -> SecAggFedRec:
+    """The secagg mode: Flower's SecAgg+ workflow around :class:`SecAggFedRec`. μ starts at
+    the middle of the rating scale and then comes from each round's summed statistics (no
+    device reports its own rating sum)."""
+    n_items, rating_range = catalogue(settings)
+    mean = float(np.mean(rating_range)) if settings.explicit else 0.0
+    rng = np.random.default_rng(settings.seed)
+    params = ItemParams.init(n_items, settings.factors, rng, settings.init_std, mean=mean)
+    model = ItemModel(params, settings.server_optimizer, settings.server_lr)
+    strategy = SecAggFedRec(model, settings.train_config(),
+                            fraction_train=settings.fraction_train,
+                            fraction_evaluate=settings.fraction_evaluate,
+                            min_available_nodes=settings.min_nodes,
+                            weighting=settings.weighting, cap=settings.cap, seed=settings.seed,
+                            rating_range=rating_range, evaluate_every=settings.evaluate_every,
+                            num_rounds=settings.num_rounds, explicit=settings.explicit)
+    wait_for_nodes(grid, settings.min_nodes, settings.round_timeout)
+    return run_secagg(grid, strategy, settings.num_rounds, settings.secagg_shares,
+                      settings.secagg_threshold, settings.round_timeout, context, settings.seed)
+
+
+def save_results(strategy: FedRec | SecAggFedRec, folder: Path, settings: RunSettings) -> None:
     """Write ``model.npz`` and ``history.json`` into ``folder`` through temp files."""
     folder.mkdir(parents=True, exist_ok=True)
     p = strategy.model.params
@@ -99,6 +129,6 @@ def save_results(strategy: FedRec, folder: Path, settings: RunSettings) -> None:
                  version=strategy.model.version)
     history = {"settings": settings.to_run_config(), "rounds": strategy.history,
                "rejected": dict(strategy.rejected), "epsilon": strategy.epsilon,
-               "delta": settings.dp_delta if settings.privacy == "dp" else None}
+               "delta": settings.dp_delta if settings.uses_dp else None}
     with atomic_open(folder / "history.json") as out:
         json.dump(history, out, indent=1)

@@ -48,7 +48,8 @@ class FedRec(FedAvg):
                  max_norm: float = 10.0, seed: int = 0,
                  rating_range: tuple[float, float] = (-np.inf, np.inf),
                  evaluate_every: int = 1, num_rounds: int | None = None,
-                 wait_timeout: float = 600.0, dp: DpSettings | None = None) -> None:
+                 wait_timeout: float = 600.0, dp: DpSettings | None = None,
+                 decoy_rows: int = 0) -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes, min_evaluate_nodes=min_evaluate_nodes,
                          min_available_nodes=min_available_nodes,
@@ -73,14 +74,23 @@ class FedRec(FedAvg):
             k = model.params.n_factors
             self.max_norm = max(max_norm, dp.clip + dp.noise * dp.clip * (np.sqrt(k + 1) + 6))
         self.dp_rounds = 0  # rounds run in dp mode (what ε is accounted over)
+        # decoy mode: the rows every reply must carry, and how many devices named each item
+        # in the last round (devices draw decoys in proportion, so decoys follow popularity)
+        self.decoy_rows = min(decoy_rows, model.n_items)
+        self.named: np.ndarray | None = None
 
     # ---- what goes out -----------------------------------------------------------------
     def items_record(self) -> ArrayRecord:
-        return records.items_to_record(self.model.params.factors, self.model.params.bias)
+        record = records.items_to_record(self.model.params.factors, self.model.params.bias)
+        if self.decoy_rows and self.named is not None:
+            record["named"] = records.encode_array(self.named)
+        return record
 
     def round_config(self, server_round: int) -> ConfigRecord:
         low, high = self.rating_range
         extra = {"rating-min": float(low), "rating-max": float(high)}
+        if self.decoy_rows:
+            extra["decoy-rows"] = int(self.decoy_rows)
         if self.dp is not None:
             extra.update({"dp-clip": float(self.dp.clip), "dp-noise": float(self.dp.noise)})
         return records.config_to_record(
@@ -125,8 +135,13 @@ class FedRec(FedAvg):
             if not isinstance(record, ArrayRecord):
                 raise InvalidUpdateError("missing", f"no {records.UPDATE!r} ArrayRecord")
             arrays = records.record_to_arrays(record)
-            return validate_update(arrays, self.model.n_items, self.model.params.n_factors,
-                                   self.max_norm)
+            update = validate_update(arrays, self.model.n_items, self.model.params.n_factors,
+                                     self.max_norm)
+            if self.decoy_rows and len(update.ids) != self.decoy_rows:
+                raise InvalidUpdateError(
+                    "decoy-rows", f"{len(update.ids)} rows where the decoy mode asks "
+                    f"{self.decoy_rows}")
+            return update
         except InvalidUpdateError as exc:
             self.rejected[exc.reason] += 1
             log(WARNING, "Rejected the update of node %s: %s", node, exc)
@@ -154,6 +169,8 @@ class FedRec(FedAvg):
             weights.append(float(metrics.get(records.WEIGHT_KEY, 1.0)))
             losses.append(float(metrics.get("train-loss", np.nan)))
         agg = acc.result()
+        if self.decoy_rows:
+            self.named = acc.devices.astype(np.float32)
         applied = self.model.apply(agg, server_round)
         if not applied:
             log(WARNING, "round %s: the server step diverged (non-finite rows) and was not "

@@ -78,3 +78,71 @@ def infer_ratings(rows: np.ndarray, bias_update: np.ndarray, factors: np.ndarray
     p_u = (err @ signal) / denom if denom > 0 else np.zeros(factors.shape[1])
     pred = mean + bias + factors.astype(np.float64) @ p_u
     return np.clip(pred - err, *rating_range)
+
+
+FEATURES = ("bias", "abs_bias", "row_norm", "count", "popularity")
+
+
+def row_features(ids: np.ndarray, rows: np.ndarray, bias_update: np.ndarray,
+                 counts: np.ndarray, named: np.ndarray | None = None) -> np.ndarray:
+    """What a server can read off each row of a reply, one column per :data:`FEATURES`:
+    the bias update, its size, the row's norm, its count, and how many devices named the
+    item last round (log scale; zeros without it)."""
+    pop = (np.log1p(np.asarray(named, dtype=np.float64)[ids]) if named is not None
+           else np.zeros(len(ids)))
+    bias_update = np.asarray(bias_update, dtype=np.float64)
+    return np.column_stack([bias_update, np.abs(bias_update),
+                            np.linalg.norm(np.asarray(rows, dtype=np.float64), axis=1),
+                            np.asarray(counts, dtype=np.float64), pop])
+
+
+def decoy_auc(replies: list[tuple[np.ndarray, np.ndarray]], seed: int = 0) -> dict[str, float]:
+    """How well a curious server tells real rows from decoys, given replies as
+    ``(features, is_decoy)`` (features from :func:`row_features`).
+
+    Two attackers: each feature alone, used in its better direction (AUC folded to ≥ 0.5),
+    averaged over replies; and a logistic regression on all features (standardised, plus
+    their squares) trained on half the replies — the server can simulate devices, so it
+    may learn what decoys look like — and scored on the other half. ``best`` is the
+    highest of them: 0.5 means decoys cannot be told apart.
+    """
+    out: dict[str, float] = {}
+    usable = [(x, d) for x, d in replies if d.any() and (~d).any()]
+    if not usable:
+        return {"best": float("nan"), "replies": 0.0}
+    for j, name in enumerate(FEATURES):
+        values = [auc(x[:, j], ~d) for x, d in usable]
+        a = float(np.nanmean(values))
+        out[name] = max(a, 1.0 - a) if np.isfinite(a) else float("nan")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(usable))
+    train = [usable[i] for i in order[: len(order) // 2]]
+    test = [usable[i] for i in order[len(order) // 2:]]
+    if train and test:
+        x_tr = np.concatenate([x for x, _ in train])
+        y_tr = np.concatenate([~d for _, d in train]).astype(np.float64)
+        w = _fit_logistic(x_tr, y_tr)
+        scores = [_design(x, w[1]) @ w[0] for x, _ in test]
+        out["learned"] = float(np.nanmean([auc(s, ~d) for s, (_, d) in zip(scores, test,
+                                                                              strict=True)]))
+    out["best"] = float(np.nanmax(list(out.values())))
+    out["replies"] = float(len(usable))
+    return out
+
+
+def _design(x: np.ndarray, scale: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    z = (x - scale[0]) / scale[1]
+    return np.column_stack([np.ones(len(z)), z, z * z])
+
+
+def _fit_logistic(x: np.ndarray, y: np.ndarray, steps: int = 300, lr: float = 0.5
+                  ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Logistic regression by full-batch gradient descent (balanced classes)."""
+    scale = (x.mean(axis=0), x.std(axis=0) + 1e-12)
+    d = _design(x, scale)
+    sample_w = np.where(y > 0, 0.5 / max(y.sum(), 1), 0.5 / max((1 - y).sum(), 1))
+    w = np.zeros(d.shape[1])
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(d @ w)))
+        w -= lr * (d.T @ (sample_w * (p - y)))
+    return w, scale

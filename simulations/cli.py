@@ -39,6 +39,7 @@ from fedrec.simulations.presets import (
     mf_config,
     preset_settings,
 )
+from fedrec.simulations.privacy_bench import MODES as PRIVACY_MODES
 from fedrec.simulations.privacy_bench import bench_privacy
 from fedrec.simulations.privacy_bench import plot as privacy_plot
 from fedrec.simulations.progress import progress_bar
@@ -141,15 +142,24 @@ def _parser() -> argparse.ArgumentParser:
 
     priv = bench_sub.add_parser(
         "privacy", help="quality, bytes, time, epsilon and attack AUC per privacy mode",
-        description="One federated simulation per privacy mode (plain, then dp with the noise "
-                    "calibrated to each target epsilon), on the same split, beside the "
-                    "centralized model; a curious server's membership-inference AUC for each.")
+        description="One federated simulation per privacy mode (plain, decoy, dp with the noise "
+                    "calibrated to each target epsilon, decoy+dp, secagg), on the same split, "
+                    "beside the centralized model; a curious server's attacks on each, and "
+                    "plain against secagg rounds timed with --secagg-devices devices.")
     _dataset_args(priv)
     priv.add_argument("--protocol", choices=PROTOCOLS, default="implicit-80-20")
     priv.add_argument("--epsilons", default="1,2,4,8", help="target epsilons for dp")
     priv.add_argument("--rounds", type=int, help="federated rounds (default: preset)")
+    priv.add_argument("--modes", default=",".join(PRIVACY_MODES),
+                      help=f"comma-separated, among {','.join(PRIVACY_MODES)} (plain always)")
+    priv.add_argument("--dp-clip", type=float,
+                      help="dp clip bound (default: the median update norm of the plain run)")
+    priv.add_argument("--decoy-rows", type=int,
+                      help="rows per reply in decoy modes (default: the run's decoy-rows)")
+    priv.add_argument("--secagg-devices", type=int, default=50,
+                      help="devices per round when timing plain against secagg (0: skip)")
     priv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="run-config overrides, e.g. dp-clip=0.5; repeatable")
+                      help="run-config overrides, e.g. secagg-shares=5; repeatable")
     priv.add_argument("--plot", type=Path, help="PNG of the curve (default: beside the JSON)")
     _output_args(priv)
     priv.set_defaults(run=_run_bench_privacy)
@@ -277,8 +287,11 @@ def _stem(dataset: str) -> str:
 def _run_bench_privacy(args: argparse.Namespace) -> int:
     settings = _settings(args, **{"num-rounds": args.rounds})
     epsilons = tuple(float(e) for e in args.epsilons.split(",") if e.strip())
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    modes = modes if "plain" in modes else ("plain", *modes)
     with progress_bar(f"privacy {args.dataset} {args.protocol}", args.quiet) as update:
-        record = bench_privacy(settings, epsilons, update)
+        record = bench_privacy(settings, epsilons, update, modes, args.dp_clip,
+                               args.decoy_rows, args.secagg_devices)
     record["env"] = environment()
     name = _stem(args.dataset)
     out = args.out or RESULTS_DIR / f"privacy-{name}-{args.protocol}.json"
@@ -290,10 +303,18 @@ def _run_bench_privacy(args: argparse.Namespace) -> int:
         key = record["metric"]
         for mode, m in record["modes"].items():
             eps = "-" if m["epsilon"] is None else f"{m['epsilon']:.2f}"
-            print(f"{mode:12s} {key} {m[key]:.4f}  epsilon {eps:>6s}  attack AUC "
+            decoys = m.get("decoys", {}).get("real_vs_decoy_auc", {}).get("best")
+            decoys = "" if decoys is None else f"  real-vs-decoy AUC {decoys:.3f}"
+            print(f"{mode:16s} {key} {m[key]:.4f}  epsilon {eps:>6s}  attack AUC "
                   f"{m['attack']['catalogue_auc']:.3f} / named rows "
-                  f"{m['attack']['named_rows_auc']:.3f}  "
-                  f"{m['upload_bytes_per_device_round']:.0f} B/device/round")
+                  f"{m['attack']['named_rows_auc']:.3f}{decoys}  "
+                  f"{m['upload_bytes_per_device_round']:.0f} B/device/round  "
+                  f"{m['seconds_per_round']:.2f} s/round")
+        if "secagg_cost" in record:
+            cost = record["secagg_cost"]
+            print(f"secagg round with {cost['devices_per_round']} devices: "
+                  f"{cost['secagg']['seconds_per_round']:.2f} s against plain "
+                  f"{cost['plain']['seconds_per_round']:.3f} s ({cost['ratio']:.1f}x)")
         print(f"results: {path}\nplot:    {png}")
     return 0
 

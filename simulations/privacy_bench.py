@@ -1,88 +1,200 @@
 """``fedrec bench privacy``: each privacy mode's quality, cost, ε and attack resistance, on
 the same split, in one run.
 
-For ``plain`` and for ``dp`` at each target ε (the noise multiplier calibrated so the run's
-ε at δ meets the target: ε ∈ {1, 2, 4, 8} by default), one federated simulation on the
-in-process engine, recording the held-out quality, upload bytes per device and round,
-seconds per round, ε, and the curious server's attacks on every device's last reply
-(:mod:`fedrec.simulations.attacker`): membership-inference AUC, and for explicit data the
-RMSE of the ratings it reads off the reply. The centralized model on the same
-split is run once beside them. A PNG plots quality against ε.
+Modes, each one federated simulation on the in-process engine: ``plain``; ``decoy`` (every
+reply padded to the same rows); ``dp`` at each target ε (the noise multiplier calibrated
+so the run's ε at δ meets the target: ε ∈ {1, 2, 4, 8} by default; the clip bound, unless
+given, is the median norm of the plain run's updates); ``decoy+dp`` at the largest ε;
+``secagg`` (Flower's SecAgg+). For each: the held-out quality, upload bytes per device and
+round (every byte of the device's train replies, key shares included), seconds per round,
+ε, and the curious server's attacks on every device's last reply
+(:mod:`fedrec.simulations.attacker`): membership-inference AUC, for explicit data the RMSE
+of the ratings it reads off the reply, and in decoy modes how well it tells decoys from
+real rows. In ``secagg`` the server holds no individual update; the attack reads what it
+does hold, the masked vectors. The centralized model on the same split is run once
+beside them, and :func:`round_costs` times plain against secagg rounds of 50 devices in the
+same run. A PNG plots quality against ε.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
-from flwr.app import Message
+from flwr.app import Message, RecordDict
+from flwr.common.secure_aggregation.secaggplus_constants import (
+    RECORD_KEY_CONFIGS,
+    Key,
+    Stage,
+)
+from flwr.compat.common.parameter import bytes_to_ndarray
 
+from fedrec.client.device import Device
 from fedrec.common import records
-from fedrec.common.partition import simulated_partitions
+from fedrec.common.partition import Partitions, simulated_partitions
+from fedrec.common.privacy import update_norm
+from fedrec.common.schema import ItemUpdate
 from fedrec.common.settings import RunSettings
 from fedrec.server.accountant import calibrate_noise
-from fedrec.simulations.attacker import infer_ratings, membership_auc
+from fedrec.simulations.attacker import (
+    decoy_auc,
+    infer_ratings,
+    membership_auc,
+    row_features,
+)
 from fedrec.simulations.results import save_figure
 from fedrec.simulations.simulate import headline, simulate
 
 Progress = Callable[[str, int, int], None]
+STAGES = (Stage.SETUP, Stage.SHARE_KEYS, Stage.COLLECT_MASKED_VECTORS, Stage.UNMASK)
 FIRST_NODE = 1001  # the in-process engine's node id of partition 0
+MODES = ("plain", "decoy", "dp", "decoy+dp", "secagg")
+AUDIT_DEVICES = 300  # devices whose decoy replies are audited
+
+
+def payload_bytes(content: RecordDict) -> int:
+    """Bytes a message carries: array data, bytes and strings in config records, 8 per
+    other scalar (what a wire format needs at least)."""
+    total = 0
+    for record in content.array_records.values():
+        total += sum(len(a.data) for a in record.values())
+    for record in list(content.config_records.values()) + list(
+            content.metric_records.values()):
+        for value in record.values():
+            for v in value if isinstance(value, list) else [value]:
+                total += len(v) if isinstance(v, (bytes, str)) else 8
+    return total
+
+
+class _Watcher:
+    """What a curious server holds at the end of a run: each device's last reply (sparse
+    rows, or a SecAgg+ masked vector), the table it was sent, and every byte devices sent."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, dict] = {}
+        self.sent: dict[int, tuple[dict, object, dict]] = {}
+        self.masked: dict[int, list[np.ndarray]] = {}
+        self.upload = 0
+        self.train_replies = 0
+
+    def __call__(self, direction: str, msg: Message) -> None:
+        if msg.metadata.message_type != "train" or msg.has_error():
+            return
+        content = msg.content
+        if direction == "to-device":
+            if records.CONFIG in content.config_records:
+                config, extra = records.record_to_config(content[records.CONFIG])
+                self.sent[msg.metadata.dst_node_id] = (
+                    {k: np.array(v) for k, v in
+                     records.record_to_arrays(content[records.ITEMS]).items()}, config, extra)
+            return
+        node = msg.metadata.src_node_id
+        self.upload += payload_bytes(content)
+        if RECORD_KEY_CONFIGS in content.config_records:  # a SecAgg+ stage reply
+            masked = content.config_records[RECORD_KEY_CONFIGS].get(Key.MASKED_PARAMETERS)
+            if masked:
+                self.masked[node] = [bytes_to_ndarray(b) for b in masked]
+                self.train_replies += 1
+            return
+        self.train_replies += 1
+        arrays = records.record_to_arrays(content[records.UPDATE])
+        if not all(np.isfinite(a).all() for a in arrays.values()):
+            return  # a reply the server refuses tells the attacker nothing either
+        self.last[node] = {k: np.array(v) for k, v in arrays.items()}
+        self.last[node]["sent"] = self.sent[node]
 
 
 def _run(settings: RunSettings, centralized: bool, progress: Progress | None) -> dict:
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
                                  settings.data_dir)
-    last: dict[int, dict[str, np.ndarray]] = {}
-    sent: dict[int, tuple[dict, object, dict]] = {}  # the table and config each device got
-
-    def observe(direction: str, msg: Message) -> None:
-        if msg.metadata.message_type != "train" or msg.has_error():
-            return
-        if direction == "to-device":
-            config, extra = records.record_to_config(msg.content[records.CONFIG])
-            sent[msg.metadata.dst_node_id] = (
-                records.record_to_arrays(msg.content[records.ITEMS]), config, extra)
-            return
-        node = msg.metadata.src_node_id
-        arrays = records.record_to_arrays(msg.content[records.UPDATE])
-        if not all(np.isfinite(a).all() for a in arrays.values()):
-            return  # a reply the server refuses tells the attacker nothing either
-        last[node] = {k: np.array(v) for k, v in arrays.items()}
-        last[node]["sent"] = sent[node]
-
-    record = simulate(settings, progress=progress, centralized=centralized, observer=observe)
-    replies = [(r["ids"], r["bias"], np.unique(parts.user(node - FIRST_NODE).train_items))
-               for node, r in last.items()]
+    watch = _Watcher()
+    record = simulate(settings, progress=progress, centralized=centralized, observer=watch)
+    truth = {node: np.unique(parts.user(node - FIRST_NODE).train_items)
+             for node in set(watch.last) | set(watch.masked)}
+    if watch.masked:  # secagg: all the server holds per device is its masked vector
+        replies = [(np.arange(parts.n_items), -v[3].astype(np.float64), truth[node])
+                   for node, v in watch.masked.items()]
+    else:
+        replies = [(r["ids"], r["bias"], truth[node]) for node, r in watch.last.items()]
     fed = record["models"]["federated-mf"]
     rounds = max(1, len(record["rounds"]["train"]))
     out = {**{k: v for k, v in fed.items() if k != "fit_s"},
            "seconds_per_round": fed["fit_s"] / rounds,
-           "upload_bytes_per_device_round": record["upload_bytes_per_device_round"],
+           "upload_bytes_per_device_round": watch.upload / max(1, watch.train_replies),
            "epsilon": record.get("epsilon"), "delta": record.get("delta"),
            "attack": membership_auc(replies, parts.n_items)}
-    if settings.explicit:
-        out["attack"]["ratings"] = _rating_attack(last, parts)
+    if watch.last:
+        norms = [update_norm(ItemUpdate(r["ids"], r["rows"], r["bias"], r["counts"]))
+                 for r in watch.last.values()]
+        out["update_norm_median"] = float(np.median(norms))
+    if settings.explicit and watch.last:
+        out["attack"]["ratings"] = _rating_attack(watch.last, parts)
+    if settings.uses_decoys and watch.last:
+        out["decoys"] = _decoy_audit(settings, parts, watch)
     if centralized:
         out["centralized"] = record["models"].get("centralized-mf")
     return out
 
 
-def _rating_attack(last: dict[int, dict], parts: object) -> dict[str, float]:
-    """How well the server reads each device's training ratings off its last reply (RMSE),
-    beside guessing every rating as the global mean."""
+def _decoy_audit(settings: RunSettings, parts: Partitions, watch: _Watcher) -> dict:
+    """How well the server tells decoys from real rows, and whether decoys are zero-mean.
+
+    Which rows of a reply are decoys is known only on the device, so the audit replays
+    devices' decoy rounds against the last table (and ``named`` counts) the run sent:
+    up to :data:`AUDIT_DEVICES` devices, each fitted to the table by two plain rounds, then
+    padded as in the run. Features are what the server reads off each row."""
+    node = max(watch.sent)
+    table, config, extra = watch.sent[node]
+    named = table.get("named")
+    mean = float(extra["mean"])
+    rating_range = (float(extra["rating-min"]), float(extra["rating-max"]))
+    step = max(1, parts.n_users // AUDIT_DEVICES)
+    features, decoy_bias, real_bias = [], [], []
+    for user in range(0, parts.n_users, step):
+        rows = parts.user(user)
+        if not len(rows.train_items):
+            continue
+        device = Device(rows.train_items, rows.train_values, seed=settings.seed + user)
+        for _ in range(2):
+            device.train(table["factors"], table["bias"], mean, config)
+        update, _ = device.train(table["factors"], table["bias"], mean, config,
+                                 int(extra["decoy-rows"]), named, rating_range)
+        is_decoy = device.last_decoys
+        features.append((row_features(update.ids, update.rows, update.bias, update.counts,
+                                      named), is_decoy))
+        decoy_bias.append(update.bias[is_decoy])
+        real_bias.append(update.bias[~is_decoy])
+    d, r = np.concatenate(decoy_bias), np.concatenate(real_bias)
+
+    def drift(b: np.ndarray) -> float:  # |mean| relative to the mean size: 0 = zero-mean
+        return float(abs(b.mean()) / np.abs(b).mean()) if len(b) else float("nan")
+
+    return {"rows": int(extra["decoy-rows"]), "real_vs_decoy_auc": decoy_auc(features),
+            "decoy_share": float(len(d) / max(1, len(d) + len(r))),
+            "decoy_bias_drift": drift(d), "real_bias_drift": drift(r)}
+
+
+def _rating_attack(last: dict[int, dict], parts: Partitions) -> dict[str, float]:
+    """How well the server reads each device's training ratings off its last reply (RMSE
+    over the rows of rated items; the server reads every row, decoys too), beside guessing
+    every rating as the global mean."""
     errors, baseline = [], []
     for node, r in last.items():
         rows = parts.user(node - FIRST_NODE)
         if len(np.unique(rows.train_items)) != len(rows.train_items) or not len(r["ids"]):
             continue  # repeated ratings of an item: no single rating per row
         table, config, extra = r["sent"]
-        truth = rows.train_values[np.argsort(rows.train_items)]
         guess = infer_ratings(r["rows"], r["bias"], table["factors"][r["ids"]],
                               table["bias"][r["ids"]], float(extra["mean"]), config.lr,
                               config.reg, config.reg_bias, config.local_epochs,
                               (float(extra["rating-min"]), float(extra["rating-max"])))
-        errors.append((guess - truth) ** 2)
+        rated = np.isin(r["ids"], rows.train_items)
+        order = np.argsort(rows.train_items)
+        truth = rows.train_values[order][np.searchsorted(rows.train_items[order],
+                                                          r["ids"][rated])]
+        errors.append((guess[rated] - truth) ** 2)
         baseline.append((float(extra["mean"]) - truth) ** 2)
     if not errors:
         return {"rmse": float("nan"), "mean_guess_rmse": float("nan")}
@@ -91,21 +203,48 @@ def _rating_attack(last: dict[int, dict], parts: object) -> dict[str, float]:
 
 
 def bench_privacy(settings: RunSettings, epsilons: tuple[float, ...] = (1, 2, 4, 8),
-                  progress: Progress | None = None) -> dict:
-    """The privacy bench record (without ``env``)."""
+                  progress: Progress | None = None, modes: Sequence[str] = MODES,
+                  dp_clip: float | None = None, decoy_rows: int | None = None,
+                  secagg_devices: int = 50) -> dict:
+    """The privacy bench record (without ``env``). ``dp_clip`` None: the median update norm
+    of the plain run; ``decoy_rows`` None: the run's setting; ``secagg_devices`` 0: no
+    plain-against-secagg round timing."""
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown or "plain" not in modes:
+        raise ValueError(f"modes must include plain and be among {', '.join(MODES)}; "
+                         f"found {', '.join(modes)}")
     result: dict = {"bench": "privacy", "dataset": settings.dataset,
                     "protocol": settings.protocol, "metric": headline(settings.explicit),
                     "settings": settings.to_run_config(), "modes": {}}
     plain = _run(replace(settings, privacy="plain"), True, progress)
     result["centralized"] = plain.pop("centralized")
     result["modes"]["plain"] = plain
-    for eps in epsilons:
-        sigma = calibrate_noise(eps, settings.fraction_train, settings.num_rounds,
-                                settings.dp_delta)
-        run = replace(settings, privacy="dp", dp_noise=sigma, dp_epsilon=0.0)
-        result["modes"][f"dp-eps{eps:g}"] = {**_run(run, False, progress),
-                                             "target_epsilon": eps, "noise": sigma}
+    clip = dp_clip if dp_clip is not None else plain["update_norm_median"]
+    rows = settings.decoy_rows if decoy_rows is None else decoy_rows
+    result["dp_clip"], result["decoy_rows"] = clip, rows
+    if "decoy" in modes:
+        result["modes"]["decoy"] = _run(replace(settings, privacy="decoy", decoy_rows=rows),
+                                        False, progress)
+    for eps in epsilons if "dp" in modes else ():
+        result["modes"][f"dp-eps{eps:g}"] = _dp_run(settings, "dp", eps, clip, rows, progress)
+    if "decoy+dp" in modes and epsilons:
+        eps = max(epsilons)
+        result["modes"][f"decoy+dp-eps{eps:g}"] = _dp_run(settings, "decoy+dp", eps, clip,
+                                                          rows, progress)
+    if "secagg" in modes:
+        result["modes"]["secagg"] = _run(replace(settings, privacy="secagg"), False, progress)
+        if secagg_devices:
+            result["secagg_cost"] = round_costs(settings, secagg_devices, progress=progress)
     return result
+
+
+def _dp_run(settings: RunSettings, mode: str, eps: float, clip: float, rows: int,
+            progress: Progress | None) -> dict:
+    sigma = calibrate_noise(eps, settings.fraction_train, settings.num_rounds,
+                            settings.dp_delta)
+    run = replace(settings, privacy=mode, dp_noise=sigma, dp_clip=clip, dp_epsilon=0.0,
+                  decoy_rows=rows)
+    return {**_run(run, False, progress), "target_epsilon": eps, "noise": sigma}
 
 
 def plot(record: dict, path: str) -> str:
@@ -125,6 +264,10 @@ def plot(record: dict, path: str) -> str:
                 label="federated, dp")
     ax.axhline(record["modes"]["plain"][key], color="tab:green", linestyle="--",
                label="federated, plain")
+    for name, color in (("decoy", "tab:purple"), ("secagg", "tab:orange")):
+        mode = record["modes"].get(name)
+        if mode and np.isfinite(mode.get(key, np.nan)):
+            ax.axhline(mode[key], color=color, linestyle="-.", label=f"federated, {name}")
     if record.get("centralized"):
         ax.axhline(record["centralized"][key], color="tab:red", linestyle=":",
                    label="centralized")
@@ -135,3 +278,69 @@ def plot(record: dict, path: str) -> str:
     ax.grid(alpha=0.3)
     ax.legend()
     return save_figure(fig, path)
+
+
+def round_costs(settings: RunSettings, devices: int = 50, rounds: int = 4,
+                progress: Progress | None = None) -> dict:
+    """Seconds per training round with ``devices`` devices per round, ``plain`` against
+    ``secagg``, measured in this one call (the machine's load is shared by both).
+
+    A round's time runs from its first message to the next round's first message, so it
+    includes the server's work; rounds 2 .. ``rounds − 1`` are timed (round 1 warms up
+    caches, the last is followed by evaluation). For secagg, each SecAgg+ stage's wall time
+    is reported too, the rest of the round being the server's unmasking and model step.
+    """
+    if rounds < 3:
+        raise ValueError("round_costs needs rounds >= 3")
+    parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
+                                 settings.data_dir)
+    if devices > parts.n_users:
+        raise ValueError(f"{devices} devices per round, but the data has {parts.n_users}")
+    # A fraction a hair above devices/n, so int(n · fraction) is exactly `devices`.
+    fraction = min(1.0, (devices + 0.5) / parts.n_users)
+    out: dict = {"devices_per_round": devices, "rounds_timed": rounds - 2}
+    for mode in ("plain", "secagg"):
+        events: list[tuple[float, int, str, str]] = []  # time, round, direction, stage
+        asked: dict[int, str] = {}  # the SecAgg+ stage each device was last asked for
+
+        def observe(direction: str, msg: Message, events: list = events,
+                    asked: dict = asked) -> None:
+            if msg.metadata.message_type != "train":
+                return
+            content = msg.content
+            stage = ""
+            if direction == "to-device" and RECORD_KEY_CONFIGS in content.config_records:
+                stage = str(content.config_records[RECORD_KEY_CONFIGS].get("stage", ""))
+                asked[msg.metadata.dst_node_id] = stage
+            elif direction == "to-server":
+                stage = asked.get(msg.metadata.src_node_id, "")
+            rnd = msg.metadata.group_id
+            if not rnd and records.CONFIG in content.config_records:
+                rnd = str(content.config_records[records.CONFIG].get("server-round", ""))
+            events.append((time.perf_counter(), int(rnd or 0), direction, stage))
+
+        run = replace(settings, privacy=mode, fraction_train=fraction, num_rounds=rounds,
+                      evaluate_every=rounds, fraction_evaluate=min(1.0, settings.fraction_evaluate))
+        simulate(run, progress=progress, centralized=False, observer=observe)
+        starts = {}
+        for t, rnd, _, _ in events:
+            starts.setdefault(rnd, t)
+        timed = range(2, rounds)
+        per_round = [starts[r + 1] - starts[r] for r in timed]
+        entry = {"seconds_per_round": float(np.median(per_round)),
+                 "rounds": [float(x) for x in per_round]}
+        if mode == "secagg":
+            stages: dict[str, list[float]] = {}
+            for r in timed:
+                mine = [(t, s) for t, rr, d, s in events if rr == r and d == "to-server"]
+                sent = [(t, s) for t, rr, d, s in events if rr == r and d == "to-device"]
+                for stage in STAGES:
+                    first = min(t for t, s in sent if s == stage)
+                    last = max(t for t, s in mine if s == stage)
+                    stages.setdefault(stage, []).append(last - first)
+                last_reply = max(t for t, _ in mine)
+                stages.setdefault("server unmask and step", []).append(starts[r + 1] - last_reply)
+            entry["stages"] = {k: float(np.median(v)) for k, v in stages.items()}
+        out[mode] = entry
+    out["ratio"] = out["secagg"]["seconds_per_round"] / out["plain"]["seconds_per_round"]
+    return out

@@ -70,13 +70,16 @@ def test_explicit_federated_run_learns_and_writes_results(ratings_csv, tmp_path)
     assert all(r["train"]["accepted"] == 60 for r in history["rounds"] if "train" in r)
 
 
-@pytest.mark.parametrize("privacy", ["plain", "dp"])
+@pytest.mark.parametrize("privacy", ["plain", "decoy", "dp", "decoy+dp"])
 @pytest.mark.parametrize("protocol", ["implicit-80-20", "explicit-80-20"])
 def test_every_message_is_free_of_raw_data(shop_csv, ratings_csv, tmp_path, protocol, privacy):
-    """Inspect every message in both directions, in every privacy mode: nothing of a
-    device's raw events (its ratings, timestamps) or its user vector is ever in one."""
+    """Inspect every message in both directions, in every privacy mode with sparse replies
+    (secagg has its own test): nothing of a device's raw events (its ratings, timestamps)
+    or its user vector is ever in one; in decoy modes every reply has the same rows and
+    carries no count of the device's events."""
     path = shop_csv if protocol.startswith("implicit") else ratings_csv
-    s = settings_for(path, protocol, num_rounds=4, evaluate_every=2, privacy=privacy)
+    s = settings_for(path, protocol, num_rounds=4, evaluate_every=2, privacy=privacy,
+                     decoy_rows=30)
     seen = []
     grid, history, _ = run(s, tmp_path, observer=lambda d, m: seen.append((d, m)))
     assert {d for d, _ in seen} == {"to-device", "to-server"}
@@ -96,6 +99,9 @@ def test_every_message_is_free_of_raw_data(shop_csv, ratings_csv, tmp_path, prot
         assert set(content.keys()) <= {records.UPDATE, records.METRICS}
         for record in content.array_records.values():
             assert set(record.keys()) == {"ids", "rows", "bias", "counts"}
+            if s.uses_decoys:
+                assert len(records.record_to_arrays(record)["ids"]) == 30
+                assert content[records.METRICS]["num-examples"] == 1.0
             for arr in records.record_to_arrays(record).values():
                 assert not (set(np.unique(arr).tolist()) & stamps)
                 if arr.ndim == 2:
@@ -147,6 +153,30 @@ def test_malformed_replies_are_rejected_and_the_model_is_unchanged(ratings_csv, 
     assert metrics["rejected"] == 1 and metrics["accepted"] == 0
     np.testing.assert_array_equal(strategy.model.params.factors, before.factors)
     np.testing.assert_array_equal(strategy.model.params.bias, before.bias)
+
+
+def test_in_decoy_mode_a_reply_of_another_size_is_rejected(ratings_csv):
+    s = settings_for(ratings_csv, "explicit-80-20", privacy="decoy", decoy_rows=5)
+    parts = simulated_partitions(s.dataset, s.protocol, 0, "")
+    grid = InProcessGrid(ClientApp(), parts.n_users, s.to_run_config())
+    from fedrec.simulations.engine import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    strategy = build_strategy(s, parts.n_items, 3.0, parts.rating_range)
+    assert strategy.round_config(1)["decoy-rows"] == 5
+    replies = []
+    for m in (5, 4):  # the asked size, then one row short
+        arrays = {"ids": np.arange(m, dtype=np.int64),
+                  "rows": np.full((m, 8), 0.01, np.float32),
+                  "bias": np.zeros(m, np.float32), "counts": np.ones(m, np.float32)}
+        replies.append(Message(RecordDict({records.UPDATE: records.arrays_to_record(arrays),
+                                           records.METRICS: records.metrics_to_record(
+                                               {"num-examples": 1})}),
+                               reply_to=_request(grid, 1001)))
+    _, metrics = strategy.aggregate_train(1, replies)
+    assert strategy.rejected == {"decoy-rows": 1} and metrics["accepted"] == 1
+    assert strategy.named.tolist()[:6] == [1, 1, 1, 1, 1, 0]  # what devices draw decoys by
+    assert "named" in strategy.items_record()
 
 
 def test_a_failing_device_and_a_timeout_do_not_stall_the_run(ratings_csv):

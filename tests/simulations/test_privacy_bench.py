@@ -10,14 +10,31 @@ import pytest
 from fedrec.simulations.cli import main
 
 
-def test_bench_privacy_runs_plain_and_dp_at_the_target_epsilon(tmp_path, capsys):
+def test_bench_privacy_runs_every_mode_and_dp_at_the_target_epsilon(tmp_path, capsys):
     out = tmp_path / "privacy.json"
-    code = main(["bench", "privacy", "--dataset", "synthetic:n_users=80,n_items=50,n_events=3000",
+    code = main(["bench", "privacy", "--dataset", "synthetic:n_users=80,n_items=120,n_events=3000",
                  "--rounds", "3", "--epsilons", "8", "--set", "evaluate-every=3",
-                 "--set", "fraction-train=0.5", "--quiet", "--json", "--out", str(out)])
+                 "--set", "fraction-train=0.5", "--decoy-rows", "60", "--secagg-devices", "10",
+                 "--quiet", "--json", "--out", str(out)])
     assert code == 0
     record = json.loads(capsys.readouterr().out)
-    assert set(record["modes"]) == {"plain", "dp-eps8"}
+    assert set(record["modes"]) == {"plain", "decoy", "dp-eps8", "decoy+dp-eps8", "secagg"}
+    assert record["dp_clip"] == pytest.approx(record["modes"]["plain"]["update_norm_median"])
+    decoy, secure = record["modes"]["decoy"], record["modes"]["secagg"]
+    audit = decoy["decoys"]
+    assert audit["rows"] == 60 and 0 < audit["decoy_share"] < 1
+    assert set(audit["real_vs_decoy_auc"]) >= {"bias", "row_norm", "popularity", "learned",
+                                              "best"}
+    assert audit["decoy_bias_drift"] < audit["real_bias_drift"]  # decoys are zero-mean
+    assert decoy["attack"]["catalogue_auc"] < record["modes"]["plain"]["attack"]["catalogue_auc"]
+    # The secagg server holds masked vectors only: reading them tells nothing.
+    assert abs(secure["attack"]["catalogue_auc"] - 0.5) < 0.15
+    assert secure["upload_bytes_per_device_round"] > record["modes"]["plain"][
+        "upload_bytes_per_device_round"]
+    cost = record["secagg_cost"]
+    assert cost["devices_per_round"] == 10 and cost["ratio"] > 1
+    assert set(cost["secagg"]["stages"]) == {"setup", "share_keys", "collect_masked_vectors",
+                                             "unmask", "server unmask and step"}
     plain, dp = record["modes"]["plain"], record["modes"]["dp-eps8"]
     assert plain["epsilon"] is None and dp["epsilon"] == pytest.approx(8.0, rel=0.02)
     assert dp["epsilon"] <= 8.0 and dp["noise"] > 0
@@ -32,7 +49,8 @@ def test_bench_privacy_measures_the_rating_attack_on_explicit_data(tmp_path, cap
     code = main(["bench", "privacy", "--dataset",
                  "synthetic:n_users=60,n_items=40,n_events=4000,rating_share=1.0",
                  "--protocol", "explicit-80-20", "--rounds", "2", "--epsilons", "8",
-                 "--set", "evaluate-every=2", "--set", "server-lr=1.0", "--quiet", "--json",
+                 "--set", "evaluate-every=2", "--set", "server-lr=1.0", "--modes", "plain,dp",
+                 "--dp-clip", "0.5", "--quiet", "--json",
                  "--out", str(tmp_path / "p.json")])
     assert code == 0
     record = json.loads(capsys.readouterr().out)
