@@ -51,7 +51,6 @@ class RoundTrace:
     residuals: np.ndarray  # explicit: r − r̂ on the device's ratings at the start
     whole_ratings: bool  # explicit: every rating is a whole number
     negative_patterns: np.ndarray  # implicit: (n_negatives, epochs) epochs each was visited
-    positive_share: float = 0.0  # implicit: the share of the real rows that are positives
     positives: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     rating_range: tuple[float, float] = (-np.inf, np.inf)
 

@@ -194,9 +194,8 @@ class Device:
             negative[np.searchsorted(touched, self.positives)] = False
             patterns = visits[negative]
         whole = bool(explicit and np.all(self.values == np.round(self.values)))
-        share = len(self.positives) / max(len(touched), 1)
         return decoy.RoundTrace(explicit, config.lr, reg, mean, epoch_users,
-                                residuals.astype(np.float64), whole, patterns, share,
+                                residuals.astype(np.float64), whole, patterns,
                                 self.positives, rating_range)
 
     def refit_user(self, factors: np.ndarray, bias: np.ndarray, mean: float,

@@ -33,7 +33,7 @@ def configured_apps(run_config: dict) -> tuple[ServerApp, ClientApp]:
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
-        run(grid, settings)
+        run(grid, settings, context)
 
     return server, build_client_app(run_config)
 

@@ -60,3 +60,25 @@ def test_same_seed_same_data_same_item_table(ray_engine, tmp_path, protocol):
     np.testing.assert_array_equal(a["version"], b["version"])
     rounds = json.loads((tmp_path / "ray" / "history.json").read_text())["rounds"]
     assert [r["train"]["accepted"] for r in rounds] == [n, n, n]  # every device, from round 1
+
+
+@pytest.mark.slow
+def test_secagg_under_ray_gives_the_in_process_model(ray_engine, tmp_path):
+    """Flower's SecAgg+ workflow and mod run under the Ray engine too; the model equals the
+    in-process one within SecAgg+'s quantisation (its rounding is random, so not bit for
+    bit)."""
+    shop = generate_shop(ShopConfig(n_users=20, n_items=30, n_events=1_000, seed=2))
+    path = write_csv_log(shop, tmp_path / "shop.csv")
+    n = simulated_partitions(f"csv:{path}", "implicit-80-20", 0, "").n_users
+    s = RunSettings(dataset=f"csv:{path}", num_rounds=2, evaluate_every=2, factors=4,
+                    negatives=2, min_nodes=n, privacy="secagg", server_optimizer="sgd",
+                    server_lr=1.0)
+    run_in_process(server_app, client_app, n,
+                   {**s.to_run_config(), "results-dir": str(tmp_path / "inprocess")})
+    ray_engine(n, {**s.to_run_config(), "results-dir": str(tmp_path / "ray")})
+    a = np.load(tmp_path / "inprocess" / "model.npz")
+    b = np.load(tmp_path / "ray" / "model.npz")
+    assert np.abs(a["factors"] - b["factors"]).max() <= 5e-5
+    assert np.abs(a["bias"] - b["bias"]).max() <= 5e-5
+    rounds = json.loads((tmp_path / "ray" / "history.json").read_text())["rounds"]
+    assert [r["train"]["accepted"] for r in rounds] == [n, n]
