@@ -8,13 +8,13 @@ real row gets, so a decoy row has the form, size and count of a real one:
 
 * implicit: the virtual label is drawn from the model's own belief, ``y ~ Bernoulli(σ(s))``
   with ``s = b_i + p_u·q_i``. Conditioned on the item, ``E[σ(s) − y] = 0``: the expected
-  data gradient of a decoy is zero, so decoys add variance, not bias. A decoy labelled 1 is
-  visited every epoch, like a positive; one labelled 0 copies the epoch pattern of one of the
-  device's real negatives. Decoy items are drawn so that their beliefs ``σ(s)`` follow the
-  beliefs of the reply's real rows (below). Where the model is calibrated on the device's
-  rows, label 1 then comes with each belief as often for decoys as for real rows, and the
-  two cannot be told apart; which items are drawn does not change the zero mean, since
-  the label is drawn given the item.
+  data gradient of a decoy is zero, so decoys add variance, not bias. In this mode a device
+  draws its negatives once per round and visits every row, real or decoy, every epoch, so
+  counts are all 1 and a label's number of steps does not depend on it. Decoy items are
+  drawn so that their beliefs ``σ(s)`` follow the beliefs of the reply's real rows (below):
+  where the model is calibrated on the device's rows, label 1 then comes with each belief
+  as often for decoys as for real rows, and the two cannot be told apart. Which items are
+  drawn does not change the zero mean, since the label is drawn given the item.
 * explicit: the virtual rating is the prediction plus one of the user's own residuals with a
   random sign, rounded at random to a whole rating when the user's ratings are whole
   (``E[r_v] = r̂`` before clipping to the scale): again a zero-mean error of the user's size.
@@ -50,7 +50,6 @@ class RoundTrace:
     epoch_users: list[tuple[np.ndarray, float]]  # (p_u, b_u) at the start of each epoch
     residuals: np.ndarray  # explicit: r − r̂ on the device's ratings at the start
     whole_ratings: bool  # explicit: every rating is a whole number
-    negative_patterns: np.ndarray  # implicit: (n_negatives, epochs) epochs each was visited
     positives: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     rating_range: tuple[float, float] = (-np.inf, np.inf)
 
@@ -153,38 +152,23 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def _virtual_rows(ids: np.ndarray, factors: np.ndarray, bias: np.ndarray, trace: RoundTrace,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The pseudo-gradients (``before − after``) of virtual examples on ``ids``, and their
-    counts, by the SGD steps real rows take (one per epoch visited, with that epoch's user)."""
+    counts, by the SGD steps real rows take (one per epoch, with that epoch's user)."""
     q0 = factors[ids].astype(np.float64)
     b0 = bias[ids].astype(np.float64)
     q, b = q0.copy(), b0.copy()
-    epochs = len(trace.epoch_users)
     p0, bu0 = trace.epoch_users[0]
     if trace.explicit:
         target = _virtual_ratings(trace.mean + bu0 + b0 + q0 @ p0, trace, rng)
-        visits = np.ones((len(ids), epochs), dtype=bool)
     else:
-        score = b0 + q0 @ p0
-        target = (rng.random(len(ids)) < _sigmoid(score)).astype(np.float64)
-        visits = np.ones((len(ids), epochs), dtype=bool)
-        patterns = trace.negative_patterns
-        zero = target == 0
-        if patterns.size:
-            visits[zero] = patterns[rng.integers(0, len(patterns), int(zero.sum()))]
-        else:
-            visits[zero] = False
-            visits[np.flatnonzero(zero), rng.integers(0, epochs, int(zero.sum()))] = True
-    for e, (p, bu) in enumerate(trace.epoch_users):
-        on = visits[:, e]
-        if not on.any():
-            continue
+        target = (rng.random(len(ids)) < _sigmoid(b0 + q0 @ p0)).astype(np.float64)
+    for p, bu in trace.epoch_users:  # every decoy visited every epoch, like every real row
         if trace.explicit:
-            g = mse_grads_one_user(trace.mean, p, bu, q[on], b[on], target[on], trace.reg)
+            g = mse_grads_one_user(trace.mean, p, bu, q, b, target, trace.reg)
         else:
-            g = bce_grads_one_user(p, q[on], b[on], target[on], trace.reg)
-        q[on] -= trace.lr * g.item_factors
-        b[on] -= trace.lr * g.item_bias
-    counts = visits.sum(axis=1) / epochs
-    return q0 - q, b0 - b, counts
+            g = bce_grads_one_user(p, q, b, target, trace.reg)
+        q -= trace.lr * g.item_factors
+        b -= trace.lr * g.item_bias
+    return q0 - q, b0 - b, np.ones(len(ids))
 
 
 def _virtual_ratings(predicted: np.ndarray, trace: RoundTrace,

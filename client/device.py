@@ -93,6 +93,11 @@ class Device:
             # Each epoch's negatives are distinct (a draw repeated is dropped), so no row
             # appears twice within an epoch and rows update without a per-batch reduction.
             negs = [np.unique(self._negatives(pos, n_items, per)) for _ in range(epochs)]
+            if reply_rows:
+                # decoy mode: one draw of negatives for the round, visited every epoch like
+                # the positives, so every row of a reply has the same count (1) and decoys,
+                # also visited every epoch, keep a zero-mean data gradient.
+                negs = [negs[0]] * epochs
             touched = np.union1d(pos, np.concatenate(negs)) if negs else pos
             lp = np.searchsorted(touched, pos)
             epoch_rows = [np.concatenate([lp, np.searchsorted(touched, n)]) for n in negs]
@@ -181,21 +186,13 @@ class Device:
                rating_range: tuple[float, float]) -> decoy.RoundTrace:
         """What this round's training knew, for :func:`fedrec.client.decoy.pad`."""
         residuals = np.empty(0)
-        patterns = np.empty((0, len(epoch_rows)), dtype=bool)
         p0, bu0 = epoch_users[0]
         if explicit:
             local = np.searchsorted(touched, self.items)
             residuals = self.values - (mean + bu0 + b0[local] + q0[local] @ p0)
-        else:
-            visits = np.zeros((len(touched), len(epoch_rows)), dtype=bool)
-            for e, rows_e in enumerate(epoch_rows):
-                visits[rows_e, e] = True
-            negative = np.ones(len(touched), dtype=bool)
-            negative[np.searchsorted(touched, self.positives)] = False
-            patterns = visits[negative]
         whole = bool(explicit and np.all(self.values == np.round(self.values)))
         return decoy.RoundTrace(explicit, config.lr, reg, mean, epoch_users,
-                                residuals.astype(np.float64), whole, patterns,
+                                residuals.astype(np.float64), whole,
                                 self.positives, rating_range)
 
     def refit_user(self, factors: np.ndarray, bias: np.ndarray, mean: float,

@@ -34,7 +34,7 @@ from flwr.compat.common.parameter import bytes_to_ndarray
 from fedrec.client.device import Device
 from fedrec.common import records
 from fedrec.common.partition import Partitions, simulated_partitions
-from fedrec.common.privacy import update_norm
+from fedrec.common.privacy import clip_and_noise, update_norm
 from fedrec.common.schema import ItemUpdate
 from fedrec.common.settings import RunSettings
 from fedrec.server.accountant import calibrate_noise
@@ -144,7 +144,8 @@ def _decoy_audit(settings: RunSettings, parts: Partitions, watch: _Watcher) -> d
     Which rows of a reply are decoys is known only on the device, so the audit replays
     devices' decoy rounds against the last table (and ``named`` counts) the run sent:
     up to :data:`AUDIT_DEVICES` devices, each fitted to the table by two plain rounds, then
-    padded as in the run. Features are what the server reads off each row."""
+    padded (and in ``decoy+dp`` clipped and noised) as in the run. Features are what the
+    server reads off each row."""
     node = max(watch.sent)
     table, config, extra = watch.sent[node]
     named = table.get("named")
@@ -162,6 +163,9 @@ def _decoy_audit(settings: RunSettings, parts: Partitions, watch: _Watcher) -> d
         update, _ = device.train(table["factors"], table["bias"], mean, config,
                                  int(extra["decoy-rows"]), named, rating_range)
         is_decoy = device.last_decoys
+        if "dp-clip" in extra:  # decoy+dp: the padded reply is clipped and noised as sent
+            update = clip_and_noise(update, float(extra["dp-clip"]), float(extra["dp-noise"]),
+                                    np.random.default_rng([settings.seed, user, 7]))
         features.append((row_features(update.ids, update.rows, update.bias, update.counts,
                                       named), is_decoy))
         decoy_bias.append(update.bias[is_decoy])

@@ -35,12 +35,19 @@ def device(explicit: bool, n: int = 20, seed: int = 3) -> Device:
 def test_the_reply_has_exactly_the_asked_rows_and_its_real_rows_are_unchanged(explicit):
     factors, bias = table()
     mean = 3.5 if explicit else 0.0
-    plain_update, _ = device(explicit).train(factors, bias, mean, config(explicit))
     d = device(explicit)
     padded, _ = d.train(factors, bias, mean, config(explicit), reply_rows=150,
                         rating_range=(1.0, 5.0))
     assert len(padded.ids) == 150 and (np.diff(padded.ids) > 0).all()
     real = ~d.last_decoys
+    # The same device asked for exactly its real rows: nothing padded, the same rows.
+    same = device(explicit)
+    plain_update, _ = same.train(factors, bias, mean, config(explicit),
+                                 reply_rows=int(real.sum()), rating_range=(1.0, 5.0))
+    assert not same.last_decoys.any()
+    if explicit:  # ratings train as in plain mode; implicit negatives are drawn per round
+        reference, _ = device(explicit).train(factors, bias, mean, config(explicit))
+        np.testing.assert_array_equal(reference.rows, plain_update.rows)
     assert padded.ids[real].tolist() == plain_update.ids.tolist()
     np.testing.assert_array_equal(padded.rows[real], plain_update.rows)
     np.testing.assert_array_equal(padded.bias[real], plain_update.bias)
@@ -49,6 +56,7 @@ def test_the_reply_has_exactly_the_asked_rows_and_its_real_rows_are_unchanged(ex
     assert not np.isin(decoys, d.positives).any()
     assert np.all(padded.rows[d.last_decoys] != 0)  # decoys are trained like real rows
     assert padded.rows.dtype == plain_update.rows.dtype
+    assert (padded.counts == 1).all()  # every row visited every epoch: counts tell nothing
 
 
 def test_a_device_with_more_real_rows_than_asked_keeps_its_positives():
@@ -71,8 +79,8 @@ def test_decoys_carry_zero_mean_data_gradients(explicit):
     p = np.random.default_rng(5).normal(0, 0.5, K)
     trace = decoy.RoundTrace(
         explicit=explicit, lr=0.05, reg=Regularization(0.0, 0.0), mean=3.0,
-        epoch_users=[(p, 0.1)], residuals=np.array([-1.2, -0.3, 0.4, 0.9]),
-        whole_ratings=True, negative_patterns=np.ones((5, 1), dtype=bool),
+        epoch_users=[(p, 0.1), (p, 0.1)], residuals=np.array([-1.2, -0.3, 0.4, 0.9]),
+        whole_ratings=True,
         rating_range=(-100.0, 100.0))
     draws = [decoy._virtual_rows(ids, factors, bias, trace, np.random.default_rng(s))[1]
              for s in range(3000)]
@@ -87,8 +95,7 @@ def test_decoys_carry_zero_mean_data_gradients(explicit):
 def test_virtual_ratings_are_whole_in_range_and_unbiased():
     rng = np.random.default_rng(0)
     trace = decoy.RoundTrace(True, 0.1, Regularization(), 3.0, [(np.zeros(2), 0.0)],
-                             np.array([-0.7, 0.2, 0.5]), True, np.empty((0, 1), bool),
-                             rating_range=(1.0, 5.0))
+                             np.array([-0.7, 0.2, 0.5]), True, rating_range=(1.0, 5.0))
     predicted = np.full(20_000, 3.3)
     r = decoy._virtual_ratings(predicted, trace, rng)
     assert set(np.unique(r).tolist()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
