@@ -27,7 +27,7 @@ from fedrec.common.data.errors import DataFormatError
 from fedrec.common.data.interactions import EventType, Interactions
 from fedrec.common.data.registry import DATASETS, ENV_VAR, DatasetNotFoundError, load_dataset
 from fedrec.common.partition import simulated_partitions
-from fedrec.common.settings import RunSettings
+from fedrec.common.settings import PRIVACY, RunSettings
 from fedrec.common.split import PROTOCOLS
 from fedrec.simulations.bench_engine import bench_engine
 from fedrec.simulations.presets import (
@@ -190,6 +190,9 @@ def _parser() -> argparse.ArgumentParser:
                            help="share of devices sampled per round (default: preset)")
     per_round.add_argument("--devices-per-round", type=int, default=None, metavar="N",
                            help="devices sampled per round (instead of --fraction)")
+    sim.add_argument("--privacy", choices=PRIVACY, default=None,
+                     help="privacy mode (default: the run config's, plain); its knobs with "
+                          "--set, e.g. decoy-rows, dp-noise, secagg-shares")
     sim.add_argument("--engine", choices=ENGINES, default="inprocess")
     sim.add_argument("--workers", type=int, default=1,
                      help="in-process engine: processes the devices run in (same results "
@@ -390,7 +393,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
         # FedAvg samples int(n * fraction) devices: aim between two integers.
         fraction = min(1.0, (args.devices_per_round + 0.5) / n)
     settings = _settings(args, fold=args.fold, **{"num-rounds": args.rounds,
-                                                   "fraction-train": fraction})
+                                                   "fraction-train": fraction,
+                                                   "privacy": args.privacy})
     with progress_bar(f"simulate {args.dataset} {args.protocol}", args.quiet) as update:
         record = simulate(settings, args.engine, update, centralized=not args.no_centralized,
                           workers=args.workers)

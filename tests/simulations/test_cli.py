@@ -135,6 +135,21 @@ def test_simulate_samples_the_requested_number_of_devices(csv_log, tmp_path, cap
     assert "must be in [1, 30]" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("privacy", ["decoy", "secagg"])
+def test_simulate_runs_in_the_privacy_mode_asked(csv_log, tmp_path, capsys, privacy):
+    code = main(["simulate", "--dataset", f"csv:{csv_log}", "--protocol", "explicit-80-20",
+                 "--rounds", "2", "--privacy", privacy, "--set", "factors=4",
+                 "--set", "decoy-rows=15", "--no-centralized", "--json", "--quiet",
+                 "--out", str(tmp_path / "s.json")])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["privacy"] == privacy and record["settings"]["privacy"] == privacy
+    assert [t["accepted"] for t in record["rounds"]["train"]] == [30, 30]
+    with pytest.raises(SystemExit) as refused:
+        main(["simulate", "--dataset", f"csv:{csv_log}", "--privacy", "hidden"])
+    assert refused.value.code == 2 and "invalid choice: 'hidden'" in capsys.readouterr().err
+
+
 def test_bench_engine_compares_against_a_trivial_client_app(csv_log, tmp_path, capsys):
     code = main(["bench", "engine", "--dataset", f"csv:{csv_log}", "--protocol",
                  "explicit-80-20", "--repeats", "1", "--set", "factors=4", "--json",
