@@ -50,6 +50,22 @@ class StepRule(ABC):
     def grow(self, n_rows: int) -> None:  # noqa: B027 - stateless rules need nothing
         """Make room for state of a table that grew to ``n_rows`` rows."""
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The rule's per-row state (to checkpoint it); empty for stateless rules."""
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state` returned, checking names and shapes."""
+        own = self.state()
+        if set(state) != set(own):
+            raise ValueError(f"{type(self).__name__} state has {sorted(own)}, "
+                             f"found {sorted(state)}")
+        for name, value in state.items():
+            if value.shape != own[name].shape:
+                raise ValueError(f"{type(self).__name__} state {name!r} has shape "
+                                 f"{own[name].shape}, found {value.shape}")
+            setattr(self, name, np.array(value, dtype=own[name].dtype))
+
 
 class SGD(StepRule):
     """Plain gradient step: ``θ ← θ − lr·g``."""
@@ -74,6 +90,9 @@ class Adagrad(StepRule):
 
     def grow(self, n_rows: int) -> None:
         self.accum = _grow(self.accum, n_rows)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"accum": self.accum}
 
 
 class Adam(StepRule):
@@ -105,6 +124,9 @@ class Adam(StepRule):
     def grow(self, n_rows: int) -> None:
         self.m, self.v = _grow(self.m, n_rows), _grow(self.v, n_rows)
         self.t = _grow(self.t, n_rows)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"m": self.m, "v": self.v, "t": self.t}
 
 
 def make_step_rule(name: str, lr: float, shape: tuple[int, ...]) -> StepRule:

@@ -47,6 +47,7 @@ class RunSettings:
     max_norm: float = 10.0
     seed: int = 0
     results_dir: str = ""
+    checkpoint: str = ""  # SQLite file the server saves its model to after every round
     privacy: str = "plain"
     decoy_rows: int = 0  # decoy: rows in every reply; 0 = the whole catalogue
     secagg_shares: float = 5.0  # secagg: key shares per device (odd); <= 1: a fraction of devices

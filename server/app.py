@@ -22,6 +22,7 @@ from fedrec.common.atomic import atomic_open
 from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
+from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.item_model import ItemModel
 from fedrec.server.secagg import SecAggFedRec, run_secagg
 from fedrec.server.strategy import DpSettings, FedRec, wait_for_nodes
@@ -58,10 +59,14 @@ def global_mean(grid: Grid, timeout: float, min_nodes: int = 1) -> float:
 
 
 def build_strategy(settings: RunSettings, n_items: int, mean: float,
-                   rating_range: tuple[float, float]) -> FedRec:
-    rng = np.random.default_rng(settings.seed)
-    params = ItemParams.init(n_items, settings.factors, rng, settings.init_std, mean=mean)
-    model = ItemModel(params, settings.server_optimizer, settings.server_lr)
+                   rating_range: tuple[float, float], checkpoint: Checkpoint | None = None,
+                   model: ItemModel | None = None, round_offset: int = 0,
+                   history: list[dict] | None = None) -> FedRec:
+    """The run's strategy around a new item model (or ``model``, resumed)."""
+    if model is None:
+        rng = np.random.default_rng(settings.seed)
+        params = ItemParams.init(n_items, settings.factors, rng, settings.init_std, mean=mean)
+        model = ItemModel(params, settings.server_optimizer, settings.server_lr)
     dp = None
     if settings.uses_dp:
         dp = DpSettings(settings.dp_clip, settings.dp_noise, settings.dp_delta,
@@ -72,7 +77,23 @@ def build_strategy(settings: RunSettings, n_items: int, mean: float,
                   cap=settings.cap, max_norm=settings.max_norm, seed=settings.seed,
                   rating_range=rating_range, evaluate_every=settings.evaluate_every,
                   num_rounds=settings.num_rounds, wait_timeout=settings.round_timeout, dp=dp,
-                  decoy_rows=(settings.decoy_rows or n_items) if settings.uses_decoys else 0)
+                  decoy_rows=(settings.decoy_rows or n_items) if settings.uses_decoys else 0,
+                  checkpoint=checkpoint, round_offset=round_offset, history=history)
+
+
+def resume_strategy(settings: RunSettings, saved: tuple, rating_range: tuple[float, float],
+                    checkpoint: Checkpoint) -> FedRec:
+    """The strategy of a run resumed from its checkpoint: the saved model (table, versions,
+    optimiser state, μ), its rounds counted on, its history and privacy spend kept."""
+    model, last_round, history, run = saved
+    if model.params.n_factors != settings.factors:
+        raise ValueError(f"{checkpoint.path}: the checkpoint has {model.params.n_factors} "
+                         f"factors, the run asks {settings.factors}")
+    strategy = build_strategy(settings, model.n_items, model.params.mean, rating_range,
+                              checkpoint, model, last_round, history)
+    strategy.rejected.update(run.get("rejected", {}))
+    strategy.dp_rounds = int(run.get("dp-rounds", 0))
+    return strategy
 
 
 def run(grid: Grid, settings: RunSettings, context: Context | None = None
@@ -87,12 +108,20 @@ def run(grid: Grid, settings: RunSettings, context: Context | None = None
             save_results(strategy, Path(settings.results_dir), settings)
         return strategy
     n_items, rating_range = catalogue(settings)
-    mean = (global_mean(grid, settings.round_timeout, settings.min_nodes)
-            if settings.explicit else 0.0)
-    log(INFO, "fedrec: %s items, %s factors, global mean %.4f", n_items, settings.factors, mean)
-    strategy = build_strategy(settings, n_items, mean, rating_range)
-    strategy.start(grid=grid, initial_arrays=strategy.items_record(),
-                   num_rounds=settings.num_rounds, timeout=settings.round_timeout)
+    checkpoint = Checkpoint(settings.checkpoint) if settings.checkpoint else None
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is None:
+        mean = (global_mean(grid, settings.round_timeout, settings.min_nodes)
+                if settings.explicit else 0.0)
+        strategy = build_strategy(settings, n_items, mean, rating_range, checkpoint)
+    else:
+        strategy = resume_strategy(settings, saved, rating_range, checkpoint)
+    log(INFO, "fedrec: %s items, %s factors, global mean %.4f, from round %s", n_items,
+        settings.factors, strategy.model.params.mean, strategy.round_offset + 1)
+    remaining = settings.num_rounds - strategy.round_offset
+    if remaining > 0:
+        strategy.start(grid=grid, initial_arrays=strategy.items_record(),
+                       num_rounds=remaining, timeout=settings.round_timeout)
     if settings.results_dir:
         save_results(strategy, Path(settings.results_dir), settings)
     return strategy

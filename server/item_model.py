@@ -69,6 +69,32 @@ class ItemModel:
         self.round = round_number
         return True
 
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, float | int | str]]:
+        """Everything the model is, as arrays and scalars (what a checkpoint stores)."""
+        arrays = {"factors": self.params.factors, "bias": self.params.bias,
+                  "version": self.version}
+        for prefix, rule in self._rules():
+            arrays.update({prefix + k: v for k, v in rule.state().items()})
+        meta = {"step-rule": self.step_rule, "lr": self.lr, "round": self.round,
+                "mean": float(self.params.mean), "refused-steps": self.refused_steps}
+        return arrays, meta
+
+    def _rules(self) -> tuple:
+        return (("factor-rule.", self._factor_rule), ("bias-rule.", self._bias_rule))
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict) -> ItemModel:
+        """The model :meth:`state` described, bit for bit."""
+        params = ItemParams(np.array(arrays["factors"], dtype=np.float32),
+                            np.array(arrays["bias"], dtype=np.float32), float(meta["mean"]))
+        model = cls(params, str(meta["step-rule"]), float(meta["lr"]))
+        model.version = np.array(arrays["version"], dtype=np.int64)
+        model.round, model.refused_steps = int(meta["round"]), int(meta["refused-steps"])
+        for prefix, rule in model._rules():
+            rule.load_state({k[len(prefix):]: v for k, v in arrays.items()
+                             if k.startswith(prefix)})
+        return model
+
     def changed_since(self, version: int) -> np.ndarray:
         """Ids of the rows moved after ``version`` (a round number)."""
         return np.flatnonzero(self.version > version)

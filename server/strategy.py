@@ -25,6 +25,7 @@ from fedrec.common import records
 from fedrec.common.schema import InvalidUpdateError, ItemUpdate, TrainConfig, validate_update
 from fedrec.server.accountant import Accountant
 from fedrec.server.aggregate import WEIGHTINGS, Accumulator
+from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.item_model import ItemModel
 
 
@@ -49,7 +50,8 @@ class FedRec(FedAvg):
                  rating_range: tuple[float, float] = (-np.inf, np.inf),
                  evaluate_every: int = 1, num_rounds: int | None = None,
                  wait_timeout: float = 600.0, dp: DpSettings | None = None,
-                 decoy_rows: int = 0) -> None:
+                 decoy_rows: int = 0, checkpoint: Checkpoint | None = None,
+                 round_offset: int = 0, history: list[dict] | None = None) -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes, min_evaluate_nodes=min_evaluate_nodes,
                          min_available_nodes=min_available_nodes,
@@ -64,7 +66,9 @@ class FedRec(FedAvg):
         self.evaluate_every, self.num_rounds = evaluate_every, num_rounds
         self.wait_timeout = wait_timeout
         self.rejected: Counter[str] = Counter()
-        self.history: list[dict] = []
+        self.history: list[dict] = list(history or [])
+        # A resumed run: Flower counts this run's rounds from 1, the model's from the start.
+        self.checkpoint, self.round_offset = checkpoint, round_offset
         self.dp = dp
         self.accountant = (None if dp is None else
                            Accountant(fraction_train, dp.noise, dp.delta, dp.epsilon_cap))
@@ -104,6 +108,7 @@ class FedRec(FedAvg):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         """Sample devices (FedAvg's sampling) and send each the item table and config."""
+        server_round += self.round_offset
         # FedAvg sizes its sample from the nodes connected *before* it waits for them: without
         # this, a simulation whose nodes register gradually (Ray) trains round 1 on a few.
         if self.accountant is not None:
@@ -120,6 +125,7 @@ class FedRec(FedAvg):
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         """Federated evaluation every ``evaluate_every`` rounds and after the last."""
+        server_round += self.round_offset
         if server_round % self.evaluate_every and server_round != self.num_rounds:
             return []
         wait_for_nodes(grid, self.min_available_nodes, self.wait_timeout)
@@ -152,7 +158,8 @@ class FedRec(FedAvg):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate each reply, fold the accepted ones into the item table."""
+        """Validate each reply, fold the accepted ones into the item table; checkpoint."""
+        server_round += self.round_offset
         ok, errors = self._check_and_log_replies(list(replies), is_train=True, validate=False)
         # Each accepted update is folded into running sums at once (none is kept).
         acc = Accumulator(self.model.n_items, self.model.params.n_factors, self.weighting,
@@ -189,12 +196,16 @@ class FedRec(FedAvg):
         self.history.append({"round": server_round, "train": summary})
         log(INFO, "round %s: %s accepted, %s rejected, %s failed, %s rows updated",
             server_round, accepted, summary["rejected"], len(errors), len(agg.ids))
+        if self.checkpoint is not None:
+            self.checkpoint.save(self.model, server_round, self.history,
+                                 {"rejected": dict(self.rejected), "dp-rounds": self.dp_rounds})
         return self.items_record(), MetricRecord(summary)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
         """Pool devices' held-out metrics: error sums into RMSE/MAE, per-user ranking
         metrics into their mean over users with a test item."""
+        server_round += self.round_offset
         ok, _ = self._check_and_log_replies(list(replies), is_train=False, validate=False)
         rows = [dict(r.content.metric_records.get(records.METRICS, {})) for r in ok]
         if not rows:

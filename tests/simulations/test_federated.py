@@ -237,3 +237,35 @@ def test_a_device_whose_training_diverges_answers_with_an_error_and_keeps_its_st
          for n in grid.get_node_ids()]))
     assert all(r.has_error() and "diverged" in r.error.reason for r in replies)
     assert all(records.USER not in c.state.array_records for c in grid.contexts.values())
+
+
+def test_a_run_resumes_from_its_checkpoint_with_the_next_round(shop_csv, tmp_path):
+    """The server saves its model after every round; a new run with the same checkpoint
+    continues from the next round (round numbers, row versions, optimiser state, history),
+    and a run already complete trains no further."""
+    checkpoint = tmp_path / "server.db"
+    first = settings_for(shop_csv, "implicit-80-20", num_rounds=2, evaluate_every=2,
+                         checkpoint=str(checkpoint))
+    (tmp_path / "a").mkdir()
+    _, history, model = run(first, tmp_path / "a")
+    assert [r["round"] for r in history["rounds"] if "train" in r] == [1, 2]
+    from fedrec.server.checkpoint import Checkpoint
+
+    saved, last, _, _ = Checkpoint(checkpoint).load()
+    assert last == 2
+    np.testing.assert_array_equal(saved.params.factors, model["factors"])
+
+    seen = []
+    (tmp_path / "b").mkdir()
+    _, history, resumed = run(replace(first, num_rounds=4), tmp_path / "b",
+                              observer=lambda d, m: seen.append((d, m)))
+    asked = {m.content[records.CONFIG]["server-round"] for d, m in seen
+             if d == "to-device" and m.metadata.message_type == MessageType.TRAIN}
+    assert asked == {3, 4}  # the resumed run's rounds continue the count
+    assert [r["round"] for r in history["rounds"] if "train" in r] == [1, 2, 3, 4]
+    assert resumed["version"].max() == 4 and (resumed["version"] >= 3).any()
+    assert not np.array_equal(resumed["factors"], model["factors"])
+
+    (tmp_path / "c").mkdir()
+    _, history, again = run(replace(first, num_rounds=4), tmp_path / "c")
+    np.testing.assert_array_equal(again["factors"], resumed["factors"])  # nothing retrained
