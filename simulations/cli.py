@@ -8,6 +8,7 @@
 ``fedrec simulate``        federated training on one machine beside the centralized model
 ``fedrec download NAME``   fetch a MovieLens archive, verify its checksum, unpack it
 ``fedrec data info NAME``  what a dataset holds: sizes, event types, activity imbalance
+``fedrec keys``            a CA, the SuperLink's TLS certificate, SuperNodes' ECDSA keys
 """
 
 from __future__ import annotations
@@ -206,6 +207,19 @@ def _parser() -> argparse.ArgumentParser:
                                                "(default: beside the JSON)")
     _output_args(sim)
     sim.set_defaults(run=_run_simulate)
+
+    keys = sub.add_parser(
+        "keys", help="TLS certificates and node keys for a deployment",
+        description="Create a certificate authority (ca.crt, ca.key), the SuperLink's TLS "
+                    "certificate for --hosts (server.pem, server.key) and --nodes ECDSA "
+                    "P-384 key pairs in OpenSSH format for SuperNode authentication "
+                    "(node-N, node-N.pub).")
+    keys.add_argument("--out", type=Path, default=Path("keys"), help="folder (default: keys)")
+    keys.add_argument("--hosts", default="127.0.0.1,localhost",
+                      help="the SuperLink's host names and addresses, comma-separated")
+    keys.add_argument("--nodes", type=int, default=3, help="SuperNode key pairs to create")
+    keys.add_argument("--force", action="store_true", help="replace existing files")
+    keys.set_defaults(run=_run_keys)
 
     download = sub.add_parser("download", help="fetch and verify a MovieLens dataset")
     download.add_argument("name", choices=sorted(SOURCES))
@@ -445,6 +459,18 @@ def _print_table(record: dict) -> None:
         table.add_row(name, *("—" if k not in metrics else f"{metrics[k]:.1f}" if k == "fit_s"
                               else f"{metrics[k]:.4f}" for k in metric_keys))
     Console(width=max(100, Console().width)).print(table)
+
+
+def _run_keys(args: argparse.Namespace) -> int:
+    from fedrec.server.keys import write_credentials
+
+    hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
+    made = write_credentials(args.out, hosts, args.nodes, args.force)
+    print(f"CA:        {made.ca_cert}  (key {made.ca_key}: keep it offline)")
+    print(f"SuperLink: {made.server_cert}, {made.server_key}  for {', '.join(hosts)}")
+    for key in made.node_keys:
+        print(f"SuperNode: {key}  (register {key}.pub with `flwr supernode register`)")
+    return 0
 
 
 def _run_download(args: argparse.Namespace) -> int:
