@@ -227,7 +227,17 @@ def wait_for_nodes(grid: Grid, count: int, timeout: float, poll: float = 0.2) ->
 
 
 def pool_evaluation(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Combine per-device evaluation metrics (see :meth:`FedRec.aggregate_evaluate`)."""
+    """Combine per-device evaluation metrics (see :meth:`FedRec.aggregate_evaluate`). A
+    device's row with a non-finite value is left out (and counted as ``non-finite``)."""
+    finite = [r for r in rows if all(np.isfinite(float(v)) for v in r.values())]
+    dropped, rows = len(rows) - len(finite), finite
+    out = _pool(rows)
+    if dropped and out:
+        out["non-finite"] = float(dropped)
+    return out
+
+
+def _pool(rows: list[dict[str, float]]) -> dict[str, float]:
     explicit = [r for r in rows if "sq-err" in r]
     if explicit:
         n = sum(r["num-examples"] for r in explicit)

@@ -64,3 +64,16 @@ def test_a_diverging_server_step_is_undone_and_refused():
     np.testing.assert_array_equal(model.params.factors, before.factors)
     np.testing.assert_array_equal(model.params.bias, before.bias)
     assert model.refused_steps == 1 and not model.version.any()
+
+
+def test_pooled_evaluation_leaves_out_non_finite_device_rows():
+    from fedrec.server.strategy import pool_evaluation
+
+    rows = [{"sq-err": 4.0, "abs-err": 2.0, "num-examples": 4.0},
+            {"sq-err": float("nan"), "abs-err": 1.0, "num-examples": 2.0},
+            {"sq-err": 5.0, "abs-err": 4.0, "num-examples": 5.0}]
+    out = pool_evaluation(rows)
+    assert out["rmse"] == pytest.approx(1.0) and out["mae"] == pytest.approx(6 / 9)
+    assert out["num-examples"] == 9.0 and out["non-finite"] == 1.0
+    ranked = [{"num-users": 1.0, "ndcg@10": 0.5}, {"num-users": 1.0, "ndcg@10": float("inf")}]
+    assert pool_evaluation(ranked) == {"ndcg@10": 0.5, "num-users": 1.0, "non-finite": 1.0}
