@@ -1,0 +1,92 @@
+"""The embeddable client: events stored and learned from at once, filtered top-K, all
+persisted in the encrypted store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedrec.client.edge import USER, EdgeClient, EdgeSettings
+from fedrec.client.store import DeviceStore
+from fedrec.common.data.interactions import EventType
+
+KEY = bytes(range(32))
+
+
+def clustered_table(n: int = 60, k: int = 4, seed: int = 0):
+    """Items in 3 clusters (their factors point three ways), one category per cluster."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(k)[:3] * 2.0
+    cluster = np.arange(n) % 3
+    factors = centres[cluster] + rng.normal(0, 0.1, (n, k))
+    return factors.astype(np.float32), np.zeros(n, np.float32), cluster
+
+
+def test_purchases_pull_recommendations_to_their_cluster_and_are_left_out(tmp_path):
+    factors, bias, cluster = clustered_table()
+    with DeviceStore(tmp_path / "d.db", key=KEY) as store:
+        app = EdgeClient(store, EdgeSettings(lr=0.2, seed=1))
+        app.set_table(factors, bias, categories=cluster)
+        bought = [0, 3, 6, 9, 12]  # cluster 0
+        for item in bought:
+            app.record(item, "view")
+            app.record(item, EventType.PURCHASE)
+        top = app.recommend(k=10)
+        assert len(top.items) == 10 and not set(top.items) & set(bought)
+        assert (cluster[top.items] == 0).mean() >= 0.9
+        assert (np.diff(top.scores) <= 0).all()
+        only = app.recommend(k=5, category=2)
+        assert (cluster[only.items] == 2).all() and len(only.items) == 5
+        viewed_too = app.recommend(k=60, exclude=("purchase", "view"))
+        assert not set(viewed_too.items) & set(bought) and len(viewed_too.items) == 55
+        assert len(store) == 10
+
+
+def test_everything_survives_reopening_the_store(tmp_path):
+    factors, bias, cluster = clustered_table()
+    with DeviceStore(tmp_path / "d.db", key=KEY) as store:
+        app = EdgeClient(store)
+        app.set_table(factors, bias, mean=0.0, categories=cluster)
+        for item in (1, 4, 7):
+            app.record(item, "purchase", timestamp=1_767_225_600)
+        before = app.recommend(k=8)
+        vector = app.user.copy()
+    with DeviceStore(tmp_path / "d.db", key=KEY) as store:
+        again = EdgeClient(store)
+        np.testing.assert_array_equal(again.user, vector)
+        np.testing.assert_array_equal(store.get(USER), vector)
+        after = again.recommend(k=8)
+        np.testing.assert_array_equal(after.items, before.items)
+        assert store.events()["time"].tolist() == [1_767_225_600] * 3
+
+
+def test_a_rating_takes_one_online_step_toward_it(tmp_path):
+    factors, bias, _ = clustered_table()
+    with DeviceStore(tmp_path / "d.db", key=KEY) as store:
+        app = EdgeClient(store, EdgeSettings(kind="explicit", lr=0.05, reg=0.0))
+        app.set_table(factors, bias, mean=3.5)
+        app.record(2, "view")  # an explicit model learns from ratings only
+        app._ensure_user()
+        before = 3.5 + app.user[-1] + bias[2] + factors[2] @ app.user[:-1]
+        app.record(2, "rating", value=5.0)
+        after = 3.5 + app.user[-1] + bias[2] + factors[2] @ app.user[:-1]
+        assert abs(after - 5.0) < abs(before - 5.0)
+
+
+def test_bad_events_are_refused_and_a_device_without_a_table_still_records(tmp_path):
+    with DeviceStore(tmp_path / "d.db", key=KEY) as store:
+        app = EdgeClient(store)
+        app.record(5, "cart")  # no table yet: stored, nothing learned
+        assert len(store) == 1 and app.user is None
+        assert len(app.recommend().items) == 0
+        factors, bias, _ = clustered_table(n=10)
+        app.set_table(factors, bias)
+        with pytest.raises(ValueError, match="not in the catalogue"):
+            app.record(10, "view")
+        with pytest.raises(ValueError, match="needs a finite value"):
+            app.record(1, "rating")
+        with pytest.raises(ValueError, match="unknown event type"):
+            app.record(1, "wishlist")
+        with pytest.raises(ValueError, match="no item categories"):
+            app.recommend(category=1)
+        assert len(store) == 1
