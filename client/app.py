@@ -1,7 +1,12 @@
 """fedrec's Flower ClientApp: a thin wrapper around :class:`fedrec.client.device.Device`.
 
-In simulation a node's ``partition-id`` names the user whose events it holds. The device's
-private user vector lives in the node's ``context.state`` and is never put in a reply.
+In simulation a node's ``partition-id`` names the user whose events it holds, and the
+device's private user vector lives in the node's ``context.state``. On a real device the
+SuperNode is started with ``--node-config "store=PATH store-key-file=PATH"``: events, user
+vector and the synced item table then live in the device's encrypted store
+(:class:`~fedrec.client.store.DeviceStore`), the same file the app's
+:class:`~fedrec.client.edge.EdgeClient` records into, so both share one source of truth.
+The user vector is never put in a reply.
 ``app`` reads the run's settings from ``context.run_config``; :func:`build_client_app` binds
 them explicitly instead (Flower's Python simulation entry point passes no run config).
 """
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -26,9 +32,12 @@ from flwr.common import (
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 
+from fedrec.client import edge
 from fedrec.client.device import Device, UserState
+from fedrec.client.store import DeviceStore
 from fedrec.client.stream import Cursor, StreamDevice
 from fedrec.common import records
+from fedrec.common.data.interactions import EventType
 from fedrec.common.partition import UserRows, simulated_partitions, simulated_timeline
 from fedrec.common.privacy import clip_and_noise
 from fedrec.common.secagg import densify
@@ -37,8 +46,42 @@ from fedrec.common.settings import RunSettings
 STREAM = "stream"  # context.state: ConfigRecord {seen, trained}, the device's timeline cursor
 
 
-def local_rows(context: Context, run_config: Mapping) -> UserRows:
-    """This node's user's rows (simulation: the partition named by ``partition-id``)."""
+def open_store(context: Context) -> DeviceStore | None:
+    """The device's encrypted store, when the node was started with ``store=PATH`` (and
+    ``store-key-file=PATH``: 32 raw bytes, or 64 hex digits)."""
+    path = context.node_config.get("store")
+    if not path:
+        return None
+    key_file = context.node_config.get("store-key-file")
+    if not key_file:
+        raise ValueError("node config has store= but no store-key-file=")
+    raw = Path(str(key_file)).read_bytes()
+    key = raw if len(raw) == 32 else bytes.fromhex(raw.decode("ascii").strip())
+    return DeviceStore(str(path), key=key)
+
+
+def store_rows(store: DeviceStore, explicit: bool) -> UserRows:
+    """Training rows from the store's events: ratings for an explicit model, every other
+    event (view, cart, purchase) as one positive for an implicit one. Nothing is held out
+    on a real device."""
+    events = store.events()
+    rating = events["event"] == int(EventType.RATING)
+    keep = rating if explicit else ~rating
+    items = events["item"][keep]
+    values = events["value"][keep] if explicit else np.ones(int(keep.sum()), np.float32)
+    empty = np.empty(0, np.int64)
+    return UserRows(items, values.astype(np.float32), empty, np.empty(0, np.float32))
+
+
+def local_rows(context: Context, run_config: Mapping, explicit: bool | None = None) -> UserRows:
+    """This node's user's rows: from its store on a real device, otherwise (simulation)
+    the partition named by ``partition-id``."""
+    store = open_store(context)
+    if store is not None:
+        with store:
+            if explicit is None:
+                explicit = RunSettings.from_run_config(dict(run_config)).explicit
+            return store_rows(store, explicit)
     c = run_config
     parts = simulated_partitions(str(c.get("dataset", RunSettings.dataset)),
                                  str(c.get("protocol", RunSettings.protocol)),
@@ -48,25 +91,41 @@ def local_rows(context: Context, run_config: Mapping) -> UserRows:
 
 
 def _load_user(context: Context) -> UserState | None:
-    """The device's private vector from its ``context.state``, if it has one."""
-    if records.USER not in context.state.array_records:
+    """The device's private vector from its store or its ``context.state``, if it has one."""
+    store = open_store(context)
+    if store is not None:
+        with store:
+            vector = store.get(edge.USER)
+    elif records.USER in context.state.array_records:
+        vector = records.array_view(context.state[records.USER]["vector"])
+    else:
         return None
-    vector = records.array_view(context.state[records.USER]["vector"])
-    return UserState(vector[:-1].copy(), float(vector[-1]))  # [p_u | b_u]
+    return None if vector is None else UserState(vector[:-1].copy(), float(vector[-1]))
 
 
 def _device(context: Context, rows: UserRows, seed: int) -> Device:
     return Device(rows.train_items, rows.train_values, seed=seed, state=_load_user(context))
 
 
-def _save(context: Context, device: Device | StreamDevice) -> None:
-    if device.user is not None:
-        context.state[records.USER] = records.arrays_to_record(
-            {"vector": np.append(device.user.factors, np.float32(device.user.bias))})
+def _save(context: Context, device: Device | StreamDevice,
+          table: tuple[np.ndarray, np.ndarray, float] | None = None) -> None:
+    """Keep the user vector (and, on a real device, the item table just synced) on the
+    device: in its store, or in simulation in the node's ``context.state``."""
+    if device.user is None:
+        return
+    vector = np.append(device.user.factors, np.float32(device.user.bias))
+    store = open_store(context)
+    if store is None:
+        context.state[records.USER] = records.arrays_to_record({"vector": vector})
+        return
+    with store:
+        if table is not None:
+            edge.EdgeClient(store).set_table(*table)
+        store.put(edge.USER, vector)
 
 
 def _seed(extra: dict, context: Context) -> int:
-    pid = int(context.node_config.get("partition-id", 0))
+    pid = int(context.node_config.get("partition-id", context.node_id))
     server_round = int(extra.get("server-round", 0))
     return int(extra.get("seed", 0)) * 1_000_003 + pid * 10_007 + server_round
 
@@ -75,7 +134,7 @@ def _prepare(content: RecordDict, context: Context, run_config: Mapping) -> tupl
     """Decode the server's message content and restore this node's device."""
     config, extra = records.record_to_config(content[records.CONFIG])
     factors, bias = records.record_to_items(content[records.ITEMS])
-    rows = local_rows(context, run_config)
+    rows = local_rows(context, run_config, config.loss == "mse")
     return config, extra, factors, bias, rows, _device(context, rows, _seed(extra, context))
 
 
@@ -169,7 +228,7 @@ def train(msg: Message, context: Context, run_config: Mapping) -> Message:
     if "dp-clip" in extra:  # dp mode: the whole update clipped and noised on the device
         update = clip_and_noise(update, float(extra["dp-clip"]), float(extra["dp-noise"]),
                                 np.random.default_rng([_seed(extra, context), 7]))
-    _save(context, device)
+    _save(context, device, (factors, bias, float(extra["mean"])))
     return Message(RecordDict({records.UPDATE: records.update_to_record(update),
                                records.METRICS: records.metrics_to_record(metrics)}),
                    reply_to=msg)

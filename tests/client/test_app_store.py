@@ -1,0 +1,89 @@
+"""fedrec's ClientApp on a real device: it trains from the encrypted store the edge app
+records into, and leaves the synced table and the user vector there for the app."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from flwr.app import Context, Message, MessageType, RecordDict
+
+from fedrec.client import app as client_app
+from fedrec.client.edge import EdgeClient
+from fedrec.client.store import DeviceStore
+from fedrec.common import records
+from fedrec.common.params import ItemParams
+from fedrec.common.settings import RunSettings
+from fedrec.server.item_model import ItemModel
+from fedrec.server.strategy import FedRec
+from fedrec.simulations.engine import TaskIdentity
+
+KEY = bytes(range(32))
+
+
+def _setup(tmp_path, n_items=50):
+    key_file = tmp_path / "device.key"
+    key_file.write_text(KEY.hex())
+    context = Context(run_id=1, node_id=77, node_config={
+        "store": str(tmp_path / "device.db"), "store-key-file": str(key_file)},
+        state=RecordDict(), run_config={})
+    settings = RunSettings(dataset="synthetic", factors=6, negatives=2)
+    model = ItemModel(ItemParams.init(n_items, 6, np.random.default_rng(0), 0.1), "adam", 0.05)
+    strategy = FedRec(model, settings.train_config())
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    return context, settings, strategy
+
+
+def _train_message(strategy: FedRec, server_round: int) -> Message:
+    config = strategy.round_config(server_round)
+    config["server-round"] = server_round
+    return Message(RecordDict({records.ITEMS: strategy.items_record(),
+                               records.CONFIG: config}),
+                   dst_node_id=77, message_type=MessageType.TRAIN)
+
+
+def test_the_client_app_trains_from_the_store_and_leaves_table_and_user_for_the_app(
+        tmp_path):
+    context, settings, strategy = _setup(tmp_path)
+    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+        app = EdgeClient(store)
+        for item in (3, 8, 13, 21):
+            app.record(item, "purchase")
+        app.record(30, "view")
+    reply = client_app.train(_train_message(strategy, 1), context, settings.to_run_config())
+    update = records.record_to_arrays(reply.content[records.UPDATE])
+    assert {3, 8, 13, 21, 30} <= set(update["ids"].tolist())  # trained on the store's events
+    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+        app = EdgeClient(store)
+        np.testing.assert_array_equal(app.factors, strategy.model.params.factors)
+        assert app.user is not None and len(app.user) == 7
+        assert len(app.recommend(k=5).items) == 5
+    assert records.USER not in context.state.array_records  # the store holds it, not Flower
+
+
+def test_the_app_records_while_the_node_trains(tmp_path):
+    """Two connections to one store at once (the app's and the SuperNode's): every event
+    the app records is kept, and training runs to the end."""
+    context, settings, strategy = _setup(tmp_path, n_items=400)
+    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+        EdgeClient(store).record(1, "purchase")
+    errors: list[BaseException] = []
+
+    def record_many() -> None:
+        try:
+            with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+                app = EdgeClient(store)
+                for i in range(60):
+                    app.record(2 + i, "view")
+        except BaseException as exc:  # reported by the test below
+            errors.append(exc)
+
+    thread = threading.Thread(target=record_many)
+    thread.start()
+    replies = [client_app.train(_train_message(strategy, r), context,
+                                settings.to_run_config()) for r in range(1, 4)]
+    thread.join(timeout=120)
+    assert not errors and not thread.is_alive()
+    assert all(not r.has_error() for r in replies)
+    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+        assert len(store) == 61
