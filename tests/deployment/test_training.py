@@ -1,0 +1,70 @@
+"""fedrec deployed as its users run it, on 127.0.0.1: a SuperLink with TLS and node
+authentication, three SuperNodes each with its own encrypted device store that an edge app
+recorded into, and fedrec's ServerApp submitted with ``flwr run``. The server checkpoints
+its model; each device ends with the synced table and its user vector in its store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedrec.client.edge import EdgeClient
+from fedrec.client.store import DeviceStore
+from fedrec.server.checkpoint import Checkpoint
+from fedrec.server.keys import write_credentials
+from tests.deployment.conftest import flwr, free_port, tls_superlink, wait_online
+
+ROOT = Path(__file__).resolve().parents[2]
+N_ITEMS = 50
+
+
+def _device(folder: Path, i: int, rng: np.random.Generator) -> tuple[Path, Path]:
+    key = rng.bytes(32)
+    key_file = folder / f"device-{i}.key"
+    key_file.write_text(key.hex())
+    path = folder / f"device-{i}.db"
+    with DeviceStore(path, key=key) as store:
+        app = EdgeClient(store)
+        for item in rng.choice(N_ITEMS, 12, replace=False):
+            app.record(int(item), "purchase")
+    return path, key_file
+
+
+@pytest.mark.slow
+def test_three_supernodes_with_encrypted_stores_train_over_tls(processes):
+    folder = processes.folder
+    keys = write_credentials(folder / "keys", ["127.0.0.1"], nodes=3)
+    port = free_port()
+    tls_superlink(processes, keys, port)
+    rng = np.random.default_rng(0)
+    stores = []
+    for i, node_key in enumerate(keys.node_keys, start=1):
+        assert flwr(processes, "supernode", "register", f"{node_key}.pub",
+                    "local").returncode == 0
+        store, key_file = _device(folder, i, rng)
+        stores.append((store, key_file))
+        processes.start(f"node-{i}", "flower-supernode", "--superlink", f"127.0.0.1:{port}",
+                        "--root-certificates", str(keys.ca_cert),
+                        "--auth-supernode-private-key", str(node_key),
+                        "--port", str(free_port()),
+                        "--node-config", f'store="{store}" store-key-file="{key_file}"')
+    assert wait_online(processes, 3).count("online") == 3
+    results, checkpoint = folder / "results", folder / "server.db"
+    config = (f'dataset="synthetic:n_users=3,n_items={N_ITEMS},n_events=100" num-rounds=2 '
+              f'min-nodes=3 evaluate-every=2 factors=8 negatives=2 '
+              f'results-dir="{results}" checkpoint="{checkpoint}"')
+    run = flwr(processes, "run", str(ROOT), "local", "--run-config", config, "--stream")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    history = json.loads((results / "history.json").read_text())
+    assert [r["train"]["accepted"] for r in history["rounds"] if "train" in r] == [3, 3]
+    model, last, _, _ = Checkpoint(checkpoint).load()
+    assert last == 2 and model.version.max() == 2
+    np.testing.assert_array_equal(model.params.factors, np.load(results / "model.npz")["factors"])
+    for store, key_file in stores:
+        with DeviceStore(store, key=bytes.fromhex(key_file.read_text())) as opened:
+            app = EdgeClient(opened)
+            assert app.factors.shape == (N_ITEMS, 8) and app.user is not None
+            assert len(app.recommend(k=5).items) == 5
