@@ -121,13 +121,18 @@ class EdgeClient:
             raise ValueError("a rating needs a finite value")
         value = 1.0 if value is None else float(value)
         stamp = int(time.time()) if timestamp is None else int(timestamp)
-        ids = self.store.append(np.array([item]), np.array([int(kind)]), np.array([value]),
-                                np.array([stamp]))
-        self._last_id = int(ids[-1])
-        self._touched[int(kind)].add(item)
+        before = self.user
         if self.factors is not None:
             self._step(item, kind, value)
-            self.store.put(USER, self.user)
+        try:  # the event and the user vector it moved, in one transaction
+            ids = self.store.append(np.array([item]), np.array([int(kind)]),
+                                    np.array([value]), np.array([stamp]),
+                                    None if self.user is None else {USER: self.user})
+        except BaseException:
+            self.user = before  # nothing stored: the step is undone too
+            raise
+        self._last_id = int(ids[-1])
+        self._touched[int(kind)].add(item)
 
     def _ensure_user(self) -> None:
         k = self.factors.shape[1]
@@ -140,16 +145,18 @@ class EdgeClient:
         self._ensure_user()
         s = self.settings
         p, bu = self.user[:-1].astype(np.float64), float(self.user[-1])
-        q, b = self.factors.astype(np.float64), self.bias.astype(np.float64)
         if s.kind == "explicit":
             if kind != EventType.RATING:
                 return  # an explicit model learns from ratings only
-            err = self.mean + bu + b[item] + q[item] @ p - value
-            p, bu, _, _ = online_rating_step(p, bu, q[item], b[item], err, s.lr, s.reg, s.reg)
+            q, b = self.factors[item].astype(np.float64), float(self.bias[item])
+            err = self.mean + bu + b + q @ p - value
+            p, bu, _, _ = online_rating_step(p, bu, q, b, err, s.lr, s.reg, s.reg)
         else:
             rows = np.r_[item, self._negatives(item)]
             labels = np.r_[1.0, np.zeros(len(rows) - 1)]
-            p, _, _ = online_bce_step(p, q[rows], b[rows], labels, s.lr, s.reg, 0.0)
+            p, _, _ = online_bce_step(p, self.factors[rows].astype(np.float64),
+                                      self.bias[rows].astype(np.float64), labels, s.lr,
+                                      s.reg, 0.0)
         self.user = np.append(p, bu).astype(np.float32)
 
     def _negatives(self, item: int) -> np.ndarray:

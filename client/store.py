@@ -133,8 +133,10 @@ class DeviceStore:
 
     # ---- events ------------------------------------------------------------------------------
     def append(self, items: np.ndarray, events: np.ndarray, values: np.ndarray,
-               timestamps: np.ndarray) -> np.ndarray:
-        """Store a batch of events (all or nothing); returns their row ids."""
+               timestamps: np.ndarray, state: dict[str, np.ndarray] | None = None
+               ) -> np.ndarray:
+        """Store a batch of events (all or nothing), and with ``state`` named arrays in the
+        same transaction (an event and the user vector it moved); returns the events' ids."""
         items = np.asarray(items, dtype=np.int64)
         events = np.asarray(events, dtype=np.int8)
         values = np.asarray(values, dtype=np.float32)
@@ -153,6 +155,8 @@ class DeviceStore:
                         for i, it, ev, va, ts in zip(ids, items, events, values, timestamps,
                                                      strict=True)]
                 self._db.executemany("INSERT INTO events (id, sealed) VALUES (?, ?)", rows)
+                for name, array in (state or {}).items():
+                    self._put(name, array)
         except sqlite3.DatabaseError as exc:
             raise CorruptStoreError(f"{self.path}: could not write ({exc})") from exc
         return ids
@@ -175,15 +179,18 @@ class DeviceStore:
     # ---- state -------------------------------------------------------------------------------
     def put(self, name: str, array: np.ndarray) -> None:
         """Store (or replace) a named array, such as the user vector."""
+        try:
+            with self._transaction():
+                self._put(name, array)
+        except sqlite3.DatabaseError as exc:
+            raise CorruptStoreError(f"{self.path}: could not write ({exc})") from exc
+
+    def _put(self, name: str, array: np.ndarray) -> None:
         buf = io.BytesIO()
         np.save(buf, np.asarray(array), allow_pickle=False)
         sealed = self._seal(buf.getvalue(), b"state:" + name.encode("utf-8"))
-        try:
-            with self._transaction():
-                self._db.execute("INSERT OR REPLACE INTO state (name, sealed) VALUES (?, ?)",
-                                 (name, sealed))
-        except sqlite3.DatabaseError as exc:
-            raise CorruptStoreError(f"{self.path}: could not write ({exc})") from exc
+        self._db.execute("INSERT OR REPLACE INTO state (name, sealed) VALUES (?, ?)",
+                         (name, sealed))
 
     def get(self, name: str) -> np.ndarray | None:
         """A named array, or None if it was never stored."""
