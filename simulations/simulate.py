@@ -95,7 +95,7 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
             "engine": engine, "workers": workers, "devices": n_devices,
             "devices_per_round": per_round,
             "settings": settings.to_run_config(),
-            "models": {"federated-mf": {**{k: v for k, v in evals[-1].items() if k != "round"},
+            "models": {"federated-mf": {**_last_evaluation(evals, settings.explicit),
                                         "fit_s": federated_s}},
             "rounds": {"evaluate": evals, "train": train},
             "rejected": history["rejected"],
@@ -112,6 +112,15 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
     return record
+
+
+def _last_evaluation(evals: list[dict], explicit: bool) -> dict[str, float]:
+    """The last round's pooled metrics; the headline is NaN when no device could be scored
+    (a diverged model: every device's metrics were non-finite)."""
+    last = {k: v for k, v in evals[-1].items() if k != "round"} if evals else {}
+    if headline(explicit) not in last:
+        last[headline(explicit)] = float("nan")
+    return last
 
 
 def centralized_reference(settings: RunSettings) -> dict[str, float]:
