@@ -6,6 +6,8 @@ its model; each device ends with the synced table and its user vector in its sto
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +23,24 @@ ROOT = Path(__file__).resolve().parents[2]
 N_ITEMS = 50
 
 
+def example_app(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fedrec.client.example_app",
+                           *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
 def _device(folder: Path, i: int, rng: np.random.Generator) -> tuple[Path, Path]:
-    key = rng.bytes(32)
-    key_file = folder / f"device-{i}.key"
-    key_file.write_text(key.hex())
-    path = folder / f"device-{i}.db"
-    with DeviceStore(path, key=key) as store:
-        app = EdgeClient(store)
-        for item in rng.choice(N_ITEMS, 12, replace=False):
-            app.record(int(item), "purchase")
+    """A device whose shopper used the example edge app: a key, then purchases."""
+    key_file, path = folder / f"device-{i}.key", folder / f"device-{i}.db"
+    assert example_app(path, key_file, "new-key").returncode == 0
+    for item in rng.choice(N_ITEMS, 12 if i == 1 else 4, replace=False):
+        if i == 1:  # through the example app's command line, as a shopper's app would
+            made = example_app(path, key_file, "record", int(item), "purchase")
+            assert made.returncode == 0, made.stderr
+        else:
+            with DeviceStore(path, key=bytes.fromhex(key_file.read_text())) as store:
+                EdgeClient(store).record(int(item), "purchase")
+    before = example_app(path, key_file, "recommend")
+    assert "no recommendations yet" in before.stdout  # nothing synced before training
     return path, key_file
 
 
@@ -68,3 +79,5 @@ def test_three_supernodes_with_encrypted_stores_train_over_tls(processes):
             app = EdgeClient(opened)
             assert app.factors.shape == (N_ITEMS, 8) and app.user is not None
             assert len(app.recommend(k=5).items) == 5
+    shown = example_app(*stores[0], "recommend", "--k", "5")  # the app, after training
+    assert shown.returncode == 0 and len(shown.stdout.strip().splitlines()) == 5

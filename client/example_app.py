@@ -1,0 +1,75 @@
+"""A minimal edge app: what a shop's app does with fedrec on the shopper's device.
+
+It records behaviour and shows recommendations through :class:`~fedrec.client.edge.EdgeClient`
+over the device's encrypted store; a SuperNode started with ``--node-config
+'store="STORE" store-key-file="KEY"'`` trains and syncs through the same file.
+
+::
+
+    python -m fedrec.client.example_app device.db device.key new-key
+    python -m fedrec.client.example_app device.db device.key record 42 view
+    python -m fedrec.client.example_app device.db device.key record 42 purchase
+    python -m fedrec.client.example_app device.db device.key recommend --k 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fedrec.client.edge import EdgeClient
+from fedrec.client.store import DeviceStore, StoreError
+from fedrec.common.atomic import atomic_open
+
+
+def read_key(path: Path) -> bytes:
+    """A device key file: 32 raw bytes or 64 hex digits (as the SuperNode reads it)."""
+    raw = path.read_bytes()
+    return raw if len(raw) == 32 else bytes.fromhex(raw.decode("ascii").strip())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fedrec.client.example_app",
+                                     description="record behaviour, show recommendations")
+    parser.add_argument("store", type=Path, help="the device's encrypted store")
+    parser.add_argument("key_file", type=Path, help="the store's key (hex)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("new-key", help="create the key file (kept apart from the store)")
+    rec = sub.add_parser("record", help="record one event")
+    rec.add_argument("item", type=int)
+    rec.add_argument("event", choices=("view", "cart", "purchase", "rating"))
+    rec.add_argument("--value", type=float, help="the rating, for a rating")
+    show = sub.add_parser("recommend", help="the top items for this shopper")
+    show.add_argument("--k", type=int, default=10)
+    show.add_argument("--category", type=int)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "new-key":
+            if args.key_file.exists():
+                raise FileExistsError(f"{args.key_file} exists")
+            with atomic_open(args.key_file, "w") as out:
+                os.fchmod(out.fileno(), 0o600)
+                out.write(os.urandom(32).hex())
+            return 0
+        with DeviceStore(args.store, key=read_key(args.key_file)) as store:
+            app = EdgeClient(store)
+            if args.command == "record":
+                app.record(args.item, args.event, args.value)
+                print(f"recorded {args.event} of item {args.item} ({len(store)} events)")
+            else:
+                top = app.recommend(k=args.k, category=args.category)
+                if not len(top.items):
+                    print("no recommendations yet (no item table synced)")
+                for item, score in zip(top.items, top.scores, strict=True):
+                    print(f"{item}\t{score:.4f}")
+    except (StoreError, ValueError, OSError) as exc:
+        print(f"example_app: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
