@@ -59,10 +59,14 @@ class DeviceStore:
     """An encrypted, append-mostly store of one device's events and state.
 
     Open with ``key=`` (32 bytes) or ``passphrase=``; a new file is created on first open.
+    ``durable`` (the default) syncs every commit to disk; with ``durable=False`` SQLite's WAL
+    syncs only at checkpoints: a crash of the app still loses nothing and never corrupts the
+    file, a power cut may lose the last commits (SQLite's ``synchronous=NORMAL``).
     """
 
     def __init__(self, path: str | Path, *, key: bytes | None = None,
-                 passphrase: str | None = None, timeout: float = 30.0) -> None:
+                 passphrase: str | None = None, timeout: float = 30.0,
+                 durable: bool = True) -> None:
         if (key is None) == (passphrase is None):
             raise ValueError("give exactly one of key or passphrase")
         if key is not None and len(key) != 32:
@@ -71,7 +75,7 @@ class DeviceStore:
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             with self._transaction():
                 self._db.execute("CREATE TABLE IF NOT EXISTS meta "
                                  "(name TEXT PRIMARY KEY, value BLOB NOT NULL)")

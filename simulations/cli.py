@@ -5,6 +5,7 @@
 ``fedrec bench data``      time loading, generating the synthetic shop, and evaluating
 ``fedrec bench stream``    replay a timeline: federated and centralized models, prequential
 ``fedrec bench privacy``   each privacy mode: quality, bytes, time, epsilon, attack AUC
+``fedrec bench edge``      the embedded client: record+update and top-10 latency, memory, disk
 ``fedrec simulate``        federated training on one machine beside the centralized model
 ``fedrec download NAME``   fetch a MovieLens archive, verify its checksum, unpack it
 ``fedrec data info NAME``  what a dataset holds: sizes, event types, activity imbalance
@@ -164,6 +165,17 @@ def _parser() -> argparse.ArgumentParser:
     priv.add_argument("--plot", type=Path, help="PNG of the curve (default: beside the JSON)")
     _output_args(priv)
     priv.set_defaults(run=_run_bench_privacy)
+
+    edge = bench_sub.add_parser(
+        "edge", help="the embedded client's latency, memory and store size",
+        description="On a real encrypted file store: record one event with its online step "
+                    "(median, p95), top-10 over each catalogue size, peak memory, disk size.")
+    edge.add_argument("--items", default="10000,100000", help="catalogue sizes")
+    edge.add_argument("--factors", type=int, default=32)
+    edge.add_argument("--events", type=int, default=500, help="events recorded per size")
+    edge.add_argument("--dir", type=Path, help="where the store is made (default: temp)")
+    _output_args(edge)
+    edge.set_defaults(run=_run_bench_edge)
 
     data_bench = bench_sub.add_parser(
         "data", help="time loading, generating and evaluating",
@@ -459,6 +471,27 @@ def _print_table(record: dict) -> None:
         table.add_row(name, *("—" if k not in metrics else f"{metrics[k]:.1f}" if k == "fit_s"
                               else f"{metrics[k]:.4f}" for k in metric_keys))
     Console(width=max(100, Console().width)).print(table)
+
+
+def _run_bench_edge(args: argparse.Namespace) -> int:
+    from fedrec.simulations.edge_bench import bench_edge
+
+    sizes = tuple(int(x) for x in args.items.split(",") if x.strip())
+    record = bench_edge(sizes, args.factors, args.events, folder=args.dir)
+    record["env"] = environment()
+    path = write_json(record, args.out or RESULTS_DIR / "edge.json")
+    if args.json:
+        print(json.dumps(record))
+    else:
+        for n, m in record["sizes"].items():
+            print(f"{int(n):>7,} items: record+update {m['record_and_update']['median_ms']:.3f} "
+                  f"ms (p95 {m['record_and_update']['p95_ms']:.3f}; not durable "
+                  f"{m['record_and_update_not_durable']['median_ms']:.3f}), top-10 "
+                  f"{m['top10']['median_ms']:.3f} ms, in a category "
+                  f"{m['top10_in_a_category']['median_ms']:.3f} ms, memory "
+                  f"{m['memory_peak_mb']:.1f} MB, store {m['store_bytes'] / 2**20:.2f} MB")
+        print(f"results: {path}")
+    return 0
 
 
 def _run_keys(args: argparse.Namespace) -> int:

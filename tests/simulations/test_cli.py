@@ -163,3 +163,20 @@ def test_bench_engine_compares_against_a_trivial_client_app(csv_log, tmp_path, c
     assert up["bytes_per_device"] > up["lower_bound_bytes"] > 0  # + counts and npy headers
     assert up["dense_table_bytes"] == 20 * 5 * 4
     assert main(["bench", "engine", "--dataset", f"csv:{csv_log}", "--engines", "gpu"]) == 2
+
+
+def test_bench_edge_measures_latency_memory_and_disk(tmp_path, capsys):
+    code = main(["bench", "edge", "--items", "500,2000", "--factors", "8", "--events", "30",
+                 "--dir", str(tmp_path), "--json", "--out", str(tmp_path / "edge.json")])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert set(record["sizes"]) == {"500", "2000"}
+    for size in record["sizes"].values():
+        for key in ("record_and_update", "record_and_update_not_durable", "top10",
+                    "top10_in_a_category"):
+            assert 0 < size[key]["median_ms"] <= size[key]["p95_ms"]
+        assert size["memory_peak_mb"] > size["table_mb"] > 0
+        assert size["store_bytes"] > 0
+    assert record["sizes"]["2000"]["table_mb"] == pytest.approx(
+        4 * record["sizes"]["500"]["table_mb"])
+    assert list(tmp_path.glob("*.db")) == []  # the bench's stores are removed

@@ -1,0 +1,88 @@
+"""``fedrec bench edge``: what the embedded client costs on a device.
+
+On a real file store (AES-GCM rows, SQLite with a full sync per commit) and an item table of
+the shop's size: the latency of recording one event with its online step on the user vector
+(median and 95th percentile), of a top-10 recommendation over 10k and 100k items, the
+memory the client holds (peak of Python and numpy allocations while it opens the store,
+records and recommends, measured with ``tracemalloc``), and the store's size on disk.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fedrec.client.edge import EdgeClient, EdgeSettings
+from fedrec.client.store import DeviceStore
+
+KEY = bytes(range(32))  # a benchmark's store: the key does not matter
+
+
+def _table(n_items: int, factors: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return (rng.normal(0, 0.1, (n_items, factors)).astype(np.float32),
+            rng.normal(0, 0.1, n_items).astype(np.float32),
+            rng.integers(0, 20, n_items).astype(np.int64))
+
+
+def _percentiles(seconds: Sequence[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1e3
+    return {"median_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95))}
+
+
+def bench_edge(items: Sequence[int] = (10_000, 100_000), factors: int = 32,
+               events: int = 500, recommendations: int = 200, seed: int = 0,
+               folder: str | Path | None = None) -> dict:
+    """The edge bench record (without ``env``)."""
+    out: dict = {"bench": "edge", "factors": factors, "events": events, "sizes": {}}
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        for n_items in items:
+            path = Path(tmp) / f"device-{n_items}.db"
+            factors_, bias, categories = _table(n_items, factors, seed)
+            rng = np.random.default_rng(seed + 1)
+            tracemalloc.start()
+            with DeviceStore(path, key=KEY) as store:
+                app = EdgeClient(store, EdgeSettings(seed=seed))
+                app.set_table(factors_, bias, categories=categories)
+                record = []
+                for item in rng.integers(0, n_items, events):
+                    start = time.perf_counter()
+                    app.record(int(item), "view")
+                    record.append(time.perf_counter() - start)
+                with DeviceStore(Path(tmp) / f"wal-{n_items}.db", key=KEY,
+                                 durable=False) as wal_store:
+                    wal = EdgeClient(wal_store, EdgeSettings(seed=seed))
+                    wal.set_table(factors_, bias, categories=categories)
+                    record_wal = []
+                    for item in rng.integers(0, n_items, events):
+                        start = time.perf_counter()
+                        wal.record(int(item), "view")
+                        record_wal.append(time.perf_counter() - start)
+                top10, top10_category = [], []
+                for _ in range(recommendations):
+                    start = time.perf_counter()
+                    app.recommend(k=10)
+                    top10.append(time.perf_counter() - start)
+                    start = time.perf_counter()
+                    app.recommend(k=10, category=3)
+                    top10_category.append(time.perf_counter() - start)
+                _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            size = sum(p.stat().st_size for p in Path(tmp).glob(f"device-{n_items}.db*"))
+            out["sizes"][str(n_items)] = {
+                "record_and_update": _percentiles(record),
+                "record_and_update_not_durable": _percentiles(record_wal),
+                "top10": _percentiles(top10),
+                "top10_in_a_category": _percentiles(top10_category),
+                "memory_peak_mb": peak / 2**20,
+                "table_mb": (factors_.nbytes + bias.nbytes + categories.nbytes) / 2**20,
+                "store_bytes": size,
+                "store_bytes_per_event_beyond_table": max(
+                    0.0, (size - factors_.nbytes - bias.nbytes - categories.nbytes) / events),
+            }
+    return out
