@@ -42,7 +42,7 @@ from fedrec.simulations.presets import (
     preset_settings,
 )
 from fedrec.simulations.privacy_bench import MODES as PRIVACY_MODES
-from fedrec.simulations.privacy_bench import bench_privacy
+from fedrec.simulations.privacy_bench import bench_privacy, round_costs
 from fedrec.simulations.privacy_bench import plot as privacy_plot
 from fedrec.simulations.progress import progress_bar
 from fedrec.simulations.quality import bench_quality, models_for
@@ -160,6 +160,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="rows per reply in decoy modes (default: the run's decoy-rows)")
     priv.add_argument("--secagg-devices", type=int, default=50,
                       help="devices per round when timing plain against secagg (0: skip)")
+    priv.add_argument("--cost-only", action="store_true",
+                      help="only time plain against secagg rounds (no quality runs)")
     priv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="run-config overrides, e.g. secagg-shares=5; repeatable")
     priv.add_argument("--plot", type=Path, help="PNG of the curve (default: beside the JSON)")
@@ -319,12 +321,27 @@ def _run_bench_privacy(args: argparse.Namespace) -> int:
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     modes = modes if "plain" in modes else ("plain", *modes)
     with progress_bar(f"privacy {args.dataset} {args.protocol}", args.quiet) as update:
-        record = bench_privacy(settings, epsilons, update, modes, args.dp_clip,
-                               args.decoy_rows, args.secagg_devices)
+        if args.cost_only:
+            record = {"bench": "privacy-secagg-cost", "dataset": args.dataset,
+                      "protocol": args.protocol, "settings": settings.to_run_config(),
+                      "secagg_cost": round_costs(settings, args.secagg_devices or 50,
+                                                 progress=update)}
+        else:
+            record = bench_privacy(settings, epsilons, update, modes, args.dp_clip,
+                                   args.decoy_rows, args.secagg_devices)
     record["env"] = environment()
     name = _stem(args.dataset)
     out = args.out or RESULTS_DIR / f"privacy-{name}-{args.protocol}.json"
     path = write_json(record, out)
+    if args.cost_only:
+        cost = record["secagg_cost"]
+        print(json.dumps(record) if args.json else
+              f"secagg round with {cost['devices_per_round']} devices: "
+              f"{cost['secagg']['seconds_per_round']:.2f} s against plain "
+              f"{cost['plain']['seconds_per_round']:.3f} s ({cost['ratio']:.1f}x); stages "
+              + ", ".join(f"{k} {v:.3f} s" for k, v in cost["secagg"]["stages"].items())
+              + f"\nresults: {path}")
+        return 0
     png = privacy_plot(record, str(args.plot or Path(out).with_suffix(".png")))
     if args.json:
         print(json.dumps(record))

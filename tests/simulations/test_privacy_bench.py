@@ -58,3 +58,14 @@ def test_bench_privacy_measures_the_rating_attack_on_explicit_data(tmp_path, cap
     dp = record["modes"]["dp-eps8"]["attack"]["ratings"]
     assert plain["rmse"] < 0.8 * plain["mean_guess_rmse"]  # plain replies give ratings away
     assert dp["rmse"] > plain["rmse"]
+
+
+def test_bench_privacy_can_time_secagg_rounds_alone(tmp_path, capsys):
+    code = main(["bench", "privacy", "--dataset", "synthetic:n_users=30,n_items=40,n_events=900",
+                 "--cost-only", "--secagg-devices", "6", "--quiet", "--out",
+                 str(tmp_path / "cost.json")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "secagg round with 6 devices" in out and "share_keys" in out
+    record = json.loads((tmp_path / "cost.json").read_text())
+    assert record["secagg_cost"]["ratio"] > 1 and "modes" not in record
