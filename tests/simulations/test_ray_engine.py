@@ -78,7 +78,10 @@ def test_secagg_under_ray_gives_the_in_process_model(ray_engine, tmp_path):
     ray_engine(n, {**s.to_run_config(), "results-dir": str(tmp_path / "ray")})
     a = np.load(tmp_path / "inprocess" / "model.npz")
     b = np.load(tmp_path / "ray" / "model.npz")
-    assert np.abs(a["factors"] - b["factors"]).max() <= 5e-5
-    assert np.abs(a["bias"] - b["bias"]).max() <= 5e-5
+    # Two independently quantised runs (see test_secagg): 6 standard deviations of the
+    # difference of 20 devices' rounding, rows and weights, over 2 rounds.
+    bound = 2 * 6 * (16 / 2**22 / 2) * np.sqrt(20) * 2 * np.sqrt(2)
+    assert np.abs(a["factors"] - b["factors"]).max() <= bound
+    assert np.abs(a["bias"] - b["bias"]).max() <= bound
     rounds = json.loads((tmp_path / "ray" / "history.json").read_text())["rounds"]
     assert [r["train"]["accepted"] for r in rounds] == [n, n]
