@@ -173,12 +173,17 @@ def _virtual_rows(ids: np.ndarray, factors: np.ndarray, bias: np.ndarray, trace:
 
 def _virtual_ratings(predicted: np.ndarray, trace: RoundTrace,
                      rng: np.random.Generator) -> np.ndarray:
-    """Prediction plus a random-signed residual of the user's, rounded at random to a whole
-    rating (unbiased) when the user's ratings are whole, clipped to the scale."""
-    res = trace.residuals
-    noise = (rng.choice(res, size=len(predicted)) if len(res) else np.zeros(len(predicted)))
-    value = predicted + noise * rng.choice((-1.0, 1.0), size=len(predicted))
+    """The prediction (kept on the scale) plus a random-signed residual of the user's,
+    shortened where it would leave the scale so both signs stay on it, then rounded at
+    random to a whole rating when the user's ratings are whole: the mean is the prediction
+    (a clip would pull ratings near the ends of the scale inwards)."""
+    low, high = trace.rating_range
+    pred = np.clip(predicted, low, high)
+    res = np.abs(trace.residuals)
+    size = rng.choice(res, size=len(pred)) if len(res) else np.zeros(len(pred))
+    size = np.minimum(size, np.minimum(high - pred, pred - low))
+    value = pred + size * rng.choice((-1.0, 1.0), size=len(pred))
     if trace.whole_ratings:
-        low = np.floor(value)
-        value = low + (rng.random(len(value)) < value - low)
-    return np.clip(value, *trace.rating_range)
+        floor = np.floor(value)
+        value = floor + (rng.random(len(value)) < value - floor)
+    return np.clip(value, low, high)  # (only guards rounding at non-whole scale ends)
