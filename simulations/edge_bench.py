@@ -35,6 +35,21 @@ def _percentiles(seconds: Sequence[float]) -> dict[str, float]:
     return {"median_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95))}
 
 
+def _record_events(store: DeviceStore, table: tuple, rng: np.random.Generator, events: int,
+                   seed: int) -> tuple[EdgeClient, list[float]]:
+    """A client over ``store`` with ``table``, and the seconds each of ``events`` random
+    views took to record (with its online step)."""
+    app = EdgeClient(store, EdgeSettings(seed=seed))
+    factors, bias, categories = table
+    app.set_table(factors, bias, categories=categories)
+    seconds = []
+    for item in rng.integers(0, len(factors), events):
+        start = time.perf_counter()
+        app.record(int(item), "view")
+        seconds.append(time.perf_counter() - start)
+    return app, seconds
+
+
 def bench_edge(items: Sequence[int] = (10_000, 100_000), factors: int = 32,
                events: int = 500, recommendations: int = 200, seed: int = 0,
                folder: str | Path | None = None) -> dict:
@@ -46,23 +61,12 @@ def bench_edge(items: Sequence[int] = (10_000, 100_000), factors: int = 32,
             factors_, bias, categories = _table(n_items, factors, seed)
             rng = np.random.default_rng(seed + 1)
             tracemalloc.start()
+            table = (factors_, bias, categories)
             with DeviceStore(path, key=KEY) as store:
-                app = EdgeClient(store, EdgeSettings(seed=seed))
-                app.set_table(factors_, bias, categories=categories)
-                record = []
-                for item in rng.integers(0, n_items, events):
-                    start = time.perf_counter()
-                    app.record(int(item), "view")
-                    record.append(time.perf_counter() - start)
+                app, record = _record_events(store, table, rng, events, seed)
                 with DeviceStore(Path(tmp) / f"wal-{n_items}.db", key=KEY,
                                  durable=False) as wal_store:
-                    wal = EdgeClient(wal_store, EdgeSettings(seed=seed))
-                    wal.set_table(factors_, bias, categories=categories)
-                    record_wal = []
-                    for item in rng.integers(0, n_items, events):
-                        start = time.perf_counter()
-                        wal.record(int(item), "view")
-                        record_wal.append(time.perf_counter() - start)
+                    _, record_wal = _record_events(wal_store, table, rng, events, seed)
                 top10, top10_category = [], []
                 for _ in range(recommendations):
                     start = time.perf_counter()
