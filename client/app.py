@@ -36,6 +36,7 @@ from fedrec.client import edge
 from fedrec.client.device import Device, UserState
 from fedrec.client.store import DeviceStore
 from fedrec.client.stream import Cursor, StreamDevice
+from fedrec.client.sync import synced_table
 from fedrec.common import records
 from fedrec.common.data.interactions import EventType
 from fedrec.common.partition import UserRows, simulated_partitions, simulated_timeline
@@ -131,9 +132,15 @@ def _seed(extra: dict, context: Context) -> int:
 
 
 def _prepare(content: RecordDict, context: Context, run_config: Mapping) -> tuple:
-    """Decode the server's message content and restore this node's device."""
+    """Decode the server's message content (the table, patched in delta sync) and restore
+    this node's device."""
     config, extra = records.record_to_config(content[records.CONFIG])
-    factors, bias = records.record_to_items(content[records.ITEMS])
+    store = open_store(context)
+    if store is None:
+        factors, bias = synced_table(content[records.ITEMS], context)
+    else:
+        with store:
+            factors, bias = synced_table(content[records.ITEMS], context, store)
     rows = local_rows(context, run_config, config.loss == "mse")
     return config, extra, factors, bias, rows, _device(context, rows, _seed(extra, context))
 

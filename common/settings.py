@@ -48,6 +48,7 @@ class RunSettings:
     seed: int = 0
     results_dir: str = ""
     checkpoint: str = ""  # SQLite file the server saves its model to after every round
+    sync: str = "full"  # how devices get the item table: full, or delta (changed rows only)
     privacy: str = "plain"
     decoy_rows: int = 0  # decoy: rows in every reply; 0 = the whole catalogue
     secagg_shares: float = 5.0  # secagg: key shares per device (odd); <= 1: a fraction of devices
@@ -73,6 +74,8 @@ class RunSettings:
         if self.privacy == "secagg" and not (self.secagg_shares > 0
                                              and 0 < self.secagg_threshold <= 1):
             raise ValueError("secagg needs secagg-shares > 0 and secagg-threshold in (0, 1]")
+        if self.sync not in ("full", "delta"):
+            raise ValueError(f"sync must be full or delta. Found {self.sync!r}.")
         if self.decoy_rows < 0:
             raise ValueError(f"decoy_rows must be >= 0. Found {self.decoy_rows}.")
         if self.uses_dp and not (self.dp_clip > 0 and self.dp_noise > 0

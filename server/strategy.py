@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from logging import INFO, WARNING
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
@@ -51,7 +51,8 @@ class FedRec(FedAvg):
                  evaluate_every: int = 1, num_rounds: int | None = None,
                  wait_timeout: float = 600.0, dp: DpSettings | None = None,
                  decoy_rows: int = 0, checkpoint: Checkpoint | None = None,
-                 round_offset: int = 0, history: list[dict] | None = None) -> None:
+                 round_offset: int = 0, history: list[dict] | None = None,
+                 sync: str = "full") -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes, min_evaluate_nodes=min_evaluate_nodes,
                          min_available_nodes=min_available_nodes,
@@ -69,6 +70,12 @@ class FedRec(FedAvg):
         self.history: list[dict] = list(history or [])
         # A resumed run: Flower counts this run's rounds from 1, the model's from the start.
         self.checkpoint, self.round_offset = checkpoint, round_offset
+        # Delta sync: the table version each device holds (acknowledged by a reply), the
+        # version sent this round, and the bytes of item rows sent.
+        if sync not in ("full", "delta"):
+            raise ValueError(f"sync must be full or delta. Found {sync!r}.")
+        self.sync, self.acked, self.pending = sync, {}, {}
+        self.download = 0
         self.dp = dp
         self.accountant = (None if dp is None else
                            Accountant(fraction_train, dp.noise, dp.delta, dp.epsilon_cap))
@@ -89,6 +96,44 @@ class FedRec(FedAvg):
         if self.decoy_rows and self.named is not None:
             record["named"] = records.encode_array(self.named)
         return record
+
+    def table_record(self, base: int | None) -> ArrayRecord:
+        """The item rows a device needs: the whole table at first contact (``base`` None),
+        else only the rows moved after round ``base`` (the whole table when that would not
+        be smaller); tagged with the table's version."""
+        ids = None if base is None else self.model.changed_since(base)
+        k = self.model.params.n_factors
+        if ids is None or len(ids) * (4 * k + 4 + 8) >= self.model.n_items * (4 * k + 4):
+            record = self.items_record()
+        else:
+            p = self.model.params
+            record = records.arrays_to_record({"ids": ids, "factors": p.factors[ids],
+                                               "bias": p.bias[ids]})
+            record["base"] = records.encode_array(np.array([base], dtype=np.int64))
+            if self.decoy_rows and self.named is not None:
+                record["named"] = records.encode_array(self.named)
+        record["version"] = records.encode_array(np.array([self.model.round], dtype=np.int64))
+        record["n-items"] = records.encode_array(np.array([self.model.n_items], np.int64))
+        return record
+
+    def _construct_messages(self, record: RecordDict, node_ids: list[int],
+                            message_type: str) -> Iterable[Message]:
+        """FedAvg's messages, with each device's own item rows in delta sync (training
+        only: evaluation sends the table)."""
+        if self.sync != "delta" or message_type != MessageType.TRAIN:
+            messages = super()._construct_messages(record, node_ids, message_type)
+            if message_type == MessageType.TRAIN:
+                self.download += len(node_ids) * _payload(record[records.ITEMS])
+            return messages
+        messages = []
+        for node in node_ids:
+            items = self.table_record(self.acked.get(node))
+            self.pending[node] = self.model.round
+            self.download += _payload(items)
+            messages.append(Message(RecordDict({records.ITEMS: items,
+                                                records.CONFIG: record[records.CONFIG]}),
+                                    message_type=message_type, dst_node_id=node))
+        return messages
 
     def round_config(self, server_round: int) -> ConfigRecord:
         low, high = self.rating_range
@@ -160,7 +205,14 @@ class FedRec(FedAvg):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate each reply, fold the accepted ones into the item table; checkpoint."""
         server_round += self.round_offset
-        ok, errors = self._check_and_log_replies(list(replies), is_train=True, validate=False)
+        replies = list(replies)
+        ok, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
+        for reply in replies:  # delta sync: a reply acknowledges the rows it was sent
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                self.acked.pop(node, None)  # (a device that lost its table gets it whole)
+            elif node in self.pending:
+                self.acked[node] = self.pending.pop(node)
         # Each accepted update is folded into running sums at once (none is kept).
         acc = Accumulator(self.model.n_items, self.model.params.n_factors, self.weighting,
                           self.cap)
@@ -190,7 +242,9 @@ class FedRec(FedAvg):
             "rows-updated": float(len(agg.ids)) if applied else 0.0,
             "train-loss": float(np.average(losses, weights=w)) if len(w) and w.sum() else 0.0,
             "upload-bytes": float(upload),
+            "download-bytes": float(self.download),
         }
+        self.download = 0
         if self.accountant is not None:
             summary["epsilon"] = self.epsilon
         self.history.append({"round": server_round, "train": summary})
@@ -216,6 +270,10 @@ class FedRec(FedAvg):
         else:
             self.history.append({"round": server_round, "evaluate": result})
         return MetricRecord(result) if result else None
+
+
+def _payload(record: ArrayRecord) -> int:
+    return sum(len(a.data) for a in record.values())
 
 
 def wait_for_nodes(grid: Grid, count: int, timeout: float, poll: float = 0.2) -> list[int]:

@@ -87,3 +87,31 @@ def test_the_app_records_while_the_node_trains(tmp_path):
     assert all(not r.has_error() for r in replies)
     with DeviceStore(tmp_path / "device.db", key=KEY) as store:
         assert len(store) == 61
+
+
+def test_a_real_device_keeps_its_table_in_the_store_for_delta_sync(tmp_path):
+    from fedrec.server.aggregate import Aggregate
+
+    context, settings, strategy = _setup(tmp_path)
+    strategy.sync = "delta"
+    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+        EdgeClient(store).record(4, "purchase")
+    first = client_app.train(_delta_message(strategy, 77, 1), context, settings.to_run_config())
+    assert not first.has_error()
+    strategy.acked[77] = strategy.pending.pop(77)
+    rng = np.random.default_rng(1)
+    strategy.model.apply(Aggregate(np.array([2, 9]), rng.normal(size=(2, 6)),
+                                   rng.normal(size=2), np.ones(2), np.ones(2)), 1)
+    second = _delta_message(strategy, 77, 2)
+    assert "base" in second.content[records.ITEMS]
+    assert not client_app.train(second, context, settings.to_run_config()).has_error()
+    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+        np.testing.assert_array_equal(EdgeClient(store).factors, strategy.model.params.factors)
+
+
+def _delta_message(strategy: FedRec, node: int, server_round: int) -> Message:
+    config = strategy.round_config(server_round)
+    config["server-round"] = server_round
+    content = RecordDict({records.ITEMS: records.items_to_record(
+        strategy.model.params.factors, strategy.model.params.bias), records.CONFIG: config})
+    return next(iter(strategy._construct_messages(content, [node], MessageType.TRAIN)))

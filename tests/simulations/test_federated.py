@@ -13,6 +13,7 @@ from flwr.clientapp import ClientApp
 from flwr.common.logger import FLOWER_LOGGER
 
 from fedrec.client.app import app as client_app
+from fedrec.client.sync import TABLE
 from fedrec.common import records
 from fedrec.common.data.csvlog import write_csv_log
 from fedrec.common.data.synthetic import ShopConfig, generate_shop
@@ -269,3 +270,89 @@ def test_a_run_resumes_from_its_checkpoint_with_the_next_round(shop_csv, tmp_pat
     (tmp_path / "c").mkdir()
     _, history, again = run(replace(first, num_rounds=4), tmp_path / "c")
     np.testing.assert_array_equal(again["factors"], resumed["factors"])  # nothing retrained
+
+
+@pytest.mark.parametrize("protocol", ["implicit-80-20", "explicit-80-20"])
+def test_delta_sync_trains_the_same_model(shop_csv, ratings_csv, tmp_path, protocol):
+    """Devices patch the table they kept with the rows that changed: the model is bit for
+    bit the one full sync trains (here every row changes every round, so the server sends
+    whole tables: a delta of every row would be larger)."""
+    path = shop_csv if protocol.startswith("implicit") else ratings_csv
+    kw = {"num_rounds": 4, "evaluate_every": 4, "fraction_train": 0.5}
+    (tmp_path / "full").mkdir()
+    (tmp_path / "delta").mkdir()
+    _, full, model_full = run(settings_for(path, protocol, **kw), tmp_path / "full")
+    grid, delta, model_delta = run(settings_for(path, protocol, sync="delta", **kw),
+                                   tmp_path / "delta")
+    np.testing.assert_array_equal(model_delta["factors"], model_full["factors"])
+    np.testing.assert_array_equal(model_delta["bias"], model_full["bias"])
+    down_full = [r["train"]["download-bytes"] for r in full["rounds"] if "train" in r]
+    down_delta = [r["train"]["download-bytes"] for r in delta["rounds"] if "train" in r]
+    # (the version tags add a few hundred bytes per message to a small table)
+    assert all(d <= 1.25 * f for f, d in zip(down_full, down_delta, strict=True))
+    assert any(TABLE in c.state.array_records for c in grid.contexts.values())
+
+
+def test_delta_sync_sends_only_the_rows_that_moved(shop_csv):
+    """After a round that moved a few rows, a device that holds the previous version gets
+    those rows only, and patches its table to exactly the server's."""
+    from flwr.app import Context
+
+    from fedrec.client.sync import synced_table
+    from fedrec.server.aggregate import Aggregate
+
+    s = settings_for(shop_csv, "implicit-80-20", sync="delta")
+    parts = simulated_partitions(s.dataset, s.protocol, 0, "")
+    strategy = build_strategy(s, parts.n_items, 0.0, parts.rating_range)
+    context = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config={})
+    whole = strategy.table_record(None)
+    synced_table(whole, context)
+    moved = np.array([3, 17, 40])
+    rng = np.random.default_rng(0)
+    strategy.model.apply(Aggregate(moved, rng.normal(size=(3, 8)), rng.normal(size=3),
+                                   np.ones(3), np.ones(3)), 1)
+    delta = strategy.table_record(0)
+    assert records.record_to_arrays(delta)["ids"].tolist() == moved.tolist()
+    size = lambda r: sum(len(a.data) for a in r.values())  # noqa: E731
+    assert size(delta) < 0.35 * size(whole)  # (small table: .npy headers are most of it)
+    factors, bias = synced_table(delta, context)
+    np.testing.assert_array_equal(factors, strategy.model.params.factors)
+    np.testing.assert_array_equal(bias, strategy.model.params.bias)
+
+
+def test_a_device_that_lost_its_table_gets_it_whole_again(shop_csv):
+    from flwr.app import Context, Error
+
+    from fedrec.client.sync import StaleTableError, synced_table
+
+    s = settings_for(shop_csv, "implicit-80-20", sync="delta")
+    parts = simulated_partitions(s.dataset, s.protocol, 0, "")
+    strategy = build_strategy(s, parts.n_items, 0.0, parts.rating_range)
+    context = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config={})
+    factors, _ = synced_table(strategy.table_record(None), context)
+    np.testing.assert_array_equal(factors, strategy.model.params.factors)
+    delta = strategy.table_record(0)  # nothing moved yet: no rows
+    assert len(records.record_to_arrays(delta)["ids"]) == 0
+    np.testing.assert_array_equal(synced_table(delta, context)[0], factors)
+    lost = Context(run_id=1, node_id=6, node_config={}, state=RecordDict(), run_config={})
+    with pytest.raises(StaleTableError, match="needs the whole table"):
+        synced_table(delta, lost)
+    # The server: an error reply makes it forget what the device held (whole table next);
+    # a good reply acknowledges the version it was sent.
+    grid = InProcessGrid(ClientApp(), 2, s.to_run_config())
+    from fedrec.simulations.engine import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    strategy.acked = {1001: 0}
+    strategy.pending = {1001: 0, 1002: 0}
+    arrays = {"ids": np.array([1, 2], np.int64), "rows": np.full((2, 8), 0.01, np.float32),
+              "bias": np.zeros(2, np.float32), "counts": np.ones(2, np.float32)}
+    good = Message(RecordDict({records.UPDATE: records.arrays_to_record(arrays),
+                               records.METRICS: records.metrics_to_record(
+                                   {"num-examples": 2})}), reply_to=_request(grid, 1002))
+    bad = Message(error=Error(code=0, reason="StaleTableError"), reply_to=_request(grid, 1001))
+    strategy.aggregate_train(1, [bad, good])
+    assert strategy.acked == {1002: 0}
+    assert "base" not in records.record_to_arrays(strategy.table_record(strategy.acked.get(1001)))
+    moved = records.record_to_arrays(strategy.table_record(strategy.acked[1002]))
+    assert moved["ids"].tolist() == [1, 2] and int(moved["version"][0]) == 1
