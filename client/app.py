@@ -14,8 +14,9 @@ them explicitly instead (Flower's Python simulation entry point passes no run co
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -34,31 +35,34 @@ from flwr.compat.common import recorddict_compat as compat
 
 from fedrec.client import edge
 from fedrec.client.device import Device, UserState
-from fedrec.client.store import DeviceStore
+from fedrec.client.store import DeviceStore, read_key_file
 from fedrec.client.stream import Cursor, StreamDevice
-from fedrec.client.sync import synced_table
+from fedrec.client.sync import store_state, synced_table
 from fedrec.common import records
 from fedrec.common.data.interactions import EventType
 from fedrec.common.partition import UserRows, simulated_partitions, simulated_timeline
 from fedrec.common.privacy import clip_and_noise
+from fedrec.common.schema import ItemUpdate, TrainConfig
 from fedrec.common.secagg import densify
 from fedrec.common.settings import RunSettings
 
 STREAM = "stream"  # context.state: ConfigRecord {seen, trained}, the device's timeline cursor
 
 
-def open_store(context: Context) -> DeviceStore | None:
-    """The device's encrypted store, when the node was started with ``store=PATH`` (and
-    ``store-key-file=PATH``: 32 raw bytes, or 64 hex digits)."""
+@contextmanager
+def device_store(context: Context) -> Iterator[DeviceStore | None]:
+    """The device's encrypted store, open for one message, when the node was started with
+    ``store=PATH`` (and ``store-key-file=PATH``: 32 raw bytes, or 64 hex digits); None in
+    simulation."""
     path = context.node_config.get("store")
     if not path:
-        return None
+        yield None
+        return
     key_file = context.node_config.get("store-key-file")
     if not key_file:
         raise ValueError("node config has store= but no store-key-file=")
-    raw = Path(str(key_file)).read_bytes()
-    key = raw if len(raw) == 32 else bytes.fromhex(raw.decode("ascii").strip())
-    return DeviceStore(str(path), key=key)
+    with DeviceStore(str(path), key=read_key_file(str(key_file))) as store:
+        yield store
 
 
 def store_rows(store: DeviceStore, explicit: bool) -> UserRows:
@@ -74,15 +78,14 @@ def store_rows(store: DeviceStore, explicit: bool) -> UserRows:
     return UserRows(items, values.astype(np.float32), empty, np.empty(0, np.float32))
 
 
-def local_rows(context: Context, run_config: Mapping, explicit: bool | None = None) -> UserRows:
-    """This node's user's rows: from its store on a real device, otherwise (simulation)
+def local_rows(context: Context, run_config: Mapping, store: DeviceStore | None = None,
+               explicit: bool | None = None) -> UserRows:
+    """This node's user's rows: from its ``store`` on a real device, otherwise (simulation)
     the partition named by ``partition-id``."""
-    store = open_store(context)
     if store is not None:
-        with store:
-            if explicit is None:
-                explicit = RunSettings.from_run_config(dict(run_config)).explicit
-            return store_rows(store, explicit)
+        if explicit is None:
+            explicit = RunSettings.from_run_config(dict(run_config)).explicit
+        return store_rows(store, explicit)
     c = run_config
     parts = simulated_partitions(str(c.get("dataset", RunSettings.dataset)),
                                  str(c.get("protocol", RunSettings.protocol)),
@@ -91,12 +94,10 @@ def local_rows(context: Context, run_config: Mapping, explicit: bool | None = No
     return parts.user(int(context.node_config["partition-id"]))
 
 
-def _load_user(context: Context) -> UserState | None:
+def _load_user(context: Context, store: DeviceStore | None) -> UserState | None:
     """The device's private vector from its store or its ``context.state``, if it has one."""
-    store = open_store(context)
     if store is not None:
-        with store:
-            vector = store.get(edge.USER)
+        vector = store.get(edge.USER)
     elif records.USER in context.state.array_records:
         vector = records.array_view(context.state[records.USER]["vector"])
     else:
@@ -104,25 +105,22 @@ def _load_user(context: Context) -> UserState | None:
     return None if vector is None else UserState(vector[:-1].copy(), float(vector[-1]))
 
 
-def _device(context: Context, rows: UserRows, seed: int) -> Device:
-    return Device(rows.train_items, rows.train_values, seed=seed, state=_load_user(context))
-
-
-def _save(context: Context, device: Device | StreamDevice,
-          table: tuple[np.ndarray, np.ndarray, float] | None = None) -> None:
-    """Keep the user vector (and, on a real device, the item table just synced) on the
-    device: in its store, or in simulation in the node's ``context.state``."""
+def _save(context: Context, device: Device | StreamDevice, store: DeviceStore | None,
+          table: tuple[np.ndarray, np.ndarray, float, int | None] | None = None) -> None:
+    """Keep the user vector on the device: in simulation in the node's ``context.state``;
+    on a real device in its store, with the item table just synced ``(factors, bias, μ,
+    version)`` in the same transaction, for the app to recommend with."""
     if device.user is None:
         return
     vector = np.append(device.user.factors, np.float32(device.user.bias))
-    store = open_store(context)
     if store is None:
         context.state[records.USER] = records.arrays_to_record({"vector": vector})
         return
-    with store:
-        if table is not None:
-            edge.EdgeClient(store).set_table(*table)
-        store.put(edge.USER, vector)
+    state = {edge.USER: vector}
+    if table is not None:
+        factors, bias, mean, version = table
+        state.update({**edge.table_state(factors, bias, mean), **store_state(version)})
+    store.put_many(state)
 
 
 def _seed(extra: dict, context: Context) -> int:
@@ -131,18 +129,29 @@ def _seed(extra: dict, context: Context) -> int:
     return int(extra.get("seed", 0)) * 1_000_003 + pid * 10_007 + server_round
 
 
-def _prepare(content: RecordDict, context: Context, run_config: Mapping) -> tuple:
+@dataclass(frozen=True)
+class Prepared:
+    """A message decoded and the device restored: what every handler starts from."""
+
+    config: TrainConfig
+    extra: dict
+    factors: np.ndarray
+    bias: np.ndarray
+    version: int | None  # the table's version in delta sync
+    rows: UserRows
+    device: Device
+
+
+def _prepare(content: RecordDict, context: Context, run_config: Mapping,
+             store: DeviceStore | None) -> Prepared:
     """Decode the server's message content (the table, patched in delta sync) and restore
     this node's device."""
     config, extra = records.record_to_config(content[records.CONFIG])
-    store = open_store(context)
-    if store is None:
-        factors, bias = synced_table(content[records.ITEMS], context)
-    else:
-        with store:
-            factors, bias = synced_table(content[records.ITEMS], context, store)
-    rows = local_rows(context, run_config, config.loss == "mse")
-    return config, extra, factors, bias, rows, _device(context, rows, _seed(extra, context))
+    factors, bias, version = synced_table(content[records.ITEMS], context, store)
+    rows = local_rows(context, run_config, store, config.loss == "mse")
+    device = Device(rows.train_items, rows.train_values, seed=_seed(extra, context),
+                    state=_load_user(context, store))
+    return Prepared(config, extra, factors, bias, version, rows, device)
 
 
 def _stream_train(msg: Message, context: Context, run_config: Mapping) -> Message:
@@ -164,7 +173,7 @@ def _stream_train(msg: Message, context: Context, run_config: Mapping) -> Messag
         saved = context.state[STREAM]
         cursor = Cursor(int(saved["seen"]), int(saved["trained"]))
     device = StreamDevice(d.item[events], d.value[events], d.timestamp[events], events,
-                          _load_user(context), cursor, seed=_seed(extra, context))
+                          _load_user(context, None), cursor, seed=_seed(extra, context))
     mean = float(extra["mean"])
     seen_before = cursor.seen
     scores = device.arrive(int(extra["until"]), factors, bias, mean, config,
@@ -174,7 +183,7 @@ def _stream_train(msg: Message, context: Context, run_config: Mapping) -> Messag
     rating_sum = float(device.values[new].sum()) if config.loss == "mse" else 0.0
     update, metrics = device.train(factors, bias, mean, config, str(extra["stream-mode"]),
                                    int(extra["buffer"]), float(extra.get("replay", 1.0)))
-    _save(context, device)
+    _save(context, device, None)  # (timeline replays are simulated: no device store)
     context.state[STREAM] = ConfigRecord({"seen": device.cursor.seen,
                                           "trained": device.cursor.trained})
     # μ is pooled from sums of the ratings learned this round (aggregate-only, as `query`).
@@ -196,20 +205,26 @@ def _from_legacy(msg: Message, kind: str) -> RecordDict:
                        records.CONFIG: ConfigRecord(dict(ins.config))})
 
 
+def _refuse_diverged(update: ItemUpdate, device: Device) -> None:
+    """Local training that diverged (an item table grown too large, a learning rate too
+    high) becomes an error reply, and the device keeps its last good state."""
+    if not (np.isfinite(update.rows).all() and np.isfinite(device.user.factors).all()):
+        raise FloatingPointError("local training diverged (non-finite values)")
+
+
 def _secagg_train(msg: Message, context: Context, run_config: Mapping) -> Message:
     """secagg mode: train as usual, reply with the dense vector (:func:`densify`) that
     Flower's ``secaggplus_mod`` masks before it leaves the device; no per-device metrics."""
-    config, extra, factors, bias, rows, device = _prepare(_from_legacy(msg, "fit"), context,
-                                                          run_config)
-    update, _ = device.train(factors, bias, float(extra["mean"]), config)
-    if not (np.isfinite(update.rows).all() and np.isfinite(device.user.factors).all()):
-        raise FloatingPointError("local training diverged (non-finite values)")
-    _save(context, device)
-    explicit = config.loss == "mse"
-    vector = densify(update, len(factors), str(extra["secagg-weighting"]),
-                     float(extra["secagg-cap"]),
-                     float(rows.train_values.sum()) if explicit else 0.0,
-                     float(len(rows.train_values)) if explicit else 0.0)
+    with device_store(context) as store:
+        p = _prepare(_from_legacy(msg, "fit"), context, run_config, store)
+        update, _ = p.device.train(p.factors, p.bias, float(p.extra["mean"]), p.config)
+        _refuse_diverged(update, p.device)
+        _save(context, p.device, store)
+    explicit = p.config.loss == "mse"
+    vector = densify(update, len(p.factors), str(p.extra["secagg-weighting"]),
+                     float(p.extra["secagg-cap"]),
+                     float(p.rows.train_values.sum()) if explicit else 0.0,
+                     float(len(p.rows.train_values)) if explicit else 0.0)
     res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(vector), 1, {})
     return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 
@@ -220,22 +235,21 @@ def train(msg: Message, context: Context, run_config: Mapping) -> Message:
         return _secagg_train(msg, context, run_config)
     if "until" in msg.content[records.CONFIG]:
         return _stream_train(msg, context, run_config)
-    config, extra, factors, bias, _, device = _prepare(msg.content, context, run_config)
     items = msg.content[records.ITEMS]
     named = records.array_view(items["named"]) if "named" in items else None
-    update, metrics = device.train(
-        factors, bias, float(extra["mean"]), config, int(extra.get("decoy-rows", 0)), named,
-        (float(extra["rating-min"]), float(extra["rating-max"])))
-    if not (np.isfinite(update.rows).all() and np.isfinite(device.user.factors).all()):
-        # Local training diverged (an item table grown too large, a learning rate too high):
-        # an error reply, and the device keeps its last good state.
-        raise FloatingPointError("local training diverged (non-finite values)")
+    with device_store(context) as store:
+        p = _prepare(msg.content, context, run_config, store)
+        extra, mean = p.extra, float(p.extra["mean"])
+        update, metrics = p.device.train(
+            p.factors, p.bias, mean, p.config, int(extra.get("decoy-rows", 0)), named,
+            (float(extra["rating-min"]), float(extra["rating-max"])))
+        _refuse_diverged(update, p.device)
+        _save(context, p.device, store, (p.factors, p.bias, mean, p.version))
     if "decoy-rows" in extra:  # the reply's size must not tell the device's activity
         metrics["num-examples"] = 1.0
     if "dp-clip" in extra:  # dp mode: the whole update clipped and noised on the device
         update = clip_and_noise(update, float(extra["dp-clip"]), float(extra["dp-noise"]),
                                 np.random.default_rng([_seed(extra, context), 7]))
-    _save(context, device, (factors, bias, float(extra["mean"])))
     return Message(RecordDict({records.UPDATE: records.update_to_record(update),
                                records.METRICS: records.metrics_to_record(metrics)}),
                    reply_to=msg)
@@ -252,15 +266,15 @@ def evaluate(msg: Message, context: Context, run_config: Mapping) -> Message:
 
 
 def _evaluate(content: RecordDict, context: Context, run_config: Mapping) -> dict[str, float]:
-    config, extra, factors, bias, rows, device = _prepare(content, context, run_config)
-    device.refit_user(factors, bias, float(extra["mean"]), config)  # not persisted
-    if config.loss == "mse":
-        metrics = device.evaluate_ratings(
-            factors, bias, float(extra["mean"]), rows.test_items, rows.test_values,
-            (float(extra["rating-min"]), float(extra["rating-max"])))
-    else:
-        metrics = device.evaluate_ranking(factors, bias, rows.test_items)
-    return metrics
+    with device_store(context) as store:
+        p = _prepare(content, context, run_config, store)
+    mean = float(p.extra["mean"])
+    p.device.refit_user(p.factors, p.bias, mean, p.config)  # not persisted
+    if p.config.loss == "mse":
+        return p.device.evaluate_ratings(
+            p.factors, p.bias, mean, p.rows.test_items, p.rows.test_values,
+            (float(p.extra["rating-min"]), float(p.extra["rating-max"])))
+    return p.device.evaluate_ranking(p.factors, p.bias, p.rows.test_items)
 
 
 def _hides_activity(run_config: Mapping) -> bool:
@@ -273,7 +287,8 @@ def query(msg: Message, context: Context, run_config: Mapping) -> Message:
     ratings (the server needs the global mean μ). Where the mode hides a device's activity
     (``decoy``), the user's mean rating with a count of 1 instead: μ is then the mean of
     users' means."""
-    rows = local_rows(context, run_config)
+    with device_store(context) as store:
+        rows = local_rows(context, run_config, store)
     total, count = float(rows.train_values.sum()), float(len(rows.train_values))
     if _hides_activity(run_config) and count:
         total, count = total / count, 1.0

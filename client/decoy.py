@@ -35,7 +35,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedrec.common.losses import Regularization, bce_grads_one_user, mse_grads_one_user
+from fedrec.common.losses import (
+    Regularization,
+    bce_grads_one_user,
+    mse_grads_one_user,
+    sigmoid,
+)
 from fedrec.common.schema import ItemUpdate
 
 
@@ -145,10 +150,6 @@ def _histogram_ratio(values: np.ndarray, target: np.ndarray, bins: int = 20) -> 
     return ratio[slot_v]
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 + 0.5 * np.tanh(0.5 * x)
-
-
 def _virtual_rows(ids: np.ndarray, factors: np.ndarray, bias: np.ndarray, trace: RoundTrace,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The pseudo-gradients (``before − after``) of virtual examples on ``ids``, and their
@@ -160,7 +161,7 @@ def _virtual_rows(ids: np.ndarray, factors: np.ndarray, bias: np.ndarray, trace:
     if trace.explicit:
         target = _virtual_ratings(trace.mean + bu0 + b0 + q0 @ p0, trace, rng)
     else:
-        target = (rng.random(len(ids)) < _sigmoid(b0 + q0 @ p0)).astype(np.float64)
+        target = (rng.random(len(ids)) < sigmoid(b0 + q0 @ p0)).astype(np.float64)
     for p, bu in trace.epoch_users:  # every decoy visited every epoch, like every real row
         if trace.explicit:
             g = mse_grads_one_user(trace.mean, p, bu, q, b, target, trace.reg)

@@ -36,6 +36,17 @@ USER = "user"  # [p_u | b_u]
 FACTORS, BIAS, META, CATEGORY = "item-factors", "item-bias", "item-meta", "item-category"
 
 
+def table_state(factors: np.ndarray, bias: np.ndarray, mean: float = 0.0,
+                categories: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """A synced item table as the store's state entries (to write in one transaction)."""
+    state = {FACTORS: np.asarray(factors, dtype=np.float32),
+             BIAS: np.asarray(bias, dtype=np.float32),
+             META: np.array([mean], dtype=np.float64)}
+    if categories is not None:
+        state[CATEGORY] = np.asarray(categories, dtype=np.int64)
+    return state
+
+
 @dataclass(frozen=True)
 class EdgeSettings:
     """The device's online step: ``kind`` of feedback it learns from, step size, L2, and
@@ -73,10 +84,10 @@ class EdgeClient:
         vector = store.get(USER)
         self.user = None if vector is None else vector.astype(np.float32)
         events = store.events()
-        self._last_id = int(events["id"][-1]) if len(events["id"]) else 0
         self._touched: dict[int, set[int]] = {int(e): set() for e in EventType}
         for item, event in zip(events["item"], events["event"], strict=True):
             self._touched[int(event)].add(int(item))
+        self._seen = set().union(*self._touched.values())  # every item the user touched
 
     # ---- the item table ------------------------------------------------------------------
     def reload_table(self) -> None:
@@ -97,11 +108,7 @@ class EdgeClient:
         if categories is not None and np.shape(categories) != (len(factors),):
             raise ValueError(f"categories must have one entry per item ({len(factors)}). "
                              f"Found {np.shape(categories)}.")
-        self.store.put(FACTORS, factors)
-        self.store.put(BIAS, bias)
-        self.store.put(META, np.array([mean], dtype=np.float64))
-        if categories is not None:
-            self.store.put(CATEGORY, np.asarray(categories, dtype=np.int64))
+        self.store.put_many(table_state(factors, bias, mean, categories))
         self.reload_table()
 
     @property
@@ -125,14 +132,14 @@ class EdgeClient:
         if self.factors is not None:
             self._step(item, kind, value)
         try:  # the event and the user vector it moved, in one transaction
-            ids = self.store.append(np.array([item]), np.array([int(kind)]),
-                                    np.array([value]), np.array([stamp]),
-                                    None if self.user is None else {USER: self.user})
+            self.store.append(np.array([item]), np.array([int(kind)]),
+                              np.array([value]), np.array([stamp]),
+                              None if self.user is None else {USER: self.user})
         except BaseException:
             self.user = before  # nothing stored: the step is undone too
             raise
-        self._last_id = int(ids[-1])
         self._touched[int(kind)].add(item)
+        self._seen.add(item)
 
     def _ensure_user(self) -> None:
         k = self.factors.shape[1]
@@ -161,9 +168,9 @@ class EdgeClient:
 
     def _negatives(self, item: int) -> np.ndarray:
         """Sampled items the user has not interacted with."""
-        seen = set().union(*self._touched.values()) | {item}
         draws = self._rng.integers(0, self.n_items, size=2 * self.settings.negatives + 4)
-        return np.array([d for d in dict.fromkeys(draws.tolist()) if d not in seen]
+        return np.array([d for d in dict.fromkeys(draws.tolist())
+                         if d != item and d not in self._seen]
                         [: self.settings.negatives], dtype=np.int64)
 
     # ---- recommendations -------------------------------------------------------------------

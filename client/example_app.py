@@ -21,14 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedrec.client.edge import EdgeClient
-from fedrec.client.store import DeviceStore, StoreError
+from fedrec.client.store import DeviceStore, StoreError, read_key_file
 from fedrec.common.atomic import atomic_open
-
-
-def read_key(path: Path) -> bytes:
-    """A device key file: 32 raw bytes or 64 hex digits (as the SuperNode reads it)."""
-    raw = path.read_bytes()
-    return raw if len(raw) == 32 else bytes.fromhex(raw.decode("ascii").strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.fchmod(out.fileno(), 0o600)
                 out.write(os.urandom(32).hex())
             return 0
-        with DeviceStore(args.store, key=read_key(args.key_file)) as store:
+        with DeviceStore(args.store, key=read_key_file(args.key_file)) as store:
             app = EdgeClient(store)
             if args.command == "record":
                 app.record(args.item, args.event, args.value)

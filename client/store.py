@@ -49,6 +49,20 @@ class CorruptStoreError(StoreError):
     """The file is not a readable fedrec store (truncated, overwritten, not SQLite)."""
 
 
+def read_key_file(path: str | Path) -> bytes:
+    """A store key kept in a file apart from the store: 32 raw bytes, or 64 hex digits."""
+    raw = Path(path).read_bytes()
+    if len(raw) == 32:
+        return raw
+    try:
+        key = bytes.fromhex(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ValueError(f"{path}: a store key is 32 raw bytes or 64 hex digits")
+    return key
+
+
 def derive_key(passphrase: str, salt: bytes, n: int = SCRYPT["n"], r: int = SCRYPT["r"],
                p: int = SCRYPT["p"]) -> bytes:
     """A 32-byte key from a passphrase (scrypt)."""
@@ -183,9 +197,14 @@ class DeviceStore:
     # ---- state -------------------------------------------------------------------------------
     def put(self, name: str, array: np.ndarray) -> None:
         """Store (or replace) a named array, such as the user vector."""
+        self.put_many({name: array})
+
+    def put_many(self, arrays: dict[str, np.ndarray]) -> None:
+        """Store (or replace) several named arrays in one transaction: all or none."""
         try:
             with self._transaction():
-                self._put(name, array)
+                for name, array in arrays.items():
+                    self._put(name, array)
         except sqlite3.DatabaseError as exc:
             raise CorruptStoreError(f"{self.path}: could not write ({exc})") from exc
 

@@ -4,10 +4,11 @@ the server says changed.
 With the run's ``sync = "delta"`` the server sends the whole table at first contact and
 afterwards only the rows moved since the version the device acknowledged (its last
 successful reply), each tagged with the table's ``version`` (and a delta with its
-``base``). The device keeps the table it trained on — in the node's ``context.state`` in
-simulation, in its encrypted store on a real device — and refuses a delta whose base it
-does not hold (a lost or older table): the error reply makes the server send the whole
-table next time.
+``base``). The device keeps the table it trained on and refuses a delta whose base it does
+not hold (a lost or older table): the error reply makes the server send the whole table
+next time. In simulation :func:`synced_table` keeps it in the node's ``context.state``; a
+real device keeps it in its encrypted store, written by the ClientApp together with the
+user vector after training (:func:`store_state`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ class StaleTableError(RuntimeError):
 
 
 def synced_table(items: ArrayRecord, context: Context, store: DeviceStore | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The item table a train message gives this device (patched and kept in delta sync)."""
+                 ) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """The item table a train message gives this device, patched in delta sync, and its
+    version (None in full sync). Kept in ``context.state`` when there is no ``store``."""
     arrays = records.record_to_arrays(items)
     if "version" not in arrays:  # full sync: the message is the table, nothing kept
-        return arrays["factors"], arrays["bias"]
+        return arrays["factors"], arrays["bias"], None
     version = int(arrays["version"][0])
     if "base" not in arrays:
         factors, bias = arrays["factors"], arrays["bias"]
@@ -46,8 +48,16 @@ def synced_table(items: ArrayRecord, context: Context, store: DeviceStore | None
         factors, bias = held[0].copy(), held[1].copy()
         ids = arrays["ids"]
         factors[ids], bias[ids] = arrays["factors"], arrays["bias"]
-    _keep(context, store, factors, bias, version)
-    return factors, bias
+    if store is None:
+        context.state[TABLE] = records.arrays_to_record(
+            {"factors": factors, "bias": bias, "version": np.array([version], dtype=np.int64)})
+    return factors, bias, version
+
+
+def store_state(version: int | None) -> dict[str, np.ndarray]:
+    """The store entry recording which table version the device holds (none in full
+    sync), to write with the table itself."""
+    return {} if version is None else {VERSION: np.array([version], dtype=np.int64)}
 
 
 def _load(context: Context, store: DeviceStore | None
@@ -61,14 +71,3 @@ def _load(context: Context, store: DeviceStore | None
         return None
     held = records.record_to_arrays(context.state[TABLE])
     return held["factors"], held["bias"], int(held["version"][0])
-
-
-def _keep(context: Context, store: DeviceStore | None, factors: np.ndarray, bias: np.ndarray,
-          version: int) -> None:
-    if store is not None:
-        store.put(edge.FACTORS, factors)
-        store.put(edge.BIAS, bias)
-        store.put(VERSION, np.array([version], dtype=np.int64))
-        return
-    context.state[TABLE] = records.arrays_to_record(
-        {"factors": factors, "bias": bias, "version": np.array([version], dtype=np.int64)})

@@ -58,15 +58,19 @@ def global_mean(grid: Grid, timeout: float, min_nodes: int = 1) -> float:
     return total / count if count else 0.0
 
 
+def new_model(settings: RunSettings, n_items: int, mean: float) -> ItemModel:
+    """A fresh item model: the run's seed, size, initial spread and server step rule."""
+    rng = np.random.default_rng(settings.seed)
+    params = ItemParams.init(n_items, settings.factors, rng, settings.init_std, mean=mean)
+    return ItemModel(params, settings.server_optimizer, settings.server_lr)
+
+
 def build_strategy(settings: RunSettings, n_items: int, mean: float,
                    rating_range: tuple[float, float], checkpoint: Checkpoint | None = None,
                    model: ItemModel | None = None, round_offset: int = 0,
                    history: list[dict] | None = None) -> FedRec:
     """The run's strategy around a new item model (or ``model``, resumed)."""
-    if model is None:
-        rng = np.random.default_rng(settings.seed)
-        params = ItemParams.init(n_items, settings.factors, rng, settings.init_std, mean=mean)
-        model = ItemModel(params, settings.server_optimizer, settings.server_lr)
+    model = model or new_model(settings, n_items, mean)
     dp = None
     if settings.uses_dp:
         dp = DpSettings(settings.dp_clip, settings.dp_noise, settings.dp_delta,
@@ -135,10 +139,7 @@ def run_secagg_mode(grid: Grid, settings: RunSettings, context: Context | None
     device reports its own rating sum)."""
     n_items, rating_range = catalogue(settings)
     mean = float(np.mean(rating_range)) if settings.explicit else 0.0
-    rng = np.random.default_rng(settings.seed)
-    params = ItemParams.init(n_items, settings.factors, rng, settings.init_std, mean=mean)
-    model = ItemModel(params, settings.server_optimizer, settings.server_lr)
-    strategy = SecAggFedRec(model, settings.train_config(),
+    strategy = SecAggFedRec(new_model(settings, n_items, mean), settings.train_config(),
                             fraction_train=settings.fraction_train,
                             fraction_evaluate=settings.fraction_evaluate,
                             min_available_nodes=settings.min_nodes,

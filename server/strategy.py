@@ -92,7 +92,11 @@ class FedRec(FedAvg):
 
     # ---- what goes out -----------------------------------------------------------------
     def items_record(self) -> ArrayRecord:
-        record = records.items_to_record(self.model.params.factors, self.model.params.bias)
+        return self._with_named(records.items_to_record(self.model.params.factors,
+                                                        self.model.params.bias))
+
+    def _with_named(self, record: ArrayRecord) -> ArrayRecord:
+        """``record`` with last round's named counts when devices draw decoys by them."""
         if self.decoy_rows and self.named is not None:
             record["named"] = records.encode_array(self.named)
         return record
@@ -107,11 +111,9 @@ class FedRec(FedAvg):
             record = self.items_record()
         else:
             p = self.model.params
-            record = records.arrays_to_record({"ids": ids, "factors": p.factors[ids],
-                                               "bias": p.bias[ids]})
+            record = self._with_named(records.arrays_to_record(
+                {"ids": ids, "factors": p.factors[ids], "bias": p.bias[ids]}))
             record["base"] = records.encode_array(np.array([base], dtype=np.int64))
-            if self.decoy_rows and self.named is not None:
-                record["named"] = records.encode_array(self.named)
         record["version"] = records.encode_array(np.array([self.model.round], dtype=np.int64))
         record["n-items"] = records.encode_array(np.array([self.model.n_items], np.int64))
         return record

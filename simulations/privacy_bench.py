@@ -75,6 +75,7 @@ class _Watcher:
     def __init__(self) -> None:
         self.last: dict[int, dict] = {}
         self.sent: dict[int, tuple[dict, object, dict]] = {}
+        self._round_table: tuple[object, dict] | None = None  # (round, table) copied once
         self.masked: dict[int, list[np.ndarray]] = {}
         self.upload = 0
         self.train_replies = 0
@@ -86,9 +87,8 @@ class _Watcher:
         if direction == "to-device":
             if records.CONFIG in content.config_records:
                 config, extra = records.record_to_config(content[records.CONFIG])
-                self.sent[msg.metadata.dst_node_id] = (
-                    {k: np.array(v) for k, v in
-                     records.record_to_arrays(content[records.ITEMS]).items()}, config, extra)
+                self.sent[msg.metadata.dst_node_id] = (self._table(content, extra), config,
+                                                       extra)
             return
         node = msg.metadata.src_node_id
         self.upload += payload_bytes(content)
@@ -104,6 +104,20 @@ class _Watcher:
             return  # a reply the server refuses tells the attacker nothing either
         self.last[node] = {k: np.array(v) for k, v in arrays.items()}
         self.last[node]["sent"] = self.sent[node]
+
+
+    def _table(self, content: RecordDict, extra: dict) -> dict:
+        """The table a device was sent, copied once per round (every device of a round
+        gets the same one; a delta-sync message is its own)."""
+        items = content[records.ITEMS]
+        key = extra.get("server-round")
+        shared = key is not None and "base" not in items
+        if shared and self._round_table and self._round_table[0] == key:
+            return self._round_table[1]
+        table = {k: np.array(v) for k, v in records.record_to_arrays(items).items()}
+        if shared:
+            self._round_table = (key, table)
+        return table
 
 
 def _run(settings: RunSettings, centralized: bool, progress: Progress | None) -> dict:

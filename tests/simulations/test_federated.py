@@ -315,7 +315,7 @@ def test_delta_sync_sends_only_the_rows_that_moved(shop_csv):
     assert records.record_to_arrays(delta)["ids"].tolist() == moved.tolist()
     size = lambda r: sum(len(a.data) for a in r.values())  # noqa: E731
     assert size(delta) < 0.35 * size(whole)  # (small table: .npy headers are most of it)
-    factors, bias = synced_table(delta, context)
+    factors, bias, _ = synced_table(delta, context)
     np.testing.assert_array_equal(factors, strategy.model.params.factors)
     np.testing.assert_array_equal(bias, strategy.model.params.bias)
 
@@ -329,7 +329,7 @@ def test_a_device_that_lost_its_table_gets_it_whole_again(shop_csv):
     parts = simulated_partitions(s.dataset, s.protocol, 0, "")
     strategy = build_strategy(s, parts.n_items, 0.0, parts.rating_range)
     context = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config={})
-    factors, _ = synced_table(strategy.table_record(None), context)
+    factors, _, _ = synced_table(strategy.table_record(None), context)
     np.testing.assert_array_equal(factors, strategy.model.params.factors)
     delta = strategy.table_record(0)  # nothing moved yet: no rows
     assert len(records.record_to_arrays(delta)["ids"]) == 0
