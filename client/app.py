@@ -37,7 +37,14 @@ from fedrec.client import edge
 from fedrec.client.device import Device, UserState
 from fedrec.client.store import DeviceStore, read_key_file
 from fedrec.client.stream import Cursor, StreamDevice
-from fedrec.client.sync import store_state, synced_table
+from fedrec.client.sync import (
+    HeldTable,
+    StateKeeper,
+    StoreKeeper,
+    TableKeeper,
+    store_state,
+    synced_table,
+)
 from fedrec.common import records
 from fedrec.common.data.interactions import EventType
 from fedrec.common.partition import UserRows, simulated_partitions, simulated_timeline
@@ -106,10 +113,10 @@ def _load_user(context: Context, store: DeviceStore | None) -> UserState | None:
 
 
 def _save(context: Context, device: Device | StreamDevice, store: DeviceStore | None,
-          table: tuple[np.ndarray, np.ndarray, float, int | None] | None = None) -> None:
+          table: HeldTable | None = None, mean: float = 0.0) -> None:
     """Keep the user vector on the device: in simulation in the node's ``context.state``;
-    on a real device in its store, with the item table just synced ``(factors, bias, μ,
-    version)`` in the same transaction, for the app to recommend with."""
+    on a real device in its store, with the item table just synced (and μ) in the same
+    transaction, for the app to recommend with."""
     if device.user is None:
         return
     vector = np.append(device.user.factors, np.float32(device.user.bias))
@@ -118,8 +125,8 @@ def _save(context: Context, device: Device | StreamDevice, store: DeviceStore | 
         return
     state = {edge.USER: vector}
     if table is not None:
-        factors, bias, mean, version = table
-        state.update({**edge.table_state(factors, bias, mean), **store_state(version)})
+        state.update({**edge.table_state(table.factors, table.bias, mean),
+                      **store_state(table)})
     store.put_many(state)
 
 
@@ -135,33 +142,45 @@ class Prepared:
 
     config: TrainConfig
     extra: dict
-    factors: np.ndarray
-    bias: np.ndarray
-    version: int | None  # the table's version in delta sync
+    table: HeldTable
     rows: UserRows
     device: Device
 
+    @property
+    def factors(self) -> np.ndarray:
+        return self.table.factors
+
+    @property
+    def bias(self) -> np.ndarray:
+        return self.table.bias
+
+
+def _keeper(store: DeviceStore | None, keeper: TableKeeper | None) -> TableKeeper:
+    """Where this device keeps its synced table: its store on a real device."""
+    return StoreKeeper(store) if store is not None else keeper or StateKeeper()
+
 
 def _prepare(content: RecordDict, context: Context, run_config: Mapping,
-             store: DeviceStore | None) -> Prepared:
+             store: DeviceStore | None, keeper: TableKeeper | None = None) -> Prepared:
     """Decode the server's message content (the table, patched in delta sync) and restore
     this node's device."""
     config, extra = records.record_to_config(content[records.CONFIG])
-    factors, bias, version = synced_table(content[records.ITEMS], context, store)
+    table = synced_table(content[records.ITEMS], context, _keeper(store, keeper))
     rows = local_rows(context, run_config, store, config.loss == "mse")
     device = Device(rows.train_items, rows.train_values, seed=_seed(extra, context),
                     state=_load_user(context, store))
-    return Prepared(config, extra, factors, bias, version, rows, device)
+    return Prepared(config, extra, table, rows, device)
 
 
-def _stream_train(msg: Message, context: Context, run_config: Mapping) -> Message:
+def _stream_train(msg: Message, context: Context, run_config: Mapping,
+                  keeper: TableKeeper | None = None) -> Message:
     """A round of a timeline replay: take the events before the server's ``until`` (scoring
     each before learning from it), train the mode's events, reply with the update, the
     training metrics and the pooled prequential sums."""
     started = time.perf_counter()
     config, extra = records.record_to_config(msg.content[records.CONFIG])
-    arrays = records.record_to_arrays(msg.content[records.ITEMS])
-    factors, bias = arrays["factors"], arrays["bias"]
+    table = synced_table(msg.content[records.ITEMS], context, keeper)
+    factors, bias = table.factors, table.bias
     c = run_config
     timeline = simulated_timeline(str(c.get("dataset", RunSettings.dataset)),
                                   config.loss == "mse",
@@ -177,7 +196,7 @@ def _stream_train(msg: Message, context: Context, run_config: Mapping) -> Messag
     mean = float(extra["mean"])
     seen_before = cursor.seen
     scores = device.arrive(int(extra["until"]), factors, bias, mean, config,
-                           arrays.get("listed"), float(extra.get("new-days", 7.0)),
+                           table.static.get("listed"), float(extra.get("new-days", 7.0)),
                            (float(extra["rating-min"]), float(extra["rating-max"])))
     new = slice(seen_before, device.cursor.seen)
     rating_sum = float(device.values[new].sum()) if config.loss == "mse" else 0.0
@@ -229,22 +248,25 @@ def _secagg_train(msg: Message, context: Context, run_config: Mapping) -> Messag
     return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 
 
-def train(msg: Message, context: Context, run_config: Mapping) -> Message:
-    """Local training; replies with the sparse item update and training metrics."""
+def train(msg: Message, context: Context, run_config: Mapping,
+          keeper: TableKeeper | None = None) -> Message:
+    """Local training; replies with the sparse item update and training metrics.
+    ``keeper`` keeps the synced table in delta sync (default: ``context.state``; a real
+    device's store when the node has one)."""
     if "fitins.parameters" in msg.content.array_records:
         return _secagg_train(msg, context, run_config)
     if "until" in msg.content[records.CONFIG]:
-        return _stream_train(msg, context, run_config)
+        return _stream_train(msg, context, run_config, keeper)
     items = msg.content[records.ITEMS]
     named = records.array_view(items["named"]) if "named" in items else None
     with device_store(context) as store:
-        p = _prepare(msg.content, context, run_config, store)
+        p = _prepare(msg.content, context, run_config, store, keeper)
         extra, mean = p.extra, float(p.extra["mean"])
         update, metrics = p.device.train(
             p.factors, p.bias, mean, p.config, int(extra.get("decoy-rows", 0)), named,
             (float(extra["rating-min"]), float(extra["rating-max"])))
         _refuse_diverged(update, p.device)
-        _save(context, p.device, store, (p.factors, p.bias, mean, p.version))
+        _save(context, p.device, store, p.table, mean)
     if "decoy-rows" in extra:  # the reply's size must not tell the device's activity
         metrics["num-examples"] = 1.0
     if "dp-clip" in extra:  # dp mode: the whole update clipped and noised on the device
@@ -303,8 +325,11 @@ def _secagg_when_asked(msg: Message, context: Context, call_next: object) -> Mes
     return call_next(msg, context)
 
 
-def build_client_app(run_config: Mapping | None = None) -> ClientApp:
-    """The ClientApp; with ``run_config`` given, it is used instead of the context's."""
+def build_client_app(run_config: Mapping | None = None,
+                     keeper: TableKeeper | None = None) -> ClientApp:
+    """The ClientApp; with ``run_config`` given, it is used instead of the context's.
+    ``keeper`` keeps simulated devices' synced tables (default: each node's
+    ``context.state``)."""
     client = ClientApp()
     bound = None if run_config is None else dict(run_config)
 
@@ -313,7 +338,7 @@ def build_client_app(run_config: Mapping | None = None) -> ClientApp:
 
     @client.train(mods=[_secagg_when_asked])
     def _train(msg: Message, context: Context) -> Message:
-        return train(msg, context, settings_of(context))
+        return train(msg, context, settings_of(context), keeper)
 
     @client.evaluate()
     def _evaluate(msg: Message, context: Context) -> Message:

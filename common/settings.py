@@ -49,6 +49,7 @@ class RunSettings:
     results_dir: str = ""
     checkpoint: str = ""  # SQLite file the server saves its model to after every round
     sync: str = "full"  # how devices get the item table: full, or delta (changed rows only)
+    sync_threshold: float = 0.0  # delta: publish a row once it drifted this much (relative)
     privacy: str = "plain"
     decoy_rows: int = 0  # decoy: rows in every reply; 0 = the whole catalogue
     secagg_shares: float = 5.0  # secagg: key shares per device (odd); <= 1: a fraction of devices
@@ -76,6 +77,8 @@ class RunSettings:
             raise ValueError("secagg needs secagg-shares > 0 and secagg-threshold in (0, 1]")
         if self.sync not in ("full", "delta"):
             raise ValueError(f"sync must be full or delta. Found {self.sync!r}.")
+        if not self.sync_threshold >= 0 or (self.sync_threshold and self.sync != "delta"):
+            raise ValueError("sync-threshold must be >= 0, and applies to sync=delta only")
         if self.decoy_rows < 0:
             raise ValueError(f"decoy_rows must be >= 0. Found {self.decoy_rows}.")
         if self.uses_dp and not (self.dp_clip > 0 and self.dp_noise > 0

@@ -83,7 +83,7 @@ def build_strategy(settings: RunSettings, n_items: int, mean: float,
                   num_rounds=settings.num_rounds, wait_timeout=settings.round_timeout, dp=dp,
                   decoy_rows=(settings.decoy_rows or n_items) if settings.uses_decoys else 0,
                   checkpoint=checkpoint, round_offset=round_offset, history=history,
-                  sync=settings.sync)
+                  sync=settings.sync, sync_threshold=settings.sync_threshold)
 
 
 def resume_strategy(settings: RunSettings, saved: tuple, rating_range: tuple[float, float],

@@ -27,6 +27,7 @@ from fedrec.server.accountant import Accountant
 from fedrec.server.aggregate import WEIGHTINGS, Accumulator
 from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.item_model import ItemModel
+from fedrec.server.publish import PublishedTable
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class FedRec(FedAvg):
                  wait_timeout: float = 600.0, dp: DpSettings | None = None,
                  decoy_rows: int = 0, checkpoint: Checkpoint | None = None,
                  round_offset: int = 0, history: list[dict] | None = None,
-                 sync: str = "full") -> None:
+                 sync: str = "full", sync_threshold: float = 0.0) -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes, min_evaluate_nodes=min_evaluate_nodes,
                          min_available_nodes=min_available_nodes,
@@ -70,12 +71,22 @@ class FedRec(FedAvg):
         self.history: list[dict] = list(history or [])
         # A resumed run: Flower counts this run's rounds from 1, the model's from the start.
         self.checkpoint, self.round_offset = checkpoint, round_offset
-        # Delta sync: the table version each device holds (acknowledged by a reply), the
-        # version sent this round, and the bytes of item rows sent.
+        # Delta sync: the table each device holds, as (version, rows), acknowledged by a
+        # reply; what was sent this round; and the bytes of item rows sent.
         if sync not in ("full", "delta"):
             raise ValueError(f"sync must be full or delta. Found {sync!r}.")
-        self.sync, self.acked, self.pending = sync, {}, {}
-        self.download = 0
+        if sync_threshold and sync != "delta":
+            raise ValueError("sync-threshold applies to sync=delta only")
+        self.sync = sync
+        self.published = PublishedTable(model, sync_threshold)  # what delta sync sends
+        self.acked: dict[int, tuple[int, int]] = {}
+        self.pending: dict[int, tuple[int, int]] = {}
+        self.seen: set[int] = set()  # nodes sent a table before (delta sync)
+        self.download = self.first_contact = 0  # bytes sent, and of them at first contact
+        # Per-row arrays that never change once a row exists (a timeline's listing times),
+        # sent with the table: whole, or in a delta only for the rows added since.
+        self.static: dict[str, np.ndarray] = {}
+        self._whole: tuple[tuple, int] = ((), 0)
         self.dp = dp
         self.accountant = (None if dp is None else
                            Accountant(fraction_train, dp.noise, dp.delta, dp.epsilon_cap))
@@ -91,9 +102,20 @@ class FedRec(FedAvg):
         self.named: np.ndarray | None = None
 
     # ---- what goes out -----------------------------------------------------------------
-    def items_record(self) -> ArrayRecord:
-        return self._with_named(records.items_to_record(self.model.params.factors,
-                                                        self.model.params.bias))
+    def items_record(self, published: bool = False) -> ArrayRecord:
+        """The whole table (and the static per-row arrays): the model's, or the one delta
+        sync publishes (:class:`~fedrec.server.publish.PublishedTable`)."""
+        t = self.published if published else self.model.params
+        return self._with_named(records.arrays_to_record(
+            {"factors": t.factors, "bias": t.bias, **self._static(0)}))
+
+    def _static(self, start: int) -> dict[str, np.ndarray]:
+        n = self.model.n_items
+        for name, values in self.static.items():
+            if len(values) != n:
+                raise ValueError(f"static row array {name!r} has {len(values)} rows, the "
+                                 f"table {n}")
+        return {f"static.{name}": values[start:] for name, values in self.static.items()}
 
     def _with_named(self, record: ArrayRecord) -> ArrayRecord:
         """``record`` with last round's named counts when devices draw decoys by them."""
@@ -101,41 +123,67 @@ class FedRec(FedAvg):
             record["named"] = records.encode_array(self.named)
         return record
 
-    def table_record(self, base: int | None) -> ArrayRecord:
-        """The item rows a device needs: the whole table at first contact (``base`` None),
-        else only the rows moved after round ``base`` (the whole table when that would not
-        be smaller); tagged with the table's version."""
-        ids = None if base is None else self.model.changed_since(base)
-        k = self.model.params.n_factors
-        if ids is None or len(ids) * (4 * k + 4 + 8) >= self.model.n_items * (4 * k + 4):
-            record = self.items_record()
-        else:
-            p = self.model.params
+    def table_record(self, held: tuple[int, int] | None) -> ArrayRecord:
+        """The item rows a device needs: the whole table at first contact (``held`` None),
+        else, for a device holding ``held = (version, rows)``, the rows moved after round
+        ``version`` and the rows added since (the whole table when that would not be
+        smaller); tagged with the table's ``version`` and size (a delta with its ``base``
+        version and size)."""
+        n = self.model.n_items
+        record = None
+        if held is not None and held[1] <= n:
+            base, base_n = held
+            moved = self.published.changed_since(base)
+            ids = np.concatenate([moved[moved < base_n], np.arange(base_n, n)])
+            p = self.published
             record = self._with_named(records.arrays_to_record(
-                {"ids": ids, "factors": p.factors[ids], "bias": p.bias[ids]}))
-            record["base"] = records.encode_array(np.array([base], dtype=np.int64))
-        record["version"] = records.encode_array(np.array([self.model.round], dtype=np.int64))
-        record["n-items"] = records.encode_array(np.array([self.model.n_items], np.int64))
+                {"ids": ids, "factors": p.factors[ids], "bias": p.bias[ids],
+                 **self._static(base_n), "base": np.array([base, base_n], dtype=np.int64)}))
+            if _payload(record) >= self._whole_bytes():
+                record = None
+        if record is None:
+            record = self.items_record(published=True)
+        record["version"] = records.encode_array(np.array([self.model.round, n], np.int64))
         return record
+
+    def _whole_bytes(self) -> int:
+        """The whole table's payload (computed once per version of the table)."""
+        key = (self.model.round, self.model.n_items, self.model.refused_steps)
+        if self._whole[0] != key:
+            self._whole = (key, _payload(self.items_record()))
+        return self._whole[1]
+
+    def train_messages(self, config: ConfigRecord, node_ids: list[int],
+                       items: ArrayRecord | None = None) -> list[Message]:
+        """One train message per node: the table (``items``, or the current one) and the
+        round's config; in delta sync, each node's own rows. Counts the bytes sent."""
+        if self.sync == "full":
+            items = self.items_record() if items is None else items
+            self.download += len(node_ids) * _payload(items)
+            content = RecordDict({records.ITEMS: items, records.CONFIG: config})
+            return [Message(content, message_type=MessageType.TRAIN, dst_node_id=node)
+                    for node in node_ids]
+        messages = []
+        for node in node_ids:
+            held = self.acked.get(node)
+            items = self.table_record(held)
+            self.pending[node] = (self.model.round, self.model.n_items)
+            self.download += _payload(items)
+            if held is None and node not in self.seen:
+                self.seen.add(node)
+                self.first_contact += _payload(items)
+            messages.append(Message(RecordDict({records.ITEMS: items,
+                                                records.CONFIG: config}),
+                                    message_type=MessageType.TRAIN, dst_node_id=node))
+        return messages
 
     def _construct_messages(self, record: RecordDict, node_ids: list[int],
                             message_type: str) -> Iterable[Message]:
-        """FedAvg's messages, with each device's own item rows in delta sync (training
-        only: evaluation sends the table)."""
-        if self.sync != "delta" or message_type != MessageType.TRAIN:
-            messages = super()._construct_messages(record, node_ids, message_type)
-            if message_type == MessageType.TRAIN:
-                self.download += len(node_ids) * _payload(record[records.ITEMS])
-            return messages
-        messages = []
-        for node in node_ids:
-            items = self.table_record(self.acked.get(node))
-            self.pending[node] = self.model.round
-            self.download += _payload(items)
-            messages.append(Message(RecordDict({records.ITEMS: items,
-                                                records.CONFIG: record[records.CONFIG]}),
-                                    message_type=message_type, dst_node_id=node))
-        return messages
+        """FedAvg's messages; training messages from :meth:`train_messages` (each
+        device's own rows in delta sync; evaluation sends the table)."""
+        if message_type != MessageType.TRAIN:
+            return super()._construct_messages(record, node_ids, message_type)
+        return self.train_messages(record[records.CONFIG], node_ids, record[records.ITEMS])
 
     def round_config(self, server_round: int) -> ConfigRecord:
         low, high = self.rating_range
@@ -233,6 +281,7 @@ class FedRec(FedAvg):
         if self.decoy_rows:
             self.named = acc.devices.astype(np.float32)
         applied = self.model.apply(agg, server_round)
+        self.published.refresh(agg.ids if applied else agg.ids[:0], server_round)
         if not applied:
             log(WARNING, "round %s: the server step diverged (non-finite rows) and was not "
                 "applied; lower server-lr", server_round)
@@ -245,8 +294,9 @@ class FedRec(FedAvg):
             "train-loss": float(np.average(losses, weights=w)) if len(w) and w.sum() else 0.0,
             "upload-bytes": float(upload),
             "download-bytes": float(self.download),
+            "first-contact-bytes": float(self.first_contact),
         }
-        self.download = 0
+        self.download = self.first_contact = 0
         if self.accountant is not None:
             summary["epsilon"] = self.epsilon
         self.history.append({"round": server_round, "train": summary})

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
-from flwr.app import Message, MessageType, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.logger import FLOWER_LOGGER
 
@@ -45,6 +44,7 @@ from fedrec.simulations.engine import InProcessGrid, Observer, TaskIdentity
 from fedrec.simulations.prequential import Sums
 from fedrec.simulations.presets import mf_config
 from fedrec.simulations.results import save_figure
+from fedrec.simulations.table_archive import ArchiveKeeper, TableArchive
 
 Progress = Callable[[str, int, int], None]
 KINDS = ("explicit", "implicit")
@@ -135,6 +135,13 @@ class FederatedStream:
         self.rng = np.random.default_rng(self.run.seed + 17)
         config = self.run.to_run_config()
         devices = client_app if workers == 1 else build_client_app
+        # Delta sync in one process: simulated devices' tables shared through an archive of
+        # the versions sent, each checked bit for bit (see table_archive).
+        self.archive: TableArchive | None = None
+        if self.run.sync == "delta" and workers == 1:
+            self.archive = TableArchive()
+            self.keeper = ArchiveKeeper(self.archive)
+            devices = build_client_app(None, self.keeper)
         self.grid = InProcessGrid(devices, t.n_users, config, workers=workers,
                                   observer=observer)
         # The server's identity, as Flower's runtime sets it for a ServerApp.
@@ -181,8 +188,8 @@ class FederatedStream:
         start = time.perf_counter()
         self._grow(self.timeline.listed_by(tick.now), r)
         n_items = self.strategy.model.n_items
-        items = self.strategy.items_record()
-        items["listed"] = records.encode_array(self.timeline.item_listed[:n_items])
+        self.strategy.static["listed"] = self.timeline.item_listed[:n_items]
+        whole = self.strategy.items_record()  # what a full sync sends every device
         config = self.strategy.round_config(r)
         config["until"] = int(tick.stop)
         config["stream-mode"] = self.s.mode
@@ -190,10 +197,11 @@ class FederatedStream:
         config["replay"] = float(self.s.replay)
         config["new-days"] = float(self.s.new_days)
         config["server-round"] = r
-        content = RecordDict({records.ITEMS: items, records.CONFIG: config})
         nodes = self._sample(tick)
-        messages = [Message(content, dst_node_id=n, message_type=MessageType.TRAIN)
-                    for n in nodes]
+        if self.archive is not None:
+            self.archive.sent(self.strategy.published, self.strategy.static)
+        messages = self.strategy.train_messages(
+            config, nodes, whole if self.run.sync == "full" else None)
         replies = list(self.grid.send_and_receive(messages,
                                                   timeout=self.run.round_timeout))
         ok = [m for m in replies if not m.has_error()]
@@ -210,11 +218,14 @@ class FederatedStream:
             device_s += float(metrics.get("device-s", 0.0))
         if self.s.explicit and self.rating_count:
             self.strategy.model.params.mean = self.rating_total / self.rating_count
-        download = sum(len(a.data) for a in items.values()) * len(messages)
+        train = self.strategy.history[-1]["train"]
         record = {"round": r, "events": tick.stop - tick.start, "devices": len(nodes),
                   "replies": len(ok), "items": n_items, "seconds": time.perf_counter() - start,
-                  "download_bytes": download,
-                  "upload_bytes": self.strategy.history[-1]["train"]["upload-bytes"],
+                  "download_bytes": train["download-bytes"],
+                  "first_contact_bytes": train["first-contact-bytes"],
+                  "full_table_bytes": float(sum(len(a.data) for a in whole.values())
+                                            * len(messages)),
+                  "upload_bytes": train["upload-bytes"],
                   "stored_events_per_device": stored / max(1, len(ok)),
                   "device_s": device_s,
                   "lag_s": float(tick.now - self.timeline.data.timestamp[
@@ -245,6 +256,10 @@ class FederatedStream:
                 "device_s_per_message": device_s / max(1, messages),
                 "seconds_per_round": seconds / max(1, len(log)),
                 "download_bytes": float(sum(r["download_bytes"] for r in log)),
+                "sync": self.run.sync,
+                "full_table_bytes": float(sum(r["full_table_bytes"] for r in log)),
+                **_download_shares(log),
+                "tables_checked": self.keeper.checked if self.archive is not None else 0,
                 "upload_bytes": float(sum(r["upload_bytes"] for r in log)),
                 "messages": int(messages),
                 "stored_events_per_device": float(np.mean(
@@ -258,6 +273,18 @@ class FederatedStream:
                             if log else 0.0,
                             "round_wall_s": seconds / max(1, len(log))},
                 "rejected": dict(self.strategy.rejected)}
+
+
+def _download_shares(log: list[dict]) -> dict[str, float]:
+    """Bytes sent against a whole table to every message, overall and past each device's
+    first contact (which gets the whole table either way)."""
+    down = sum(r["download_bytes"] for r in log)
+    full = sum(r["full_table_bytes"] for r in log)
+    first = sum(r["first_contact_bytes"] for r in log)
+    return {"download_share_of_full": float(down / max(1.0, full)),
+            "first_contact_bytes": float(first),
+            "download_share_of_full_after_first_contact": float(
+                (down - first) / max(1.0, full - first))}
 
 
 def _centralized_config(s: StreamSettings) -> dict:

@@ -112,6 +112,4 @@ def test_a_real_device_keeps_its_table_in_the_store_for_delta_sync(tmp_path):
 def _delta_message(strategy: FedRec, node: int, server_round: int) -> Message:
     config = strategy.round_config(server_round)
     config["server-round"] = server_round
-    content = RecordDict({records.ITEMS: records.items_to_record(
-        strategy.model.params.factors, strategy.model.params.bias), records.CONFIG: config})
-    return next(iter(strategy._construct_messages(content, [node], MessageType.TRAIN)))
+    return strategy.train_messages(config, [node])[0]

@@ -311,13 +311,14 @@ def test_delta_sync_sends_only_the_rows_that_moved(shop_csv):
     rng = np.random.default_rng(0)
     strategy.model.apply(Aggregate(moved, rng.normal(size=(3, 8)), rng.normal(size=3),
                                    np.ones(3), np.ones(3)), 1)
-    delta = strategy.table_record(0)
+    n = strategy.model.n_items
+    delta = strategy.table_record((0, n))
     assert records.record_to_arrays(delta)["ids"].tolist() == moved.tolist()
     size = lambda r: sum(len(a.data) for a in r.values())  # noqa: E731
     assert size(delta) < 0.35 * size(whole)  # (small table: .npy headers are most of it)
-    factors, bias, _ = synced_table(delta, context)
-    np.testing.assert_array_equal(factors, strategy.model.params.factors)
-    np.testing.assert_array_equal(bias, strategy.model.params.bias)
+    table = synced_table(delta, context)
+    np.testing.assert_array_equal(table.factors, strategy.model.params.factors)
+    np.testing.assert_array_equal(table.bias, strategy.model.params.bias)
 
 
 def test_a_device_that_lost_its_table_gets_it_whole_again(shop_csv):
@@ -329,11 +330,12 @@ def test_a_device_that_lost_its_table_gets_it_whole_again(shop_csv):
     parts = simulated_partitions(s.dataset, s.protocol, 0, "")
     strategy = build_strategy(s, parts.n_items, 0.0, parts.rating_range)
     context = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config={})
-    factors, _, _ = synced_table(strategy.table_record(None), context)
+    factors = synced_table(strategy.table_record(None), context).factors
     np.testing.assert_array_equal(factors, strategy.model.params.factors)
-    delta = strategy.table_record(0)  # nothing moved yet: no rows
+    n = strategy.model.n_items
+    delta = strategy.table_record((0, n))  # nothing moved yet: no rows
     assert len(records.record_to_arrays(delta)["ids"]) == 0
-    np.testing.assert_array_equal(synced_table(delta, context)[0], factors)
+    np.testing.assert_array_equal(synced_table(delta, context).factors, factors)
     lost = Context(run_id=1, node_id=6, node_config={}, state=RecordDict(), run_config={})
     with pytest.raises(StaleTableError, match="needs the whole table"):
         synced_table(delta, lost)
@@ -343,8 +345,8 @@ def test_a_device_that_lost_its_table_gets_it_whole_again(shop_csv):
     from fedrec.simulations.engine import TaskIdentity
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
-    strategy.acked = {1001: 0}
-    strategy.pending = {1001: 0, 1002: 0}
+    strategy.acked = {1001: (0, n)}
+    strategy.pending = {1001: (0, n), 1002: (0, n)}
     arrays = {"ids": np.array([1, 2], np.int64), "rows": np.full((2, 8), 0.01, np.float32),
               "bias": np.zeros(2, np.float32), "counts": np.ones(2, np.float32)}
     good = Message(RecordDict({records.UPDATE: records.arrays_to_record(arrays),
@@ -352,7 +354,7 @@ def test_a_device_that_lost_its_table_gets_it_whole_again(shop_csv):
                                    {"num-examples": 2})}), reply_to=_request(grid, 1002))
     bad = Message(error=Error(code=0, reason="StaleTableError"), reply_to=_request(grid, 1001))
     strategy.aggregate_train(1, [bad, good])
-    assert strategy.acked == {1002: 0}
+    assert strategy.acked == {1002: (0, n)}
     assert "base" not in records.record_to_arrays(strategy.table_record(strategy.acked.get(1001)))
     moved = records.record_to_arrays(strategy.table_record(strategy.acked[1002]))
     assert moved["ids"].tolist() == [1, 2] and int(moved["version"][0]) == 1
