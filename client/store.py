@@ -73,14 +73,16 @@ class DeviceStore:
     """An encrypted, append-mostly store of one device's events and state.
 
     Open with ``key=`` (32 bytes) or ``passphrase=``; a new file is created on first open.
-    ``durable`` (the default) syncs every commit to disk; with ``durable=False`` SQLite's WAL
-    syncs only at checkpoints: a crash of the app still loses nothing and never corrupts the
-    file, a power cut may lose the last commits (SQLite's ``synchronous=NORMAL``).
+    Every commit is atomic. By default SQLite's WAL is synced to disk at checkpoints
+    (``synchronous=NORMAL``, what SQLite advises for WAL): a crash of the app loses nothing and
+    never corrupts the file, a power cut may lose the last commits (the last events seen, a
+    table the next sync sends again). ``durable=True`` syncs every commit (``FULL``), at
+    about half a millisecond per event on this machine's disk.
     """
 
     def __init__(self, path: str | Path, *, key: bytes | None = None,
                  passphrase: str | None = None, timeout: float = 30.0,
-                 durable: bool = True) -> None:
+                 durable: bool = False) -> None:
         if (key is None) == (passphrase is None):
             raise ValueError("give exactly one of key or passphrase")
         if key is not None and len(key) != 32:

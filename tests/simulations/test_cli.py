@@ -172,7 +172,7 @@ def test_bench_edge_measures_latency_memory_and_disk(tmp_path, capsys):
     record = json.loads(capsys.readouterr().out)
     assert set(record["sizes"]) == {"500", "2000"}
     for size in record["sizes"].values():
-        for key in ("record_and_update", "record_and_update_not_durable", "top10",
+        for key in ("record_and_update", "record_and_update_durable", "top10",
                     "top10_in_a_category"):
             assert 0 < size[key]["median_ms"] <= size[key]["p95_ms"]
         assert size["memory_peak_mb"] > size["table_mb"] > 0
