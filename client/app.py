@@ -125,7 +125,8 @@ def _save(context: Context, device: Device | StreamDevice, store: DeviceStore | 
         return
     state = {edge.USER: vector}
     if table is not None:
-        state.update({**edge.table_state(table.factors, table.bias, mean),
+        state.update({**edge.table_state(table.factors, table.bias, mean,
+                                         table.static.get("category")),
                       **store_state(table)})
     store.put_many(state)
 

@@ -94,6 +94,8 @@ class StoreKeeper:
         if factors is None or bias is None or version is None:
             return None
         static = {name: v for name in STATIC if (v := s.get(PREFIX + name)) is not None}
+        if (category := s.get(edge.CATEGORY)) is not None and len(category) == len(factors):
+            static["category"] = category  # (kept where the app reads it: edge.table_state)
         return HeldTable(_writable(factors), _writable(bias), int(version[0]), static)
 
     def keep(self, context: Context, table: HeldTable) -> None:

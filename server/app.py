@@ -43,6 +43,22 @@ def catalogue(settings: RunSettings) -> tuple[int, tuple[float, float]]:
     return parts.n_items, parts.rating_range
 
 
+def item_categories(settings: RunSettings) -> np.ndarray | None:
+    """Each item's category, when the catalogue gives items one category each (the
+    synthetic shop); None otherwise (MovieLens items have several genres). Devices get it
+    with the table, for the app's category filter."""
+    parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
+                                 settings.data_dir)
+    features = parts.split.train.item_features
+    if features is None or not len(features.matrix):
+        return None
+    m = features.matrix
+    if not ((m != 0).sum(axis=1) == 1).all():
+        return None
+    category = m.argmax(axis=1)
+    return category.astype(np.int16 if category.max() < 2**15 else np.int64)
+
+
 def global_mean(grid: Grid, timeout: float, min_nodes: int = 1) -> float:
     """μ from every device's (rating sum, rating count): aggregates only."""
     nodes = wait_for_nodes(grid, min_nodes, timeout)
@@ -121,6 +137,9 @@ def run(grid: Grid, settings: RunSettings, context: Context | None = None
         strategy = build_strategy(settings, n_items, mean, rating_range, checkpoint)
     else:
         strategy = resume_strategy(settings, saved, rating_range, checkpoint)
+    categories = item_categories(settings)
+    if categories is not None and len(categories) == strategy.model.n_items:
+        strategy.static["category"] = categories
     log(INFO, "fedrec: %s items, %s factors, global mean %.4f, from round %s", n_items,
         settings.factors, strategy.model.params.mean, strategy.round_offset + 1)
     remaining = settings.num_rounds - strategy.round_offset

@@ -113,3 +113,33 @@ def _delta_message(strategy: FedRec, node: int, server_round: int) -> Message:
     config = strategy.round_config(server_round)
     config["server-round"] = server_round
     return strategy.train_messages(config, [node])[0]
+
+
+def test_item_categories_reach_the_apps_category_filter(tmp_path):
+    """The server sends each item's category with the table (whole, then in deltas for new
+    rows only); the store keeps it, and the app filters by it."""
+    from fedrec.server.aggregate import Aggregate
+
+    context, settings, strategy = _setup(tmp_path)
+    categories = (np.arange(50) % 4).astype(np.int16)
+    strategy.static["category"] = categories
+    strategy.sync = "delta"
+    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+        EdgeClient(store).record(4, "purchase")
+    assert not client_app.train(_delta_message(strategy, 77, 1), context,
+                                settings.to_run_config()).has_error()
+    strategy.acked[77] = strategy.pending.pop(77)
+    strategy.model.apply(Aggregate(np.array([2]), np.ones((1, 6)), np.ones(1), np.ones(1),
+                                   np.ones(1)), 1)
+    strategy.model.grow(np.zeros((2, 6)), np.zeros(2), 0)  # two new listings, category 1
+    strategy.static["category"] = np.r_[categories, [1, 1]].astype(np.int16)
+    delta = _delta_message(strategy, 77, 2)
+    assert records.record_to_arrays(delta.content[records.ITEMS])[
+        "static.category"].tolist() == [1, 1]
+    assert not client_app.train(delta, context, settings.to_run_config()).has_error()
+    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+        app = EdgeClient(store)
+        np.testing.assert_array_equal(app.categories, strategy.static["category"])
+        top = app.recommend(k=20, category=1)
+        assert len(top.items) == 13 + 2 and (app.categories[top.items] == 1).all()
+        assert {50, 51} <= set(top.items.tolist())

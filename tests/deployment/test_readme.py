@@ -55,7 +55,7 @@ def test_the_readme_deployment_trains_across_three_supernodes(tmp_path):
                    for p in work.glob("*.log"))
     assert proc.returncode == 0, out[-4000:] + logs
     shown = [line for line in out.splitlines() if re.fullmatch(r"\d+\t-?\d+\.\d{4}", line)]
-    assert len(shown) == 5, out[-3000:]  # the app's top 5 after training
+    assert len(shown) == 10, out[-3000:]  # the app's top 5, then its top 5 in category 3
     history = json.loads((work / "results" / "history.json").read_text())
     assert [r["train"]["accepted"] for r in history["rounds"] if "train" in r] == [3, 3, 3]
     model, last, _, _ = Checkpoint(work / "server.db").load()
@@ -70,3 +70,8 @@ def test_the_readme_deployment_trains_across_three_supernodes(tmp_path):
             # the table it trained on in the last round (the model before that round)
             assert app.factors.shape == model.params.factors.shape
             assert 7 * i not in app.recommend(k=5).items.tolist()  # bought: left out
+            if i == 1:  # what the app showed: the model's top items, then category 3's
+                items = [int(line.split("\t")[0]) for line in shown]
+                assert items[:5] == app.recommend(k=5).items.tolist()
+                assert items[5:] == app.recommend(k=5, category=3).items.tolist()
+                assert (app.categories[items[5:]] == 3).all()

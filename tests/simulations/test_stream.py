@@ -18,12 +18,14 @@ from fedrec.simulations.presets import STREAM_EXPLICIT, STREAM_IMPLICIT
 from fedrec.simulations.stream import FederatedStream, StreamSettings, bench_stream
 
 
+def _shop_csv(tmp_path_factory, **config) -> str:
+    path = tmp_path_factory.mktemp("shop") / "shop.csv"
+    return f"csv:{write_csv_log(generate_shop(ShopConfig(rating_share=1.0, **config)), path)}"
+
+
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
-    path = tmp_path_factory.mktemp("shop") / "shop.csv"
-    data = generate_shop(ShopConfig(n_users=80, n_items=60, n_events=3_000, seed=5,
-                                    rating_share=1.0))
-    return f"csv:{write_csv_log(data, path)}"
+    return _shop_csv(tmp_path_factory, n_users=80, n_items=60, n_events=3_000, seed=5)
 
 
 def settings(shop: str, kind: str, **extra) -> StreamSettings:
@@ -155,10 +157,7 @@ def test_a_model_that_does_not_apply_to_the_kind_is_refused(shop):
 @pytest.fixture(scope="module")
 def catalogue_shop(tmp_path_factory):
     """A shop whose catalogue is large beside what a tick moves (where deltas pay)."""
-    path = tmp_path_factory.mktemp("shop") / "catalogue.csv"
-    data = generate_shop(ShopConfig(n_users=60, n_items=1_500, n_events=12_000, seed=3,
-                                    rating_share=1.0))
-    return f"csv:{write_csv_log(data, path)}"
+    return _shop_csv(tmp_path_factory, n_users=60, n_items=1_500, n_events=12_000, seed=3)
 
 
 @pytest.mark.parametrize("kind", ["explicit", "implicit"])
