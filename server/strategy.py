@@ -136,11 +136,14 @@ class FedRec(FedAvg):
             moved = self.published.changed_since(base)
             ids = np.concatenate([moved[moved < base_n], np.arange(base_n, n)])
             p = self.published
-            record = self._with_named(records.arrays_to_record(
-                {"ids": ids, "factors": p.factors[ids], "bias": p.bias[ids],
-                 **self._static(base_n), "base": np.array([base, base_n], dtype=np.int64)}))
-            if _payload(record) >= self._whole_bytes():
-                record = None
+            row = p.factors.itemsize * p.factors.shape[1] + p.bias.itemsize + 8
+            if len(ids) * row < self._whole_bytes():  # (else surely not smaller)
+                record = self._with_named(records.arrays_to_record(
+                    {"ids": ids, "factors": p.factors[ids], "bias": p.bias[ids],
+                     **self._static(base_n),
+                     "base": np.array([base, base_n], dtype=np.int64)}))
+                if _payload(record) >= self._whole_bytes():
+                    record = None
         if record is None:
             record = self.items_record(published=True)
         record["version"] = records.encode_array(np.array([self.model.round, n], np.int64))
