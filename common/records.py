@@ -47,6 +47,12 @@ def encode_array(array: np.ndarray) -> Array:
     return out
 
 
+def encoded_size(array: np.ndarray) -> int:
+    """The bytes :func:`encode_array` would hold for ``array``, without encoding it."""
+    array = np.asarray(array)
+    return len(_npy_header(array.dtype.str, array.shape)) + array.nbytes
+
+
 _DTYPE_NAMES: dict[np.dtype, str] = {}  # dtype.name is slow to compute
 
 

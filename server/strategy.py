@@ -86,7 +86,6 @@ class FedRec(FedAvg):
         # Per-row arrays that never change once a row exists (a timeline's listing times),
         # sent with the table: whole, or in a delta only for the rows added since.
         self.static: dict[str, np.ndarray] = {}
-        self._whole: tuple[tuple, int] = ((), 0)
         self.dp = dp
         self.accountant = (None if dp is None else
                            Accountant(fraction_train, dp.noise, dp.delta, dp.epsilon_cap))
@@ -137,24 +136,26 @@ class FedRec(FedAvg):
             ids = np.concatenate([moved[moved < base_n], np.arange(base_n, n)])
             p = self.published
             row = p.factors.itemsize * p.factors.shape[1] + p.bias.itemsize + 8
-            if len(ids) * row < self._whole_bytes():  # (else surely not smaller)
+            if len(ids) * row < self.whole_bytes():  # (else surely not smaller)
                 record = self._with_named(records.arrays_to_record(
                     {"ids": ids, "factors": p.factors[ids], "bias": p.bias[ids],
                      **self._static(base_n),
                      "base": np.array([base, base_n], dtype=np.int64)}))
-                if _payload(record) >= self._whole_bytes():
+                if _payload(record) >= self.whole_bytes():
                     record = None
         if record is None:
             record = self.items_record(published=True)
         record["version"] = records.encode_array(np.array([self.model.round, n], np.int64))
         return record
 
-    def _whole_bytes(self) -> int:
-        """The whole table's payload (computed once per version of the table)."""
-        key = (self.model.round, self.model.n_items, self.model.refused_steps)
-        if self._whole[0] != key:
-            self._whole = (key, _payload(self.items_record()))
-        return self._whole[1]
+    def whole_bytes(self) -> int:
+        """The payload of :meth:`items_record` (what a full sync sends each device),
+        without building it."""
+        p = self.model.params
+        arrays = [p.factors, p.bias, *self._static(0).values()]
+        if self.decoy_rows and self.named is not None:
+            arrays.append(self.named)
+        return sum(records.encoded_size(a) for a in arrays)
 
     def train_messages(self, config: ConfigRecord, node_ids: list[int],
                        items: ArrayRecord | None = None) -> list[Message]:

@@ -189,7 +189,7 @@ class FederatedStream:
         self._grow(self.timeline.listed_by(tick.now), r)
         n_items = self.strategy.model.n_items
         self.strategy.static["listed"] = self.timeline.item_listed[:n_items]
-        whole = self.strategy.items_record()  # what a full sync sends every device
+        whole = self.strategy.whole_bytes()  # what a full sync sends every device
         config = self.strategy.round_config(r)
         config["until"] = int(tick.stop)
         config["stream-mode"] = self.s.mode
@@ -200,8 +200,7 @@ class FederatedStream:
         nodes = self._sample(tick)
         if self.archive is not None:
             self.archive.sent(self.strategy.published, self.strategy.static)
-        messages = self.strategy.train_messages(
-            config, nodes, whole if self.run.sync == "full" else None)
+        messages = self.strategy.train_messages(config, nodes)
         replies = list(self.grid.send_and_receive(messages,
                                                   timeout=self.run.round_timeout))
         ok = [m for m in replies if not m.has_error()]
@@ -223,8 +222,7 @@ class FederatedStream:
                   "replies": len(ok), "items": n_items, "seconds": time.perf_counter() - start,
                   "download_bytes": train["download-bytes"],
                   "first_contact_bytes": train["first-contact-bytes"],
-                  "full_table_bytes": float(sum(len(a.data) for a in whole.values())
-                                            * len(messages)),
+                  "full_table_bytes": float(whole * len(messages)),
                   "upload_bytes": train["upload-bytes"],
                   "stored_events_per_device": stored / max(1, len(ok)),
                   "device_s": device_s,

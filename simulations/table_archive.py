@@ -28,24 +28,24 @@ class TableArchive:
         # per send: (version, ids changed since the previous send, their values before)
         self.log: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def sent(self, model: PublishedTable, static: dict[str, np.ndarray]) -> None:
+    def sent(self, table: PublishedTable, static: dict[str, np.ndarray]) -> None:
         """Record the table as it is sent now (call before each round's messages go)."""
-        p = model
+        p = table
         if self.factors is None:
             self.factors, self.bias = p.factors.copy(), p.bias.copy()
         else:
             n_old = len(self.factors)
-            moved = model.changed_since(self.version)
+            moved = table.changed_since(self.version)
             moved = moved[moved < n_old]
             if len(moved):
-                self.log.append((model.round, moved, self.factors[moved].copy(),
+                self.log.append((table.round, moved, self.factors[moved].copy(),
                                  self.bias[moved].copy()))
                 self.factors[moved], self.bias[moved] = p.factors[moved], p.bias[moved]
-            if model.n_items > n_old:
+            if table.n_items > n_old:
                 self.factors = np.concatenate([self.factors, p.factors[n_old:]])
                 self.bias = np.concatenate([self.bias, p.bias[n_old:]])
         self.static = {k: np.array(v) for k, v in static.items()}
-        self.version = model.round
+        self.version = table.round
 
     def table(self, version: int, n_items: int) -> HeldTable:
         """A fresh copy of the table sent at ``version`` with ``n_items`` rows."""

@@ -10,6 +10,7 @@ from fedrec.common.records import (
     array_view,
     config_to_record,
     encode_array,
+    encoded_size,
     record_to_config,
 )
 from fedrec.common.schema import InvalidUpdateError, TrainConfig, validate_update
@@ -81,3 +82,10 @@ def test_run_settings_round_trip_through_run_config():
         RunSettings.from_run_config({"learning-rate": 0.1})
     with pytest.raises(ValueError, match="fraction_train must be in"):
         RunSettings(fraction_train=2.0)
+
+
+@pytest.mark.parametrize("array", [np.zeros((0, 4), np.float32), np.ones(7, np.int16),
+                                   np.arange(100_000 * 3, dtype=np.float64).reshape(-1, 3),
+                                   np.array([3, 4], np.int64)])
+def test_encoded_size_is_the_size_of_the_encoding(array):
+    assert encoded_size(array) == len(encode_array(array).data)
