@@ -300,23 +300,15 @@ def _evaluate(content: RecordDict, context: Context, run_config: Mapping) -> dic
     return p.device.evaluate_ranking(p.factors, p.bias, p.rows.test_items)
 
 
-def _hides_activity(run_config: Mapping) -> bool:
-    """Whether the run's privacy mode hides how many events a device has (``decoy``)."""
-    return "decoy" in str(run_config.get("privacy", RunSettings.privacy)).split("+")
-
-
 def query(msg: Message, context: Context, run_config: Mapping) -> Message:
-    """Aggregate-only statistics for the server: the sum and count of this user's training
-    ratings (the server needs the global mean μ). Where the mode hides a device's activity
-    (``decoy``), the user's mean rating with a count of 1 instead: μ is then the mean of
-    users' means."""
+    """Aggregate-only statistics for the server's global mean μ: whether this user has
+    training ratings, and their mean (μ is the mean of users' means: every device weighs
+    the same, and no reply tells how many ratings its user has)."""
     with device_store(context) as store:
         rows = local_rows(context, run_config, store)
-    total, count = float(rows.train_values.sum()), float(len(rows.train_values))
-    if _hides_activity(run_config) and count:
-        total, count = total / count, 1.0
-    return Message(RecordDict({records.METRICS: MetricRecord(
-        {"rating-sum": total, "rating-count": count})}), reply_to=msg)
+    stats = ({"rated": 1.0, "rating-mean": float(rows.train_values.mean())}
+             if len(rows.train_values) else {"rated": 0.0})
+    return Message(RecordDict({records.METRICS: MetricRecord(stats)}), reply_to=msg)
 
 
 def _secagg_when_asked(msg: Message, context: Context, call_next: object) -> Message:

@@ -12,10 +12,10 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from numpy.lib import format as npy_format
 
-from fedrec.common.schema import ItemUpdate, TrainConfig
+from fedrec.common.schema import InvalidReplyError, ItemUpdate, TrainConfig
 
 # Record names inside a message's RecordDict.
 ITEMS = "items"  # server -> device: ArrayRecord {factors, bias}
@@ -160,6 +160,25 @@ def _decode_config(items: tuple) -> tuple[TrainConfig, tuple]:
     values = {k: v for k, _, v in items}
     own = {k: values.pop(k) for k in list(values) if k in TrainConfig.__dataclass_fields__}
     return TrainConfig.from_dict(own), tuple(values.items())
+
+
+def reply_records(content: object, expected: dict[str, type]) -> dict[str, object]:
+    """A reply's records, which must be exactly ``expected`` (name → record type); raises
+    :class:`~fedrec.common.schema.InvalidReplyError` (reason ``records``) otherwise."""
+    if not isinstance(content, RecordDict):
+        raise InvalidReplyError("records", f"no RecordDict, found {type(content).__name__}")
+    names = sorted(map(str, content.keys()))
+    if names != sorted(expected):
+        raise InvalidReplyError("records", f"expected records {sorted(expected)}, found "
+                                f"{names[:10]}")
+    out = {}
+    for name, kind in expected.items():
+        record = content[name]
+        if not isinstance(record, kind):
+            raise InvalidReplyError("records", f"{name!r} must be a {kind.__name__}, found "
+                                    f"{type(record).__name__}")
+        out[name] = record
+    return out
 
 
 def metrics_to_record(metrics: dict[str, float]) -> MetricRecord:

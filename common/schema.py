@@ -55,6 +55,11 @@ class TrainConfig:
         if self.reg < 0 or self.reg_bias < 0 or self.init_std < 0:
             raise ValueError("reg, reg_bias and init_std must be >= 0.")
 
+    @property
+    def explicit(self) -> bool:
+        """Whether the model learns ratings (MSE) rather than implicit feedback."""
+        return self.loss == "mse"
+
     def to_dict(self) -> dict[str, int | float | str]:
         return asdict(self)
 
@@ -85,12 +90,16 @@ class ItemUpdate:
         return sum(a.nbytes for a in self.arrays().values())
 
 
-class InvalidUpdateError(ValueError):
-    """A reply failed validation; ``reason`` is a short machine-readable tag."""
+class InvalidReplyError(ValueError):
+    """A reply (its update or any other field) failed validation; ``reason`` is a short
+    machine-readable tag naming the check (and the field, where there is one)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         self.reason = reason
         super().__init__(f"{reason}: {detail}")
+
+
+InvalidUpdateError = InvalidReplyError  # the update's checks raise the same error
 
 
 EXPECTED_DTYPES = {"ids": np.int64, "rows": np.float32, "bias": np.float32,

@@ -9,7 +9,7 @@ device's own). From the sum the server recovers exactly what the plain fold woul
 per-item weighted means (``Σ w·row / Σ w``), how many devices touched each item, and μ.
 
 Values must lie within SecAgg+'s clipping range: rows are pseudo-gradients (small), weights
-are scaled into [0, 1] (``capped``: divided by the cap; ``count`` is unbounded, refused).
+are scaled into [0, 1] (``capped``: divided by the cap).
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedrec.common.schema import ItemUpdate
-from fedrec.common.weighting import weights
+from fedrec.common.weighting import check_weighting, weights
 
-SECAGG_WEIGHTINGS = ("uniform", "capped", "sum")
 STAT_SCALE = 2.0 ** 14  # rating sums and counts are sent divided by this (within ±8)
 TOUCHED_MIN = 0.5  # a summed touched mask above this names an item (the mask is 0/1)
 
@@ -42,9 +41,7 @@ class DenseSum:
 def densify(update: ItemUpdate, n_items: int, weighting: str = "uniform", cap: float = 10.0,
             rating_sum: float = 0.0, rating_count: float = 0.0) -> list[np.ndarray]:
     """The device's vector: ``[w·rows (n×k), w·bias (n), w (n), touched (n), stats (2)]``."""
-    if weighting not in SECAGG_WEIGHTINGS:
-        raise ValueError(f"secagg supports weighting {', '.join(SECAGG_WEIGHTINGS)}. "
-                         f"Found {weighting!r}.")
+    check_weighting(weighting)
     w = weights(update, weighting, cap)
     if weighting == "capped":
         w = w / cap

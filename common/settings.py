@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 
 from fedrec.common.schema import TrainConfig
 from fedrec.common.split import PROTOCOLS, is_explicit
+from fedrec.common.weighting import check_weighting
 
 PRIVACY = ("plain", "decoy", "dp", "decoy+dp", "secagg")
 
@@ -69,6 +70,7 @@ class RunSettings:
         for name in ("fraction_train", "fraction_evaluate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]. Found {getattr(self, name)}.")
+        check_weighting(self.weighting)
         if self.privacy not in PRIVACY:
             raise ValueError(f"privacy must be one of {', '.join(PRIVACY)}. "
                              f"Found {self.privacy!r}.")

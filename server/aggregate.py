@@ -1,8 +1,8 @@
 """Folding devices' sparse item updates into one step, as pure functions.
 
-Each item's update is the weighted mean over the devices that touched it. Weighting options,
-against imbalance: ``uniform`` (every device counts once), ``count`` (by the number of the
-device's examples on that item) and ``capped`` (count, but at most ``cap``). ``sum`` adds
+Each item's update is the weighted mean over the devices that touched it. Weighting options
+(:mod:`fedrec.common.weighting`), against imbalance: ``uniform`` (every device counts once)
+and ``capped`` (by the number of the device's examples on that item, at most ``cap``). ``sum`` adds
 the devices' updates instead of averaging them: in a stream, each is a run of online SGD
 steps, and applied in full they compose as the steps of one learner would.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedrec.common.schema import ItemUpdate
-from fedrec.common.weighting import WEIGHTINGS, weights
+from fedrec.common.weighting import WEIGHTINGS, check_weighting, weights
 
 __all__ = ["WEIGHTINGS", "Accumulator", "Aggregate", "aggregate", "weights"]
 
@@ -41,10 +41,7 @@ class Accumulator:
 
     def __init__(self, n_items: int, n_factors: int, weighting: str = "uniform",
                  cap: float = 10.0) -> None:
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}. "
-                             f"Found {weighting!r}.")
-        self.weighting, self.cap = weighting, cap
+        self.weighting, self.cap = check_weighting(weighting), cap
         self.rows = np.zeros((n_items, n_factors), dtype=np.float64)
         self.bias = np.zeros(n_items, dtype=np.float64)
         self.weight = np.zeros(n_items, dtype=np.float64)

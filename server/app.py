@@ -9,23 +9,26 @@ history (``history.json``) there, atomically.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from logging import INFO
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from fedrec.common import records
 from fedrec.common.atomic import atomic_open
 from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
+from fedrec.common.replies import Bounds
 from fedrec.common.settings import RunSettings
 from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.item_model import ItemModel
+from fedrec.server.mean import query_mean
 from fedrec.server.secagg import SecAggFedRec, run_secagg
-from fedrec.server.strategy import DpSettings, FedRec, wait_for_nodes
+from fedrec.server.strategy import DpSettings, FedRec
+from fedrec.server.wait import wait_for_nodes
 
 app = ServerApp()
 
@@ -57,21 +60,6 @@ def item_categories(settings: RunSettings) -> np.ndarray | None:
         return None
     category = m.argmax(axis=1)
     return category.astype(np.int16 if category.max() < 2**15 else np.int64)
-
-
-def global_mean(grid: Grid, timeout: float, min_nodes: int = 1) -> float:
-    """μ from every device's (rating sum, rating count): aggregates only."""
-    nodes = wait_for_nodes(grid, min_nodes, timeout)
-    messages = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY)
-                for node in nodes]
-    total = count = 0.0
-    for reply in grid.send_and_receive(messages, timeout=timeout):
-        if reply.has_error():
-            continue
-        metrics = reply.content.metric_records.get(records.METRICS, {})
-        total += float(metrics.get("rating-sum", 0.0))
-        count += float(metrics.get("rating-count", 0.0))
-    return total / count if count else 0.0
 
 
 def new_model(settings: RunSettings, n_items: int, mean: float) -> ItemModel:
@@ -132,9 +120,11 @@ def run(grid: Grid, settings: RunSettings, context: Context | None = None
     checkpoint = Checkpoint(settings.checkpoint) if settings.checkpoint else None
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is None:
-        mean = (global_mean(grid, settings.round_timeout, settings.min_nodes)
-                if settings.explicit else 0.0)
+        refused: Counter[str] = Counter()
+        mean = (query_mean(grid, Bounds(rating_range), settings.round_timeout,
+                           settings.min_nodes, refused) if settings.explicit else 0.0)
         strategy = build_strategy(settings, n_items, mean, rating_range, checkpoint)
+        strategy.rejected.update(refused)
     else:
         strategy = resume_strategy(settings, saved, rating_range, checkpoint)
     categories = item_categories(settings)

@@ -40,8 +40,10 @@ from flwr.server.strategy import Strategy
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid
 
-from fedrec.common.schema import TrainConfig
-from fedrec.common.secagg import SECAGG_WEIGHTINGS, read_sum
+from fedrec.common.replies import Bounds, evaluate_schema
+from fedrec.common.schema import InvalidReplyError, TrainConfig
+from fedrec.common.secagg import read_sum
+from fedrec.common.weighting import check_weighting
 from fedrec.server.aggregate import Aggregate
 from fedrec.server.item_model import ItemModel
 from fedrec.server.strategy import pool_evaluation
@@ -59,9 +61,7 @@ class SecAggFedRec(Strategy):
                  rating_range: tuple[float, float] = (-np.inf, np.inf),
                  evaluate_every: int = 1, num_rounds: int | None = None,
                  explicit: bool = False) -> None:
-        if weighting not in SECAGG_WEIGHTINGS:
-            raise ValueError(f"secagg supports weighting {', '.join(SECAGG_WEIGHTINGS)}. "
-                             f"Found {weighting!r}.")
+        check_weighting(weighting)
         self.model, self.train_config = model, train_config
         self.fraction_train, self.fraction_evaluate = fraction_train, fraction_evaluate
         self.min_available_nodes = max(MIN_DEVICES, min_available_nodes)
@@ -69,7 +69,8 @@ class SecAggFedRec(Strategy):
         self.rating_range, self.explicit = rating_range, explicit
         self.evaluate_every, self.num_rounds = evaluate_every, num_rounds
         self.history: list[dict] = []
-        self.rejected: Counter[str] = Counter()  # nothing to reject: no update is seen alone
+        self.bounds = Bounds(rating_range)
+        self.rejected: Counter[str] = Counter()
         self.epsilon = None
 
     def __repr__(self) -> str:
@@ -139,7 +140,14 @@ class SecAggFedRec(Strategy):
     def aggregate_evaluate(self, server_round: int,
                            results: list[tuple[ClientProxy, EvaluateRes]],
                            failures: list) -> tuple[float | None, dict[str, Scalar]]:
-        rows = [dict(res.metrics) for _, res in results]
+        schema = evaluate_schema(self.explicit)
+        rows = []
+        for proxy, res in results:  # every value checked, as in the plain mode
+            try:
+                rows.append(schema.validate(res.metrics, self.bounds))
+            except InvalidReplyError as exc:
+                self.rejected["evaluate:" + exc.reason] += 1
+                log(WARNING, "Refused the evaluation of node %s: %s", proxy.node_id, exc)
         result = pool_evaluation(rows) if rows else {}
         if not result:
             return None, {}

@@ -9,7 +9,6 @@ one is rejected with its reason logged and counted, and never touches the model.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,12 +21,16 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedrec.common import records
-from fedrec.common.schema import InvalidUpdateError, ItemUpdate, TrainConfig, validate_update
+from fedrec.common.replies import TRAIN, Bounds, MetricSchema, evaluate_schema
+from fedrec.common.schema import InvalidReplyError, ItemUpdate, TrainConfig, validate_update
+from fedrec.common.weighting import check_weighting
 from fedrec.server.accountant import Accountant
-from fedrec.server.aggregate import WEIGHTINGS, Accumulator
+from fedrec.server.aggregate import Accumulator
 from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.item_model import ItemModel
 from fedrec.server.publish import PublishedTable
+from fedrec.server.replies import Outbox
+from fedrec.server.wait import wait_for_nodes
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,16 @@ class FedRec(FedAvg):
                          min_available_nodes=min_available_nodes,
                          weighted_by_key=records.WEIGHT_KEY, arrayrecord_key=records.ITEMS,
                          configrecord_key=records.CONFIG)
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}. "
-                             f"Found {weighting!r}.")
+        check_weighting(weighting)
         self.model, self.train_config = model, train_config
         self.weighting, self.cap, self.max_norm, self.seed = weighting, cap, max_norm, seed
         self.rating_range = rating_range
+        # What bounds an honest device's numbers, and the schema of its train replies
+        # (a timeline replay's carry more: common.replies.STREAM_TRAIN).
+        self.bounds = Bounds(rating_range)
+        self.train_schema: MetricSchema = TRAIN
+        self.outbox = {MessageType.TRAIN: Outbox([]), MessageType.EVALUATE: Outbox([])}
+        self.accepted_metrics: list[dict[str, float]] = []  # last round's, validated
         self.evaluate_every, self.num_rounds = evaluate_every, num_rounds
         self.wait_timeout = wait_timeout
         self.rejected: Counter[str] = Counter()
@@ -161,6 +168,12 @@ class FedRec(FedAvg):
                        items: ArrayRecord | None = None) -> list[Message]:
         """One train message per node: the table (``items``, or the current one) and the
         round's config; in delta sync, each node's own rows. Counts the bytes sent."""
+        messages = self._train_messages(config, node_ids, items)
+        self.outbox[MessageType.TRAIN] = Outbox(messages, "train")
+        return messages
+
+    def _train_messages(self, config: ConfigRecord, node_ids: list[int],
+                        items: ArrayRecord | None) -> list[Message]:
         if self.sync == "full":
             items = self.items_record() if items is None else items
             self.download += len(node_ids) * _payload(items)
@@ -228,38 +241,46 @@ class FedRec(FedAvg):
         if server_round % self.evaluate_every and server_round != self.num_rounds:
             return []
         wait_for_nodes(grid, self.min_available_nodes, self.wait_timeout)
-        return super().configure_evaluate(server_round, self.items_record(),
-                                          self.round_config(server_round), grid)
+        messages = list(super().configure_evaluate(server_round, self.items_record(),
+                                                   self.round_config(server_round), grid))
+        self.outbox[MessageType.EVALUATE] = Outbox(messages, "evaluate")
+        return messages
 
     # ---- what comes back ---------------------------------------------------------------
-    def accept(self, reply: Message) -> ItemUpdate | None:
-        """The reply's validated update, or None (reason logged and counted)."""
+    def accept(self, reply: Message) -> tuple[ItemUpdate, dict[str, float]] | None:
+        """The reply's validated update and training metrics, or None (the reason logged
+        and counted). Every field is checked: the records present, the update's arrays
+        (:func:`~fedrec.common.schema.validate_update`) and every metric
+        (:attr:`train_schema`)."""
         node = reply.metadata.src_node_id
         try:
-            record = reply.content.get(records.UPDATE)
-            if not isinstance(record, ArrayRecord):
-                raise InvalidUpdateError("missing", f"no {records.UPDATE!r} ArrayRecord")
-            arrays = records.record_to_arrays(record)
+            got = records.reply_records(reply.content, {records.UPDATE: ArrayRecord,
+                                                        records.METRICS: MetricRecord})
+            arrays = records.record_to_arrays(got[records.UPDATE])
             update = validate_update(arrays, self.model.n_items, self.model.params.n_factors,
                                      self.max_norm)
             if self.decoy_rows and len(update.ids) != self.decoy_rows:
-                raise InvalidUpdateError(
+                raise InvalidReplyError(
                     "decoy-rows", f"{len(update.ids)} rows where the decoy mode asks "
                     f"{self.decoy_rows}")
-            return update
-        except InvalidUpdateError as exc:
+            return update, self.train_schema.validate(got[records.METRICS], self.bounds)
+        except InvalidReplyError as exc:
             self.rejected[exc.reason] += 1
             log(WARNING, "Rejected the update of node %s: %s", node, exc)
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
             self.rejected["decode"] += 1
             log(WARNING, "Rejected the update of node %s: undecodable (%s)", node, exc)
         return None
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate each reply, fold the accepted ones into the item table; checkpoint."""
+        """Match replies to this round's messages, validate each, fold the accepted ones
+        into the item table; checkpoint."""
         server_round += self.round_offset
         replies = list(replies)
+        refused_before = sum(self.rejected.values())
+        replies = self.outbox[MessageType.TRAIN].match(replies, self.rejected)
+        unmatched = sum(self.rejected.values()) - refused_before
         ok, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
         for reply in replies:  # delta sync: a reply acknowledges the rows it was sent
             node = reply.metadata.src_node_id
@@ -270,17 +291,16 @@ class FedRec(FedAvg):
         # Each accepted update is folded into running sums at once (none is kept).
         acc = Accumulator(self.model.n_items, self.model.params.n_factors, self.weighting,
                           self.cap)
-        losses, weights, accepted, upload = [], [], 0, 0
+        self.accepted_metrics = []
+        upload = 0
         for reply in ok:
-            update = self.accept(reply)
-            if update is None:
+            accepted = self.accept(reply)
+            if accepted is None:
                 continue
+            update, metrics = accepted
             acc.add(update)
-            accepted, upload = accepted + 1, upload + update.nbytes
-            metrics = reply.content.get(records.METRICS)
-            metrics = metrics if isinstance(metrics, MetricRecord) else {}
-            weights.append(float(metrics.get(records.WEIGHT_KEY, 1.0)))
-            losses.append(float(metrics.get("train-loss", np.nan)))
+            upload += update.nbytes
+            self.accepted_metrics.append(metrics)
         agg = acc.result()
         if self.decoy_rows:
             self.named = acc.devices.astype(np.float32)
@@ -289,10 +309,12 @@ class FedRec(FedAvg):
         if not applied:
             log(WARNING, "round %s: the server step diverged (non-finite rows) and was not "
                 "applied; lower server-lr", server_round)
-        w = np.asarray(weights)
+        accepted = len(self.accepted_metrics)
+        w = np.array([m[records.WEIGHT_KEY] for m in self.accepted_metrics])
+        losses = [m["train-loss"] for m in self.accepted_metrics]
         summary = {
             "accepted": float(accepted),
-            "rejected": float(len(ok) - accepted),
+            "rejected": float(len(ok) - accepted + unmatched),
             "failed": float(len(errors)),
             "rows-updated": float(len(agg.ids)) if applied else 0.0,
             "train-loss": float(np.average(losses, weights=w)) if len(w) and w.sum() else 0.0,
@@ -313,14 +335,22 @@ class FedRec(FedAvg):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
-        """Pool devices' held-out metrics: error sums into RMSE/MAE, per-user ranking
-        metrics into their mean over users with a test item."""
+        """Pool devices' held-out metrics, each reply matched and every value checked
+        (:func:`~fedrec.common.replies.evaluate_schema`): error sums into RMSE/MAE,
+        per-user ranking metrics into their mean over users with a test item."""
         server_round += self.round_offset
-        ok, _ = self._check_and_log_replies(list(replies), is_train=False, validate=False)
-        rows = [dict(r.content.metric_records.get(records.METRICS, {})) for r in ok]
-        if not rows:
-            return None
+        before = sum(self.rejected.values())
+        replies = self.outbox[MessageType.EVALUATE].match(list(replies), self.rejected,
+                                                          "evaluate:")
+        ok, _ = self._check_and_log_replies(replies, is_train=False, validate=False)
+        rows = checked_evaluations(ok, evaluate_schema(self.train_config.explicit),
+                                   self.bounds, self.rejected)
+        refused = sum(self.rejected.values()) - before
         result = pool_evaluation(rows)
+        if not result:
+            return None
+        if refused:
+            result["refused"] = float(refused)
         if self.history and self.history[-1]["round"] == server_round:
             self.history[-1]["evaluate"] = result
         else:
@@ -328,30 +358,30 @@ class FedRec(FedAvg):
         return MetricRecord(result) if result else None
 
 
+def checked_evaluations(replies: Iterable[Message], schema: MetricSchema, bounds: Bounds,
+                        rejected: Counter[str]) -> list[dict[str, float]]:
+    """The metrics of each evaluation reply that passes ``schema``; the others are logged
+    and counted in ``rejected`` (``evaluate:REASON``)."""
+    rows = []
+    for reply in replies:
+        try:
+            got = records.reply_records(reply.content, {records.METRICS: MetricRecord})
+            rows.append(schema.validate(got[records.METRICS], bounds))
+        except InvalidReplyError as exc:
+            rejected["evaluate:" + exc.reason] += 1
+            log(WARNING, "Refused the evaluation of node %s: %s", reply.metadata.src_node_id,
+                exc)
+    return rows
+
+
 def _payload(record: ArrayRecord) -> int:
     return sum(len(a.data) for a in record.values())
 
 
-def wait_for_nodes(grid: Grid, count: int, timeout: float, poll: float = 0.2) -> list[int]:
-    """The connected nodes, once at least ``count`` are (or ``timeout`` seconds passed)."""
-    deadline = time.monotonic() + timeout
-    while len(nodes := list(grid.get_node_ids())) < count and time.monotonic() < deadline:
-        time.sleep(poll)
-    return nodes
-
-
 def pool_evaluation(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Combine per-device evaluation metrics (see :meth:`FedRec.aggregate_evaluate`). A
-    device's row with a non-finite value is left out (and counted as ``non-finite``)."""
-    finite = [r for r in rows if all(np.isfinite(float(v)) for v in r.values())]
-    dropped, rows = len(rows) - len(finite), finite
-    out = _pool(rows)
-    if dropped and out:
-        out["non-finite"] = float(dropped)
-    return out
-
-
-def _pool(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Combine checked per-device evaluation metrics (see :meth:`FedRec.aggregate_evaluate`):
+    explicit error sums into RMSE and MAE over every held-out rating, ranking metrics into
+    their mean over the devices whose user had a test item."""
     explicit = [r for r in rows if "sq-err" in r]
     if explicit:
         n = sum(r["num-examples"] for r in explicit)

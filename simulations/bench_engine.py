@@ -26,7 +26,7 @@ from fedrec.common import records
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import build_strategy
-from fedrec.server.strategy import wait_for_nodes
+from fedrec.server.wait import wait_for_nodes
 from fedrec.simulations.engine import InProcessGrid, TaskIdentity
 
 Progress = Callable[[str, int, int], None]

@@ -32,8 +32,8 @@ from flwr.common.logger import FLOWER_LOGGER
 from fedrec.client.app import app as client_app
 from fedrec.client.app import build_client_app
 from fedrec.client.stream import MODES
-from fedrec.common import records
 from fedrec.common.partition import simulated_timeline
+from fedrec.common.replies import STREAM_TRAIN
 from fedrec.common.settings import RunSettings
 from fedrec.common.stream import Tick, Timeline
 from fedrec.server.app import build_strategy
@@ -132,6 +132,7 @@ class FederatedStream:
         mean = (low + high) / 2 if s.explicit else 0.0  # until devices report ratings
         first = max(1, t.listed_by(self.ticks[0].now)) if self.ticks else 1
         self.strategy: FedRec = build_strategy(self.run, first, mean, self.rating_range)
+        self.strategy.train_schema = STREAM_TRAIN
         self.rng = np.random.default_rng(self.run.seed + 17)
         config = self.run.to_run_config()
         devices = client_app if workers == 1 else build_client_app
@@ -204,17 +205,17 @@ class FederatedStream:
         replies = list(self.grid.send_and_receive(messages,
                                                   timeout=self.run.round_timeout))
         ok = [m for m in replies if not m.has_error()]
-        self.strategy.aggregate_train(r, ok + [m for m in replies if m.has_error()])
+        # No device has more new events than the tick: what bounds its claims this round.
+        self.strategy.bounds = replace(self.strategy.bounds,
+                                       round_events=max(1, tick.stop - tick.start))
+        self.strategy.aggregate_train(r, replies)
         stored = device_s = 0.0
-        for reply in ok:
-            metrics = reply.content.get(records.METRICS)
-            if metrics is None:
-                continue
+        for metrics in self.strategy.accepted_metrics:  # every field checked
             self.sums.add(tick.index, metrics)
-            self.rating_total += float(metrics.get("rating-sum", 0.0))
-            self.rating_count += float(metrics.get("rating-count", 0.0))
-            stored += float(metrics.get("stored-events", 0.0))
-            device_s += float(metrics.get("device-s", 0.0))
+            self.rating_total += metrics["rating-sum"]
+            self.rating_count += metrics["rating-count"]
+            stored += metrics["stored-events"]
+            device_s += metrics["device-s"]
         if self.s.explicit and self.rating_count:
             self.strategy.model.params.mean = self.rating_total / self.rating_count
         train = self.strategy.history[-1]["train"]

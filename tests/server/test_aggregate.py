@@ -23,7 +23,6 @@ B = update([3], [[4.0, 0.0]], [20])
 
 @pytest.mark.parametrize(("weighting", "row3"), [
     ("uniform", [3.0, 1.0]),  # (2 + 4) / 2, (2 + 0) / 2
-    ("count", [(2 * 4 + 4 * 20) / 24, 2 * 4 / 24]),
     ("capped", [(2 * 4 + 4 * 10) / 14, 2 * 4 / 14]),
 ])
 def test_weighted_mean_per_item(weighting, row3):
@@ -37,9 +36,10 @@ def test_weighted_mean_per_item(weighting, row3):
 
 def test_order_of_devices_does_not_matter():
     rng = np.random.default_rng(0)
-    ups = [update(rng.choice(20, 5, replace=False), rng.normal(size=(5, 3)), np.ones(5))
+    ups = [update(rng.choice(20, 5, replace=False), rng.normal(size=(5, 3)),
+                  rng.integers(1, 20, 5))
            for _ in range(10)]
-    a, b = aggregate(ups, "count"), aggregate(ups[::-1], "count")
+    a, b = aggregate(ups, "capped"), aggregate(ups[::-1], "capped")
     np.testing.assert_allclose(a.rows, b.rows, rtol=1e-12)
 
 
@@ -66,14 +66,30 @@ def test_a_diverging_server_step_is_undone_and_refused():
     assert model.refused_steps == 1 and not model.version.any()
 
 
-def test_pooled_evaluation_leaves_out_non_finite_device_rows():
+def test_uncapped_count_weighting_is_refused_with_the_reason():
+    """One device's claimed counts would outweigh every other device on a row."""
+    from fedrec.common.settings import RunSettings
+
+    with pytest.raises(ValueError, match=r"would outweigh every other device.*capped"):
+        aggregate([A, B], "count")
+    with pytest.raises(ValueError, match="weighting must be one of uniform, capped, sum"):
+        RunSettings(weighting="count")
+
+
+def test_a_claimed_count_weighs_at_most_the_cap():
+    huge = update([3], [[-100.0, 0.0]], [1e30])
+    agg = aggregate([A, huge], "capped", cap=10)
+    np.testing.assert_allclose(agg.rows[1], [(2 * 4 - 100 * 10) / 14, 2 * 4 / 14])
+
+
+def test_pooled_evaluation_sums_errors_and_averages_ranking_over_users():
     from fedrec.server.strategy import pool_evaluation
 
     rows = [{"sq-err": 4.0, "abs-err": 2.0, "num-examples": 4.0},
-            {"sq-err": float("nan"), "abs-err": 1.0, "num-examples": 2.0},
             {"sq-err": 5.0, "abs-err": 4.0, "num-examples": 5.0}]
     out = pool_evaluation(rows)
     assert out["rmse"] == pytest.approx(1.0) and out["mae"] == pytest.approx(6 / 9)
-    assert out["num-examples"] == 9.0 and out["non-finite"] == 1.0
-    ranked = [{"num-users": 1.0, "ndcg@10": 0.5}, {"num-users": 1.0, "ndcg@10": float("inf")}]
-    assert pool_evaluation(ranked) == {"ndcg@10": 0.5, "num-users": 1.0, "non-finite": 1.0}
+    assert out["num-examples"] == 9.0
+    ranked = [{"num-users": 1.0, "ndcg@10": 0.5}, {"num-users": 1.0, "ndcg@10": 0.0},
+              {"num-users": 0.0}]
+    assert pool_evaluation(ranked) == {"ndcg@10": 0.25, "num-users": 2.0}

@@ -23,6 +23,7 @@ from fedrec.server.app import app as server_app
 from fedrec.server.app import build_strategy
 from fedrec.simulations.engine import InProcessGrid, run_in_process
 from tests.conftest import low_rank_ratings
+from tests.replies import sent, train_reply, update_arrays
 
 FLOWER_LOGGER.setLevel(logging.WARNING)
 
@@ -66,8 +67,9 @@ def test_explicit_federated_run_learns_and_writes_results(ratings_csv, tmp_path)
     test = parts.split.test
     assert evals[-1] < 0.9 * np.std(test.value)  # better than predicting the mean
     assert model["factors"].shape == (40, 8)
-    assert float(model["mean"]) == pytest.approx(float(parts.split.train.value.mean()),
-                                                 rel=1e-6)
+    train = parts.split.train  # μ: the mean of users' mean ratings
+    means = np.bincount(train.user, train.value) / np.bincount(train.user)
+    assert float(model["mean"]) == pytest.approx(float(means.mean()), rel=1e-6)
     assert all(r["train"]["accepted"] == 60 for r in history["rounds"] if "train" in r)
 
 
@@ -111,8 +113,8 @@ def test_every_message_is_free_of_raw_data(shop_csv, ratings_csv, tmp_path, prot
                     assert not np.array_equal(np.sort(arr), ratings)
             inspected += 1
         allowed = {"train-loss", "num-examples", "num-users", "hr@10", "ndcg@10",
-                   "recall@10", "precision@10", "sq-err", "abs-err", "rating-sum",
-                   "rating-count"}
+                   "recall@10", "precision@10", "sq-err", "abs-err", "rated",
+                   "rating-mean"}
         for metrics in content.metric_records.values():
             assert set(metrics) <= allowed
     assert inspected >= 4 * parts.n_users * 0.9
@@ -141,14 +143,9 @@ def test_malformed_replies_are_rejected_and_the_model_is_unchanged(ratings_csv, 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
     strategy = build_strategy(s, parts.n_items, 3.0, parts.rating_range)
     before = strategy.model.params.copy()
-    arrays = {"ids": np.array([1, 2], np.int64), "rows": np.full((2, 8), 0.01, np.float32),
-              "bias": np.zeros(2, np.float32), "counts": np.ones(2, np.float32)}
+    arrays = update_arrays()
     corrupt(arrays)
-    request = _request(grid, 1001)
-    reply = Message(RecordDict({records.UPDATE: records.arrays_to_record(arrays),
-                                records.METRICS: records.metrics_to_record(
-                                    {"num-examples": 2, "train-loss": 1.0})}),
-                    reply_to=request)
+    reply = train_reply(sent(strategy, grid, [1001])[1001], arrays)
     _, metrics = strategy.aggregate_train(1, [reply])
     assert strategy.rejected == {reason: 1}
     assert metrics["rejected"] == 1 and metrics["accepted"] == 0
@@ -165,15 +162,10 @@ def test_in_decoy_mode_a_reply_of_another_size_is_rejected(ratings_csv):
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
     strategy = build_strategy(s, parts.n_items, 3.0, parts.rating_range)
     assert strategy.round_config(1)["decoy-rows"] == 5
-    replies = []
-    for m in (5, 4):  # the asked size, then one row short
-        arrays = {"ids": np.arange(m, dtype=np.int64),
-                  "rows": np.full((m, 8), 0.01, np.float32),
-                  "bias": np.zeros(m, np.float32), "counts": np.ones(m, np.float32)}
-        replies.append(Message(RecordDict({records.UPDATE: records.arrays_to_record(arrays),
-                                           records.METRICS: records.metrics_to_record(
-                                               {"num-examples": 1})}),
-                               reply_to=_request(grid, 1001)))
+    asked = sent(strategy, grid, [1001, 1002])
+    replies = [train_reply(asked[node], update_arrays(range(m)),
+                           {"num-examples": 1.0, "train-loss": 0.5})
+               for node, m in ((1001, 5), (1002, 4))]  # the asked size, then one row short
     _, metrics = strategy.aggregate_train(1, replies)
     assert strategy.rejected == {"decoy-rows": 1} and metrics["accepted"] == 1
     assert strategy.named.tolist()[:6] == [1, 1, 1, 1, 1, 0]  # what devices draw decoys by
@@ -346,13 +338,10 @@ def test_a_device_that_lost_its_table_gets_it_whole_again(shop_csv):
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
     strategy.acked = {1001: (0, n)}
-    strategy.pending = {1001: (0, n), 1002: (0, n)}
-    arrays = {"ids": np.array([1, 2], np.int64), "rows": np.full((2, 8), 0.01, np.float32),
-              "bias": np.zeros(2, np.float32), "counts": np.ones(2, np.float32)}
-    good = Message(RecordDict({records.UPDATE: records.arrays_to_record(arrays),
-                               records.METRICS: records.metrics_to_record(
-                                   {"num-examples": 2})}), reply_to=_request(grid, 1002))
-    bad = Message(error=Error(code=0, reason="StaleTableError"), reply_to=_request(grid, 1001))
+    asked = sent(strategy, grid, [1001, 1002], server_round=0)
+    assert strategy.pending == {1001: (0, n), 1002: (0, n)}
+    good = train_reply(asked[1002])
+    bad = Message(error=Error(code=0, reason="StaleTableError"), reply_to=asked[1001])
     strategy.aggregate_train(1, [bad, good])
     assert strategy.acked == {1002: (0, n)}
     assert "base" not in records.record_to_arrays(strategy.table_record(strategy.acked.get(1001)))
