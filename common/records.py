@@ -56,24 +56,41 @@ def encoded_size(array: np.ndarray) -> int:
 _DTYPE_NAMES: dict[np.dtype, str] = {}  # dtype.name is slow to compute
 
 
+class DecodeError(ValueError):
+    """Bytes that are not a well-formed ``.npy`` array (whatever numpy's parser raised)."""
+
+
 def array_view(array: Array) -> np.ndarray:
     """A read-only numpy view of a Flower ``Array`` (``.npy`` bytes), without copying.
 
-    Refuses object dtypes (nothing is ever unpickled).
+    The bytes are a peer's: anything malformed raises :class:`DecodeError`. Refuses object
+    dtypes (nothing is ever unpickled).
     """
-    if array.stype != NUMPY:
-        raise TypeError(f"expected a numpy array, found serialization {array.stype!r}")
-    data = array.data
+    stype, data = getattr(array, "stype", None), getattr(array, "data", None)
+    if stype != NUMPY:
+        raise DecodeError(f"expected a numpy array, found serialization {stype!r}")
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError(f"array data must be bytes, found {type(data).__name__}")
     if data[:6] != b"\x93NUMPY" or len(data) < 10:
-        raise TypeError("not .npy data")
+        raise DecodeError("not .npy data")
     if data[6] == 1:
         end = 10 + int.from_bytes(data[8:10], "little")
     elif data[6] in (2, 3):
         end = 12 + int.from_bytes(data[8:12], "little")
     else:
-        raise TypeError(f"unsupported .npy format version {data[6]}")
-    shape, fortran, dtype = _parse_header(bytes(data[:end]))
+        raise DecodeError(f"unsupported .npy format version {data[6]}")
+    if end > len(data):
+        raise DecodeError(f"the .npy header claims {end} bytes, the array has {len(data)}")
+    try:
+        shape, fortran, dtype = _parse_header(bytes(data[:end]))
+    except DecodeError:
+        raise
+    except Exception as exc:  # numpy's header parser raises SyntaxError, TokenError, ...
+        raise DecodeError(f"unreadable .npy header ({type(exc).__name__})") from None
     count = math.prod(shape)
+    if count * dtype.itemsize != len(data) - end:
+        raise DecodeError(f"the .npy header says {shape} of {dtype}, the data holds "
+                          f"{len(data) - end} bytes")
     flat = np.frombuffer(data, dtype=dtype, count=count, offset=end)
     return flat.reshape(shape, order="F" if fortran else "C")
 
@@ -88,10 +105,10 @@ def _parse_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
     read = {(1, 0): npy_format.read_array_header_1_0,
             (2, 0): npy_format.read_array_header_2_0}.get(version)
     if read is None:
-        raise TypeError(f"unsupported .npy format version {version}")
+        raise DecodeError(f"unsupported .npy format version {version}")
     shape, fortran, dtype = read(head)
     if dtype.hasobject:
-        raise TypeError("object arrays are refused")
+        raise DecodeError("object arrays are refused")
     return shape, fortran, dtype
 
 

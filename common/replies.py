@@ -138,7 +138,10 @@ def _checked(metric: Metric, value: object, bounds: Bounds,
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise InvalidReplyError(f"metric-type:{name}",
                                 f"must be a number, found {type(value).__name__}")
-    number = float(value)  # (a Python int beyond float range raises OverflowError)
+    try:
+        number = float(value)
+    except OverflowError:  # a Python int beyond any float
+        raise InvalidReplyError(f"metric-range:{name}", "beyond any float") from None
     if not math.isfinite(number):
         raise InvalidReplyError(f"metric-nonfinite:{name}", f"found {number}")
     low, high = metric.limits(bounds, values)

@@ -9,7 +9,6 @@ history (``history.json``) there, atomically.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from logging import INFO
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from fedrec.common.settings import RunSettings
 from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.item_model import ItemModel
 from fedrec.server.mean import query_mean
+from fedrec.server.replies import Refusals
 from fedrec.server.secagg import SecAggFedRec, run_secagg
 from fedrec.server.strategy import DpSettings, FedRec
 from fedrec.server.wait import wait_for_nodes
@@ -120,11 +120,12 @@ def run(grid: Grid, settings: RunSettings, context: Context | None = None
     checkpoint = Checkpoint(settings.checkpoint) if settings.checkpoint else None
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is None:
-        refused: Counter[str] = Counter()
-        mean = (query_mean(grid, Bounds(rating_range), settings.round_timeout,
-                           settings.min_nodes, refused) if settings.explicit else 0.0)
+        refusals = Refusals()
+        mean = (query_mean(grid, Bounds(rating_range), settings.round_timeout, refusals,
+                           settings.min_nodes) if settings.explicit else 0.0)
         strategy = build_strategy(settings, n_items, mean, rating_range, checkpoint)
-        strategy.rejected.update(refused)
+        strategy.rejected.update(refusals.counts)
+        strategy.refusals.recent.extend(refusals.recent)
     else:
         strategy = resume_strategy(settings, saved, rating_range, checkpoint)
     categories = item_categories(settings)

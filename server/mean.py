@@ -11,8 +11,7 @@ devices one device moves μ by at most ``(high − low) / n``: 0.0042 on ML-100K
 
 from __future__ import annotations
 
-from collections import Counter
-from logging import INFO, WARNING
+from logging import INFO
 
 import numpy as np
 from flwr.app import Message, MessageType, MetricRecord, RecordDict
@@ -22,7 +21,7 @@ from flwr.serverapp import Grid
 from fedrec.common import records
 from fedrec.common.replies import QUERY, Bounds
 from fedrec.common.schema import InvalidReplyError
-from fedrec.server.replies import Outbox
+from fedrec.server.replies import Outbox, Refusals
 from fedrec.server.wait import wait_for_nodes
 
 
@@ -32,7 +31,7 @@ def fallback_mean(rating_range: tuple[float, float]) -> float:
     return float((low + high) / 2) if np.isfinite(low) and np.isfinite(high) else 0.0
 
 
-def pooled_mean(replies: list[Message], bounds: Bounds, rejected: Counter[str]) -> float:
+def pooled_mean(replies: list[Message], bounds: Bounds, refusals: Refusals) -> float:
     """μ from query replies already matched to the messages sent (errors skipped)."""
     means = []
     for reply in replies:
@@ -42,25 +41,21 @@ def pooled_mean(replies: list[Message], bounds: Bounds, rejected: Counter[str]) 
             got = records.reply_records(reply.content, {records.METRICS: MetricRecord})
             values = QUERY.validate(got[records.METRICS], bounds)
         except InvalidReplyError as exc:
-            rejected["query:" + exc.reason] += 1
-            log(WARNING, "Refused the query reply of node %s: %s",
-                reply.metadata.src_node_id, exc)
+            refusals.refuse(0, "query", reply, exc.reason, str(exc))
             continue
         if values["rated"]:
             means.append(values["rating-mean"])
     return float(np.mean(means)) if means else fallback_mean(bounds.rating_range)
 
 
-def query_mean(grid: Grid, bounds: Bounds, timeout: float, min_nodes: int = 1,
-               rejected: Counter[str] | None = None) -> float:
-    """Ask every connected device for its statistics and pool them into μ; refusals are
-    counted in ``rejected`` (``query:REASON``)."""
-    rejected = Counter() if rejected is None else rejected
+def query_mean(grid: Grid, bounds: Bounds, timeout: float, refusals: Refusals,
+               min_nodes: int = 1) -> float:
+    """Ask every connected device for its statistics and pool them into μ; refused
+    replies go to ``refusals``."""
     nodes = wait_for_nodes(grid, min_nodes, timeout)
     outbox = Outbox([Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY)
                      for node in nodes], "query")
-    replies = outbox.match(grid.send_and_receive(outbox.messages, timeout=timeout), rejected,
-                           "query:")
-    mean = pooled_mean(replies, bounds, rejected)
+    replies = outbox.match(grid.send_and_receive(outbox.messages, timeout=timeout), refusals)
+    mean = pooled_mean(replies, bounds, refusals)
     log(INFO, "global mean %.4f from %s replies", mean, len(replies))
     return mean

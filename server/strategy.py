@@ -29,7 +29,7 @@ from fedrec.server.aggregate import Accumulator
 from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.item_model import ItemModel
 from fedrec.server.publish import PublishedTable
-from fedrec.server.replies import Outbox
+from fedrec.server.replies import Outbox, Refusals
 from fedrec.server.wait import wait_for_nodes
 
 
@@ -70,11 +70,13 @@ class FedRec(FedAvg):
         # (a timeline replay's carry more: common.replies.STREAM_TRAIN).
         self.bounds = Bounds(rating_range)
         self.train_schema: MetricSchema = TRAIN
-        self.outbox = {MessageType.TRAIN: Outbox([]), MessageType.EVALUATE: Outbox([])}
+        self.outbox = {MessageType.TRAIN: Outbox([], "train"),
+                       MessageType.EVALUATE: Outbox([], "evaluate")}
         self.accepted_metrics: list[dict[str, float]] = []  # last round's, validated
         self.evaluate_every, self.num_rounds = evaluate_every, num_rounds
         self.wait_timeout = wait_timeout
-        self.rejected: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()  # refusals by reason
+        self.refusals = Refusals(self.rejected)
         self.history: list[dict] = list(history or [])
         # A resumed run: Flower counts this run's rounds from 1, the model's from the start.
         self.checkpoint, self.round_offset = checkpoint, round_offset
@@ -247,12 +249,12 @@ class FedRec(FedAvg):
         return messages
 
     # ---- what comes back ---------------------------------------------------------------
-    def accept(self, reply: Message) -> tuple[ItemUpdate, dict[str, float]] | None:
-        """The reply's validated update and training metrics, or None (the reason logged
-        and counted). Every field is checked: the records present, the update's arrays
-        (:func:`~fedrec.common.schema.validate_update`) and every metric
+    def accept(self, reply: Message, server_round: int = 0
+               ) -> tuple[ItemUpdate, dict[str, float]] | None:
+        """The reply's validated update and training metrics, or None (refused: the reason
+        logged and counted). Every field is checked: the records present, the update's
+        arrays (:func:`~fedrec.common.schema.validate_update`) and every metric
         (:attr:`train_schema`)."""
-        node = reply.metadata.src_node_id
         try:
             got = records.reply_records(reply.content, {records.UPDATE: ArrayRecord,
                                                         records.METRICS: MetricRecord})
@@ -265,11 +267,9 @@ class FedRec(FedAvg):
                     f"{self.decoy_rows}")
             return update, self.train_schema.validate(got[records.METRICS], self.bounds)
         except InvalidReplyError as exc:
-            self.rejected[exc.reason] += 1
-            log(WARNING, "Rejected the update of node %s: %s", node, exc)
+            self.refusals.refuse(server_round, "train", reply, exc.reason, str(exc))
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
-            self.rejected["decode"] += 1
-            log(WARNING, "Rejected the update of node %s: undecodable (%s)", node, exc)
+            self.refusals.refuse(server_round, "train", reply, "decode", str(exc)[:200])
         return None
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
@@ -277,10 +277,9 @@ class FedRec(FedAvg):
         """Match replies to this round's messages, validate each, fold the accepted ones
         into the item table; checkpoint."""
         server_round += self.round_offset
-        replies = list(replies)
-        refused_before = sum(self.rejected.values())
-        replies = self.outbox[MessageType.TRAIN].match(replies, self.rejected)
-        unmatched = sum(self.rejected.values()) - refused_before
+        refused_before = self.refusals.total()
+        replies = self.outbox[MessageType.TRAIN].match(list(replies), self.refusals,
+                                                       server_round)
         ok, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
         for reply in replies:  # delta sync: a reply acknowledges the rows it was sent
             node = reply.metadata.src_node_id
@@ -294,7 +293,7 @@ class FedRec(FedAvg):
         self.accepted_metrics = []
         upload = 0
         for reply in ok:
-            accepted = self.accept(reply)
+            accepted = self.accept(reply, server_round)
             if accepted is None:
                 continue
             update, metrics = accepted
@@ -314,7 +313,7 @@ class FedRec(FedAvg):
         losses = [m["train-loss"] for m in self.accepted_metrics]
         summary = {
             "accepted": float(accepted),
-            "rejected": float(len(ok) - accepted + unmatched),
+            "rejected": float(self.refusals.total() - refused_before),
             "failed": float(len(errors)),
             "rows-updated": float(len(agg.ids)) if applied else 0.0,
             "train-loss": float(np.average(losses, weights=w)) if len(w) and w.sum() else 0.0,
@@ -339,13 +338,13 @@ class FedRec(FedAvg):
         (:func:`~fedrec.common.replies.evaluate_schema`): error sums into RMSE/MAE,
         per-user ranking metrics into their mean over users with a test item."""
         server_round += self.round_offset
-        before = sum(self.rejected.values())
-        replies = self.outbox[MessageType.EVALUATE].match(list(replies), self.rejected,
-                                                          "evaluate:")
+        before = self.refusals.total()
+        replies = self.outbox[MessageType.EVALUATE].match(list(replies), self.refusals,
+                                                          server_round)
         ok, _ = self._check_and_log_replies(replies, is_train=False, validate=False)
         rows = checked_evaluations(ok, evaluate_schema(self.train_config.explicit),
-                                   self.bounds, self.rejected)
-        refused = sum(self.rejected.values()) - before
+                                   self.bounds, self.refusals, server_round)
+        refused = self.refusals.total() - before
         result = pool_evaluation(rows)
         if not result:
             return None
@@ -359,18 +358,16 @@ class FedRec(FedAvg):
 
 
 def checked_evaluations(replies: Iterable[Message], schema: MetricSchema, bounds: Bounds,
-                        rejected: Counter[str]) -> list[dict[str, float]]:
-    """The metrics of each evaluation reply that passes ``schema``; the others are logged
-    and counted in ``rejected`` (``evaluate:REASON``)."""
+                        refusals: Refusals, server_round: int = 0) -> list[dict[str, float]]:
+    """The metrics of each evaluation reply that passes ``schema``; the others go to
+    ``refusals``."""
     rows = []
     for reply in replies:
         try:
             got = records.reply_records(reply.content, {records.METRICS: MetricRecord})
             rows.append(schema.validate(got[records.METRICS], bounds))
         except InvalidReplyError as exc:
-            rejected["evaluate:" + exc.reason] += 1
-            log(WARNING, "Refused the evaluation of node %s: %s", reply.metadata.src_node_id,
-                exc)
+            refusals.refuse(server_round, "evaluate", reply, exc.reason, str(exc))
     return rows
 
 

@@ -179,6 +179,20 @@ def _parser() -> argparse.ArgumentParser:
     _output_args(edge)
     edge.set_defaults(run=_run_bench_edge)
 
+    hostile = bench_sub.add_parser(
+        "hostile", help="every kind of hostile reply, each refused by name, model unchanged",
+        description="Two runs of the ServerApp and ClientApp on the in-process engine (explicit "
+                    "and implicit): a control where some devices fail, and an attack where "
+                    "they send every kind of hostile reply (bad metrics, malformed arrays and "
+                    "records, duplicates, replays, stale and forged replies). Prints how many "
+                    "were refused with the named reason and whether the model stayed "
+                    "bit-identical; exits 1 otherwise.")
+    hostile.add_argument("--dataset", default=None,
+                         help="a synthetic:... or csv: shop (default: a small synthetic shop)")
+    hostile.add_argument("--rounds", type=int, default=3)
+    _output_args(hostile)
+    hostile.set_defaults(run=_run_bench_hostile)
+
     data_bench = bench_sub.add_parser(
         "data", help="time loading, generating and evaluating",
         description="Time MovieLens loading (each dataset found), the synthetic shop generator "
@@ -509,6 +523,24 @@ def _run_bench_edge(args: argparse.Namespace) -> int:
                   f"{m['memory_peak_mb']:.1f} MB, store {m['store_bytes'] / 2**20:.2f} MB")
         print(f"results: {path}")
     return 0
+
+
+def _run_bench_hostile(args: argparse.Namespace) -> int:
+    from fedrec.simulations.hostile import SHOP, bench_hostile, summary_lines
+
+    with progress_bar("hostile replies", args.quiet) as update:
+        record = bench_hostile(args.dataset or SHOP, args.rounds, progress=update)
+    record["env"] = environment()
+    path = write_json(record, args.out or RESULTS_DIR / "hostile.json")
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print("\n".join(summary_lines(record)))
+        print(f"results: {path}")
+    s = record["summary"]
+    ok = (s["refused_with_the_named_reason"] == s["model_identical"] == s["tried"]
+          and not s["server_crashes"])
+    return 0 if ok else 1
 
 
 def _run_keys(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ strategy really sent, each given its id by a grid's push as Flower's grids do.""
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import Message, RecordDict
+from flwr.app import Message, MetricRecord, RecordDict
 
 from fedrec.common import records
 
@@ -25,9 +25,11 @@ def update_arrays(ids=(1, 2), k: int = 8, value: float = 0.01) -> dict[str, np.n
 
 def train_reply(to: Message, arrays: dict | None = None, metrics: dict | None = None
                 ) -> Message:
-    """A train reply to ``to`` carrying ``arrays`` and ``metrics`` as given."""
+    """A train reply to ``to`` carrying ``arrays`` and ``metrics`` exactly as given (Flower's
+    type checks bypassed: a device may send anything)."""
     arrays = update_arrays() if arrays is None else arrays
     metrics = {"num-examples": 2.0, "train-loss": 1.0} if metrics is None else metrics
+    record = MetricRecord()
+    record.__dict__["_data"] = dict(metrics)
     return Message(RecordDict({records.UPDATE: records.arrays_to_record(arrays),
-                               records.METRICS: records.metrics_to_record(metrics)}),
-                   reply_to=to)
+                               records.METRICS: record}), reply_to=to)
