@@ -27,6 +27,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from fedrec.common.keyfile import read_key_file
+
+__all__ = ["CorruptStoreError", "DeviceStore", "StoreError", "TamperedError", "WrongKeyError",
+           "derive_key", "read_key_file"]
+
 FORMAT = b"fedrec-store-1"
 _EVENT = struct.Struct("<qbfq")  # item, event type, value, timestamp
 _NONCE = 12
@@ -47,20 +52,6 @@ class TamperedError(StoreError):
 
 class CorruptStoreError(StoreError):
     """The file is not a readable fedrec store (truncated, overwritten, not SQLite)."""
-
-
-def read_key_file(path: str | Path) -> bytes:
-    """A store key kept in a file apart from the store: 32 raw bytes, or 64 hex digits."""
-    raw = Path(path).read_bytes()
-    if len(raw) == 32:
-        return raw
-    try:
-        key = bytes.fromhex(raw.decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError):
-        key = b""
-    if len(key) != 32:
-        raise ValueError(f"{path}: a store key is 32 raw bytes or 64 hex digits")
-    return key
 
 
 def derive_key(passphrase: str, salt: bytes, n: int = SCRYPT["n"], r: int = SCRYPT["r"],

@@ -7,6 +7,7 @@ them under ``[tool.flwr.app.config]`` (a test keeps the two in step).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from fedrec.common.schema import TrainConfig
@@ -49,6 +50,8 @@ class RunSettings:
     seed: int = 0
     results_dir: str = ""
     checkpoint: str = ""  # SQLite file the server saves its model to after every round
+    checkpoint_key_file: str = ""  # the operator's key: the checkpoint is MACed and checked
+    checkpoint_fresh: bool = False  # start over whatever the checkpoint holds (kept aside)
     sync: str = "full"  # how devices get the item table: full, or delta (changed rows only)
     sync_threshold: float = 0.0  # delta: publish a row once it drifted this much (relative)
     privacy: str = "plain"
@@ -71,6 +74,11 @@ class RunSettings:
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]. Found {getattr(self, name)}.")
         check_weighting(self.weighting)
+        for name in ("server_lr", "cap", "max_norm", "round_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0. Found {getattr(self, name)}.")
+        if self.fold < 0:
+            raise ValueError(f"fold must be >= 0. Found {self.fold}.")
         if self.privacy not in PRIVACY:
             raise ValueError(f"privacy must be one of {', '.join(PRIVACY)}. "
                              f"Found {self.privacy!r}.")
@@ -124,5 +132,40 @@ class RunSettings:
         for key, value in config.items():
             f = known[key]
             kind = type(cls.__dataclass_fields__[f.name].default)
-            values[f.name] = kind(value)
+            values[f.name] = _parse(key, value, kind)
         return cls(**values)
+
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _parse(key: str, value: object, kind: type) -> object:
+    """A run-config value as the field's type, strictly: ``"false"`` is False, a number
+    is finite, a whole number is whole; anything else names the key."""
+    def bad(expected: str) -> ValueError:
+        return ValueError(f"run-config key {key!r}: expected {expected}, found {value!r}")
+
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise bad("true or false")
+    if kind is str:
+        if isinstance(value, bool | int | float | str):
+            return str(value)
+        raise bad("a string")
+    if isinstance(value, bool):
+        raise bad("a number")
+    try:
+        number = float(value) if not isinstance(value, int) else value
+    except (TypeError, ValueError, OverflowError):
+        raise bad("a number") from None
+    if not math.isfinite(number):
+        raise bad("a finite number")
+    if kind is int:
+        if number != int(number):
+            raise bad("a whole number")
+        return int(number)
+    return float(number)

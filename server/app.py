@@ -18,6 +18,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from fedrec.common.atomic import atomic_open
+from fedrec.common.keyfile import read_key_file
 from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.replies import Bounds
@@ -60,6 +61,16 @@ def item_categories(settings: RunSettings) -> np.ndarray | None:
         return None
     category = m.argmax(axis=1)
     return category.astype(np.int16 if category.max() < 2**15 else np.int64)
+
+
+def open_checkpoint(settings: RunSettings) -> Checkpoint | None:
+    """The run's checkpoint (None without one), with the operator's key when given."""
+    if not settings.checkpoint:
+        if settings.checkpoint_key_file or settings.checkpoint_fresh:
+            raise ValueError("checkpoint-key-file and checkpoint-fresh need a checkpoint")
+        return None
+    key = read_key_file(settings.checkpoint_key_file) if settings.checkpoint_key_file else None
+    return Checkpoint(settings.checkpoint, key=key, fresh=settings.checkpoint_fresh)
 
 
 def new_model(settings: RunSettings, n_items: int, mean: float) -> ItemModel:
@@ -117,7 +128,7 @@ def run(grid: Grid, settings: RunSettings, context: Context | None = None
             save_results(strategy, Path(settings.results_dir), settings)
         return strategy
     n_items, rating_range = catalogue(settings)
-    checkpoint = Checkpoint(settings.checkpoint) if settings.checkpoint else None
+    checkpoint = open_checkpoint(settings)
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is None:
         refusals = Refusals()

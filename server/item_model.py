@@ -8,9 +8,11 @@ moved row's version becomes the round number, so a device can later fetch only w
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from fedrec.common.optim import make_step_rule
+from fedrec.common.optim import STEP_RULES, make_step_rule
 from fedrec.common.params import ItemParams
 from fedrec.server.aggregate import Aggregate
 
@@ -84,17 +86,62 @@ class ItemModel:
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict) -> ItemModel:
-        """The model :meth:`state` described, bit for bit."""
-        params = ItemParams(np.array(arrays["factors"], dtype=np.float32),
-                            np.array(arrays["bias"], dtype=np.float32), float(meta["mean"]))
-        model = cls(params, str(meta["step-rule"]), float(meta["lr"]))
-        model.version = np.array(arrays["version"], dtype=np.int64)
+        """The model :meth:`state` described, bit for bit; every value checked (a state
+        read from disk may be damaged): raises ValueError naming what is wrong."""
+        factors, bias, version = (arrays[k] for k in ("factors", "bias", "version"))
+        if factors.dtype != np.float32 or factors.ndim != 2 or factors.shape[1] < 1:
+            raise ValueError(f"factors must be a float32 (n, k) table. Found {factors.dtype} "
+                             f"{factors.shape}.")
+        n = factors.shape[0]
+        for name, array, dtype in (("bias", bias, np.float32), ("version", version, np.int64)):
+            if array.dtype != dtype or array.shape != (n,):
+                raise ValueError(f"{name} must be {np.dtype(dtype).name} ({n},). Found "
+                                 f"{array.dtype} {array.shape}.")
+        for name, array in (("factors", factors), ("bias", bias)):
+            if not np.isfinite(array).all():
+                raise ValueError(f"{name} holds NaN or infinity")
+        rule, lr, mean = meta["step-rule"], meta["lr"], meta["mean"]
+        if rule not in STEP_RULES:
+            raise ValueError(f"step-rule must be one of {', '.join(STEP_RULES)}. "
+                             f"Found {rule!r}.")
+        if not (_number(lr) and 0 < lr < 1e6):
+            raise ValueError(f"lr must be a finite number in (0, 1e6). Found {lr!r}.")
+        if not _number(mean):
+            raise ValueError(f"mean must be a finite number. Found {mean!r}.")
+        for name in ("round", "refused-steps"):
+            if not _count(meta[name]):
+                raise ValueError(f"{name} must be a whole number >= 0. Found {meta[name]!r}.")
+        if n and (version.min() < 0 or version.max() > meta["round"]):
+            raise ValueError(f"row versions must be in [0, {meta['round']}]. Found "
+                             f"[{version.min()}, {version.max()}].")
+        params = ItemParams(np.array(factors), np.array(bias), float(mean))
+        model = cls(params, str(rule), float(lr))
+        model.version = np.array(version)
         model.round, model.refused_steps = int(meta["round"]), int(meta["refused-steps"])
-        for prefix, rule in model._rules():
-            rule.load_state({k[len(prefix):]: v for k, v in arrays.items()
-                             if k.startswith(prefix)})
+        for prefix, step_rule in model._rules():
+            state = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            for name, value in state.items():
+                if value.dtype.kind == "f" and not np.isfinite(value).all():
+                    raise ValueError(f"{prefix}{name} holds NaN or infinity")
+                if name in ("t", "v", "accum") and value.size and value.min() < 0:
+                    raise ValueError(f"{prefix}{name} must be >= 0 (a count or a sum of "
+                                     "squares)")
+            step_rule.load_state(state)
+        unknown = sorted(set(arrays) - {"factors", "bias", "version"} - {
+            k for k in arrays if k.startswith(("factor-rule.", "bias-rule."))})
+        if unknown:
+            raise ValueError(f"unknown arrays {unknown}")
         return model
 
     def changed_since(self, version: int) -> np.ndarray:
         """Ids of the rows moved after ``version`` (a round number)."""
         return np.flatnonzero(self.version > version)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -73,9 +73,143 @@ def test_a_damaged_checkpoint_is_a_clear_error_naming_the_file(tmp_path):
     Checkpoint(other).save(trained_model("adam"), 3, [])
     with sqlite3.connect(other) as conn:
         conn.execute("DELETE FROM arrays WHERE name = 'factor-rule.m'")
+    with pytest.raises(CheckpointError, match=r"other\.db: the digest does not match"):
+        Checkpoint(other).load()
+    reseal(other)  # sealed again, as someone who knows the format would
     with pytest.raises(CheckpointError, match=r"other\.db: inconsistent checkpoint"):
         Checkpoint(other).load()
     with sqlite3.connect(other) as conn:
         conn.execute("UPDATE meta SET value = ? WHERE name = 'format'", (json.dumps(99),))
+    reseal(other)
     with pytest.raises(CheckpointError, match="format 99"):
         Checkpoint(other).load()
+
+
+def reseal(path, key: bytes | None = None) -> None:
+    """Recompute the seal over whatever the file now holds (an attacker who knows the
+    format; with ``key``, one who also holds the operator's key)."""
+    import hashlib
+
+    from fedrec.server.checkpoint import _canonical, _mac
+
+    with sqlite3.connect(path) as conn:
+        blobs = dict(conn.execute("SELECT name, npy FROM arrays"))
+        texts = dict(conn.execute("SELECT name, value FROM meta"))
+        conn.execute("DELETE FROM seal")
+        conn.execute("INSERT INTO seal VALUES ('sha256', ?)",
+                     (hashlib.sha256(_canonical(blobs, texts)).hexdigest(),))
+        if key is not None:
+            conn.execute("INSERT INTO seal VALUES ('hmac-sha256', ?)",
+                         (_mac(key, blobs, texts),))
+
+
+def rewrite(path, arrays: dict | None = None, meta: dict | None = None,
+            key: bytes | None = None) -> None:
+    """Replace some arrays or settings, then reseal."""
+    import io
+
+    with sqlite3.connect(path) as conn:
+        for name, value in (arrays or {}).items():
+            buf = io.BytesIO()
+            np.save(buf, value)
+            conn.execute("UPDATE arrays SET npy = ? WHERE name = ?", (buf.getvalue(), name))
+        for name, value in (meta or {}).items():
+            conn.execute("UPDATE meta SET value = ? WHERE name = ?", (json.dumps(value), name))
+    reseal(path, key)
+
+
+def test_200_random_bit_flips_never_load_as_a_different_model(tmp_path):
+    path = tmp_path / "server.db"
+    model = trained_model("adam")
+    Checkpoint(path).save(model, 3, [{"round": 3, "train": {"accepted": 5.0}}],
+                          {"rejected": {"norm": 1}, "dp-rounds": 0})
+    original = path.read_bytes()
+    rng = np.random.default_rng(42)
+    refused = same = different = 0
+    for bit in rng.choice(len(original) * 8, 200, replace=False):
+        damaged = bytearray(original)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        path.write_bytes(bytes(damaged))
+        try:
+            loaded, last, history, _ = Checkpoint(path).load()
+        except CheckpointError:
+            refused += 1
+            continue
+        arrays, meta = loaded.state()
+        identical = (last == 3 and history == [{"round": 3, "train": {"accepted": 5.0}}]
+                     and meta == model.state()[1] and all(
+                         np.array_equal(arrays[k], v) for k, v in model.state()[0].items()))
+        same += identical  # the flip hit space SQLite does not use
+        different += not identical
+    assert different == 0, f"{different} flips loaded as a different model"
+    assert refused > 0 and refused + same == 200
+
+
+@pytest.mark.parametrize(("arrays", "meta", "problem"), [
+    ({"factors": np.full((30, 4), np.nan, np.float32)}, None, "factors holds NaN"),
+    ({"bias": np.full(30, np.inf, np.float32)}, None, "bias holds NaN or infinity"),
+    ({"factors": np.zeros((30, 4))}, None, "factors must be a float32"),
+    ({"version": np.full(30, 7, np.int64)}, None, "versions must be in"),
+    (None, {"round": -5}, "round must be a whole number >= 0"),
+    (None, {"server-round": 1000, "round": 1000}, "the history ends at round 3"),
+    (None, {"server-round": 1}, "server-round must be a whole number >= the model's round"),
+    (None, {"mean": float("nan")}, "mean must be a finite number"),
+    (None, {"lr": 1e30}, "lr must be a finite number in"),
+    (None, {"step-rule": "rmsprop"}, "step-rule must be one of"),
+    (None, {"history": {"round": 1}}, "history must be a list"),
+    (None, {"run": {"dp-rounds": -1}}, "dp-rounds"),
+    (None, {"run": {"rejected": {"norm": "many"}}}, "rejected must map"),
+    ({"factor-rule.v": np.full((30, 4), -1.0, np.float32)}, None, "must be >= 0"),
+])
+def test_values_that_no_honest_run_writes_are_refused_by_name(tmp_path, arrays, meta,
+                                                              problem):
+    path = tmp_path / "server.db"
+    Checkpoint(path).save(trained_model("adam"), 3, [{"round": 3}], {"dp-rounds": 0})
+    rewrite(path, arrays, meta)
+    with pytest.raises(CheckpointError, match=problem):
+        Checkpoint(path).load()
+
+
+def test_with_the_operator_s_key_a_resealed_change_is_refused(tmp_path):
+    key, other = bytes(range(32)), bytes(range(1, 33))
+    path = tmp_path / "server.db"
+    model = trained_model("sgd")
+    Checkpoint(path, key=key).save(model, 3, [])
+    assert Checkpoint(path, key=key).load()[1] == 3
+    with pytest.raises(CheckpointError, match="the MAC does not match"):
+        Checkpoint(path, key=other).load()
+    rewrite(path, meta={"mean": 4.9})  # resealed with the digest, but not the MAC
+    with pytest.raises(CheckpointError, match="no MAC, but the operator's key is given"):
+        Checkpoint(path, key=key).load()
+    rewrite(path, meta={"mean": 4.9}, key=other)
+    with pytest.raises(CheckpointError, match="the MAC does not match"):
+        Checkpoint(path, key=key).load()
+
+
+def test_an_empty_checkpoint_is_an_error_unless_a_fresh_start_is_asked(tmp_path):
+    path = tmp_path / "server.db"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty.*fresh start"):
+        Checkpoint(path).load()
+    Checkpoint(tmp_path / "kept.db").save(trained_model("sgd"), 3, [])
+    emptied = tmp_path / "kept.db"
+    with sqlite3.connect(emptied) as conn:
+        for table in ("arrays", "meta", "seal"):
+            conn.execute(f"DELETE FROM {table}")
+    with pytest.raises(CheckpointError, match="holds nothing"):
+        Checkpoint(emptied).load()
+    fresh = Checkpoint(emptied, fresh=True)
+    assert fresh.load() is None
+    fresh.save(trained_model("sgd", rounds=1), 1, [])
+    assert Checkpoint(emptied).load()[1] == 1
+    assert (tmp_path / "kept.db.before-fresh").exists()  # nothing is lost
+
+
+def test_an_unsealed_format_1_checkpoint_is_refused_with_the_way_out(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE arrays (name TEXT PRIMARY KEY, npy BLOB)")
+        conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT)")
+        conn.execute("INSERT INTO meta VALUES ('format', '1')")
+    with pytest.raises(CheckpointError, match=r"format 1, unsealed.*checkpoint-fresh"):
+        Checkpoint(path).load()
