@@ -12,7 +12,7 @@ syncs (fedrec's ClientApp, run by a SuperNode over the same store, trains and sy
     from fedrec.client.edge import EdgeClient
     from fedrec.client.store import DeviceStore
 
-    with DeviceStore("device.db", passphrase="...") as store:
+    with DeviceStore("device.db", passphrase="...", create=True) as store:
         app = EdgeClient(store)
         app.record(42, "view")
         app.record(42, "purchase")

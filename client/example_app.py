@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("store", type=Path, help="the device's encrypted store")
     parser.add_argument("key_file", type=Path, help="the store's key (hex)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("new-key", help="create the key file (kept apart from the store)")
+    sub.add_parser("new-key", help="create the store and its key file (kept apart)")
     rec = sub.add_parser("record", help="record one event")
     rec.add_argument("item", type=int)
     rec.add_argument("event", choices=("view", "cart", "purchase", "rating"))
@@ -44,9 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "new-key":
             if args.key_file.exists():
                 raise FileExistsError(f"{args.key_file} exists")
+            if args.store.exists():
+                raise FileExistsError(f"{args.store} exists")
+            key = os.urandom(32)
             with atomic_open(args.key_file, "w") as out:
                 os.fchmod(out.fileno(), 0o600)
-                out.write(os.urandom(32).hex())
+                out.write(key.hex())
+            DeviceStore(args.store, key=key, create=True).close()
+            print(f"new store {args.store}, its key in {args.key_file}")
             return 0
         with DeviceStore(args.store, key=read_key_file(args.key_file)) as store:
             app = EdgeClient(store)

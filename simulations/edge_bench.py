@@ -59,7 +59,7 @@ def _peak_memory(path: Path, table: tuple, events: int, seed: int) -> float:
     rng = np.random.default_rng(seed + 2)
     tracemalloc.start()
     try:
-        with DeviceStore(path, key=KEY) as store:
+        with DeviceStore(path, key=KEY, create=True) as store:
             app, _ = _record_events(store, table, rng, events, seed)
             app.recommend(k=10)
             app.recommend(k=10, category=3)
@@ -78,7 +78,7 @@ def bench_edge(items: Sequence[int] = (10_000, 100_000), factors: int = 32,
             path = Path(tmp) / f"device-{n_items}.db"
             table = _table(n_items, factors, seed)
             rng = np.random.default_rng(seed + 1)
-            with DeviceStore(path, key=KEY) as store:
+            with DeviceStore(path, key=KEY, create=True) as store:
                 app, record = _record_events(store, table, rng, events, seed)
                 top10, top10_category = [], []
                 for _ in range(recommendations):
@@ -88,7 +88,7 @@ def bench_edge(items: Sequence[int] = (10_000, 100_000), factors: int = 32,
                     start = time.perf_counter()
                     app.recommend(k=10, category=3)
                     top10_category.append(time.perf_counter() - start)
-            with DeviceStore(Path(tmp) / f"durable-{n_items}.db", key=KEY,
+            with DeviceStore(Path(tmp) / f"durable-{n_items}.db", key=KEY, create=True,
                              durable=True) as durable_store:
                 _, record_durable = _record_events(durable_store, table, rng, events, seed)
             peak = _peak_memory(Path(tmp) / f"memory-{n_items}.db", table, events, seed)

@@ -45,7 +45,7 @@ def _train_message(strategy: FedRec, server_round: int) -> Message:
 def test_the_client_app_trains_from_the_store_and_leaves_table_and_user_for_the_app(
         tmp_path):
     context, settings, strategy = _setup(tmp_path)
-    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+    with DeviceStore(tmp_path / "device.db", key=KEY, create=True) as store:
         app = EdgeClient(store)
         for item in (3, 8, 13, 21):
             app.record(item, "purchase")
@@ -53,7 +53,7 @@ def test_the_client_app_trains_from_the_store_and_leaves_table_and_user_for_the_
     reply = client_app.train(_train_message(strategy, 1), context, settings.to_run_config())
     update = records.record_to_arrays(reply.content[records.UPDATE])
     assert {3, 8, 13, 21, 30} <= set(update["ids"].tolist())  # trained on the store's events
-    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+    with DeviceStore(tmp_path / "device.db", key=KEY, create=True) as store:
         app = EdgeClient(store)
         np.testing.assert_array_equal(app.factors, strategy.model.params.factors)
         assert app.user is not None and len(app.user) == 7
@@ -65,13 +65,13 @@ def test_the_app_records_while_the_node_trains(tmp_path):
     """Two connections to one store at once (the app's and the SuperNode's): every event
     the app records is kept, and training runs to the end."""
     context, settings, strategy = _setup(tmp_path, n_items=400)
-    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+    with DeviceStore(tmp_path / "device.db", key=KEY, create=True) as store:
         EdgeClient(store).record(1, "purchase")
     errors: list[BaseException] = []
 
     def record_many() -> None:
         try:
-            with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+            with DeviceStore(tmp_path / "device.db", key=KEY, create=True) as store:
                 app = EdgeClient(store)
                 for i in range(60):
                     app.record(2 + i, "view")
@@ -85,7 +85,7 @@ def test_the_app_records_while_the_node_trains(tmp_path):
     thread.join(timeout=120)
     assert not errors and not thread.is_alive()
     assert all(not r.has_error() for r in replies)
-    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+    with DeviceStore(tmp_path / "device.db", key=KEY, create=True) as store:
         assert len(store) == 61
 
 
@@ -94,7 +94,7 @@ def test_a_real_device_keeps_its_table_in_the_store_for_delta_sync(tmp_path):
 
     context, settings, strategy = _setup(tmp_path)
     strategy.sync = "delta"
-    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+    with DeviceStore(tmp_path / "device.db", key=KEY, create=True) as store:
         EdgeClient(store).record(4, "purchase")
     first = client_app.train(_delta_message(strategy, 77, 1), context, settings.to_run_config())
     assert not first.has_error()
@@ -105,7 +105,7 @@ def test_a_real_device_keeps_its_table_in_the_store_for_delta_sync(tmp_path):
     second = _delta_message(strategy, 77, 2)
     assert "base" in second.content[records.ITEMS]
     assert not client_app.train(second, context, settings.to_run_config()).has_error()
-    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+    with DeviceStore(tmp_path / "device.db", key=KEY, create=True) as store:
         np.testing.assert_array_equal(EdgeClient(store).factors, strategy.model.params.factors)
 
 
@@ -124,7 +124,7 @@ def test_item_categories_reach_the_apps_category_filter(tmp_path):
     categories = (np.arange(50) % 4).astype(np.int16)
     strategy.static["category"] = categories
     strategy.sync = "delta"
-    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+    with DeviceStore(tmp_path / "device.db", key=KEY, create=True) as store:
         EdgeClient(store).record(4, "purchase")
     assert not client_app.train(_delta_message(strategy, 77, 1), context,
                                 settings.to_run_config()).has_error()
@@ -137,7 +137,7 @@ def test_item_categories_reach_the_apps_category_filter(tmp_path):
     assert records.record_to_arrays(delta.content[records.ITEMS])[
         "static.category"].tolist() == [1, 1]
     assert not client_app.train(delta, context, settings.to_run_config()).has_error()
-    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+    with DeviceStore(tmp_path / "device.db", key=KEY, create=True) as store:
         app = EdgeClient(store)
         np.testing.assert_array_equal(app.categories, strategy.static["category"])
         top = app.recommend(k=20, category=1)

@@ -24,7 +24,7 @@ def clustered_table(n: int = 60, k: int = 4, seed: int = 0):
 
 def test_purchases_pull_recommendations_to_their_cluster_and_are_left_out(tmp_path):
     factors, bias, cluster = clustered_table()
-    with DeviceStore(tmp_path / "d.db", key=KEY) as store:
+    with DeviceStore(tmp_path / "d.db", key=KEY, create=True) as store:
         app = EdgeClient(store, EdgeSettings(lr=0.2, seed=1))
         app.set_table(factors, bias, categories=cluster)
         bought = [0, 3, 6, 9, 12]  # cluster 0
@@ -44,14 +44,14 @@ def test_purchases_pull_recommendations_to_their_cluster_and_are_left_out(tmp_pa
 
 def test_everything_survives_reopening_the_store(tmp_path):
     factors, bias, cluster = clustered_table()
-    with DeviceStore(tmp_path / "d.db", key=KEY) as store:
+    with DeviceStore(tmp_path / "d.db", key=KEY, create=True) as store:
         app = EdgeClient(store)
         app.set_table(factors, bias, mean=0.0, categories=cluster)
         for item in (1, 4, 7):
             app.record(item, "purchase", timestamp=1_767_225_600)
         before = app.recommend(k=8)
         vector = app.user.copy()
-    with DeviceStore(tmp_path / "d.db", key=KEY) as store:
+    with DeviceStore(tmp_path / "d.db", key=KEY, create=True) as store:
         again = EdgeClient(store)
         np.testing.assert_array_equal(again.user, vector)
         np.testing.assert_array_equal(store.get(USER), vector)
@@ -62,7 +62,7 @@ def test_everything_survives_reopening_the_store(tmp_path):
 
 def test_a_rating_takes_one_online_step_toward_it(tmp_path):
     factors, bias, _ = clustered_table()
-    with DeviceStore(tmp_path / "d.db", key=KEY) as store:
+    with DeviceStore(tmp_path / "d.db", key=KEY, create=True) as store:
         app = EdgeClient(store, EdgeSettings(kind="explicit", lr=0.05, reg=0.0))
         app.set_table(factors, bias, mean=3.5)
         app.record(2, "view")  # an explicit model learns from ratings only
@@ -74,7 +74,7 @@ def test_a_rating_takes_one_online_step_toward_it(tmp_path):
 
 
 def test_bad_events_are_refused_and_a_device_without_a_table_still_records(tmp_path):
-    with DeviceStore(tmp_path / "d.db", key=KEY) as store:
+    with DeviceStore(tmp_path / "d.db", key=KEY, create=True) as store:
         app = EdgeClient(store)
         app.record(5, "cart")  # no table yet: stored, nothing learned
         assert len(store) == 1 and app.user is None
