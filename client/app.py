@@ -101,6 +101,17 @@ def local_rows(context: Context, run_config: Mapping, store: DeviceStore | None 
     return parts.user(int(context.node_config["partition-id"]))
 
 
+def within(rows: UserRows, n_items: int) -> UserRows:
+    """The rows whose items the synced table has: a device's store may hold events for
+    items listed after its table (or recorded before its first sync), which it can neither
+    train nor score on yet; they stay stored for later rounds."""
+    train, test = rows.train_items < n_items, rows.test_items < n_items
+    if train.all() and test.all():
+        return rows
+    return UserRows(rows.train_items[train], rows.train_values[train],
+                    rows.test_items[test], rows.test_values[test])
+
+
 def _load_user(context: Context, store: DeviceStore | None) -> UserState | None:
     """The device's private vector from its store or its ``context.state``, if it has one."""
     if store is not None:
@@ -167,7 +178,7 @@ def _prepare(content: RecordDict, context: Context, run_config: Mapping,
     this node's device."""
     config, extra = records.record_to_config(content[records.CONFIG])
     table = synced_table(content[records.ITEMS], context, _keeper(store, keeper))
-    rows = local_rows(context, run_config, store, config.loss == "mse")
+    rows = within(local_rows(context, run_config, store, config.explicit), table.n_items)
     device = Device(rows.train_items, rows.train_values, seed=_seed(extra, context),
                     state=_load_user(context, store))
     return Prepared(config, extra, table, rows, device)

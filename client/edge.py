@@ -66,6 +66,11 @@ class EdgeSettings:
             raise ValueError("lr must be > 0, reg and negatives >= 0")
 
 
+class UnknownItemError(ValueError):
+    """An event for an item beyond the catalogue this device synced (listed since, or not
+    the shop's): nothing is stored."""
+
+
 @dataclass(frozen=True)
 class Recommendation:
     items: np.ndarray  # item ids, best first
@@ -123,7 +128,8 @@ class EdgeClient:
         kind = EventType.parse(event) if isinstance(event, str) else EventType(event)
         item = int(item)
         if item < 0 or (self.n_items and item >= self.n_items):
-            raise ValueError(f"item {item} is not in the catalogue (0..{self.n_items - 1})")
+            raise UnknownItemError(f"item {item} is not in the catalogue this device synced "
+                                   f"(0..{self.n_items - 1}); nothing was stored")
         if kind == EventType.RATING and (value is None or not np.isfinite(value)):
             raise ValueError("a rating needs a finite value")
         value = 1.0 if value is None else float(value)
@@ -189,8 +195,9 @@ class EdgeClient:
             kind = EventType.parse(kind) if isinstance(kind, str) else EventType(kind)
             blocked |= self._touched[int(kind)]
         allowed = np.ones(self.n_items, dtype=bool)
-        if blocked:
-            allowed[np.fromiter(blocked, dtype=np.int64)] = False
+        # (events stored before the first sync may name items beyond this table)
+        blocked = np.fromiter(blocked, dtype=np.int64, count=len(blocked))
+        allowed[blocked[blocked < self.n_items]] = False
         if category is not None:
             if self.categories is None:
                 raise ValueError("this device's table has no item categories")

@@ -128,7 +128,9 @@ def ranking_metrics(score_fn: ScoreFn, train: Interactions, test: Interactions, 
         is_test = np.zeros_like(scores, dtype=bool)
         rows_te = _rows_of(batch, te_off)
         is_test[rows_te[0], test.item[te_order[rows_te[1]]]] = True
-        hits_at[start:start + len(batch)] = np.take_along_axis(is_test, top, axis=1)
+        # (a catalogue smaller than k fills fewer places: the rest are no hits)
+        hits_at[start:start + len(batch), :top.shape[1]] = np.take_along_axis(is_test, top,
+                                                                             axis=1)
     n_test = test_counts[users]
     hits = hits_at.sum(axis=1)
     dcg = (hits_at * discounts[: hits_at.shape[1]]).sum(axis=1)

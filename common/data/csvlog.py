@@ -4,9 +4,13 @@ The first line is a header naming the columns (any order, case-insensitive):
 
 * ``user``, ``item`` (required): raw ids, any text;
 * ``event`` (optional): view, cart, purchase or rating; without it every row is a rating;
-* ``value`` (required for ratings): the rating; implicit events may leave it empty (1.0);
+* ``value`` (required for ratings): the rating, on a scale within [0, 10] (stars: 1–5,
+  0.5–5, 1–10; rescale other scales); implicit events may leave it empty (1.0);
 * ``timestamp`` (optional): integer seconds since the epoch or an ISO 8601 date-time;
   without it the row number stands in, so file order is time order.
+
+A byte-order mark (what spreadsheets write as "CSV UTF-8") is accepted. Every bad value
+stops the load with ``FILE:LINE: field: problem``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from fedrec.common.data.interactions import EventType, IdMap, Interactions
 from fedrec.common.data.parsing import read_text
 
 COLUMNS = ("user", "item", "event", "value", "timestamp")
+RATING_SCALE = (0.0, 10.0)  # what a rating in a CSV log may be
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def load_csv_log(path: Path, name: str | None = None) -> Interactions:
@@ -49,6 +55,10 @@ def load_csv_log(path: Path, name: str | None = None) -> Interactions:
         event = _event(path, line, row[col["event"]]) if "event" in col else EventType.RATING
         text = row[col["value"]].strip() if "value" in col else ""
         value = _number(path, line, "value", text) if event == EventType.RATING or text else 1.0
+        if event == EventType.RATING and not RATING_SCALE[0] <= value <= RATING_SCALE[1]:
+            raise DataFormatError(path, line, "value", f"a rating must be within "
+                                  f"[{RATING_SCALE[0]:g}, {RATING_SCALE[1]:g}], found {text!r}"
+                                  " (a star scale: rescale the column)")
         stamp = _timestamp(path, line, row[col["timestamp"]]) if "timestamp" in col else line
         users.append(user)
         items.append(item)
@@ -110,15 +120,23 @@ def _number(path: Path, line: int, field: str, text: str) -> float:
         raise DataFormatError(path, line, field, f"expected a number, found {text!r}") from None
     if not np.isfinite(value):
         raise DataFormatError(path, line, field, f"expected a finite number, found {text!r}")
+    if abs(value) > FLOAT32_MAX:
+        raise DataFormatError(path, line, field, f"{text!r} is beyond a 32-bit float "
+                              f"(at most {FLOAT32_MAX:.4g})")
     return value
 
 
 def _timestamp(path: Path, line: int, text: str) -> int:
     text = text.strip()
     try:
-        return int(text)
+        stamp = int(text)
     except ValueError:
         pass
+    else:
+        if not -2**62 <= stamp <= 2**62:
+            raise DataFormatError(path, line, "timestamp",
+                                  f"{text!r} is not a time in seconds (out of range)")
+        return stamp
     try:
         return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
     except ValueError:

@@ -15,11 +15,14 @@ from fedrec.common.data.errors import DataFormatError
 
 
 def read_text(path: Path, encoding: str = "utf-8") -> str:
-    """The file's text, with CRLF line ends tolerated; a clear error if missing or undecodable."""
+    """The file's text, with CRLF line ends and a UTF-8 byte-order mark tolerated; a clear
+    error if missing or undecodable."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataFormatError(path, None, None, "file not found") from None
+    if encoding.replace("-", "").lower() == "utf8" and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a byte-order mark (a spreadsheet's "CSV UTF-8"): not part of the text
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:

@@ -143,3 +143,29 @@ def test_item_categories_reach_the_apps_category_filter(tmp_path):
         top = app.recommend(k=20, category=1)
         assert len(top.items) == 13 + 2 and (app.categories[top.items] == 1).all()
         assert {50, 51} <= set(top.items.tolist())
+
+
+def test_events_beyond_the_synced_table_wait_in_the_store_and_training_goes_on(tmp_path):
+    context, settings, strategy = _setup(tmp_path, n_items=20)
+    with DeviceStore(tmp_path / "device.db", key=KEY, create=True) as store:
+        app = EdgeClient(store)  # before its first sync, it cannot know the catalogue
+        for item in (3, 8, 450):
+            app.record(item, "purchase")
+    reply = client_app.train(_train_message(strategy, 1), context, settings.to_run_config())
+    assert not reply.has_error()
+    ids = records.record_to_arrays(reply.content[records.UPDATE])["ids"]
+    assert {3, 8} <= set(ids.tolist()) and ids.max() < 20
+    with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+        assert store.events()["item"].tolist() == [3, 8, 450]  # nothing lost
+
+
+def test_a_mistyped_store_path_is_an_error_reply_not_a_new_store(tmp_path):
+    import pytest
+
+    from fedrec.client.store import StoreNotFoundError
+
+    context, settings, strategy = _setup(tmp_path)
+    context.node_config["store"] = str(tmp_path / "devcie.db")
+    with pytest.raises(StoreNotFoundError, match="no store here"):
+        client_app.train(_train_message(strategy, 1), context, settings.to_run_config())
+    assert not (tmp_path / "devcie.db").exists()

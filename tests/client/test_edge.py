@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedrec.client.edge import USER, EdgeClient, EdgeSettings
+from fedrec.client.edge import USER, EdgeClient, EdgeSettings, UnknownItemError
 from fedrec.client.store import DeviceStore
 from fedrec.common.data.interactions import EventType
 
@@ -81,7 +81,7 @@ def test_bad_events_are_refused_and_a_device_without_a_table_still_records(tmp_p
         assert len(app.recommend().items) == 0
         factors, bias, _ = clustered_table(n=10)
         app.set_table(factors, bias)
-        with pytest.raises(ValueError, match="not in the catalogue"):
+        with pytest.raises(UnknownItemError, match="not in the catalogue this device"):
             app.record(10, "view")
         with pytest.raises(ValueError, match="needs a finite value"):
             app.record(1, "rating")
@@ -90,3 +90,15 @@ def test_bad_events_are_refused_and_a_device_without_a_table_still_records(tmp_p
         with pytest.raises(ValueError, match="no item categories"):
             app.recommend(category=1)
         assert len(store) == 1
+
+
+def test_an_event_stored_before_the_first_sync_beyond_the_table_breaks_nothing(tmp_path):
+    with DeviceStore(tmp_path / "d.db", key=KEY, create=True) as store:
+        app = EdgeClient(store)
+        app.record(99, "purchase")  # no table yet: the device cannot tell it is unknown
+        factors, bias, _ = clustered_table(n=10)
+        app.set_table(factors, bias)
+        assert len(app.recommend(k=5).items) == 5  # and it keeps working
+        again = EdgeClient(store)  # reopened, from the store
+        assert len(again.recommend(k=20).items) == 10
+        assert len(store) == 1  # nothing lost

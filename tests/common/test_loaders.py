@@ -131,12 +131,24 @@ def test_csv_log_of_ratings_only_uses_file_order_as_time(tmp_path):
     ("user,item,score\nu,i,4\n", 1, "score"),
     ("user,event\nu,view\n", 1, "item"),
     ("user,item\nu,i\n", 1, "value"),
+    ("user,item,value\nu,i,4\nu,j,1e39\n", 3, "value"),  # beyond float32: would be inf
+    ("user,item,value\nu,i,5000000\n", 2, "value"),  # not a rating scale
+    ("user,item,value\nu,i,-1\n", 2, "value"),
+    ("user,item,event,value\nu,i,view,3.5e38\n", 2, "value"),
+    ("user,item,value,timestamp\nu,i,4,99999999999999999999999\n", 2, "timestamp"),
 ])
 def test_csv_log_errors_name_line_and_field(tmp_path, text, line, field):
     path = _write(tmp_path / "bad.csv", text)
     with pytest.raises(DataFormatError) as info:
         load_csv_log(path)
     assert (info.value.line, info.value.field) == (line, field)
+
+
+def test_a_csv_saved_by_a_spreadsheet_with_a_byte_order_mark_loads(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbfuser,item,value\r\nu1,i1,4\r\nu2,i1,5\r\n")
+    data = load_csv_log(path)
+    assert data.value.tolist() == [4.0, 5.0] and data.users.raw.tolist() == ["u1", "u2"]
 
 
 def test_registry_finds_folders_and_says_where_it_looked(tmp_path, monkeypatch):

@@ -100,3 +100,14 @@ def test_rank_among_excludes_items_and_counts_ties_half():
     assert hit_and_gain(0) == (True, 1.0)
     assert hit_and_gain(2)[1] == pytest.approx(0.5)
     assert hit_and_gain(10) == (False, 0.0)
+
+
+def test_a_catalogue_smaller_than_k_is_ranked_whole():
+    from tests.conftest import make_interactions
+
+    train = make_interactions([0, 1], [0, 1], n_users=2, n_items=4)
+    test = make_interactions([0, 1], [2, 3], n_users=2, n_items=4)
+    scores = np.array([[0.0, 0.0, 1.0, 0.5], [0.0, 0.0, 0.1, 0.9]])
+    out = ranking_metrics(lambda users: scores[users], train, test, k=10)
+    assert out["hr@10"] == 1.0 and out["precision@10"] == pytest.approx(0.1)
+    assert out["recall@10"] == 1.0 and out["ndcg@10"] == pytest.approx(1.0)
