@@ -50,7 +50,7 @@ from fedrec.common.data.interactions import EventType
 from fedrec.common.partition import UserRows, simulated_partitions, simulated_timeline
 from fedrec.common.privacy import clip_and_noise
 from fedrec.common.schema import ItemUpdate, TrainConfig
-from fedrec.common.secagg import densify
+from fedrec.common.secagg import densify, mean_vector
 from fedrec.common.settings import RunSettings
 
 STREAM = "stream"  # context.state: ConfigRecord {seen, trained}, the device's timeline cursor
@@ -245,17 +245,22 @@ def _refuse_diverged(update: ItemUpdate, device: Device) -> None:
 
 def _secagg_train(msg: Message, context: Context, run_config: Mapping) -> Message:
     """secagg mode: train as usual, reply with the dense vector (:func:`densify`) that
-    Flower's ``secaggplus_mod`` masks before it leaves the device; no per-device metrics."""
-    with device_store(context) as store:
-        p = _prepare(_from_legacy(msg, "fit"), context, run_config, store)
-        update, _ = p.device.train(p.factors, p.bias, float(p.extra["mean"]), p.config)
-        _refuse_diverged(update, p.device)
-        _save(context, p.device, store)
-    explicit = p.config.loss == "mse"
-    vector = densify(update, len(p.factors), str(p.extra["secagg-weighting"]),
-                     float(p.extra["secagg-cap"]),
-                     float(p.rows.train_values.sum()) if explicit else 0.0,
-                     float(len(p.rows.train_values)) if explicit else 0.0)
+    Flower's ``secaggplus_mod`` masks before it leaves the device; no per-device metrics.
+    For the mean query, the two-value vector of :func:`mean_vector` instead."""
+    ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    if ins.config.get("secagg-query") == "mean":
+        with device_store(context) as store:
+            rows = local_rows(context, run_config, store, explicit=True)
+        vector = mean_vector(rows.train_values, (float(ins.config["rating-min"]),
+                                                 float(ins.config["rating-max"])))
+    else:
+        with device_store(context) as store:
+            p = _prepare(_from_legacy(msg, "fit"), context, run_config, store)
+            update, _ = p.device.train(p.factors, p.bias, float(p.extra["mean"]), p.config)
+            _refuse_diverged(update, p.device)
+            _save(context, p.device, store)
+        vector = densify(update, len(p.factors), str(p.extra["secagg-weighting"]),
+                         float(p.extra["secagg-cap"]))
     res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(vector), 1, {})
     return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 

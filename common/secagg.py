@@ -1,15 +1,24 @@
-"""The dense vector a device hands to secure aggregation, and what its sum tells the server.
+"""The dense vectors a device hands to secure aggregation, and what their sums tell the
+server.
 
 SecAgg+ (Flower's ``SecAggPlusWorkflow`` and ``secaggplus_mod``) sums vectors of one shape
-from every device of a round and reveals only the sum. A sparse update is densified over the
-whole catalogue: the weighted rows and biases (zero where the device has no row), the
-weights, a 0/1 touched mask, and two scaled statistics (the sum and count of the ratings
-the device trained on, from which the server keeps the global mean μ without seeing any
-device's own). From the sum the server recovers exactly what the plain fold would compute:
-per-item weighted means (``Σ w·row / Σ w``), how many devices touched each item, and μ.
+from every device of a round and reveals only the sum. Two kinds of vector:
 
-Values must lie within SecAgg+'s clipping range: rows are pseudo-gradients (small), weights
-are scaled into [0, 1] (``capped``: divided by the cap).
+* **training** (:func:`densify`): a sparse update densified over the whole catalogue: the
+  weighted rows and biases (zero where the device has no row), the weights and a 0/1
+  touched mask. From the sum the server recovers exactly what the plain fold would compute:
+  per-item weighted means (``Σ w·row / Σ w``) and how many devices touched each item.
+* **the mean query** (:func:`mean_vector`): whether the device has ratings and where its
+  mean rating lies on the scale (``[rated, rated × (mean − low) / (high − low)]``); one sum
+  per bucket of devices gives that bucket's mean of users' means.
+
+Values lie within SecAgg+'s clipping range when the device is honest. A malicious device
+need not clip, nor even quantise: it can add any integers to the masked sum. What the
+server can check is the sum itself against what the round's devices could honestly
+produce (:func:`read_sum`, :func:`read_mean_sum`): touched counts are whole numbers up to
+the number of devices, a weight is at most the count of devices behind it, a weighted row
+is at most that weight times the row norm bound. Items whose sums fail are refused and
+counted; what passes, one device can still have moved within those bounds.
 """
 
 from __future__ import annotations
@@ -21,26 +30,25 @@ import numpy as np
 from fedrec.common.schema import ItemUpdate
 from fedrec.common.weighting import check_weighting, weights
 
-STAT_SCALE = 2.0 ** 14  # rating sums and counts are sent divided by this (within ±8)
-TOUCHED_MIN = 0.5  # a summed touched mask above this names an item (the mask is 0/1)
-
 
 @dataclass(frozen=True)
 class DenseSum:
     """What the server reads from the sum of a round's dense vectors."""
 
-    ids: np.ndarray  # items some device touched
+    ids: np.ndarray  # items some device touched, whose sums passed every check
     rows: np.ndarray  # their weighted mean update (``sum`` weighting: the sum)
     bias: np.ndarray
     weight: np.ndarray  # total weight behind each row
     devices: np.ndarray  # how many devices touched each row
-    rating_sum: float
-    rating_count: float
+    refused: dict[str, int]  # items whose sums no honest round produces, by check
 
 
-def densify(update: ItemUpdate, n_items: int, weighting: str = "uniform", cap: float = 10.0,
-            rating_sum: float = 0.0, rating_count: float = 0.0) -> list[np.ndarray]:
-    """The device's vector: ``[w·rows (n×k), w·bias (n), w (n), touched (n), stats (2)]``."""
+TOUCHED_TOLERANCE = 0.1  # a touched count this far from a whole number was not summed 0/1s
+
+
+def densify(update: ItemUpdate, n_items: int, weighting: str = "uniform",
+            cap: float = 10.0) -> list[np.ndarray]:
+    """The device's training vector: ``[w·rows (n×k), w·bias (n), w (n), touched (n)]``."""
     check_weighting(weighting)
     w = weights(update, weighting, cap)
     if weighting == "capped":
@@ -54,21 +62,83 @@ def densify(update: ItemUpdate, n_items: int, weighting: str = "uniform", cap: f
     bias[update.ids] = update.bias * w
     weight[update.ids] = w
     touched[update.ids] = 1.0
-    stats = np.array([rating_sum, rating_count], dtype=np.float32) / STAT_SCALE
-    return [rows, bias, weight, touched, stats]
+    return [rows, bias, weight, touched]
 
 
-def read_sum(arrays: list[np.ndarray], weighting: str = "uniform") -> DenseSum:
-    """The round's update from the element-wise *sum* of every device's :func:`densify`."""
-    if len(arrays) != 5:
-        raise ValueError(f"a secure sum has 5 arrays; found {len(arrays)}")
-    rows, bias, weight, touched, stats = (np.asarray(a, dtype=np.float64) for a in arrays)
-    ids = np.flatnonzero(touched > TOUCHED_MIN)
+def read_sum(arrays: list[np.ndarray], weighting: str = "uniform", devices: int | None = None,
+             max_norm: float = np.inf) -> DenseSum:
+    """The round's update from the element-wise *sum* of ``devices`` devices' :func:`densify`,
+    each item's sums checked: its touched count a whole number in ``[0, devices]``, its
+    weight within ``[0, count]``, its weighted row (with its bias) at most ``max_norm``
+    times its weight."""
+    if len(arrays) != 4:
+        raise ValueError(f"a secure training sum has 4 arrays; found {len(arrays)}")
+    rows, bias, weight, touched = (np.asarray(a, dtype=np.float64) for a in arrays)
+    n = len(touched)
+    if rows.shape != (n, rows.shape[1] if rows.ndim == 2 else -1) or bias.shape != (n,) \
+            or weight.shape != (n,):
+        raise ValueError("a secure training sum's arrays disagree in size")
+    limit = np.inf if devices is None else devices + TOUCHED_TOLERANCE
+    count = np.rint(touched)
+    finite = (np.isfinite(rows).all(axis=1) & np.isfinite(bias) & np.isfinite(weight)
+              & np.isfinite(touched))
+    named = finite & (touched > 0.5)
+    checks = {
+        "touched": named & ((np.abs(touched - count) > TOUCHED_TOLERANCE) | (touched > limit)),
+        "weight": named & ((weight < -TOUCHED_TOLERANCE) | (weight > count + TOUCHED_TOLERANCE)),
+    }
+    norm = np.sqrt(np.einsum("ij,ij->i", rows, rows) + bias * bias)
+    checks["norm"] = named & ~checks["weight"] & (
+        norm > max_norm * np.maximum(weight, 0) * (1 + 1e-3) + 1e-3)
+    refused = {name: int(bad.sum()) for name, bad in checks.items() if bad.any()}
+    if (~finite & (touched != 0)).any():
+        refused["nonfinite"] = int((~finite).sum())
+    ok = named & ~np.logical_or.reduce(list(checks.values()))
+    ids = np.flatnonzero(ok & (weight > 0))
     w = weight[ids]
     if weighting == "sum":
         out_rows, out_bias = rows[ids], bias[ids]
     else:
-        safe = np.where(w > 0, w, 1.0)
-        out_rows, out_bias = rows[ids] / safe[:, None], bias[ids] / safe
-    return DenseSum(ids, out_rows, out_bias, w, np.rint(touched[ids]),
-                    float(stats[0] * STAT_SCALE), float(stats[1] * STAT_SCALE))
+        out_rows, out_bias = rows[ids] / w[:, None], bias[ids] / w
+    return DenseSum(ids, out_rows, out_bias, w, count[ids], refused)
+
+
+def mean_vector(ratings: np.ndarray, rating_range: tuple[float, float]) -> list[np.ndarray]:
+    """The device's answer to the mean query: ``[rated, rated × (mean − low) / width]``, two
+    values in [0, 1] (a device without ratings sends zeros)."""
+    low, high = rating_range
+    if not len(ratings):
+        return [np.zeros(2, np.float32)]
+    width = high - low
+    where = (float(np.mean(ratings)) - low) / width if width > 0 else 0.5
+    return [np.array([1.0, min(max(where, 0.0), 1.0)], np.float32)]
+
+
+@dataclass(frozen=True)
+class BucketMean:
+    """One bucket's mean of users' means, from its secure sum."""
+
+    devices: int
+    rated: float  # how many of them have ratings (the sum's first value, whole)
+    mean: float
+
+
+def read_mean_sum(arrays: list[np.ndarray], devices: int,
+                  rating_range: tuple[float, float]) -> BucketMean:
+    """A bucket's mean from the sum of ``devices`` devices' :func:`mean_vector`; raises
+    ValueError when no honest bucket produces that sum (the rated count not a whole number
+    in ``[0, devices]``, the position sum outside ``[0, rated]``)."""
+    if len(arrays) != 1 or np.shape(arrays[0]) != (2,):
+        raise ValueError("a mean-query sum is one array of 2 values")
+    rated, where = (float(x) for x in np.asarray(arrays[0], dtype=np.float64))
+    if not (np.isfinite(rated) and np.isfinite(where)):
+        raise ValueError("the mean-query sum is not finite")
+    count = round(rated)
+    if abs(rated - count) > TOUCHED_TOLERANCE or not 0 <= count <= devices:
+        raise ValueError(f"{rated:.4g} rated devices among {devices}: not a whole number "
+                         "in range")
+    if not -TOUCHED_TOLERANCE <= where <= count + TOUCHED_TOLERANCE:
+        raise ValueError(f"position sum {where:.4g} outside [0, {count}]")
+    low, high = rating_range
+    mean = low + (high - low) * min(max(where / count, 0.0), 1.0) if count else float("nan")
+    return BucketMean(devices, float(count), float(mean))

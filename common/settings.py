@@ -58,6 +58,7 @@ class RunSettings:
     decoy_rows: int = 0  # decoy: rows in every reply; 0 = the whole catalogue
     secagg_shares: float = 5.0  # secagg: key shares per device (odd); <= 1: a fraction of devices
     secagg_threshold: float = 0.5  # secagg: the fraction of shares that rebuild a key
+    secagg_bucket: int = 16  # secagg: devices per secure sum of the mean query (μ)
     dp_clip: float = 0.5
     dp_noise: float = 1.0
     dp_delta: float = 1e-5
@@ -83,8 +84,10 @@ class RunSettings:
             raise ValueError(f"privacy must be one of {', '.join(PRIVACY)}. "
                              f"Found {self.privacy!r}.")
         if self.privacy == "secagg" and not (self.secagg_shares > 0
-                                             and 0 < self.secagg_threshold <= 1):
-            raise ValueError("secagg needs secagg-shares > 0 and secagg-threshold in (0, 1]")
+                                             and 0 < self.secagg_threshold <= 1
+                                             and self.secagg_bucket >= 2):
+            raise ValueError("secagg needs secagg-shares > 0, secagg-threshold in (0, 1] and "
+                             "secagg-bucket >= 2")
         if self.sync not in ("full", "delta"):
             raise ValueError(f"sync must be full or delta. Found {self.sync!r}.")
         if not self.sync_threshold >= 0 or (self.sync_threshold and self.sync != "delta"):

@@ -25,7 +25,7 @@ from fedrec.common.replies import Bounds
 from fedrec.common.settings import RunSettings
 from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.item_model import ItemModel
-from fedrec.server.mean import query_mean
+from fedrec.server.mean import fallback_mean, query_mean
 from fedrec.server.replies import Refusals
 from fedrec.server.secagg import SecAggFedRec, run_secagg
 from fedrec.server.strategy import DpSettings, FedRec
@@ -155,21 +155,23 @@ def run(grid: Grid, settings: RunSettings, context: Context | None = None
 
 def run_secagg_mode(grid: Grid, settings: RunSettings, context: Context | None
                     ) -> SecAggFedRec:
-    """The secagg mode: Flower's SecAgg+ workflow around :class:`SecAggFedRec`. μ starts at
-    the middle of the rating scale and then comes from each round's summed statistics (no
-    device reports its own rating sum)."""
+    """The secagg mode: Flower's SecAgg+ workflow around :class:`SecAggFedRec`. μ (explicit
+    runs) comes from the bucketed mean query before round 1: no device reports its own
+    statistics, and no device's sum decides it."""
     n_items, rating_range = catalogue(settings)
-    mean = float(np.mean(rating_range)) if settings.explicit else 0.0
-    strategy = SecAggFedRec(new_model(settings, n_items, mean), settings.train_config(),
-                            fraction_train=settings.fraction_train,
+    strategy = SecAggFedRec(new_model(settings, n_items, fallback_mean(rating_range)
+                                      if settings.explicit else 0.0),
+                            settings.train_config(), fraction_train=settings.fraction_train,
                             fraction_evaluate=settings.fraction_evaluate,
                             min_available_nodes=settings.min_nodes,
                             weighting=settings.weighting, cap=settings.cap, seed=settings.seed,
                             rating_range=rating_range, evaluate_every=settings.evaluate_every,
-                            num_rounds=settings.num_rounds, explicit=settings.explicit)
+                            num_rounds=settings.num_rounds, explicit=settings.explicit,
+                            max_norm=settings.max_norm)
     wait_for_nodes(grid, settings.min_nodes, settings.round_timeout)
     return run_secagg(grid, strategy, settings.num_rounds, settings.secagg_shares,
-                      settings.secagg_threshold, settings.round_timeout, context, settings.seed)
+                      settings.secagg_threshold, settings.round_timeout, context, settings.seed,
+                      settings.secagg_bucket)
 
 
 def save_results(strategy: FedRec | SecAggFedRec, folder: Path, settings: RunSettings) -> None:

@@ -143,21 +143,51 @@ def write_credentials(folder: str | Path, hosts: Sequence[str], nodes: int,
                                   "(use --force to replace them)")
     ca_key, ca_cert = make_ca()
     server_key, server_cert = make_server_cert(ca_key, ca_cert, hosts)
-    _write(folder / "ca.crt", _pem_cert(ca_cert))
-    _write(folder / "ca.key", _pem_key(ca_key), private=True)
-    _write(folder / "server.pem", _pem_cert(server_cert))
-    _write(folder / "server.key", _pem_key(server_key), private=True)
+    write_file(folder / "ca.crt", _pem_cert(ca_cert))
+    write_file(folder / "ca.key", _pem_key(ca_key), private=True)
+    write_file(folder / "server.pem", _pem_cert(server_cert))
+    write_file(folder / "server.key", _pem_key(server_key), private=True)
     node_keys = []
     for i in range(1, nodes + 1):
         private, public = make_node_key()
-        _write(folder / f"node-{i}", private, private=True)
-        _write(folder / f"node-{i}.pub", public)
+        write_file(folder / f"node-{i}", private, private=True)
+        write_file(folder / f"node-{i}.pub", public)
         node_keys.append(folder / f"node-{i}")
     return Credentials(folder / "ca.crt", folder / "ca.key", folder / "server.pem",
                        folder / "server.key", tuple(node_keys))
 
 
-def _write(path: Path, data: bytes, private: bool = False) -> None:
+def write_file(path: Path, data: bytes, private: bool = False) -> None:
+    """Write ``data`` through a temporary file and a rename, 0600 if ``private``."""
     with atomic_open(path, "wb") as out:  # the temporary file is created 0600
         os.fchmod(out.fileno(), 0o600 if private else 0o644)
         out.write(data)
+
+
+def write_secret(path: Path, force: bool = False, hex_digits: bool = False) -> Path:
+    """32 random bytes (or their 64 hex digits) in a new 0600 file: a shared secret or a
+    key."""
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} already exists (use --force to replace it)")
+    secret = os.urandom(32)
+    write_file(path, secret.hex().encode() if hex_digits else secret, private=True)
+    return path
+
+
+def write_device_credentials(folder: str | Path, force: bool = False) -> tuple[Path, Path]:
+    """A device's own credentials, made on the device: its SuperNode key pair (``node``,
+    ``node.pub``, the public half for the operator to register) and the secret its SuperNode
+    shares with its SuperExec (``superexec.secret``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ("node", "node.pub", "superexec.secret")
+    if not force:
+        existing = [n for n in names if (folder / n).exists()]
+        if existing:
+            raise FileExistsError(f"{folder}: {', '.join(existing)} already exist "
+                                  "(use --force to replace them)")
+    private, public = make_node_key()
+    write_file(folder / "node", private, private=True)
+    write_file(folder / "node.pub", public)
+    write_secret(folder / "superexec.secret", force=True)
+    return folder / "node", folder / "superexec.secret"

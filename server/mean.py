@@ -7,10 +7,16 @@ the mean of the rated devices' means. A reply whose fields fail the schema (a me
 the rating scale, a count where a flag belongs, a list, NaN) is refused and counted; a
 reply that passes carries one device's weight, whatever it claims, so among ``n`` rated
 devices one device moves μ by at most ``(high − low) / n``: 0.0042 on ML-100K's 943.
+
+In the ``secagg`` mode the server never sees one device's statistics: each bucket of
+devices is summed securely, and μ is the trimmed mean of the buckets' means
+(:func:`trimmed_mean`), so a hostile device, which can put anything in its bucket's sum,
+moves one bucket.
 """
 
 from __future__ import annotations
 
+import math
 from logging import INFO
 
 import numpy as np
@@ -21,6 +27,7 @@ from flwr.serverapp import Grid
 from fedrec.common import records
 from fedrec.common.replies import QUERY, Bounds
 from fedrec.common.schema import InvalidReplyError
+from fedrec.common.secagg import BucketMean
 from fedrec.server.replies import Outbox, Refusals
 from fedrec.server.wait import wait_for_nodes
 
@@ -59,3 +66,17 @@ def query_mean(grid: Grid, bounds: Bounds, timeout: float, refusals: Refusals,
     mean = pooled_mean(replies, bounds, refusals)
     log(INFO, "global mean %.4f from %s replies", mean, len(replies))
     return mean
+
+
+def trimmed_mean(buckets: list[BucketMean], rating_range: tuple[float, float],
+                 trim: float = 0.1) -> float:
+    """μ from buckets' means of users' means: the ``trim`` share of buckets with the
+    lowest and the highest means left out (at least one each side, when at least three
+    buckets have ratings), the rest averaged by their rated devices."""
+    rated = [b for b in buckets if b.rated > 0]
+    if not rated:
+        return fallback_mean(rating_range)
+    rated.sort(key=lambda b: b.mean)
+    cut = max(1, math.ceil(trim * len(rated))) if len(rated) >= 3 else 0
+    kept = rated[cut:len(rated) - cut]
+    return float(sum(b.mean * b.rated for b in kept) / sum(b.rated for b in kept))

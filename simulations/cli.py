@@ -55,6 +55,17 @@ from fedrec.simulations.stream import plot as stream_plot
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedrec`` console command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["superlink"] and argv[1:2] not in (["-h"], ["--help"]):
+        # Flower's own arguments follow: handed on as they are, not parsed here.
+        from fedrec.server.control.superlink import main as superlink
+
+        try:
+            superlink(argv[1:])
+        except ValueError as exc:
+            print(f"fedrec: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -193,6 +204,19 @@ def _parser() -> argparse.ArgumentParser:
     _output_args(hostile)
     hostile.set_defaults(run=_run_bench_hostile)
 
+    shift = bench_sub.add_parser(
+        "mean-shift", help="how far one hostile device moves μ, plain and secagg",
+        description="On an explicit dataset: the global mean μ from the honest query, then "
+                    "with the one device that can move it most lying (plain: an end of the "
+                    "scale as its mean; secagg: what its bucket's secure sum must gain to "
+                    "put the bucket's mean at an end, added to its masked vector), and with "
+                    "it sending garbage. Same run, same buckets.")
+    shift.add_argument("--dataset", default="ml-100k", help="an explicit dataset")
+    shift.add_argument("--data-dir", type=Path, help=f"dataset folder (default: ${ENV_VAR})")
+    shift.add_argument("--bucket", type=int, default=16, help="devices per secure sum")
+    _output_args(shift)
+    shift.set_defaults(run=_run_bench_mean_shift)
+
     data_bench = bench_sub.add_parser(
         "data", help="time loading, generating and evaluating",
         description="Time MovieLens loading (each dataset found), the synthetic shop generator "
@@ -237,17 +261,58 @@ def _parser() -> argparse.ArgumentParser:
     sim.set_defaults(run=_run_simulate)
 
     keys = sub.add_parser(
-        "keys", help="TLS certificates and node keys for a deployment",
+        "keys", help="the operator's credentials for a deployment",
         description="Create a certificate authority (ca.crt, ca.key), the SuperLink's TLS "
-                    "certificate for --hosts (server.pem, server.key) and --nodes ECDSA "
-                    "P-384 key pairs in OpenSSH format for SuperNode authentication "
-                    "(node-N, node-N.pub).")
+                    "certificate for --hosts (server.pem, server.key), the operator's Ed25519 "
+                    "key (operator, operator.pub) and the trusted-entities file devices "
+                    "check apps against (trusted-entities.yaml), the secret the SuperLink "
+                    "shares with its SuperExec (superexec.secret) and the checkpoint's key "
+                    "(checkpoint.key); with --nodes N, also N SuperNode key pairs (node-N, "
+                    "node-N.pub: a demo shortcut, a device makes its own with device-keys).")
     keys.add_argument("--out", type=Path, default=Path("keys"), help="folder (default: keys)")
     keys.add_argument("--hosts", default="127.0.0.1,localhost",
                       help="the SuperLink's host names and addresses, comma-separated")
-    keys.add_argument("--nodes", type=int, default=3, help="SuperNode key pairs to create")
+    keys.add_argument("--nodes", type=int, default=0, help="SuperNode key pairs to create")
     keys.add_argument("--force", action="store_true", help="replace existing files")
     keys.set_defaults(run=_run_keys)
+
+    device_keys = sub.add_parser(
+        "device-keys", help="a device's own credentials (made on the device)",
+        description="Create, in DIR, the device's SuperNode key pair (node, node.pub: the "
+                    "operator registers node.pub) and the secret its SuperNode shares with "
+                    "its SuperExec (superexec.secret).")
+    device_keys.add_argument("dir", type=Path)
+    device_keys.add_argument("--force", action="store_true", help="replace existing files")
+    device_keys.set_defaults(run=_run_device_keys)
+
+    operator = sub.add_parser("operator", help="the operator's commands: tokens, signed apps")
+    operator_sub = operator.add_subparsers(required=True, metavar="COMMAND")
+    login = operator_sub.add_parser(
+        "login", help="sign a Control API token for the stock flwr CLI",
+        description="Sign a token with the operator key and store it where the flwr CLI "
+                    "reads it ($FLWR_HOME/credentials.yaml): flwr supernode register, "
+                    "flwr run, flwr ls ... then work against a fedrec superlink.")
+    login.add_argument("federation", nargs="?", help="the flwr CLI's name for the SuperLink")
+    login.add_argument("--key", type=Path, required=True, help="the operator's private key")
+    login.add_argument("--ttl", default="12h", help="the token's life (at most 24h)")
+    login.add_argument("--audience", default="fedrec-superlink")
+    login.set_defaults(run=_run_operator_login)
+    sign = operator_sub.add_parser(
+        "sign-app", help="sign an app for flwr run (prints the run-config override)",
+        description="Print fedrec-app-signature=\"...\": the signature of the FAB flwr run "
+                    "builds from APP, for --run-config.")
+    sign.add_argument("app", type=Path, help="the app's folder (a fedrec checkout)")
+    sign.add_argument("--key", type=Path, required=True, help="the operator's private key")
+    sign.set_defaults(run=_run_operator_sign)
+
+    superlink = sub.add_parser(
+        "superlink", help="Flower's SuperLink with an operator-only control plane",
+        description="flower-superlink with the Control API open to the operator's tokens "
+                    "only and, with --app-signers, only operator-signed apps: fedrec "
+                    "superlink --operator-keys keys/operator.pub --app-signers "
+                    "keys/trusted-entities.yaml -- FLOWER-SUPERLINK-ARGS...")
+    superlink.add_argument("args", nargs=argparse.REMAINDER)
+    superlink.set_defaults(run=_run_superlink)
 
     download = sub.add_parser("download", help="fetch and verify a MovieLens dataset")
     download.add_argument("name", choices=sorted(SOURCES))
@@ -543,15 +608,83 @@ def _run_bench_hostile(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _run_bench_mean_shift(args: argparse.Namespace) -> int:
+    from fedrec.simulations.mean_shift import bench_mean_shift
+
+    data_dir = str(args.data_dir or os.environ.get(ENV_VAR) or "")
+    with progress_bar(f"mean shift {args.dataset}", args.quiet) as update:
+        record = bench_mean_shift(args.dataset, data_dir, args.bucket, progress=update)
+    record["env"] = environment()
+    path = write_json(record, args.out or RESULTS_DIR / f"mean-shift-{_stem(args.dataset)}.json")
+    if args.json:
+        print(json.dumps(record))
+        return 0
+    p, s = record["plain"], record["secagg"]
+    print(f"{record['dataset']}: {record['rated_devices']} devices with ratings")
+    print(f"plain:  μ {p['honest_mean']:.4f}; the worst liar moves it "
+          f"{p['worst_liar']['shift']:.4f} (bound {p['bound']:.4f}); garbage "
+          f"{p['garbage']['shift']:.4f} (refused: {p['garbage']['refused']})")
+    print(f"secagg: μ {s['honest_mean']:.4f} from {s['buckets']} buckets; the worst hostile "
+          f"device moves it {s['worst_hostile_device']['shift']:.4f} (worst over every "
+          f"bucket {s['worst_over_buckets']['shift']:.4f}); garbage "
+          f"{s['garbage']['shift']:.4f} (refused: {s['garbage']['refused']})")
+    print(f"results: {path}")
+    return 0
+
+
 def _run_keys(args: argparse.Namespace) -> int:
-    from fedrec.server.keys import write_credentials
+    from fedrec.server.control.operator import write_operator_key
+    from fedrec.server.keys import write_credentials, write_secret
 
     hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
+    for name in ("superexec.secret", "checkpoint.key"):
+        if (args.out / name).exists() and not args.force:
+            raise FileExistsError(f"{args.out / name} already exists (use --force)")
     made = write_credentials(args.out, hosts, args.nodes, args.force)
+    operator, public, trusted = write_operator_key(args.out, args.force)
+    secret = write_secret(args.out / "superexec.secret", args.force)
+    checkpoint = write_secret(args.out / "checkpoint.key", args.force, hex_digits=True)
     print(f"CA:        {made.ca_cert}  (key {made.ca_key}: keep it offline)")
     print(f"SuperLink: {made.server_cert}, {made.server_key}  for {', '.join(hosts)}")
+    print(f"Operator:  {operator}  (private: signs Control API tokens and apps), {public}, "
+          f"{trusted}  (public: for the SuperLink and every device)")
+    print(f"Secrets:   {secret}  (the SuperLink and its SuperExec), {checkpoint}  (the "
+          "server's checkpoint MAC)")
     for key in made.node_keys:
         print(f"SuperNode: {key}  (register {key}.pub with `flwr supernode register`)")
+    return 0
+
+
+def _run_device_keys(args: argparse.Namespace) -> int:
+    from fedrec.server.keys import write_device_credentials
+
+    node, secret = write_device_credentials(args.dir, args.force)
+    print(f"SuperNode key {node} (the operator registers {node}.pub), SuperExec secret "
+          f"{secret}")
+    return 0
+
+
+def _run_operator_login(args: argparse.Namespace) -> int:
+    from fedrec.server.control.operator import login, parse_ttl
+
+    ttl = parse_ttl(args.ttl)
+    host = login(args.federation, args.key, args.audience, ttl)
+    print(f"stored an operator token for {args.federation or 'the default federation'} "
+          f"({host}), valid {ttl} s")
+    return 0
+
+
+def _run_operator_sign(args: argparse.Namespace) -> int:
+    from fedrec.server.control.operator import sign_app
+
+    print(sign_app(args.app, args.key))
+    return 0
+
+
+def _run_superlink(args: argparse.Namespace) -> int:  # (main() hands it on first)
+    from fedrec.server.control.superlink import main as superlink
+
+    superlink(args.args)
     return 0
 
 

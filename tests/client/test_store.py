@@ -345,3 +345,19 @@ def test_a_format_1_store_is_upgraded_only_when_asked_and_keeps_everything(tmp_p
     with DeviceStore(path, key=KEY) as store:
         assert store.events()["item"].tolist() == [7]
         np.testing.assert_array_equal(store.get("user"), np.ones(3, np.float32))
+
+
+def test_the_readme_s_online_backup_keeps_the_wal_s_last_commits(tmp_path):
+    path, copy = tmp_path / "live.db", tmp_path / "backup.db"
+    with DeviceStore(path, key=KEY, create=True) as store:
+        fill(store, 7)
+        store.put("user", np.ones(3, np.float32))
+        assert (tmp_path / "live.db-wal").stat().st_size > 0  # commits still in the WAL
+        source, target = sqlite3.connect(path), sqlite3.connect(copy)
+        source.backup(target)
+        target.close()
+        source.close()
+        generation = store.generation
+    with DeviceStore(copy, key=KEY, min_generation=generation) as restored:
+        assert len(restored) == 7
+        np.testing.assert_array_equal(restored.get("user"), np.ones(3, np.float32))

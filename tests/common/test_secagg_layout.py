@@ -25,22 +25,58 @@ def test_the_sum_of_dense_vectors_gives_the_plain_fold(weighting, seed):
     ups = [random_update(rng, 40, 5) for _ in range(7)]
     total = [sum(parts) for parts in zip(*(densify(u, 40, weighting, cap=10.0) for u in ups),
                                           strict=True)]
-    dense = read_sum(total, weighting)
+    dense = read_sum(total, weighting, devices=7, max_norm=10.0)
     plain = aggregate(ups, weighting, cap=10.0)
+    assert dense.refused == {}
     assert dense.ids.tolist() == plain.ids.tolist()
     np.testing.assert_allclose(dense.rows, plain.rows, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dense.bias, plain.bias, rtol=1e-5, atol=1e-6)
     assert dense.devices.tolist() == plain.devices.tolist()
 
 
-def test_rating_statistics_survive_the_scaling_and_count_weighting_is_refused():
-    u = ItemUpdate(np.array([2], np.int64), np.ones((1, 3), np.float32),
-                   np.ones(1, np.float32), np.ones(1, np.float32))
-    a = densify(u, 5, rating_sum=3_512.0, rating_count=737.0)
-    b = densify(u, 5, rating_sum=41.0, rating_count=12.0)
-    assert all(np.abs(x).max() <= 8.0 for x in a)  # inside SecAgg+'s clipping range
-    dense = read_sum([x + y for x, y in zip(a, b, strict=True)])
-    assert dense.rating_sum == pytest.approx(3_553.0)
-    assert dense.rating_count == pytest.approx(749.0)
+def test_sums_no_honest_round_produces_are_refused_item_by_item():
+    rng = np.random.default_rng(3)
+    ups = [random_update(rng, 20, 4) for _ in range(5)]
+    total = [sum(parts) for parts in zip(*(densify(u, 20) for u in ups), strict=True)]
+    honest = read_sum([t.copy() for t in total], devices=5, max_norm=10.0)
+    rows, bias, weight, touched = (t.copy() for t in total)
+    a, b, c, d = honest.ids[:4]
+    touched[a] += 0.5  # no whole number of devices
+    touched[b] = weight[b] = 9.0  # more devices than the round had
+    rows[c] += 100.0  # a row beyond the norm bound times its weight
+    weight[d] = touched[d] + 3.0  # more weight than devices behind it
+    dense = read_sum([rows, bias, weight, touched], devices=5, max_norm=10.0)
+    assert dense.refused == {"touched": 2, "weight": 1, "norm": 1}
+    assert set(dense.ids.tolist()) == set(honest.ids.tolist()) - {a, b, c, d}
     with pytest.raises(ValueError, match="weighting must be one of"):
-        densify(u, 5, "count")
+        densify(ups[0], 20, "count")
+
+
+def test_a_bucket_s_mean_comes_back_and_impossible_sums_are_refused():
+    from fedrec.common.secagg import mean_vector, read_mean_sum
+
+    users = [np.array([4.0, 5.0]), np.array([1.0, 3.0, 2.0]), np.array([])]
+    total = [sum(mean_vector(r, (1.0, 5.0))[0] for r in users)]
+    assert all(0 <= v <= 1 for r in users for v in mean_vector(r, (1.0, 5.0))[0])
+    bucket = read_mean_sum(total, 3, (1.0, 5.0))
+    assert bucket.rated == 2 and bucket.mean == pytest.approx((4.5 + 2.0) / 2)
+    for bad, problem in [([np.array([2.5, 1.0])], "not a whole number"),
+                         ([np.array([4.0, 1.0])], "not a whole number in range"),
+                         ([np.array([2.0, 7.0])], "position sum"),
+                         ([np.array([np.nan, 1.0])], "not finite")]:
+        with pytest.raises(ValueError, match=problem):
+            read_mean_sum(bad, 3, (1.0, 5.0))
+
+
+def test_one_hostile_bucket_moves_the_trimmed_mean_by_a_bucket_s_share_at_most():
+    from fedrec.common.secagg import BucketMean
+    from fedrec.server.mean import trimmed_mean
+
+    rng = np.random.default_rng(0)
+    buckets = [BucketMean(16, 16.0, float(m)) for m in rng.normal(3.6, 0.1, 40)]
+    honest = trimmed_mean(buckets, (1.0, 5.0))
+    for value in (1.0, 5.0):
+        for i in range(len(buckets)):
+            hostile = [*buckets[:i], BucketMean(16, 16.0, value), *buckets[i + 1:]]
+            assert abs(trimmed_mean(hostile, (1.0, 5.0)) - honest) < 0.02
+    assert trimmed_mean([], (1.0, 5.0)) == 3.0

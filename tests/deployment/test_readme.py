@@ -1,7 +1,9 @@
-"""The README's deployment section, run as written: a SuperLink with TLS and node
-authentication, three SuperNodes each with its own encrypted store that the example edge app
-recorded into, fedrec's ServerApp submitted with ``flwr run``, and the app's
-recommendations afterwards. Only the script's first line (folder and port) is the test's."""
+"""The README's deployment section, run as written: the operator's keys and SuperLink (an
+operator-only control plane, signed apps), three devices with their own keys and encrypted
+stores that the example edge app recorded into, the operator's signed run, and the app's
+recommendations afterwards. Only the script's first line (folder and ports) is the test's:
+every port it uses is allocated here, and a process of the script's that dies fails the
+test at once, with the logs."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +22,13 @@ import pytest
 from fedrec.client.edge import EdgeClient
 from fedrec.client.store import DeviceStore
 from fedrec.server.checkpoint import Checkpoint
-from tests.deployment.conftest import BIN, free_port
+from tests.deployment.conftest import BIN, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "<!-- deployment script: tests/deployment/test_readme.py runs this block -->"
-FIRST_LINE = "FEDREC=$PWD WORK=$PWD/deploy PORT=9400"
+FIRST_LINE = 'FEDREC=$PWD WORK=$PWD/deploy PORT=9400 NODE_PORTS="9411 9412 9413"'
+SERVICES = ("flower-superlink", "fedrec superlink", "flower-supernode", "flower-superexec")
+TIMEOUT = 600.0
 
 
 def readme_script() -> str:
@@ -36,35 +41,84 @@ def readme_script() -> str:
     return script
 
 
-@pytest.mark.slow
-def test_the_readme_deployment_trains_across_three_supernodes(tmp_path):
-    port = free_port()
-    work = tmp_path / "deploy"
-    script = readme_script().replace(
-        FIRST_LINE, f"FEDREC={ROOT} WORK={work} PORT={port}", 1)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.Popen(["bash", "-e", "-c", script], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+def services(group: int) -> dict[int, str]:
+    """The long-running processes of a process group, by pid: their command lines."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != group:
+                continue
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+        if any(name in cmd for name in SERVICES):
+            found[int(stat.parent.name)] = cmd.strip()
+    return found
+
+
+def logs(work: Path) -> str:
+    return "".join(f"\n--- {p.relative_to(work)}\n{p.read_text(errors='replace')[-2000:]}"
+                   for p in sorted(work.glob("**/*.log")))
+
+
+def run_watched(script: str, cwd: Path, env: dict, work: Path
+                ) -> tuple[int, str]:
+    """Run ``script``; fail at once if one of its services dies while it still runs."""
+    out_path = cwd / "script.out"
+    with out_path.open("w") as out:
+        proc = subprocess.Popen(["bash", "-e", "-c", script], cwd=cwd, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen: dict[int, str] = {}
+    deadline = time.monotonic() + TIMEOUT
     try:
-        out, _ = proc.communicate(timeout=600)
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the README script ran past {TIMEOUT} s\n"
+                            f"{out_path.read_text()[-3000:]}{logs(work)}")
+            alive = services(proc.pid)
+            seen.update(alive)
+            gone = {pid: cmd for pid, cmd in seen.items() if pid not in alive}
+            if gone:  # the script's last line stops them all: give it time to end
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    pytest.fail("a process of the README script died while it ran: "
+                                f"{next(iter(gone.values()))}\n"
+                                f"{out_path.read_text()[-3000:]}{logs(work)}")
+                break
+            time.sleep(0.5)
+        proc.wait(timeout=30)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # whatever the script left running
-    logs = "".join(f"\n--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
-                   for p in work.glob("*.log"))
-    assert proc.returncode == 0, out[-4000:] + logs
+    return proc.returncode, out_path.read_text()
+
+
+@pytest.mark.slow
+def test_the_readme_deployment_trains_across_three_supernodes(tmp_path):
+    port, *nodes = free_ports(4)
+    work = tmp_path / "deploy"
+    script = readme_script().replace(
+        FIRST_LINE, f'FEDREC={ROOT} WORK={work} PORT={port} '
+                    f'NODE_PORTS="{" ".join(map(str, nodes))}"', 1)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    code, out = run_watched(script, tmp_path, env, work)
+    assert code == 0, out[-4000:] + logs(work)
     shown = [line for line in out.splitlines() if re.fullmatch(r"\d+\t-?\d+\.\d{4}", line)]
     assert len(shown) == 10, out[-3000:]  # the app's top 5, then its top 5 in category 3
     history = json.loads((work / "results" / "history.json").read_text())
     assert [r["train"]["accepted"] for r in history["rounds"] if "train" in r] == [3, 3, 3]
-    model, last, _, _ = Checkpoint(work / "server.db").load()
+    key = bytes.fromhex((work / "keys" / "checkpoint.key").read_text())
+    model, last, _, _ = Checkpoint(work / "server.db", key=key).load()
     assert last == 3
     np.testing.assert_array_equal(model.params.factors,
                                   np.load(work / "results" / "model.npz")["factors"])
     for i in (1, 2, 3):
-        key = bytes.fromhex((work / f"device-{i}.key").read_text())
-        with DeviceStore(work / f"device-{i}.db", key=key) as store:
+        device = work / f"device-{i}"
+        assert (device / "node").stat().st_mode & 0o777 == 0o600
+        key = bytes.fromhex((device / "store.key").read_text())
+        with DeviceStore(device / "store.db", key=key) as store:
             app = EdgeClient(store)
             assert len(store) == 1 and app.user is not None
             # the table it trained on in the last round (the model before that round)
@@ -75,3 +129,5 @@ def test_the_readme_deployment_trains_across_three_supernodes(tmp_path):
                 assert items[:5] == app.recommend(k=5).items.tolist()
                 assert items[5:] == app.recommend(k=5, category=3).items.tolist()
                 assert (app.categories[items[5:]] == 3).all()
+    for secret in ("operator", "superexec.secret", "checkpoint.key", "ca.key"):
+        assert (work / "keys" / secret).stat().st_mode & 0o777 == 0o600, secret

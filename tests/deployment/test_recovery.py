@@ -5,90 +5,60 @@ killed mid-run does not stall it."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fedrec.client.edge import EdgeClient
-from fedrec.client.store import DeviceStore
 from fedrec.server.checkpoint import Checkpoint
-from fedrec.server.keys import write_credentials
-from tests.deployment.conftest import flwr, free_port, tls_superlink, wait_online
+from tests.deployment.conftest import ROOT, flwr
 
-ROOT = Path(__file__).resolve().parents[2]
 N_ITEMS = 40
 
 
-def _federation(processes, nodes: int = 3):
-    folder = processes.folder
-    keys = write_credentials(folder / "keys", ["127.0.0.1"], nodes=nodes)
-    port = free_port()
-    link = tls_superlink(processes, keys, port)
+def _federation(fed, nodes: int = 3) -> list:
     rng = np.random.default_rng(1)
-    supernodes = []
-    for i, node_key in enumerate(keys.node_keys, start=1):
-        assert flwr(processes, "supernode", "register", f"{node_key}.pub",
-                    "local").returncode == 0
-        key = rng.bytes(32)
-        (folder / f"device-{i}.key").write_text(key.hex())
-        with DeviceStore(folder / f"device-{i}.db", key=key) as store:
-            app = EdgeClient(store)
-            for item in rng.choice(N_ITEMS, 8, replace=False):
-                app.record(int(item), "purchase")
-        supernodes.append(processes.start(
-            f"node-{i}", "flower-supernode", "--superlink", f"127.0.0.1:{port}",
-            "--root-certificates", str(keys.ca_cert),
-            "--auth-supernode-private-key", str(node_key), "--port", str(free_port()),
-            "--node-config", f'store="{folder / f"device-{i}.db"}" '
-                             f'store-key-file="{folder / f"device-{i}.key"}"'))
-    assert wait_online(processes, nodes).count("online") == nodes
-    return keys, port, link, supernodes
+    for _ in range(nodes):
+        fed.add_device(rng.choice(N_ITEMS, 8, replace=False).tolist())
+    assert fed.wait_online(nodes).count("online") == nodes
+    return [fed.procs.running[f"node-{i}"] for i in range(1, nodes + 1)]
 
 
-def _config(folder: Path, rounds: int, **extra: str) -> str:
-    base = {"dataset": f'"synthetic:n_users=3,n_items={N_ITEMS},n_events=100"',
-            "num-rounds": str(rounds), "min-nodes": "2", "evaluate-every": str(rounds),
-            "factors": "6", "negatives": "2", "results-dir": f'"{folder / "results"}"',
-            "checkpoint": f'"{folder / "server.db"}"', **extra}
-    return " ".join(f"{k}={v}" for k, v in base.items())
-
-
-def _checkpoint_round(path: Path) -> int:
+def _checkpoint_round(fed) -> int:
     try:
-        saved = Checkpoint(path).load()
+        saved = _checkpoint(fed).load()
     except ValueError:
         return 0
     return 0 if saved is None else saved[1]
 
 
+def _checkpoint(fed) -> Checkpoint:
+    key = bytes.fromhex((fed.keys / "checkpoint.key").read_text())
+    return Checkpoint(fed.folder / "server.db", key=key)
+
+
 @pytest.mark.slow
-def test_the_server_killed_mid_run_resumes_from_its_checkpoint(processes):
-    folder = processes.folder
-    keys, port, link, _ = _federation(processes)
-    run = processes.start("run-1", "flwr", "run", str(ROOT), "local", "--stream",
-                          "--run-config", _config(folder, 6))
-    deadline = time.monotonic() + 240
-    while _checkpoint_round(folder / "server.db") < 2 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    os.killpg(link.pid, signal.SIGKILL)  # the SuperLink, its SuperExec and ServerApp
-    link.wait(timeout=30)
+def test_the_server_killed_mid_run_resumes_from_its_checkpoint(federation):
+    fed = federation
+    _federation(fed)
+    run = fed.procs.start("run-1", "flwr", "run", str(ROOT), "local", "--stream",
+                          "--run-config", fed.config(6))
+    fed.procs.finished("run-1")  # (it ends when the SuperLink is killed)
+    fed.procs.wait_until("round 2 checkpointed", lambda: _checkpoint_round(fed) >= 2, 240)
+    for name in ("superlink", "superexec"):  # the server: SuperLink, SuperExec, ServerApp
+        fed.procs.stop(name)
     run.wait(timeout=60)
-    saved_model, saved_round, _, _ = Checkpoint(folder / "server.db").load()
+    saved_model, saved_round, _, _ = _checkpoint(fed).load()
     assert 2 <= saved_round < 6
     # Restart with the same state database; registered nodes reconnect by themselves.
-    link = tls_superlink(processes, keys, port)
-    assert wait_online(processes, 3, timeout=120).count("online") == 3
-    again = flwr(processes, "run", str(ROOT), "local", "--stream", "--run-config",
-                 _config(folder, 6))
+    fed.start_superlink()
+    assert fed.wait_online(3, timeout=120).count("online") == 3
+    again = flwr(fed.procs, "run", str(ROOT), "local", "--stream", "--run-config",
+                 fed.config(6))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    history = json.loads((folder / "results" / "history.json").read_text())
+    history = json.loads((fed.folder / "results" / "history.json").read_text())
     rounds = [r["round"] for r in history["rounds"] if "train" in r]
     assert rounds == list(range(1, 7))  # each round once: none lost, none twice
-    model, last, _, _ = Checkpoint(folder / "server.db").load()
+    model, last, _, _ = _checkpoint(fed).load()
     assert last == 6
     # Rows untouched since the kill are exactly as checkpointed then.
     kept = model.version <= saved_round
@@ -98,16 +68,16 @@ def test_the_server_killed_mid_run_resumes_from_its_checkpoint(processes):
 
 
 @pytest.mark.slow
-def test_a_supernode_killed_mid_run_does_not_stall_it(processes):
-    folder = processes.folder
-    _, _, _, supernodes = _federation(processes)
-    run = processes.start("run-1", "flwr", "run", str(ROOT), "local", "--stream",
-                          "--run-config", _config(folder, 4, **{"round-timeout": "40.0"}))
-    deadline = time.monotonic() + 240
-    while _checkpoint_round(folder / "server.db") < 1 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    os.killpg(supernodes[2].pid, signal.SIGKILL)
-    assert run.wait(timeout=600) == 0, processes.log("run-1")[-3000:]
-    history = json.loads((folder / "results" / "history.json").read_text())
+def test_a_supernode_killed_mid_run_does_not_stall_it(federation):
+    fed = federation
+    _federation(fed)
+    run = fed.procs.start("run-1", "flwr", "run", str(ROOT), "local", "--stream",
+                          "--run-config", fed.config(4, **{"round-timeout": "40.0"}))
+    fed.procs.wait_until("round 1 checkpointed", lambda: _checkpoint_round(fed) >= 1, 240)
+    for name in ("node-3", "superexec-3"):  # the device goes away, mid-run
+        fed.procs.stop(name)
+    assert run.wait(timeout=600) == 0, fed.procs.log("run-1")
+    fed.procs.finished("run-1")
+    history = json.loads((fed.folder / "results" / "history.json").read_text())
     accepted = [r["train"]["accepted"] for r in history["rounds"] if "train" in r]
     assert len(accepted) == 4 and accepted[0] == 3 and min(accepted) == 2

@@ -79,15 +79,17 @@ def test_the_secure_sum_gives_the_plain_model_within_quantisation(shop_csv, tmp_
     assert "ndcg@10" in history["rounds"][-1]["evaluate"]
 
 
-def test_secagg_keeps_the_global_mean_from_summed_statistics(tmp_path):
-    path = write_csv_log(low_rank_ratings(n_users=30, n_items=25, density=0.6),
+def test_secagg_takes_the_global_mean_from_bucketed_secure_sums(tmp_path):
+    path = write_csv_log(low_rank_ratings(n_users=40, n_items=25, density=0.6),
                          tmp_path / "ratings.csv")
     s = _settings(path, protocol="explicit-80-20", privacy="secagg", num_rounds=1,
-                  evaluate_every=1, server_lr=20.0, lr=0.02)
-    _, model = _run(s, tmp_path)
-    parts = simulated_partitions(s.dataset, s.protocol, 0, "")
-    assert float(model["mean"]) == pytest.approx(float(parts.split.train.value.mean()),
-                                                 abs=1e-3)
+                  evaluate_every=1, server_lr=20.0, lr=0.02, secagg_bucket=8)
+    history, model = _run(s, tmp_path)
+    train = simulated_partitions(s.dataset, s.protocol, 0, "").split.train
+    means = np.bincount(train.user, train.value) / np.bincount(train.user)
+    # 5 buckets of 8 devices, the lowest and the highest bucket mean left out
+    assert float(model["mean"]) == pytest.approx(float(means.mean()), abs=0.05)
+    assert history["rejected"] == {}
 
 
 def test_the_server_never_holds_one_devices_update(shop_csv, tmp_path):
