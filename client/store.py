@@ -242,9 +242,10 @@ class DeviceStore:
             raise RolledBackError(f"{self.path}: {name} is newer (#{counter}) than the "
                                   f"store's manifest says (#{expected}): the manifest was "
                                   "rolled back")
-        body = sealed[_HEAD.size:]
+        body = memoryview(sealed)[_HEAD.size:]  # (no copy of a large table's bytes)
         try:
-            return self._aead.decrypt(body[:_NONCE], body[_NONCE:], self._aad(where, counter))
+            return self._aead.decrypt(bytes(body[:_NONCE]), body[_NONCE:],
+                                      self._aad(where, counter))
         except InvalidTag:
             raise TamperedError(f"{self.path}: {name} failed authentication "
                                 "(changed, moved or damaged)") from None
