@@ -626,7 +626,9 @@ def _run_bench_mean_shift(args: argparse.Namespace) -> int:
           f"{p['garbage']['shift']:.4f} (refused: {p['garbage']['refused']})")
     print(f"secagg: μ {s['honest_mean']:.4f} from {s['buckets']} buckets; the worst hostile "
           f"device moves it {s['worst_hostile_device']['shift']:.4f} (worst over every "
-          f"bucket {s['worst_over_buckets']['shift']:.4f}); garbage "
+          f"bucket {s['worst_over_buckets']['shift']:.4f}, over "
+          f"{s['worst_over_bucketings']['draws']} other bucketings "
+          f"{s['worst_over_bucketings']['shift']:.4f}); garbage "
           f"{s['garbage']['shift']:.4f} (refused: {s['garbage']['refused']})")
     print(f"results: {path}")
     return 0

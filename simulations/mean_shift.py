@@ -96,6 +96,33 @@ def hostile_secagg_app(run_config: dict, hostile: int, add: Callable[[], np.ndar
     return app
 
 
+def worst_over_bucketings(means: dict[int, float], nodes: list[int], bucket: int,
+                          rating_range: tuple[float, float], draws: int = 100) -> dict:
+    """The secagg mode's arithmetic over ``draws`` other random bucketings of the same
+    devices (bucket means from the devices' own means, as exact sums would give them):
+    the worst shift one device's bucket at either end of the scale can cause."""
+    lo, hi = rating_range
+    parts = max(1, len(nodes) // bucket)
+    worst, seed_of_worst = 0.0, 0
+    for draw in range(draws):
+        order = np.random.default_rng([draw, 11]).permutation(len(nodes))
+        buckets = []
+        for part in np.array_split(np.asarray(sorted(nodes))[order], parts):
+            rated = [means[n] for n in part.tolist() if n in means]
+            buckets.append(BucketMean(len(part), float(len(rated)),
+                                      float(np.mean(rated)) if rated else float("nan")))
+        honest = trimmed_mean(buckets, rating_range)
+        for g, b in enumerate(buckets):
+            if not b.rated:
+                continue
+            for end in (lo, hi):
+                moved = [*buckets[:g], BucketMean(b.devices, b.rated, end), *buckets[g + 1:]]
+                shift = abs(trimmed_mean(moved, rating_range) - honest)
+                if shift > worst:
+                    worst, seed_of_worst = shift, draw
+    return {"draws": draws, "shift": worst, "draw": seed_of_worst}
+
+
 def _grid(app: ClientApp, n: int, config: dict, cls: type = InProcessGrid,
           **extra: object) -> InProcessGrid:
     grid = cls(app, n, config, **extra)
@@ -176,6 +203,7 @@ def bench_mean_shift(dataset: str = "ml-100k", data_dir: str = "", bucket: int =
         out["secagg"] = {
             "honest_mean": mu, "buckets": len(buckets), "bucket_size": bucket,
             "worst_over_buckets": {"shift": shift, "bucket": g, "claims": end},
+            "worst_over_bucketings": worst_over_bucketings(means, nodes, bucket, rr),
             "true_mean_of_means": float(np.mean(list(means.values())))}
         if not attacks:
             return out

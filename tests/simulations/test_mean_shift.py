@@ -33,5 +33,6 @@ def test_one_hostile_device_among_ml_100k_s_943_moves_mu_by_at_most_a_hundredth(
     assert record["rated_devices"] == 943
     assert record["plain"]["worst_liar"]["shift"] <= 0.01
     assert record["secagg"]["worst_over_buckets"]["shift"] <= 0.01
+    assert record["secagg"]["worst_over_bucketings"]["shift"] <= 0.01  # whatever the draw
     # (the mean of users' means, what both modes estimate)
     assert abs(record["secagg"]["honest_mean"] - record["plain"]["honest_mean"]) < 0.02
