@@ -136,11 +136,7 @@ def write_credentials(folder: str | Path, hosts: Sequence[str], nodes: int,
     folder.mkdir(parents=True, exist_ok=True)
     names = ["ca.crt", "ca.key", "server.pem", "server.key"]
     names += [f"node-{i}{suffix}" for i in range(1, nodes + 1) for suffix in ("", ".pub")]
-    if not force:
-        existing = [n for n in names if (folder / n).exists()]
-        if existing:
-            raise FileExistsError(f"{folder}: {', '.join(existing)} already exist "
-                                  "(use --force to replace them)")
+    refuse_overwrite(folder, names, force)
     ca_key, ca_cert = make_ca()
     server_key, server_cert = make_server_cert(ca_key, ca_cert, hosts)
     write_file(folder / "ca.crt", _pem_cert(ca_cert))
@@ -164,11 +160,19 @@ def write_file(path: Path, data: bytes, private: bool = False) -> None:
         out.write(data)
 
 
+def refuse_overwrite(folder: Path, names: Sequence[str], force: bool = False) -> None:
+    """Raise FileExistsError naming the files of ``names`` in ``folder`` that exist, unless
+    ``force``: credentials are never replaced by accident."""
+    existing = [n for n in names if (folder / n).exists()]
+    if existing and not force:
+        raise FileExistsError(f"{folder}: {', '.join(existing)} already exist "
+                              "(use --force to replace them)")
+
+
 def write_secret(path: Path, force: bool = False, hex_digits: bool = False) -> Path:
     """32 random bytes (or their 64 hex digits) in a new 0600 file: a shared secret or a
     key."""
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} already exists (use --force to replace it)")
+    refuse_overwrite(path.parent, [path.name], force)
     secret = os.urandom(32)
     write_file(path, secret.hex().encode() if hex_digits else secret, private=True)
     return path
@@ -180,12 +184,7 @@ def write_device_credentials(folder: str | Path, force: bool = False) -> tuple[P
     shares with its SuperExec (``superexec.secret``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    names = ("node", "node.pub", "superexec.secret")
-    if not force:
-        existing = [n for n in names if (folder / n).exists()]
-        if existing:
-            raise FileExistsError(f"{folder}: {', '.join(existing)} already exist "
-                                  "(use --force to replace them)")
+    refuse_overwrite(folder, ("node", "node.pub", "superexec.secret"), force)
     private, public = make_node_key()
     write_file(folder / "node", private, private=True)
     write_file(folder / "node.pub", public)

@@ -636,12 +636,11 @@ def _run_bench_mean_shift(args: argparse.Namespace) -> int:
 
 def _run_keys(args: argparse.Namespace) -> int:
     from fedrec.server.control.operator import write_operator_key
-    from fedrec.server.keys import write_credentials, write_secret
+    from fedrec.server.keys import refuse_overwrite, write_credentials, write_secret
 
     hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
-    for name in ("superexec.secret", "checkpoint.key"):
-        if (args.out / name).exists() and not args.force:
-            raise FileExistsError(f"{args.out / name} already exists (use --force)")
+    refuse_overwrite(args.out, ["superexec.secret", "checkpoint.key", "operator",
+                                "operator.pub", "trusted-entities.yaml"], args.force)
     made = write_credentials(args.out, hosts, args.nodes, args.force)
     operator, public, trusted = write_operator_key(args.out, args.force)
     secret = write_secret(args.out / "superexec.secret", args.force)

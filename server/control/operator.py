@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from fedrec.server.control import signing, tokens
-from fedrec.server.keys import write_file
+from fedrec.server.keys import refuse_overwrite, write_file
 
 DEFAULT_TTL = 12 * 3600
 
@@ -28,11 +28,7 @@ def write_operator_key(folder: Path, force: bool = False) -> tuple[Path, Path, P
     ``folder``; existing files are kept unless ``force``."""
     private, public, trusted = (folder / n for n in ("operator", "operator.pub",
                                                      "trusted-entities.yaml"))
-    if not force:
-        existing = [p.name for p in (private, public, trusted) if p.exists()]
-        if existing:
-            raise FileExistsError(f"{folder}: {', '.join(existing)} already exist "
-                                  "(use --force to replace them)")
+    refuse_overwrite(folder, [p.name for p in (private, public, trusted)], force)
     key = ed25519.Ed25519PrivateKey.generate()
     write_file(private, key.private_bytes(serialization.Encoding.PEM,
                                           serialization.PrivateFormat.OpenSSH,
