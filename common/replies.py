@@ -40,15 +40,14 @@ class Bounds:
     rating_range: tuple[float, float] = (-math.inf, math.inf)
     max_events: int = MAX_EVENTS  # the events a device may hold (and train on)
     round_events: int = MAX_EVENTS  # the events that may reach a device in one round
-    k: int = 10  # the cut-off of ranking metrics
 
     def __post_init__(self) -> None:
         low, high = self.rating_range
         if not low <= high or math.isnan(low) or math.isnan(high):
             raise ValueError(f"rating_range must be (low, high) with low <= high. "
                              f"Found {self.rating_range}.")
-        if self.max_events < 1 or self.round_events < 1 or self.k < 1:
-            raise ValueError("max_events, round_events and k must be >= 1")
+        if self.max_events < 1 or self.round_events < 1:
+            raise ValueError("max_events and round_events must be >= 1")
 
     @property
     def width(self) -> float:
@@ -170,6 +169,10 @@ def _round_events(bounds: Bounds, values: Mapping[str, float]) -> float:
     return float(bounds.round_events)
 
 
+def _at(per: Callable[[Bounds], float]) -> Limit:
+    return lambda bounds, values: per(bounds)
+
+
 def _up_to(key: str) -> Limit:
     return lambda bounds, values: values[key]
 
@@ -264,6 +267,5 @@ def _rated(values: Mapping[str, float]) -> bool:
 
 QUERY = MetricSchema("query", (
     Metric("rated", 1.0, whole=True),
-    Metric("rating-mean", lambda b, v: b.rating_range[1], low=lambda b, v: b.rating_range[0],
-           when=_rated),
+    Metric("rating-mean", _at(_high), low=_at(_low), when=_rated),
 ))

@@ -21,12 +21,10 @@ from fedrec.common.atomic import atomic_open
 from fedrec.common.keyfile import read_key_file
 from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
-from fedrec.common.replies import Bounds
 from fedrec.common.settings import RunSettings
 from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.item_model import ItemModel
 from fedrec.server.mean import fallback_mean, query_mean
-from fedrec.server.replies import Refusals
 from fedrec.server.secagg import SecAggFedRec, run_secagg
 from fedrec.server.strategy import DpSettings, FedRec
 from fedrec.server.wait import wait_for_nodes
@@ -131,12 +129,11 @@ def run(grid: Grid, settings: RunSettings, context: Context | None = None
     checkpoint = open_checkpoint(settings)
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is None:
-        refusals = Refusals()
-        mean = (query_mean(grid, Bounds(rating_range), settings.round_timeout, refusals,
-                           settings.min_nodes) if settings.explicit else 0.0)
-        strategy = build_strategy(settings, n_items, mean, rating_range, checkpoint)
-        strategy.rejected.update(refusals.counts)
-        strategy.refusals.recent.extend(refusals.recent)
+        strategy = build_strategy(settings, n_items, 0.0, rating_range, checkpoint)
+        if settings.explicit:  # (the query's refusals are counted with the run's)
+            strategy.model.params.mean = query_mean(grid, strategy.bounds,
+                                                    settings.round_timeout,
+                                                    strategy.refusals, settings.min_nodes)
     else:
         strategy = resume_strategy(settings, saved, rating_range, checkpoint)
     categories = item_categories(settings)

@@ -212,6 +212,14 @@ def secagg_workflow(num_shares: float, threshold: float, timeout: float | None
                               max_weight=1.0, timeout=timeout)
 
 
+def split_buckets(nodes: list[int], size: int, seed: int = 0) -> list[list[int]]:
+    """``nodes`` split at random (seeded) into buckets of at least ``size`` (all in one
+    when there are fewer)."""
+    order = np.random.default_rng([seed, 11]).permutation(len(nodes))
+    shuffled = np.asarray(sorted(nodes), dtype=np.int64)[order]
+    return [b.tolist() for b in np.array_split(shuffled, max(1, len(nodes) // size))]
+
+
 class MeanFirst:
     """The fit stage of each round: SecAgg+ over the round's devices, and before round 1 of
     an explicit run the mean query, one SecAgg+ per bucket of ``bucket_size`` devices.
@@ -233,18 +241,11 @@ class MeanFirst:
             s.model.params.mean = self.query(grid, context)
         self.secagg(grid, context)
 
-    def buckets(self, nodes: list[int]) -> list[list[int]]:
-        """The connected nodes split at random (seeded) into buckets of at least
-        ``bucket_size`` (all in one when there are fewer)."""
-        order = np.random.default_rng([self.seed, 11]).permutation(len(nodes))
-        parts = max(1, len(nodes) // self.bucket_size)
-        shuffled = np.asarray(sorted(nodes), dtype=np.int64)[order]
-        return [b.tolist() for b in np.array_split(shuffled, parts)]
-
     def query(self, grid: Grid, context: Context) -> float:
         """μ: one secure sum per bucket, each checked, their trimmed mean."""
         s = self.strategy
-        for bucket in self.buckets([p.node_id for p in context.client_manager.all().values()]):
+        nodes = [p.node_id for p in context.client_manager.all().values()]
+        for bucket in split_buckets(nodes, self.bucket_size, self.seed):
             s.bucket = bucket
             self.secagg(grid, context)
         s.bucket = None
@@ -254,16 +255,24 @@ class MeanFirst:
         return mean
 
 
+def _legacy(grid: Grid, strategy: SecAggFedRec, num_rounds: int, timeout: float,
+            context: Context | None, seed: int) -> LegacyContext:
+    """The legacy context Flower's SecAgg+ workflow runs in (seeded: the legacy client
+    manager and SecAgg+ draw from ``random``)."""
+    random.seed(seed)
+    if context is None:
+        context = Context(run_id=grid.run.run_id, node_id=0, node_config={},
+                          state=RecordDict(), run_config={})
+    return LegacyContext(context=context,
+                         config=ServerConfig(num_rounds=num_rounds, round_timeout=timeout),
+                         strategy=strategy)
+
+
 def secagg_mean(grid: Grid, strategy: SecAggFedRec, num_shares: float, threshold: float,
                 timeout: float, seed: int = 0, bucket_size: int = 16) -> float:
     """The secagg mode's μ query alone (what :class:`MeanFirst` runs before round 1), on
     the grid's connected devices; the buckets' sums stay in ``strategy.buckets``."""
-    random.seed(seed)
-    context = Context(run_id=grid.run.run_id, node_id=0, node_config={}, state=RecordDict(),
-                      run_config={})
-    legacy = LegacyContext(context=context,
-                           config=ServerConfig(num_rounds=1, round_timeout=timeout),
-                           strategy=strategy)
+    legacy = _legacy(grid, strategy, 1, timeout, None, seed)
     thread, stop, done = start_update_client_manager_thread(grid, legacy.client_manager)
     try:
         done.wait()
@@ -282,13 +291,7 @@ def run_secagg(grid: Grid, strategy: SecAggFedRec, num_rounds: int, num_shares: 
                threshold: float, timeout: float, context: Context | None = None,
                seed: int = 0, bucket_size: int = 16) -> SecAggFedRec:
     """Train ``num_rounds`` rounds with SecAgg+ on ``grid``; returns the strategy."""
-    random.seed(seed)  # the legacy client manager and SecAgg+ draw from `random`
-    if context is None:
-        context = Context(run_id=grid.run.run_id, node_id=0, node_config={},
-                          state=RecordDict(), run_config={})
-    legacy = LegacyContext(context=context,
-                           config=ServerConfig(num_rounds=num_rounds, round_timeout=timeout),
-                           strategy=strategy)
+    legacy = _legacy(grid, strategy, num_rounds, timeout, context, seed)
     fit = MeanFirst(secagg_workflow(num_shares, threshold, timeout), strategy, bucket_size,
                     seed)
     DefaultWorkflow(fit_workflow=fit)(grid, legacy)

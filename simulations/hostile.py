@@ -62,7 +62,8 @@ class Case:
 
 
 # ---- building hostile records, bypassing Flower's own type checks (a device may send anything)
-def _raw(record: object, entries: dict) -> object:
+def raw_record(record: object, entries: dict) -> object:
+    """``record`` holding ``entries`` as they are (Flower's per-entry checks bypassed)."""
     record.__dict__["_data"] = dict(entries)
     return record
 
@@ -74,7 +75,7 @@ def _with_metric(reply: Message, key: str, value: object, drop: bool = False) ->
     else:
         metrics[key] = value
     content = RecordDict(dict(reply.content))
-    content.__dict__["_data"][records.METRICS] = _raw(MetricRecord(), metrics)
+    content.__dict__["_data"][records.METRICS] = raw_record(MetricRecord(), metrics)
     return content
 
 
@@ -113,8 +114,7 @@ BAD_VALUES: dict[str, tuple[object, str]] = {
 }
 
 
-def _metric_cases(kind: str, keys: tuple[str, ...], whole: set[str],
-                  valid: Callable[[Message], bool] = lambda r: True) -> list[Case]:
+def _metric_cases(kind: str, keys: tuple[str, ...], whole: set[str]) -> list[Case]:
     """Every key of a reply's metrics as each bad value, fractional (whole numbers), and
     missing."""
     cases = []
@@ -243,7 +243,7 @@ def _record_cases(kind: str, names: tuple[str, ...]) -> list[Case]:
     def as_config(name: str) -> Callable[[Message], RecordDict]:
         def build(h: Message) -> RecordDict:
             content = RecordDict(dict(h.content))
-            content.__dict__["_data"][name] = _raw(ConfigRecord(), {"x": "1.0"})
+            content.__dict__["_data"][name] = raw_record(ConfigRecord(), {"x": "1.0"})
             return content
         return build
 
@@ -337,7 +337,6 @@ class Injected:
     kind: str
     reason: str
     build: Callable[[Exchange], Message | None]
-    src: Callable[[Exchange], int]  # the node the refusal is attributed to
 
 
 @dataclass
@@ -407,26 +406,21 @@ def _made_up(x: Exchange) -> Message:
 
 
 INJECTED: tuple[Injected, ...] = (
-    Injected("network: a second reply under one node id", "train", "duplicate", _duplicate,
-             lambda x: x.honest_node(0)),
+    Injected("network: a second reply under one node id", "train", "duplicate", _duplicate),
     Injected("network: a reply replayed from the last round", "train", "unsolicited",
-             _replay, lambda x: x.honest_node(1)),
-    Injected("network: a reply to the last round's message", "train", "unsolicited", _stale,
-             lambda x: x.honest_node(2)),
+             _replay),
+    Injected("network: a reply to the last round's message", "train", "unsolicited", _stale),
     Injected("network: a reply from a node that was not sampled", "train", "wrong-node",
-             _unsampled, lambda x: 7_777_777),
+             _unsampled),
     Injected("network: a reply to another node's message", "train", "wrong-node",
-             _wrong_node, lambda x: x.hostile[0]),
+             _wrong_node),
     Injected("network: a forged error for another node's message", "train", "wrong-node",
-             _forged_error, lambda x: x.hostile[1 % len(x.hostile)]),
-    Injected("network: a reply to a message never sent", "train", "unsolicited", _made_up,
-             lambda x: x.honest_node(6)),
-    Injected("network: an evaluation answered twice", "evaluate", "duplicate", _duplicate,
-             lambda x: x.honest_node(0)),
+             _forged_error),
+    Injected("network: a reply to a message never sent", "train", "unsolicited", _made_up),
+    Injected("network: an evaluation answered twice", "evaluate", "duplicate", _duplicate),
     Injected("network: an evaluation replayed from the last round", "evaluate",
-             "unsolicited", _replay, lambda x: x.honest_node(1)),
-    Injected("network: a query answered twice", "query", "duplicate", _duplicate,
-             lambda x: x.honest_node(0)),
+             "unsolicited", _replay),
+    Injected("network: a query answered twice", "query", "duplicate", _duplicate),
 )
 
 
@@ -443,7 +437,6 @@ class Plan:
     hostile: list[int]
     slots: dict[tuple[str, int, int], Case] = field(default_factory=dict)  # (kind, round, node)
     injected: dict[tuple[str, int, int], Injected] = field(default_factory=dict)
-    sent: int = 0
 
 
 class HostileGrid(InProcessGrid):
@@ -486,7 +479,6 @@ class HostileGrid(InProcessGrid):
                                    reply_to=request))
                 continue
             self.plan.slots[(kind, server_round, node)] = case
-            self.plan.sent += 1
             if kind == "train":
                 reply = _honest_train(request, reply)
             elif reply.has_error():  # (a device that failed honestly: answer for it)
@@ -502,8 +494,9 @@ class HostileGrid(InProcessGrid):
                     continue
                 extra = injected.build(exchange)
                 if extra is not None:
-                    self.plan.injected[(kind, server_round, injected.src(exchange))] = injected
-                    self.plan.sent += 1
+                    # (the refusal is the sender's: attributed by its node id)
+                    self.plan.injected[(kind, server_round,
+                                        extra.metadata.src_node_id)] = injected
                     out.append(extra)
         return out
 

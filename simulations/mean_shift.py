@@ -39,8 +39,9 @@ from fedrec.common.settings import RunSettings
 from fedrec.server.app import new_model
 from fedrec.server.mean import fallback_mean, query_mean, trimmed_mean
 from fedrec.server.replies import Refusals
-from fedrec.server.secagg import SecAggFedRec, secagg_mean
+from fedrec.server.secagg import SecAggFedRec, secagg_mean, split_buckets
 from fedrec.simulations.engine import InProcessGrid, TaskIdentity
+from fedrec.simulations.hostile import raw_record
 
 QUANTIZATION = 2**22  # SecAgg+'s defaults, which fedrec's workflow keeps
 CLIPPING = 8.0
@@ -58,9 +59,8 @@ class LyingQueryGrid(InProcessGrid):
         out = []
         for reply in super().send_and_receive(messages, timeout=timeout):
             if reply.metadata.src_node_id == self.liar:
-                record = MetricRecord()
-                record.__dict__["_data"] = dict(self.reply)
-                reply = Message(RecordDict({records.METRICS: record}),
+                reply = Message(RecordDict({records.METRICS: raw_record(MetricRecord(),
+                                                                         self.reply)}),
                                 reply_to=_request_of(messages, self.liar))
             out.append(reply)
         return out
@@ -97,18 +97,17 @@ def hostile_secagg_app(run_config: dict, hostile: int, add: Callable[[], np.ndar
 
 
 def worst_over_bucketings(means: dict[int, float], nodes: list[int], bucket: int,
-                          rating_range: tuple[float, float], draws: int = 100) -> dict:
+                          rating_range: tuple[float, float], seed: int = 0,
+                          draws: int = 100) -> dict:
     """The secagg mode's arithmetic over ``draws`` other random bucketings of the same
     devices (bucket means from the devices' own means, as exact sums would give them):
     the worst shift one device's bucket at either end of the scale can cause."""
     lo, hi = rating_range
-    parts = max(1, len(nodes) // bucket)
     worst, seed_of_worst = 0.0, 0
-    for draw in range(draws):
-        order = np.random.default_rng([draw, 11]).permutation(len(nodes))
+    for draw in range(seed + 1, seed + 1 + draws):  # (the run's own draw is ``seed``)
         buckets = []
-        for part in np.array_split(np.asarray(sorted(nodes))[order], parts):
-            rated = [means[n] for n in part.tolist() if n in means]
+        for part in split_buckets(nodes, bucket, draw):
+            rated = [means[n] for n in part if n in means]
             buckets.append(BucketMean(len(part), float(len(rated)),
                                       float(np.mean(rated)) if rated else float("nan")))
         honest = trimmed_mean(buckets, rating_range)
@@ -185,10 +184,7 @@ def bench_mean_shift(dataset: str = "ml-100k", data_dir: str = "", bucket: int =
         mu = secagg_mean(_grid(client_app, n, config), honest_s, shares, 0.5, 120.0, seed,
                          bucket)
         buckets = honest_s.buckets
-        from fedrec.server.secagg import MeanFirst, secagg_workflow
-
-        members = MeanFirst(secagg_workflow(shares, 0.5, 120.0), honest_s, bucket,
-                            seed).buckets(nodes)
+        members = split_buckets(nodes, bucket, seed)
         shifts = []
         for g, b in enumerate(buckets):
             for end in (lo, hi):
@@ -203,7 +199,7 @@ def bench_mean_shift(dataset: str = "ml-100k", data_dir: str = "", bucket: int =
         out["secagg"] = {
             "honest_mean": mu, "buckets": len(buckets), "bucket_size": bucket,
             "worst_over_buckets": {"shift": shift, "bucket": g, "claims": end},
-            "worst_over_bucketings": worst_over_bucketings(means, nodes, bucket, rr),
+            "worst_over_bucketings": worst_over_bucketings(means, nodes, bucket, rr, seed),
             "true_mean_of_means": float(np.mean(list(means.values())))}
         if not attacks:
             return out

@@ -38,6 +38,7 @@ from fedrec.common.settings import RunSettings
 from fedrec.common.stream import Tick, Timeline
 from fedrec.server.app import build_strategy
 from fedrec.server.catalogue import INITS, content_rows, neutral_rows
+from fedrec.server.mean import fallback_mean
 from fedrec.server.strategy import FedRec
 from fedrec.simulations import stream_baselines as sb
 from fedrec.simulations.engine import InProcessGrid, Observer, TaskIdentity
@@ -128,8 +129,7 @@ class FederatedStream:
         self.timeline = t = load_timeline(s)
         self.ticks = s.ticks(t)
         self.rating_range = _rating_range(t, s.explicit)
-        low, high = self.rating_range
-        mean = (low + high) / 2 if s.explicit else 0.0  # until devices report ratings
+        mean = fallback_mean(self.rating_range) if s.explicit else 0.0  # until they report
         first = max(1, t.listed_by(self.ticks[0].now)) if self.ticks else 1
         self.strategy: FedRec = build_strategy(self.run, first, mean, self.rating_range)
         self.strategy.train_schema = STREAM_TRAIN

@@ -7,6 +7,7 @@ import numpy as np
 from flwr.app import Message, MetricRecord, RecordDict
 
 from fedrec.common import records
+from fedrec.simulations.hostile import raw_record
 
 
 def sent(strategy, grid, nodes, server_round: int = 1) -> dict[int, Message]:
@@ -29,7 +30,6 @@ def train_reply(to: Message, arrays: dict | None = None, metrics: dict | None = 
     type checks bypassed: a device may send anything)."""
     arrays = update_arrays() if arrays is None else arrays
     metrics = {"num-examples": 2.0, "train-loss": 1.0} if metrics is None else metrics
-    record = MetricRecord()
-    record.__dict__["_data"] = dict(metrics)
     return Message(RecordDict({records.UPDATE: records.arrays_to_record(arrays),
-                               records.METRICS: record}), reply_to=to)
+                               records.METRICS: raw_record(MetricRecord(), metrics)}),
+                   reply_to=to)

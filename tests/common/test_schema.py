@@ -84,6 +84,41 @@ def test_run_settings_round_trip_through_run_config():
         RunSettings(fraction_train=2.0)
 
 
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("checkpoint-fresh", "false", False), ("checkpoint-fresh", "True", True),
+    ("checkpoint-fresh", True, True), ("num-rounds", "4", 4), ("num-rounds", 4.0, 4),
+    ("server-lr", "0.5", 0.5), ("checkpoint", 7, "7"),
+])
+def test_run_config_values_are_read_as_their_field_s_type(key, value, expected):
+    got = RunSettings.from_run_config({key: value}).to_run_config()[key]
+    assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize(("key", "value", "problem"), [
+    ("checkpoint-fresh", "maybe", "expected true or false"),
+    ("checkpoint-fresh", [True], "expected true or false"),
+    ("server-lr", "nan", "expected a finite number"),
+    ("server-lr", float("inf"), "expected a finite number"),
+    ("lr", "1e400", "expected a finite number"),
+    ("num-rounds", "2.5", "expected a whole number"),
+    ("num-rounds", True, "expected a number"),
+    ("factors", None, "expected a number"),
+    ("factors", [8], "expected a number"),
+    ("checkpoint", ["a"], "expected a string"),
+    ("server-lr", "-1", "server_lr must be > 0"),
+    ("max-norm", 0, "max_norm must be > 0"),
+    ("fold", -1, "fold must be >= 0"),
+    ("secagg-bucket", 1, "secagg-bucket >= 2"),
+    ("weighting", "count", "would outweigh every other device"),
+])
+def test_a_bad_run_config_value_is_refused_by_its_key(key, value, problem):
+    config = {key: value}
+    if key == "secagg-bucket":
+        config["privacy"] = "secagg"
+    with pytest.raises(ValueError, match=problem):
+        RunSettings.from_run_config(config)
+
+
 @pytest.mark.parametrize("array", [np.zeros((0, 4), np.float32), np.ones(7, np.int16),
                                    np.arange(100_000 * 3, dtype=np.float64).reshape(-1, 3),
                                    np.array([3, 4], np.int64)])

@@ -107,8 +107,15 @@ def run(procs: Processes, *args: str, env: dict | None = None, timeout: float = 
         ) -> subprocess.CompletedProcess:
     """A command run to its end (bounded), the processes checked first."""
     procs.check()
-    return subprocess.run([str(BIN / args[0]), *args[1:]], env=env or procs.env,
-                          cwd=procs.folder, capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run([str(BIN / args[0]), *args[1:]], env=env or procs.env,
+                              cwd=procs.folder, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise TimeoutError(f"{' '.join(args)}: no answer after {timeout} s\n"
+                           f"{(exc.stdout or b'')[-2000:]!r}" + "".join(
+                               f"\n--- {n}\n{procs.log(n, 1500)}"
+                               for n in procs.running)) from None
 
 
 def flwr(procs: Processes, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -139,7 +146,7 @@ class Federation:
 
     def start_superlink(self) -> None:
         k = self.keys
-        link = self.procs.start(
+        self.procs.start(
             "superlink", "fedrec", "superlink", "--operator-keys", str(k / "operator.pub"),
             "--app-signers", str(k / "trusted-entities.yaml"), "--",
             "--ssl-ca-certfile", str(k / "ca.crt"), "--ssl-certfile", str(k / "server.pem"),
@@ -147,8 +154,7 @@ class Federation:
             "--database", str(self.folder / "state.db"), "--isolation", "process",
             "--superexec-auth-secret-file", str(k / "superexec.secret"),
             "--host", "127.0.0.1", "--port", str(self.port))
-        self.procs.wait_until("the SuperLink listens", lambda: _listening(self.port), 60)
-        del link
+        self.procs.wait_until("the SuperLink listens", lambda: listening(self.port), 60)
         self.procs.start("superexec", "flower-superexec", "--runtime-api-address",
                          f"127.0.0.1:{self.port}", "--root-certificates", str(k / "ca.crt"),
                          "--superexec-auth-secret-file", str(k / "superexec.secret"))
@@ -159,8 +165,7 @@ class Federation:
                   str(self.keys / "operator"))
         assert out.returncode == 0, out.stdout + out.stderr
 
-    def add_device(self, events: list[int], register: bool = True,
-                   n_items: int | None = None) -> Path:
+    def add_device(self, events: list[int], register: bool = True) -> Path:
         """A device: its own keys, an encrypted store with ``events`` (purchases), its
         SuperNode and SuperExec; registered by the operator unless ``register`` is False."""
         from fedrec.client.edge import EdgeClient
@@ -188,7 +193,7 @@ class Federation:
             "--isolation", "process", "--superexec-auth-secret-file",
             str(device / "superexec.secret"), "--port", str(port), "--node-config",
             f'store="{device / "store.db"}" store-key-file="{device / "store.key"}"')
-        self.procs.wait_until(f"node-{i} listens", lambda: _listening(port), 60)
+        self.procs.wait_until(f"node-{i} listens", lambda: listening(port), 60)
         self.procs.start(f"superexec-{i}", "flower-superexec", "--runtime-api-address",
                          f"127.0.0.1:{port}", "--insecure", "--superexec-auth-secret-file",
                          str(device / "superexec.secret"))
@@ -228,7 +233,7 @@ class Federation:
         return " ".join([*(f"{k}={v}" for k, v in base.items()), signature]).strip()
 
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
 

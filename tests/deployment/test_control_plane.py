@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.deployment.conftest import (
-    BIN,
     ROOT,
     Federation,
     flwr,
     free_port,
+    listening,
     run,
     write_cli_config,
 )
@@ -295,15 +295,14 @@ def test_devices_refuse_foreign_apps_even_through_a_superlink_that_relays_anythi
     relay.write_text(RELAY)
     verifications = tmp_path / "verifications.json"
     k = fed.keys
-    processes.start("superlink", str(Path(BIN / "python").name), str(relay),
+    processes.start("superlink", "python", str(relay),
                     str(verifications), "--ssl-ca-certfile", str(k / "ca.crt"),
                     "--ssl-certfile", str(k / "server.pem"), "--ssl-keyfile",
                     str(k / "server.key"), "--enable-supernode-auth", "--database",
                     str(fed.folder / "state.db"), "--host", "127.0.0.1", "--port",
                     str(fed.port))
-    from tests.deployment.conftest import _listening
 
-    processes.wait_until("the relay listens", lambda: _listening(fed.port), 60)
+    processes.wait_until("the relay listens", lambda: listening(fed.port), 60)
     write_cli_config(Path(processes.env["FLWR_HOME"]), fed.port, k / "ca.crt")
     for events in ([3, 7], [5, 9]):
         fed.add_device(events)

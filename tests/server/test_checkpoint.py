@@ -213,3 +213,21 @@ def test_an_unsealed_format_1_checkpoint_is_refused_with_the_way_out(tmp_path):
         conn.execute("INSERT INTO meta VALUES ('format', '1')")
     with pytest.raises(CheckpointError, match=r"format 1, unsealed.*checkpoint-fresh"):
         Checkpoint(path).load()
+
+
+def test_a_bad_checkpoint_key_file_or_option_is_named(tmp_path):
+    from fedrec.common.keyfile import KeyFileError
+    from fedrec.common.settings import RunSettings
+    from fedrec.server.app import open_checkpoint
+
+    for content in (b"short", b"zz" * 32, b""):
+        (tmp_path / "bad.key").write_bytes(content)
+        with pytest.raises(KeyFileError, match=r"bad\.key: a key file holds 32 raw bytes"):
+            open_checkpoint(RunSettings(checkpoint=str(tmp_path / "s.db"),
+                                        checkpoint_key_file=str(tmp_path / "bad.key")))
+    with pytest.raises(KeyFileError, match=r"missing\.key: cannot read"):
+        open_checkpoint(RunSettings(checkpoint=str(tmp_path / "s.db"),
+                                    checkpoint_key_file=str(tmp_path / "missing.key")))
+    with pytest.raises(ValueError, match="need a checkpoint"):
+        open_checkpoint(RunSettings(checkpoint_fresh=True))
+    assert not (tmp_path / "s.db").exists()  # nothing made on the way

@@ -168,3 +168,27 @@ def test_bad_operator_files_are_named(tmp_path):
     with pytest.raises(ValueError, match="fpk_x: not an OpenSSH public key"):
         signing.load_signers(tmp_path / "t.yaml")
     assert main(["superlink", "--operator-keys", str(tmp_path / "missing.pub")]) == 2
+
+
+@pytest.mark.parametrize(("ttl", "seconds"), [("90", 90), ("30m", 1800), ("12h", 43_200)])
+def test_token_lifetimes_are_read_with_their_unit(ttl, seconds):
+    from fedrec.server.control.operator import parse_ttl
+
+    assert parse_ttl(ttl) == seconds
+
+
+@pytest.mark.parametrize("ttl", ["abc", "", "h", "1.5h", "2w", "25h", "0", "-5m"])
+def test_a_bad_token_lifetime_is_refused_before_anything_is_signed(tmp_path, ttl, capsys,
+                                                                  monkeypatch):
+    out = tmp_path / "keys"
+    assert main(["keys", "--out", str(out)]) == 0
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text('[superlink]\ndefault = "local"\n\n'
+                                      '[superlink.local]\naddress = "127.0.0.1:1"\n'
+                                      f'root-certificates = "{out / "ca.crt"}"\n')
+    monkeypatch.setenv("FLWR_HOME", str(home))
+    assert main(["operator", "login", "local", "--key", str(out / "operator"),
+                 f"--ttl={ttl}"]) == 2
+    assert "fedrec: error:" in capsys.readouterr().err
+    assert not (home / "credentials.yaml").exists()
