@@ -25,6 +25,7 @@ from flwr.clientapp import ClientApp
 from flwr.common import (
     Code,
     EvaluateRes,
+    FitIns,
     FitRes,
     Status,
     ndarrays_to_parameters,
@@ -33,7 +34,7 @@ from flwr.common import (
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 
-from fedrec.client import edge
+from fedrec.client import ddp, edge
 from fedrec.client.device import Device, UserState
 from fedrec.client.store import DeviceStore, read_key_file
 from fedrec.client.stream import Cursor, StreamDevice
@@ -48,7 +49,7 @@ from fedrec.client.sync import (
 from fedrec.common import records
 from fedrec.common.data.interactions import EventType
 from fedrec.common.partition import UserRows, simulated_partitions, simulated_timeline
-from fedrec.common.privacy import clip_and_noise
+from fedrec.common.privacy.gaussian import clip_and_noise
 from fedrec.common.schema import ItemUpdate, TrainConfig
 from fedrec.common.secagg import densify, mean_vector
 from fedrec.common.settings import RunSettings
@@ -97,7 +98,8 @@ def local_rows(context: Context, run_config: Mapping, store: DeviceStore | None 
     parts = simulated_partitions(str(c.get("dataset", RunSettings.dataset)),
                                  str(c.get("protocol", RunSettings.protocol)),
                                  int(c.get("fold", RunSettings.fold)),
-                                 str(c.get("data-dir", RunSettings.data_dir)))
+                                 str(c.get("data-dir", RunSettings.data_dir)),
+                                 str(c.get("validation", False)).lower() in ("true", "1"))
     return parts.user(int(context.node_config["partition-id"]))
 
 
@@ -248,6 +250,8 @@ def _secagg_train(msg: Message, context: Context, run_config: Mapping) -> Messag
     Flower's ``secaggplus_mod`` masks before it leaves the device; no per-device metrics.
     For the mean query, the two-value vector of :func:`mean_vector` instead."""
     ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    if "ddp-stage" in ins.config:
+        return _ddp_train(msg, ins, context, run_config)
     if ins.config.get("secagg-query") == "mean":
         with device_store(context) as store:
             rows = local_rows(context, run_config, store, explicit=True)
@@ -262,6 +266,23 @@ def _secagg_train(msg: Message, context: Context, run_config: Mapping) -> Messag
         vector = densify(update, len(p.factors), str(p.extra["secagg-weighting"]),
                          float(p.extra["secagg-cap"]))
     res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(vector), 1, {})
+    return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
+
+
+def _ddp_train(msg: Message, ins: FitIns, context: Context, run_config: Mapping
+               ) -> Message:
+    """secagg+dp mode: the round's vector with this device's noise share
+    (:mod:`fedrec.client.ddp`); the new user vector stays on the device."""
+    with device_store(context) as store:
+        rows = local_rows(context, run_config, store, explicit=False)
+        partition = (None if store is not None or "partition-id" not in context.node_config
+                     else int(context.node_config["partition-id"]))
+        vector, user = ddp.vector(ins.config, parameters_to_ndarrays(ins.parameters),
+                                  rows.train_items, partition)
+        if user is not None:
+            device = Device(rows.train_items, state=UserState(user.astype(np.float32), 0.0))
+            _save(context, device, store)
+    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters([vector]), 1, {})
     return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 
 

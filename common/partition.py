@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 
 from fedrec.common.data.registry import load_dataset
-from fedrec.common.split import Split, split
+from fedrec.common.split import Split, split, validation_split
 from fedrec.common.stream import Timeline
 
 
@@ -50,12 +50,14 @@ class Partitions:
 
 @lru_cache(maxsize=4)
 def simulated_partitions(dataset: str, protocol: str, fold: int = 0,
-                         data_dir: str | None = None) -> Partitions:
-    """The cached partitions of ``dataset`` under ``protocol`` (fold ``fold``)."""
+                         data_dir: str | None = None, validation: bool = False) -> Partitions:
+    """The cached partitions of ``dataset`` under ``protocol`` (fold ``fold``); with
+    ``validation``, of its validation split (:func:`~fedrec.common.split.validation_split`:
+    the training events split again, the test events left out)."""
     data = load_dataset(dataset, data_dir or None)
     for s in split(data, protocol):
         if s.fold == fold:
-            return Partitions(s)
+            return Partitions(validation_split(s) if validation else s)
     raise ValueError(f"protocol {protocol!r} has no fold {fold}")
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+from fedrec.common import privacy
 from fedrec.common.schema import TrainConfig
 from fedrec.common.split import PROTOCOLS, is_explicit
 from fedrec.common.weighting import check_weighting
-
-PRIVACY = ("plain", "decoy", "dp", "decoy+dp", "secagg")
 
 
 @dataclass(frozen=True)
@@ -25,6 +24,7 @@ class RunSettings:
     protocol: str = "implicit-80-20"
     fold: int = 0
     data_dir: str = ""
+    validation: bool = False  # train and evaluate on the validation split (no test events)
     num_rounds: int = 20
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
@@ -63,6 +63,12 @@ class RunSettings:
     dp_noise: float = 1.0
     dp_delta: float = 1e-5
     dp_epsilon: float = 0.0  # the budget cap on ε; 0 = no cap (ε is still reported)
+    ddp_rows: int = 300  # secagg+dp: the row set's size (items whose rows a round solves)
+    ddp_select_share: float = 0.1  # secagg+dp: the budget's share for choosing the row set
+    ddp_bits: int = 24  # secagg+dp: the devices' integers are summed modulo 2**bits
+    ddp_provisioned: float = 0.9  # secagg+dp: the share of a round's devices counted on
+    ddp_user_reg: float = 1.0  # secagg+dp: L2 on the user vector in the device's solve
+    ddp_item_reg: float = 3.0  # secagg+dp: L2 on the item rows in the server's solve
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -80,35 +86,19 @@ class RunSettings:
                 raise ValueError(f"{name} must be > 0. Found {getattr(self, name)}.")
         if self.fold < 0:
             raise ValueError(f"fold must be >= 0. Found {self.fold}.")
-        if self.privacy not in PRIVACY:
-            raise ValueError(f"privacy must be one of {', '.join(PRIVACY)}. "
-                             f"Found {self.privacy!r}.")
-        if self.privacy == "secagg" and not (self.secagg_shares > 0
-                                             and 0 < self.secagg_threshold <= 1
-                                             and self.secagg_bucket >= 2):
-            raise ValueError("secagg needs secagg-shares > 0, secagg-threshold in (0, 1] and "
-                             "secagg-bucket >= 2")
         if self.sync not in ("full", "delta"):
             raise ValueError(f"sync must be full or delta. Found {self.sync!r}.")
         if not self.sync_threshold >= 0 or (self.sync_threshold and self.sync != "delta"):
             raise ValueError("sync-threshold must be >= 0, and applies to sync=delta only")
         if self.decoy_rows < 0:
             raise ValueError(f"decoy_rows must be >= 0. Found {self.decoy_rows}.")
-        if self.uses_dp and not (self.dp_clip > 0 and self.dp_noise > 0
-                                         and 0 < self.dp_delta < 1 and self.dp_epsilon >= 0):
-            raise ValueError("dp needs dp-clip > 0, dp-noise > 0, dp-delta in (0, 1) and "
-                             "dp-epsilon >= 0")
         self.train_config()  # validates the local-training fields
+        privacy.check_settings(self)  # the mode, and every setting agreeing with it
 
     @property
-    def uses_dp(self) -> bool:
-        """The run clips and noises updates (``dp``, ``decoy+dp``)."""
-        return "dp" in self.privacy.split("+")
-
-    @property
-    def uses_decoys(self) -> bool:
-        """Every reply is padded to the same rows (``decoy``, ``decoy+dp``)."""
-        return "decoy" in self.privacy.split("+")
+    def mode(self) -> privacy.Mode:
+        """The run's privacy mode (:mod:`fedrec.common.privacy`)."""
+        return privacy.mode(self.privacy)
 
     @property
     def explicit(self) -> bool:

@@ -83,6 +83,12 @@ def split(data: Interactions, protocol: str) -> Iterator[Split]:
     yield Split(protocol, 0, rows.subset(np.sort(perm[:cut])), rows.subset(np.sort(perm[cut:])))
 
 
+def validation_split(s: Split) -> Split:
+    """The same protocol applied to ``s``'s training events alone (its first fold): what
+    settings are chosen on, so that no choice sees the test events."""
+    return next(split(s.train, s.protocol))
+
+
 def leave_last_rows(rows: Interactions) -> np.ndarray:
     """Row index of each user's latest event; ties go to the last in file order."""
     if not len(rows):

@@ -26,6 +26,7 @@ from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.item_model import ItemModel
 from fedrec.server.mean import fallback_mean, query_mean
 from fedrec.server.secagg import SecAggFedRec, run_secagg
+from fedrec.server.secagg_dp import DdpConfig, SecAggDpFedRec, run_secagg_dp
 from fedrec.server.strategy import DpSettings, FedRec
 from fedrec.server.wait import wait_for_nodes
 
@@ -85,7 +86,7 @@ def build_strategy(settings: RunSettings, n_items: int, mean: float,
     """The run's strategy around a new item model (or ``model``, resumed)."""
     model = model or new_model(settings, n_items, mean)
     dp = None
-    if settings.uses_dp:
+    if "dp" in settings.mode.layers:
         dp = DpSettings(settings.dp_clip, settings.dp_noise, settings.dp_delta,
                         settings.dp_epsilon or None)
     return FedRec(model, settings.train_config(), fraction_train=settings.fraction_train,
@@ -94,7 +95,7 @@ def build_strategy(settings: RunSettings, n_items: int, mean: float,
                   cap=settings.cap, max_norm=settings.max_norm, seed=settings.seed,
                   rating_range=rating_range, evaluate_every=settings.evaluate_every,
                   num_rounds=settings.num_rounds, wait_timeout=settings.round_timeout, dp=dp,
-                  decoy_rows=(settings.decoy_rows or n_items) if settings.uses_decoys else 0,
+                  decoy_rows=(settings.decoy_rows or n_items) if settings.mode.padded else 0,
                   checkpoint=checkpoint, round_offset=round_offset, history=history,
                   sync=settings.sync, sync_threshold=settings.sync_threshold)
 
@@ -114,17 +115,31 @@ def resume_strategy(settings: RunSettings, saved: tuple, rating_range: tuple[flo
     return strategy
 
 
-def run(grid: Grid, settings: RunSettings, context: Context | None = None
-        ) -> FedRec | SecAggFedRec:
-    """Run a whole federated training on ``grid``; returns the strategy (model + history)."""
+def run(grid: Grid, settings: RunSettings, context: Context | None = None,
+        clear_sum: bool = False) -> FedRec | SecAggFedRec | SecAggDpFedRec:
+    """Run a whole federated training on ``grid``; returns the strategy (model + history).
+    ``clear_sum`` (simulations only, never from a run config): secagg+dp sums the devices'
+    noisy vectors as SecAgg+ would, without masks."""
     import random
 
     random.seed(settings.seed)  # FedAvg's node sampling draws from `random`
-    if settings.privacy == "secagg":
+    runner = settings.mode.runner
+    if runner == "fedrec":
+        strategy = run_fedrec(grid, settings)
+    elif runner == "secagg":
         strategy = run_secagg_mode(grid, settings, context)
-        if settings.results_dir:
-            save_results(strategy, Path(settings.results_dir), settings)
-        return strategy
+    elif runner == "secagg+dp":
+        strategy = run_secagg_dp_mode(grid, settings, context, clear_sum)
+    else:
+        raise ValueError(f"privacy={settings.privacy} names an unknown runner {runner!r}")
+    if settings.results_dir:
+        save_results(strategy, Path(settings.results_dir), settings)
+    return strategy
+
+
+def run_fedrec(grid: Grid, settings: RunSettings) -> FedRec:
+    """The sparse modes (plain and its layers: decoy, dp): the FedRec strategy, resumed
+    from its checkpoint when there is one."""
     n_items, rating_range = catalogue(settings)
     checkpoint = open_checkpoint(settings)
     saved = checkpoint.load() if checkpoint is not None else None
@@ -145,8 +160,6 @@ def run(grid: Grid, settings: RunSettings, context: Context | None = None
     if remaining > 0:
         strategy.start(grid=grid, initial_arrays=strategy.items_record(),
                        num_rounds=remaining, timeout=settings.round_timeout)
-    if settings.results_dir:
-        save_results(strategy, Path(settings.results_dir), settings)
     return strategy
 
 
@@ -171,7 +184,32 @@ def run_secagg_mode(grid: Grid, settings: RunSettings, context: Context | None
                       settings.secagg_bucket)
 
 
-def save_results(strategy: FedRec | SecAggFedRec, folder: Path, settings: RunSettings) -> None:
+def ddp_config(settings: RunSettings) -> DdpConfig:
+    """The secagg+dp mode's settings."""
+    return DdpConfig(epsilon=settings.dp_epsilon, delta=settings.dp_delta,
+                     rounds=settings.num_rounds, rows=settings.ddp_rows,
+                     select_share=settings.ddp_select_share, bits=settings.ddp_bits,
+                     provisioned=settings.ddp_provisioned, user_reg=settings.ddp_user_reg,
+                     item_reg=settings.ddp_item_reg)
+
+
+def run_secagg_dp_mode(grid: Grid, settings: RunSettings, context: Context | None,
+                       clear_sum: bool = False) -> SecAggDpFedRec:
+    """The secagg+dp mode: user-level DP over SecAgg+ (:mod:`fedrec.server.secagg_dp`).
+    The server's step sets the rows it solves (SGD with rate 1 on old − new)."""
+    n_items, _ = catalogue(settings)
+    rng = np.random.default_rng(settings.seed)
+    params = ItemParams.init(n_items, settings.factors, rng, settings.init_std)
+    strategy = SecAggDpFedRec(ItemModel(params, "sgd", 1.0), ddp_config(settings),
+                              fraction_train=settings.fraction_train,
+                              min_available_nodes=settings.min_nodes, seed=settings.seed)
+    wait_for_nodes(grid, settings.min_nodes, settings.round_timeout)
+    return run_secagg_dp(grid, strategy, settings.secagg_shares, settings.secagg_threshold,
+                         settings.round_timeout, context, settings.seed, clear_sum)
+
+
+def save_results(strategy: FedRec | SecAggFedRec | SecAggDpFedRec, folder: Path,
+                 settings: RunSettings) -> None:
     """Write ``model.npz`` and ``history.json`` into ``folder`` through temp files."""
     folder.mkdir(parents=True, exist_ok=True)
     p = strategy.model.params
@@ -180,6 +218,6 @@ def save_results(strategy: FedRec | SecAggFedRec, folder: Path, settings: RunSet
                  version=strategy.model.version)
     history = {"settings": settings.to_run_config(), "rounds": strategy.history,
                "rejected": dict(strategy.rejected), "epsilon": strategy.epsilon,
-               "delta": settings.dp_delta if settings.uses_dp else None}
+               "delta": settings.dp_delta if settings.mode.noised else None}
     with atomic_open(folder / "history.json") as out:
         json.dump(history, out, indent=1)

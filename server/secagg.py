@@ -255,7 +255,7 @@ class MeanFirst:
         return mean
 
 
-def _legacy(grid: Grid, strategy: SecAggFedRec, num_rounds: int, timeout: float,
+def legacy_context(grid: Grid, strategy: SecAggFedRec, num_rounds: int, timeout: float,
             context: Context | None, seed: int) -> LegacyContext:
     """The legacy context Flower's SecAgg+ workflow runs in (seeded: the legacy client
     manager and SecAgg+ draw from ``random``)."""
@@ -272,7 +272,7 @@ def secagg_mean(grid: Grid, strategy: SecAggFedRec, num_shares: float, threshold
                 timeout: float, seed: int = 0, bucket_size: int = 16) -> float:
     """The secagg mode's μ query alone (what :class:`MeanFirst` runs before round 1), on
     the grid's connected devices; the buckets' sums stay in ``strategy.buckets``."""
-    legacy = _legacy(grid, strategy, 1, timeout, None, seed)
+    legacy = legacy_context(grid, strategy, 1, timeout, None, seed)
     thread, stop, done = start_update_client_manager_thread(grid, legacy.client_manager)
     try:
         done.wait()
@@ -291,7 +291,7 @@ def run_secagg(grid: Grid, strategy: SecAggFedRec, num_rounds: int, num_shares: 
                threshold: float, timeout: float, context: Context | None = None,
                seed: int = 0, bucket_size: int = 16) -> SecAggFedRec:
     """Train ``num_rounds`` rounds with SecAgg+ on ``grid``; returns the strategy."""
-    legacy = _legacy(grid, strategy, num_rounds, timeout, context, seed)
+    legacy = legacy_context(grid, strategy, num_rounds, timeout, context, seed)
     fit = MeanFirst(secagg_workflow(num_shares, threshold, timeout), strategy, bucket_size,
                     seed)
     DefaultWorkflow(fit_workflow=fit)(grid, legacy)

@@ -19,17 +19,20 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from fedrec.client.stream import MODES
+from fedrec.common import privacy
 from fedrec.common.data.download import SOURCES, ChecksumError, download_dataset
 from fedrec.common.data.errors import DataFormatError
 from fedrec.common.data.interactions import EventType, Interactions
 from fedrec.common.data.registry import DATASETS, ENV_VAR, DatasetNotFoundError, load_dataset
 from fedrec.common.partition import simulated_partitions
-from fedrec.common.settings import PRIVACY, RunSettings
+from fedrec.common.privacy import NAMES as PRIVACY
+from fedrec.common.settings import RunSettings
 from fedrec.common.split import PROTOCOLS
 from fedrec.simulations.bench_engine import bench_engine
 from fedrec.simulations.presets import (
@@ -38,6 +41,7 @@ from fedrec.simulations.presets import (
     STREAM_IMPLICIT,
     STREAM_REPLAY,
     STREAM_TICK_EVENTS,
+    ddp_preset,
     mf_config,
     preset_settings,
 )
@@ -372,20 +376,34 @@ def _run_quality(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace, **extra: object) -> RunSettings:
     """The protocol's preset, then the command's options, then every --set KEY=VALUE."""
-    base = preset_settings(args.dataset, args.protocol).to_run_config()
+    preset = preset_settings(args.dataset, args.protocol)
+    mode = extra.get("privacy") or dict(_pairs(args.set)).get("privacy")
+    if mode == "secagg+dp":  # its own learner and preset, at the asked budget
+        eps = float(dict(_pairs(args.set)).get("dp-epsilon", 8.0))
+        preset = replace(ddp_preset(eps), dataset=args.dataset, protocol=args.protocol)
+    elif mode:
+        preset = privacy.for_mode(preset, str(mode))
+    base = preset.to_run_config()
     base.update(dataset=args.dataset, protocol=args.protocol,
                 **{"data-dir": str(args.data_dir or os.environ.get(ENV_VAR) or "")})
     base.update({k: v for k, v in extra.items() if v is not None})
     return _with_sets(base, args.set)
 
 
-def _with_sets(base: dict, sets: list[str]) -> RunSettings:
-    """``base`` run config with every ``--set KEY=VALUE`` applied, as settings."""
+def _pairs(sets: list[str]) -> list[tuple[str, str]]:
+    out = []
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--set takes KEY=VALUE, found {item!r}")
-        base[key.strip()] = value.strip()
+        out.append((key.strip(), value.strip()))
+    return out
+
+
+def _with_sets(base: dict, sets: list[str]) -> RunSettings:
+    """``base`` run config with every ``--set KEY=VALUE`` applied, as settings."""
+    for key, value in _pairs(sets):
+        base[key] = value
     return RunSettings.from_run_config(base)
 
 

@@ -32,9 +32,10 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
 from flwr.compat.common.parameter import bytes_to_ndarray
 
 from fedrec.client.device import Device
-from fedrec.common import records
+from fedrec.common import privacy, records
 from fedrec.common.partition import Partitions, simulated_partitions
-from fedrec.common.privacy import clip_and_noise, update_norm
+from fedrec.common.privacy import for_mode
+from fedrec.common.privacy.gaussian import clip_and_noise, update_norm
 from fedrec.common.schema import ItemUpdate
 from fedrec.common.settings import RunSettings
 from fedrec.server.accountant import calibrate_noise
@@ -145,7 +146,7 @@ def _run(settings: RunSettings, centralized: bool, progress: Progress | None) ->
         out["update_norm_median"] = float(np.median(norms))
     if settings.explicit and watch.last:
         out["attack"]["ratings"] = _rating_attack(watch.last, parts)
-    if settings.uses_decoys and watch.last:
+    if settings.mode.padded and watch.last:
         out["decoys"] = _decoy_audit(settings, parts, watch)
     if centralized:
         out["centralized"] = record["models"].get("centralized-mf")
@@ -234,14 +235,14 @@ def bench_privacy(settings: RunSettings, epsilons: tuple[float, ...] = (1, 2, 4,
     result: dict = {"bench": "privacy", "dataset": settings.dataset,
                     "protocol": settings.protocol, "metric": headline(settings.explicit),
                     "settings": settings.to_run_config(), "modes": {}}
-    plain = _run(replace(settings, privacy="plain"), True, progress)
+    plain = _run(for_mode(settings, "plain"), True, progress)
     result["centralized"] = plain.pop("centralized")
     result["modes"]["plain"] = plain
     clip = dp_clip if dp_clip is not None else plain["update_norm_median"]
     rows = settings.decoy_rows if decoy_rows is None else decoy_rows
     result["dp_clip"], result["decoy_rows"] = clip, rows
     if "decoy" in modes:
-        result["modes"]["decoy"] = _run(replace(settings, privacy="decoy", decoy_rows=rows),
+        result["modes"]["decoy"] = _run(replace(for_mode(settings, "decoy"), decoy_rows=rows),
                                         False, progress)
     for eps in epsilons if "dp" in modes else ():
         result["modes"][f"dp-eps{eps:g}"] = _dp_run(settings, "dp", eps, clip, rows, progress)
@@ -250,7 +251,7 @@ def bench_privacy(settings: RunSettings, epsilons: tuple[float, ...] = (1, 2, 4,
         result["modes"][f"decoy+dp-eps{eps:g}"] = _dp_run(settings, "decoy+dp", eps, clip,
                                                           rows, progress)
     if "secagg" in modes:
-        result["modes"]["secagg"] = _run(replace(settings, privacy="secagg"), False, progress)
+        result["modes"]["secagg"] = _run(for_mode(settings, "secagg"), False, progress)
         if secagg_devices:
             result["secagg_cost"] = round_costs(settings, secagg_devices, progress=progress)
     return result
@@ -260,8 +261,8 @@ def _dp_run(settings: RunSettings, mode: str, eps: float, clip: float, rows: int
             progress: Progress | None) -> dict:
     sigma = calibrate_noise(eps, settings.fraction_train, settings.num_rounds,
                             settings.dp_delta)
-    run = replace(settings, privacy=mode, dp_noise=sigma, dp_clip=clip, dp_epsilon=0.0,
-                  decoy_rows=rows)
+    run = replace(for_mode(settings, mode), dp_noise=sigma, dp_clip=clip, dp_epsilon=0.0,
+                  **({"decoy_rows": rows} if privacy.mode(mode).padded else {}))
     return {**_run(run, False, progress), "target_epsilon": eps, "noise": sigma}
 
 
@@ -337,7 +338,7 @@ def round_costs(settings: RunSettings, devices: int = 50, rounds: int = 4,
                 rnd = str(content.config_records[records.CONFIG].get("server-round", ""))
             events.append((time.perf_counter(), int(rnd or 0), direction, stage))
 
-        run = replace(settings, privacy=mode, fraction_train=fraction, num_rounds=rounds,
+        run = replace(for_mode(settings, mode), fraction_train=fraction, num_rounds=rounds,
                       evaluate_every=rounds, fraction_evaluate=min(1.0, settings.fraction_evaluate))
         simulate(run, progress=progress, centralized=False, observer=observe)
         starts = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedrec.common.privacy import clip_and_noise, update_norm
+from fedrec.common.privacy.gaussian import clip_and_noise, update_norm
 from fedrec.common.schema import ItemUpdate
 from fedrec.server.accountant import Accountant
 

@@ -137,13 +137,19 @@ def test_simulate_samples_the_requested_number_of_devices(csv_log, tmp_path, cap
 
 @pytest.mark.parametrize("privacy", ["decoy", "secagg"])
 def test_simulate_runs_in_the_privacy_mode_asked(csv_log, tmp_path, capsys, privacy):
+    own = ["--set", "decoy-rows=15"] if privacy == "decoy" else ["--set", "secagg-shares=3"]
     code = main(["simulate", "--dataset", f"csv:{csv_log}", "--protocol", "explicit-80-20",
-                 "--rounds", "2", "--privacy", privacy, "--set", "factors=4",
-                 "--set", "decoy-rows=15", "--no-centralized", "--json", "--quiet",
-                 "--out", str(tmp_path / "s.json")])
+                 "--rounds", "2", "--privacy", privacy, "--set", "factors=4", *own,
+                 "--no-centralized", "--json", "--quiet", "--out", str(tmp_path / "s.json")])
     assert code == 0
     record = json.loads(capsys.readouterr().out)
     assert record["privacy"] == privacy and record["settings"]["privacy"] == privacy
+    # Another mode's setting is refused by name, not ignored.
+    other = ["--set", "secagg-shares=3"] if privacy == "decoy" else ["--set", "decoy-rows=15"]
+    assert main(["simulate", "--dataset", f"csv:{csv_log}", "--privacy", privacy, *other,
+                 "--quiet"]) == 2
+    assert ("secagg-shares applies to privacy=secagg" if privacy == "decoy"
+            else "decoy-rows applies to privacy=decoy") in capsys.readouterr().err
     assert [t["accepted"] for t in record["rounds"]["train"]] == [30, 30]
     with pytest.raises(SystemExit) as refused:
         main(["simulate", "--dataset", f"csv:{csv_log}", "--privacy", "hidden"])

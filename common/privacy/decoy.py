@@ -1,0 +1,27 @@
+"""``decoy``: every train reply names the same number of rows, its real rows among decoys
+(:mod:`fedrec.client.decoy`)."""
+
+from fedrec.common.privacy import (
+    QUERY_FIELDS,
+    RANKING_FIELDS,
+    RATING_FIELDS,
+    TRAIN_FIELDS,
+    Mode,
+    Replies,
+)
+
+SETTINGS = ("decoy_rows",)
+
+MODE = Mode(
+    name="decoy",
+    guarantee=("No formal guarantee: a reply's size and the rows it names no longer tell "
+               "which items a device has or how active it is, as far as the bench's "
+               "attacks measure (membership AUC, decoy audit)."),
+    server_learns=(
+        "Each device's update padded to decoy-rows rows (the real ones among decoys drawn "
+        "by popularity), its training loss, and num-examples fixed at 1; evaluation and "
+        "query replies as in plain (held-out error sums and counts included)."),
+    replies=Replies(TRAIN_FIELDS, RATING_FIELDS + RANKING_FIELDS, QUERY_FIELDS),
+    settings=SETTINGS,
+    layers=("decoy",),
+)

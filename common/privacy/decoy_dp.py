@@ -1,0 +1,25 @@
+"""``decoy+dp``: decoy padding, then the dp mode's clipping and noise."""
+
+from fedrec.common.privacy import (
+    QUERY_FIELDS,
+    RANKING_FIELDS,
+    RATING_FIELDS,
+    TRAIN_FIELDS,
+    Mode,
+    Replies,
+    decoy,
+    dp,
+)
+
+MODE = Mode(
+    name="decoy+dp",
+    guarantee=dp.MODE.guarantee.replace("which rows a reply names", "the decoy padding"),
+    server_learns=(
+        "Each device's padded update with every value noised (the rows it names are its "
+        "real ones among decoys), its training loss; num-examples fixed at 1; evaluation "
+        "and query replies as in plain."),
+    replies=Replies(TRAIN_FIELDS, RATING_FIELDS + RANKING_FIELDS, QUERY_FIELDS),
+    settings=decoy.SETTINGS + dp.SETTINGS,
+    layers=("decoy", "dp"),
+    check=dp.check,
+)

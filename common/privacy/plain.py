@@ -1,0 +1,21 @@
+"""``plain``: no protection beyond what never leaves a device (raw events, user vectors)."""
+
+from fedrec.common.privacy import (
+    QUERY_FIELDS,
+    RANKING_FIELDS,
+    RATING_FIELDS,
+    TRAIN_FIELDS,
+    Mode,
+    Replies,
+)
+
+MODE = Mode(
+    name="plain",
+    guarantee="None: the server sees each device's item update as it was computed.",
+    server_learns=(
+        "Each device's update: which items it touched (its rated items, or its positives "
+        "and sampled negatives), how their rows and biases moved, its number of training "
+        "events and its training loss; its held-out error sums and count (ratings) or "
+        "ranking metrics; for a rating model, whether it has ratings and their mean."),
+    replies=Replies(TRAIN_FIELDS, RATING_FIELDS + RANKING_FIELDS, QUERY_FIELDS),
+)

@@ -1,0 +1,243 @@
+"""secagg+dp end to end on the in-process engine: Flower's SecAgg+ carries every device's
+noisy integers unchanged, the clear-sum arithmetic is bit-identical to it, the server
+receives nothing but masked vectors, the budget holds, and a hostile or missing device
+changes only what its share allows."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from flwr.clientapp import ClientApp
+from flwr.common.logger import FLOWER_LOGGER
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+
+from fedrec.client.app import build_client_app
+from fedrec.common.data.csvlog import write_csv_log
+from fedrec.common.data.synthetic import ShopConfig, generate_shop
+from fedrec.common.ddp import epsilon
+from fedrec.common.settings import RunSettings
+from fedrec.server.secagg_dp import (
+    ClearSum,
+    SecAggDpFedRec,
+    from_sum,
+    secagg_equivalent,
+)
+from fedrec.simulations import ddp_runs
+from fedrec.simulations.ddp_runs import federate
+
+FLOWER_LOGGER.setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def shop_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("shop") / "shop.csv"
+    return write_csv_log(generate_shop(ShopConfig(n_users=24, n_items=50, n_events=1_500,
+                                                  seed=5)), path)
+
+
+def _settings(path, **kw) -> RunSettings:
+    base = {"dataset": f"csv:{path}", "protocol": "implicit-80-20", "privacy": "secagg+dp",
+            "dp_epsilon": 8.0, "num_rounds": 2, "factors": 4, "ddp_rows": 20,
+            "secagg_shares": 5.0}
+    return RunSettings(**{**base, **kw})
+
+
+def _model(result: dict) -> tuple[np.ndarray, np.ndarray]:
+    return result["factors"], result["bias"]
+
+
+@pytest.fixture(scope="module")
+def both(shop_csv):
+    """One run through real SecAgg+ and one through its clear arithmetic, same seed; the
+    real one's traffic recorded."""
+    seen: list[tuple[str, object]] = []
+
+    def observe(direction: str, msg: object) -> None:
+        seen.append((direction, msg))
+
+    out = {}
+    for clear in (False, True):
+        strategy, _ = federate(_settings(shop_csv), clear, None if clear else observe)
+        p = strategy.model.params
+        out[clear] = {"history": strategy.history, "factors": p.factors.copy(),
+                      "bias": p.bias.copy(), "strategy": strategy,
+                      "rows": len(strategy.layout.rows)}
+    out["seen"] = seen
+    return out
+
+
+def test_real_secagg_unmasks_exactly_the_clear_sum(both) -> None:
+    real, clear = both[False], both[True]
+    assert [h["train"]["stage"] for h in real["history"]] == ["select", "fit", "fit"]
+    assert real["history"] == clear["history"]
+    f_real, b_real = _model(real)
+    f_clear, b_clear = _model(clear)
+    assert np.array_equal(f_real, f_clear) and np.array_equal(b_real, b_clear)
+    assert real["strategy"].releases == clear["strategy"].releases
+    # Only the row set's rows were solved (the rest zeroed at selection), and some kept
+    # a value (the others' sums were no longer than their noise).
+    rows = real["strategy"].layout.rows
+    outside = np.setdiff1d(np.arange(len(f_real)), rows)
+    assert len(rows) == real["rows"] == 20
+    assert not f_real[outside].any() and f_real[rows].any()
+
+
+def test_the_server_receives_masked_vectors_and_nothing_else(both) -> None:
+    replies = [m for d, m in both["seen"] if d == "to-server"]
+    assert replies and all(m.metadata.message_type == "train" for m in replies)
+    for msg in replies:
+        content = msg.content
+        assert RECORD_KEY_CONFIGS in content.config_records
+        # The legacy FitRes around the stage reply: weight 1 (a constant), no metrics, no
+        # parameters; the masked vector is all a device's values become.
+        assert {k: dict(v) for k, v in content.metric_records.items()} in (
+            {}, {"fitres.num_examples": {"num_examples": 1}})
+        assert all(len(record) == 0 for record in content.array_records.values())
+        if "fitres.metrics" in content.config_records:
+            assert not content.config_records["fitres.metrics"]
+    sent_kinds = {m.metadata.message_type for d, m in both["seen"] if d == "to-device"}
+    assert sent_kinds == {"train"}  # no evaluation, no query
+
+
+def test_the_budget_is_planned_spent_and_then_refused(both) -> None:
+    strategy = both[False]["strategy"]
+    assert 0.9 * 8.0 < strategy.epsilon <= 8.0
+    from flwr.server.client_manager import SimpleClientManager
+
+    # Another fit round is past the plan: none is configured.
+    assert strategy.configure_fit(9, strategy.initialize_parameters(None),
+                                  SimpleClientManager()) == []
+    # Nor one the releases already seen leave no room for.
+    fresh = SecAggDpFedRec(strategy.model, strategy.config)
+    fresh.layout, fresh.noise = strategy.layout, strategy.noise
+    fresh.releases = list(strategy.releases)
+    manager = SimpleClientManager()
+    for proxy in _proxies(24):
+        manager.register(proxy)
+    assert fresh.configure_fit(2, fresh.initialize_parameters(None), manager) == []
+    fresh.releases = strategy.releases[:1]
+    assert len(fresh.configure_fit(2, fresh.initialize_parameters(None), manager)) == 24
+
+
+def _proxies(n: int) -> list:
+    from flwr.server.client_proxy import ClientProxy
+
+    class Proxy(ClientProxy):
+        def get_properties(self, *a, **k):
+            raise NotImplementedError
+
+        def get_parameters(self, *a, **k):
+            raise NotImplementedError
+
+        def fit(self, *a, **k):
+            raise NotImplementedError
+
+        def evaluate(self, *a, **k):
+            raise NotImplementedError
+
+        def reconnect(self, *a, **k):
+            raise NotImplementedError
+
+    return [Proxy(str(i)) for i in range(n)]
+
+
+def test_the_clear_arithmetic_is_flowers_for_any_inputs() -> None:
+    """secagg_equivalent against the values a real SecAgg+ run hands the strategy, on raw
+    inputs of the form the ClientApp sends (m·(z − m/2), z at the range's ends)."""
+    m = 1 << 12
+    rng = np.random.default_rng(0)
+    zs = [rng.integers(0, m, size=7) for _ in range(5)] + [np.array([0, m - 1] * 3 + [0])]
+    vectors = [[(z.astype(np.float64) - m / 2) * m] for z in zs]
+    summed = secagg_equivalent(vectors, float(m), m / 2, m)
+    from fedrec.common.ddp import Skellam
+
+    enc = Skellam(dim=7, clip=1.0, scale=1.0, bits=12, device_mu=0.0)
+    assert np.array_equal(from_sum(summed, len(zs), enc), np.mod(sum(zs), m))
+
+
+def test_devices_that_drop_out_are_accounted_with_their_noise_missing(shop_csv) -> None:
+    """A device that fails in a fit round leaves its noise share out; ε is counted with
+    the noise the sum really had, so it rises above the full round's."""
+    base = build_client_app()
+    app = ClientApp()
+
+    @app.train()
+    def _train(msg, context):
+        if (int(context.node_config["partition-id"]) < 4
+                and msg.content["fitins.config"].get("ddp-stage") == "fit"):
+            raise RuntimeError("gone")
+        return base(msg, context)
+
+    s = _settings(shop_csv, ddp_provisioned=0.8)
+    full = _run_clear(s, build_client_app())
+    dropped = _run_clear(s, app)
+    assert [h["train"]["accepted"] for h in dropped.history] == [24.0, 20.0, 20.0]
+    assert dropped.epsilon > full.epsilon
+    assert dropped.epsilon <= 8.0  # 20 of 24 is within the provisioned 80 %
+    assert epsilon(dropped.releases, 1e-5) == dropped.epsilon
+
+
+def _run_clear(settings: RunSettings, client_app: ClientApp) -> SecAggDpFedRec:
+    from flwr.serverapp import ServerApp
+
+    from fedrec.server.app import run
+    from fedrec.simulations.engine import run_in_process
+
+    held: list[SecAggDpFedRec] = []
+    server = ServerApp()
+
+    @server.main()
+    def _main(grid, context):
+        held.append(run(grid, settings, context, clear_sum=True))
+
+    n = ddp_runs.partitions(settings).n_users
+    run_in_process(server, client_app, n, {**settings.to_run_config(), "min-nodes": n})
+    return held[0]
+
+
+def test_a_hostile_device_cannot_crash_the_run_and_out_of_range_sums_are_refused(
+        shop_csv) -> None:
+    """A device that sends the largest integer the modulus allows for every value (not its
+    noisy vector) wraps the sums around: the Gram matrix's diagonal, a sum of squares,
+    comes out negative, so the fit rounds are refused and counted, the run ends and the
+    table stays finite. (Within the range a device can move a sum by as much as every
+    honest device together: only input validation inside secure aggregation bounds it.)"""
+    base = build_client_app()
+    app = ClientApp()
+
+    @app.train()
+    def _train(msg, context):
+        reply = base(msg, context)
+        if int(context.node_config["partition-id"]) == 0:
+            from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+            from flwr.compat.common import recorddict_compat as compat
+
+            res = compat.recorddict_to_fitres(reply.content, keep_input=True)
+            vector = parameters_to_ndarrays(res.parameters)[0]
+            m = 1 << int(msg.content["fitins.config"]["ddp-bits"])
+            hostile = np.full_like(vector, -float(m))  # z = m/2 − 1 everywhere
+            res.parameters = ndarrays_to_parameters([hostile])
+            reply.content = compat.fitres_to_recorddict(res, keep_input=True)
+        return reply
+
+    strategy = _run_clear(_settings(shop_csv), app)
+    assert len(strategy.history) == 3
+    assert strategy.rejected["secagg-sum:range"] > 0
+    assert np.isfinite(strategy.model.params.factors).all()
+    assert [h["train"].get("rows-updated", 0) for h in strategy.history[1:]] == [0.0, 0.0]
+    assert isinstance(ClearSum(strategy).inner, SecAggDpFedRec)
+
+
+def test_settings_the_mode_needs_are_checked() -> None:
+    with pytest.raises(ValueError, match="dp-epsilon"):
+        RunSettings(privacy="secagg+dp")
+    with pytest.raises(ValueError, match="implicit"):
+        RunSettings(privacy="secagg+dp", dp_epsilon=8, protocol="explicit-5fold")
+    s = RunSettings(privacy="secagg+dp", dp_epsilon=8)
+    with pytest.raises(ValueError, match="checkpoint"):
+        replace(s, checkpoint="x.db")
+    with pytest.raises(ValueError, match="sync"):
+        replace(s, sync="delta")
