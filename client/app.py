@@ -25,7 +25,6 @@ from flwr.clientapp import ClientApp
 from flwr.common import (
     Code,
     EvaluateRes,
-    FitIns,
     FitRes,
     Status,
     ndarrays_to_parameters,
@@ -34,7 +33,7 @@ from flwr.common import (
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 
-from fedrec.client import ddp, edge
+from fedrec.client import ddp, edge, layers
 from fedrec.client.device import Device, UserState
 from fedrec.client.store import DeviceStore, read_key_file
 from fedrec.client.stream import Cursor, StreamDevice
@@ -46,10 +45,10 @@ from fedrec.client.sync import (
     store_state,
     synced_table,
 )
-from fedrec.common import records
+from fedrec.common import privacy, records
 from fedrec.common.data.interactions import EventType
 from fedrec.common.partition import UserRows, simulated_partitions, simulated_timeline
-from fedrec.common.privacy.gaussian import clip_and_noise
+from fedrec.common.round_config import RoundConfig
 from fedrec.common.schema import ItemUpdate, TrainConfig
 from fedrec.common.secagg import densify, mean_vector
 from fedrec.common.settings import RunSettings
@@ -144,10 +143,9 @@ def _save(context: Context, device: Device | StreamDevice, store: DeviceStore | 
     store.put_many(state)
 
 
-def _seed(extra: dict, context: Context) -> int:
+def _seed(rc: RoundConfig, context: Context) -> int:
     pid = int(context.node_config.get("partition-id", context.node_id))
-    server_round = int(extra.get("server-round", 0))
-    return int(extra.get("seed", 0)) * 1_000_003 + pid * 10_007 + server_round
+    return (rc.seed or 0) * 1_000_003 + pid * 10_007 + (rc.server_round or 0)
 
 
 @dataclass(frozen=True)
@@ -156,6 +154,7 @@ class Prepared:
 
     config: TrainConfig
     extra: dict
+    round: RoundConfig
     table: HeldTable
     rows: UserRows
     device: Device
@@ -179,11 +178,12 @@ def _prepare(content: RecordDict, context: Context, run_config: Mapping,
     """Decode the server's message content (the table, patched in delta sync) and restore
     this node's device."""
     config, extra = records.record_to_config(content[records.CONFIG])
+    rc = RoundConfig.parse(extra)
     table = synced_table(content[records.ITEMS], context, _keeper(store, keeper))
     rows = within(local_rows(context, run_config, store, config.explicit), table.n_items)
-    device = Device(rows.train_items, rows.train_values, seed=_seed(extra, context),
+    device = Device(rows.train_items, rows.train_values, seed=_seed(rc, context),
                     state=_load_user(context, store))
-    return Prepared(config, extra, table, rows, device)
+    return Prepared(config, extra, rc, table, rows, device)
 
 
 def _stream_train(msg: Message, context: Context, run_config: Mapping,
@@ -193,6 +193,7 @@ def _stream_train(msg: Message, context: Context, run_config: Mapping,
     training metrics and the pooled prequential sums."""
     started = time.perf_counter()
     config, extra = records.record_to_config(msg.content[records.CONFIG])
+    rc = RoundConfig.parse(extra)
     table = synced_table(msg.content[records.ITEMS], context, keeper)
     factors, bias = table.factors, table.bias
     c = run_config
@@ -206,16 +207,17 @@ def _stream_train(msg: Message, context: Context, run_config: Mapping,
         saved = context.state[STREAM]
         cursor = Cursor(int(saved["seen"]), int(saved["trained"]))
     device = StreamDevice(d.item[events], d.value[events], d.timestamp[events], events,
-                          _load_user(context, None), cursor, seed=_seed(extra, context))
-    mean = float(extra["mean"])
+                          _load_user(context, None), cursor, seed=_seed(rc, context))
+    mean = float(rc.need("mean"))
     seen_before = cursor.seen
-    scores = device.arrive(int(extra["until"]), factors, bias, mean, config,
-                           table.static.get("listed"), float(extra.get("new-days", 7.0)),
-                           (float(extra["rating-min"]), float(extra["rating-max"])))
+    scores = device.arrive(int(rc.need("until")), factors, bias, mean, config,
+                           table.static.get("listed"),
+                           7.0 if rc.new_days is None else rc.new_days, rc.rating_range)
     new = slice(seen_before, device.cursor.seen)
     rating_sum = float(device.values[new].sum()) if config.loss == "mse" else 0.0
-    update, metrics = device.train(factors, bias, mean, config, str(extra["stream-mode"]),
-                                   int(extra["buffer"]), float(extra.get("replay", 1.0)))
+    update, metrics = device.train(factors, bias, mean, config, str(rc.need("stream_mode")),
+                                   int(rc.need("buffer")),
+                                   1.0 if rc.replay is None else rc.replay)
     _save(context, device, None)  # (timeline replays are simulated: no device store)
     context.state[STREAM] = ConfigRecord({"seen": device.cursor.seen,
                                           "trained": device.cursor.trained})
@@ -250,29 +252,30 @@ def _secagg_train(msg: Message, context: Context, run_config: Mapping) -> Messag
     Flower's ``secaggplus_mod`` masks before it leaves the device; no per-device metrics.
     For the mean query, the two-value vector of :func:`mean_vector` instead."""
     ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
-    if "ddp-stage" in ins.config:
-        return _ddp_train(msg, ins, context, run_config)
-    if ins.config.get("secagg-query") == "mean":
+    rc = RoundConfig.parse({k: v for k, v in ins.config.items()
+                            if k not in TrainConfig.__dataclass_fields__})
+    if rc.secagg_query == "mean":
         with device_store(context) as store:
             rows = local_rows(context, run_config, store, explicit=True)
-        vector = mean_vector(rows.train_values, (float(ins.config["rating-min"]),
-                                                 float(ins.config["rating-max"])))
+        vector = mean_vector(rows.train_values, rc.rating_range)
     else:
         with device_store(context) as store:
             p = _prepare(_from_legacy(msg, "fit"), context, run_config, store)
-            update, _ = p.device.train(p.factors, p.bias, float(p.extra["mean"]), p.config)
+            update, _ = p.device.train(p.factors, p.bias, float(p.round.need("mean")),
+                                       p.config)
             _refuse_diverged(update, p.device)
             _save(context, p.device, store)
-        vector = densify(update, len(p.factors), str(p.extra["secagg-weighting"]),
-                         float(p.extra["secagg-cap"]))
+        vector = densify(update, len(p.factors), str(p.round.need("secagg_weighting")),
+                         float(p.round.need("secagg_cap")))
     res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(vector), 1, {})
     return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 
 
-def _ddp_train(msg: Message, ins: FitIns, context: Context, run_config: Mapping
-               ) -> Message:
+def _ddp_train(msg: Message, context: Context, run_config: Mapping) -> Message:
     """secagg+dp mode: the round's vector with this device's noise share
     (:mod:`fedrec.client.ddp`); the new user vector stays on the device."""
+    ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    RoundConfig.parse(ins.config)  # every key known and typed
     with device_store(context) as store:
         rows = local_rows(context, run_config, store, explicit=False)
         partition = (None if store is not None or "partition-id" not in context.node_config
@@ -286,30 +289,47 @@ def _ddp_train(msg: Message, ins: FitIns, context: Context, run_config: Mapping
     return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 
 
+def _round_of(msg: Message) -> RoundConfig:
+    """The round config of a train message, fedrec's own or a legacy ``fitins``."""
+    if "fitins.config" in msg.content.config_records:
+        extra = dict(msg.content.config_records["fitins.config"])
+    else:
+        _, extra = records.record_to_config(msg.content[records.CONFIG])
+    return RoundConfig.parse({k: v for k, v in extra.items()
+                              if k not in TrainConfig.__dataclass_fields__})
+
+
+# How each runner's train messages are answered (fedrec.common.privacy.Mode.runner).
 def train(msg: Message, context: Context, run_config: Mapping,
           keeper: TableKeeper | None = None) -> Message:
-    """Local training; replies with the sparse item update and training metrics.
-    ``keeper`` keeps the synced table in delta sync (default: ``context.state``; a real
-    device's store when the node has one)."""
-    if "fitins.parameters" in msg.content.array_records:
+    """Local training, as the round's privacy mode asks: the sparse modes reply with the
+    item update and training metrics, after the mode's layers (:mod:`fedrec.client.layers`);
+    the secure-sum modes with the vector SecAgg+ masks. ``keeper`` keeps the synced table
+    in delta sync (default: ``context.state``; a real device's store when it has one)."""
+    rc = _round_of(msg)
+    mode = privacy.mode(rc.privacy)
+    legacy = "fitins.parameters" in msg.content.array_records
+    if (mode.runner != "fedrec") != legacy:
+        raise ValueError(f"a {'legacy' if legacy else 'sparse'} train message in "
+                         f"privacy={mode.name}")
+    if mode.runner == "secagg":
         return _secagg_train(msg, context, run_config)
-    if "until" in msg.content[records.CONFIG]:
+    if mode.runner == "secagg+dp":
+        return _ddp_train(msg, context, run_config)
+    if rc.until is not None:
         return _stream_train(msg, context, run_config, keeper)
     items = msg.content[records.ITEMS]
     named = records.array_view(items["named"]) if "named" in items else None
     with device_store(context) as store:
         p = _prepare(msg.content, context, run_config, store, keeper)
-        extra, mean = p.extra, float(p.extra["mean"])
+        mean = float(p.round.need("mean"))
         update, metrics = p.device.train(
-            p.factors, p.bias, mean, p.config, int(extra.get("decoy-rows", 0)), named,
-            (float(extra["rating-min"]), float(extra["rating-max"])))
+            p.factors, p.bias, mean, p.config, rating_range=p.round.rating_range,
+            **layers.train_arguments(mode, p.round, named))
         _refuse_diverged(update, p.device)
         _save(context, p.device, store, p.table, mean)
-    if "decoy-rows" in extra:  # the reply's size must not tell the device's activity
-        metrics["num-examples"] = 1.0
-    if "dp-clip" in extra:  # dp mode: the whole update clipped and noised on the device
-        update = clip_and_noise(update, float(extra["dp-clip"]), float(extra["dp-noise"]),
-                                np.random.default_rng([_seed(extra, context), 7]))
+    update, metrics = layers.finish(mode, update, metrics, p.round,
+                                    np.random.default_rng([_seed(p.round, context), 7]))
     return Message(RecordDict({records.UPDATE: records.update_to_record(update),
                                records.METRICS: records.metrics_to_record(metrics)}),
                    reply_to=msg)
@@ -328,12 +348,12 @@ def evaluate(msg: Message, context: Context, run_config: Mapping) -> Message:
 def _evaluate(content: RecordDict, context: Context, run_config: Mapping) -> dict[str, float]:
     with device_store(context) as store:
         p = _prepare(content, context, run_config, store)
-    mean = float(p.extra["mean"])
+    mean = float(p.round.need("mean"))
     p.device.refit_user(p.factors, p.bias, mean, p.config)  # not persisted
     if p.config.loss == "mse":
         return p.device.evaluate_ratings(
             p.factors, p.bias, mean, p.rows.test_items, p.rows.test_values,
-            (float(p.extra["rating-min"]), float(p.extra["rating-max"])))
+            p.round.rating_range)
     return p.device.evaluate_ranking(p.factors, p.bias, p.rows.test_items)
 
 
@@ -349,8 +369,14 @@ def query(msg: Message, context: Context, run_config: Mapping) -> Message:
 
 
 def _secagg_when_asked(msg: Message, context: Context, call_next: object) -> Message:
-    """Flower's ``secaggplus_mod`` for the messages of a SecAgg+ round; the others pass."""
+    """Flower's ``secaggplus_mod`` for the messages of a SecAgg+ round; the others pass.
+    A simulated device (one with a ``partition-id``) seeds numpy's global generator, which
+    SecAgg+'s quantisation rounds with, so that the same seed gives the same model."""
     if RECORD_KEY_CONFIGS in msg.content.config_records:
+        if "partition-id" in context.node_config:
+            pid = int(context.node_config["partition-id"])
+            # Flower rounds with the legacy global generator; nothing else to seed.
+            np.random.seed((pid * 1_000_003 + int(msg.metadata.group_id or 0)) % 2**32)  # noqa: NPY002
         return secaggplus_mod(msg, context, call_next)
     return call_next(msg, context)
 

@@ -97,7 +97,8 @@ def build_strategy(settings: RunSettings, n_items: int, mean: float,
                   num_rounds=settings.num_rounds, wait_timeout=settings.round_timeout, dp=dp,
                   decoy_rows=(settings.decoy_rows or n_items) if settings.mode.padded else 0,
                   checkpoint=checkpoint, round_offset=round_offset, history=history,
-                  sync=settings.sync, sync_threshold=settings.sync_threshold)
+                  sync=settings.sync, sync_threshold=settings.sync_threshold,
+                  privacy=settings.privacy)
 
 
 def resume_strategy(settings: RunSettings, saved: tuple, rating_range: tuple[float, float],

@@ -97,7 +97,8 @@ class SecAggFedRec(Strategy):
 
     def _config(self, server_round: int) -> dict[str, Scalar]:
         low, high = self.rating_range
-        return {**self.train_config.to_dict(), "mean": float(self.model.params.mean),
+        return {**self.train_config.to_dict(), "privacy": "secagg",
+                "mean": float(self.model.params.mean),
                 "seed": self.seed, "server-round": server_round, "rating-min": float(low),
                 "rating-max": float(high), "secagg-weighting": self.weighting,
                 "secagg-cap": float(self.cap)}
@@ -115,7 +116,8 @@ class SecAggFedRec(Strategy):
         if self.bucket is not None:  # the mean query: no table, one bucket's devices
             low, high = self.rating_range
             ins = FitIns(ndarrays_to_parameters([]), {
-                "secagg-query": "mean", "rating-min": float(low), "rating-max": float(high)})
+                "privacy": "secagg", "secagg-query": "mean", "rating-min": float(low),
+                "rating-max": float(high)})
             proxies = {proxy.node_id: proxy for proxy in client_manager.all().values()}
             return [(proxies[node], ins) for node in self.bucket if node in proxies]
         ins = FitIns(self._parameters(), self._config(server_round))

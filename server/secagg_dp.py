@@ -142,6 +142,7 @@ class SecAggDpFedRec(Strategy):
         self.layout: als.Layout | None = (als.Layout(model.params.n_factors, np.arange(n))
                                           if config.rows >= n else None)
         self.releases: list[Release] = []
+        self.encodings: list[Skellam] = []  # each release's encoding, in order
         self.noise: dict[str, float] | None = None  # noise multiplier per kind, once planned
         self.encoding: Skellam | None = None  # this round's
         self.stage: str | None = None
@@ -204,7 +205,8 @@ class SecAggDpFedRec(Strategy):
                 "%.3f of %.3f spent)", server_round, self.epsilon, self.config.epsilon)
             return []
         self.stage, self.encoding = stage, enc
-        config = {**encoding_config(enc), "ddp-stage": stage, "seed": self.seed,
+        config = {**encoding_config(enc), "privacy": "secagg+dp", "ddp-stage": stage,
+                  "seed": self.seed,
                   "server-round": server_round, "ddp-user-reg": self.config.user_reg}
         arrays = ([] if stage == SELECT else
                   [self.model.params.factors, self.model.params.bias, self.layout.rows])
@@ -226,6 +228,7 @@ class SecAggDpFedRec(Strategy):
             return None, {}
         n = len(results)
         self.releases.append(Release.of(enc, n))  # what the server now holds
+        self.encodings.append(enc)
         try:
             total = enc.decode(from_sum(parameters_to_ndarrays(results[0][1].parameters),
                                         n, enc))

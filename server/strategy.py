@@ -56,7 +56,8 @@ class FedRec(FedAvg):
                  wait_timeout: float = 600.0, dp: DpSettings | None = None,
                  decoy_rows: int = 0, checkpoint: Checkpoint | None = None,
                  round_offset: int = 0, history: list[dict] | None = None,
-                 sync: str = "full", sync_threshold: float = 0.0) -> None:
+                 sync: str = "full", sync_threshold: float = 0.0,
+                 privacy: str = "plain") -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes, min_evaluate_nodes=min_evaluate_nodes,
                          min_available_nodes=min_available_nodes,
@@ -64,6 +65,7 @@ class FedRec(FedAvg):
                          configrecord_key=records.CONFIG)
         check_weighting(weighting)
         self.model, self.train_config = model, train_config
+        self.privacy = privacy  # the mode's name, told to devices every round
         self.weighting, self.cap, self.max_norm, self.seed = weighting, cap, max_norm, seed
         self.rating_range = rating_range
         # What bounds an honest device's numbers, and the schema of its train replies
@@ -206,7 +208,7 @@ class FedRec(FedAvg):
 
     def round_config(self, server_round: int) -> ConfigRecord:
         low, high = self.rating_range
-        extra = {"rating-min": float(low), "rating-max": float(high)}
+        extra = {"privacy": self.privacy, "rating-min": float(low), "rating-max": float(high)}
         if self.decoy_rows:
             extra["decoy-rows"] = int(self.decoy_rows)
         if self.dp is not None:

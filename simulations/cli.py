@@ -160,7 +160,8 @@ def _parser() -> argparse.ArgumentParser:
     priv = bench_sub.add_parser(
         "privacy", help="quality, bytes, time, epsilon and attack AUC per privacy mode",
         description="One federated simulation per privacy mode (plain, decoy, dp with the noise "
-                    "calibrated to each target epsilon, decoy+dp, secagg), on the same split, "
+                    "calibrated to each target epsilon, decoy+dp, secagg, secagg+dp at each "
+                    "target epsilon with its preset), on the same split, "
                     "beside the centralized model; a curious server's attacks on each, and "
                     "plain against secagg rounds timed with --secagg-devices devices.")
     _dataset_args(priv)
@@ -175,6 +176,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="rows per reply in decoy modes (default: the run's decoy-rows)")
     priv.add_argument("--secagg-devices", type=int, default=50,
                       help="devices per round when timing plain against secagg (0: skip)")
+    priv.add_argument("--clear-sum", action="store_true",
+                      help="secagg+dp: add the devices' noisy integer vectors with SecAgg+'s "
+                           "arithmetic but no masks (bit-identical sums; for populations too "
+                           "large for real SecAgg+ on one machine)")
     priv.add_argument("--cost-only", action="store_true",
                       help="only time plain against secagg rounds (no quality runs)")
     priv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -425,7 +430,7 @@ def _run_bench_privacy(args: argparse.Namespace) -> int:
                                                  progress=update)}
         else:
             record = bench_privacy(settings, epsilons, update, modes, args.dp_clip,
-                                   args.decoy_rows, args.secagg_devices)
+                                   args.decoy_rows, args.secagg_devices, args.clear_sum)
     record["env"] = environment()
     name = _stem(args.dataset)
     out = args.out or RESULTS_DIR / f"privacy-{name}-{args.protocol}.json"
@@ -444,15 +449,21 @@ def _run_bench_privacy(args: argparse.Namespace) -> int:
         print(json.dumps(record))
     else:
         key = record["metric"]
+        for ref in ("centralized", "popularity"):
+            if record.get(ref):
+                print(f"{ref:16s} {key} {record[ref][key]:.4f}")
         for mode, m in record["modes"].items():
             eps = "-" if m["epsilon"] is None else f"{m['epsilon']:.2f}"
             decoys = m.get("decoys", {}).get("real_vs_decoy_auc", {}).get("best")
             decoys = "" if decoys is None else f"  real-vs-decoy AUC {decoys:.3f}"
-            print(f"{mode:16s} {key} {m[key]:.4f}  epsilon {eps:>6s}  attack AUC "
-                  f"{m['attack']['catalogue_auc']:.3f} / named rows "
-                  f"{m['attack']['named_rows_auc']:.3f}{decoys}  "
-                  f"{m['upload_bytes_per_device_round']:.0f} B/device/round  "
-                  f"{m['seconds_per_round']:.2f} s/round")
+            attack = m["attack"].get("membership", m["attack"])
+            aucs = (f"attack AUC {attack['catalogue_auc']:.3f} / named rows "
+                    f"{attack['named_rows_auc']:.3f}" if "catalogue_auc" in attack
+                    else "attack AUC -")
+            upload = m.get("upload_bytes_per_device_round")
+            upload = "-" if upload is None else f"{upload:.0f}"
+            print(f"{mode:16s} {key} {m[key]:.4f}  epsilon {eps:>6s}  {aucs}{decoys}  "
+                  f"{upload} B/device/round  {m['seconds_per_round']:.2f} s/round")
         if "secagg_cost" in record:
             cost = record["secagg_cost"]
             print(f"secagg round with {cost['devices_per_round']} devices: "

@@ -13,12 +13,14 @@ it has not trained on ranked) and averages over users with a held-out item, as
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
 from flwr.app import Context
+from flwr.common.logger import FLOWER_LOGGER
 from flwr.serverapp import Grid, ServerApp
 
 from fedrec.client.app import app as client_app
@@ -78,7 +80,12 @@ def federate(settings: RunSettings, clear: bool, observer: Observer | None = Non
 
     config = {**settings.to_run_config(), "min-nodes": parts.n_users}
     start = time.perf_counter()
-    run_in_process(server, client_app, parts.n_users, config, observer=observer)
+    level = FLOWER_LOGGER.level
+    FLOWER_LOGGER.setLevel(logging.WARNING)
+    try:
+        run_in_process(server, client_app, parts.n_users, config, observer=observer)
+    finally:
+        FLOWER_LOGGER.setLevel(level)
     return held[0], time.perf_counter() - start
 
 

@@ -32,26 +32,32 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
 from flwr.compat.common.parameter import bytes_to_ndarray
 
 from fedrec.client.device import Device
-from fedrec.common import privacy, records
+from fedrec.common import als, privacy, records
+from fedrec.common.als import triangle
 from fedrec.common.partition import Partitions, simulated_partitions
 from fedrec.common.privacy import for_mode
 from fedrec.common.privacy.gaussian import clip_and_noise, update_norm
 from fedrec.common.schema import ItemUpdate
 from fedrec.common.settings import RunSettings
 from fedrec.server.accountant import calibrate_noise
+from fedrec.server.secagg_dp import SecAggDpFedRec
 from fedrec.simulations.attacker import (
+    auc,
     decoy_auc,
     infer_ratings,
     membership_auc,
     row_features,
 )
+from fedrec.simulations.ddp_runs import evaluate_solved, federate
+from fedrec.simulations.presets import ddp_preset, mf_config
+from fedrec.simulations.quality import evaluate, fit, make_model
 from fedrec.simulations.results import save_figure
 from fedrec.simulations.simulate import headline, simulate
 
 Progress = Callable[[str, int, int], None]
 STAGES = (Stage.SETUP, Stage.SHARE_KEYS, Stage.COLLECT_MASKED_VECTORS, Stage.UNMASK)
 FIRST_NODE = 1001  # the in-process engine's node id of partition 0
-MODES = ("plain", "decoy", "dp", "decoy+dp", "secagg")
+MODES = ("plain", "decoy", "dp", "decoy+dp", "secagg", "secagg+dp")
 AUDIT_DEVICES = 300  # devices whose decoy replies are audited
 
 
@@ -224,7 +230,7 @@ def _rating_attack(last: dict[int, dict], parts: Partitions) -> dict[str, float]
 def bench_privacy(settings: RunSettings, epsilons: tuple[float, ...] = (1, 2, 4, 8),
                   progress: Progress | None = None, modes: Sequence[str] = MODES,
                   dp_clip: float | None = None, decoy_rows: int | None = None,
-                  secagg_devices: int = 50) -> dict:
+                  secagg_devices: int = 50, clear_sum: bool = False) -> dict:
     """The privacy bench record (without ``env``). ``dp_clip`` None: the median update norm
     of the plain run; ``decoy_rows`` None: the run's setting; ``secagg_devices`` 0: no
     plain-against-secagg round timing."""
@@ -237,6 +243,7 @@ def bench_privacy(settings: RunSettings, epsilons: tuple[float, ...] = (1, 2, 4,
                     "settings": settings.to_run_config(), "modes": {}}
     plain = _run(for_mode(settings, "plain"), True, progress)
     result["centralized"] = plain.pop("centralized")
+    result["popularity"] = popularity(settings)
     result["modes"]["plain"] = plain
     clip = dp_clip if dp_clip is not None else plain["update_norm_median"]
     rows = settings.decoy_rows if decoy_rows is None else decoy_rows
@@ -250,10 +257,17 @@ def bench_privacy(settings: RunSettings, epsilons: tuple[float, ...] = (1, 2, 4,
         eps = max(epsilons)
         result["modes"][f"decoy+dp-eps{eps:g}"] = _dp_run(settings, "decoy+dp", eps, clip,
                                                           rows, progress)
+    if "secagg+dp" in modes:
+        for eps in epsilons:
+            result["modes"][f"secagg+dp-eps{eps:g}"] = _ddp_run(settings, eps, clear_sum,
+                                                                progress)
     if "secagg" in modes:
         result["modes"]["secagg"] = _run(for_mode(settings, "secagg"), False, progress)
         if secagg_devices:
             result["secagg_cost"] = round_costs(settings, secagg_devices, progress=progress)
+    for name, entry in result["modes"].items():  # each row says what its server learns
+        m = privacy.mode(name.split("-eps")[0])
+        entry["guarantee"], entry["server_learns"] = m.guarantee, m.server_learns
     return result
 
 
@@ -266,8 +280,94 @@ def _dp_run(settings: RunSettings, mode: str, eps: float, clip: float, rows: int
     return {**_run(run, False, progress), "target_epsilon": eps, "noise": sigma}
 
 
+def popularity(settings: RunSettings) -> dict[str, float]:
+    """The popularity baseline on the run's split (implicit protocols; else empty)."""
+    if settings.explicit:
+        return {}
+    parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
+                                 settings.data_dir)
+    model = make_model("popularity", mf_config(settings.protocol))
+    fit(model, parts.split.train, None)
+    return evaluate(model, parts.split)
+
+
+def _ddp_run(settings: RunSettings, eps: float, clear: bool, progress: Progress | None
+             ) -> dict:
+    """secagg+dp at ``eps`` with its preset (:func:`~fedrec.simulations.presets.ddp_preset`)
+    and the run's share of devices per round, through real SecAgg+ unless ``clear``; the
+    curious server's attack on what it holds (the masked vectors: among the rows they cover,
+    and what the public row set alone tells), and the strongest adversary's on one
+    release."""
+    if progress:
+        progress(f"secagg+dp at epsilon {eps:g}", 0, 1)
+    s = replace(ddp_preset(eps), dataset=settings.dataset, protocol=settings.protocol,
+                fold=settings.fold, data_dir=settings.data_dir, seed=settings.seed,
+                fraction_train=settings.fraction_train,
+                secagg_shares=settings.secagg_shares,
+                secagg_threshold=settings.secagg_threshold)
+    watch = _Watcher()
+    strategy, seconds = federate(s, clear, None if clear else watch)
+    parts = simulated_partitions(s.dataset, s.protocol, s.fold, s.data_dir)
+    rounds = max(1, len(strategy.history))
+    out = {**evaluate_solved(strategy.model.params, parts, s.ddp_user_reg),
+           "seconds_per_round": seconds / rounds, "epsilon": strategy.epsilon,
+           "delta": s.dp_delta, "target_epsilon": eps, "noise": strategy.noise,
+           "rows": len(strategy.layout.rows), "rounds": rounds,
+           "sum": "clear (SecAgg+'s arithmetic, no masks)" if clear else "SecAgg+",
+           "settings": {k: v for k, v in s.to_run_config().items()
+                        if k in ("factors", "num-rounds", "ddp-rows", "ddp-item-reg",
+                                 "ddp-user-reg", "ddp-select-share", "ddp-bits")},
+           "attack": {"one_release_knowing_every_other_device":
+                      _release_attack(strategy, parts, s.seed)}}
+    if not clear:
+        out["upload_bytes_per_device_round"] = watch.upload / max(1, watch.train_replies)
+        truth = {node: np.unique(parts.user(node - FIRST_NODE).train_items)
+                 for node in watch.masked}
+        fit_rows = strategy.layout.rows
+        t = triangle(s.factors + 1)
+        d = s.factors + 1
+        replies = []
+        for node, masked in watch.masked.items():
+            vector = np.asarray(masked[1], dtype=np.float64)
+            if len(vector) == t + len(fit_rows) * d:  # a fit round's: score by the bias slot
+                replies.append((fit_rows, vector[t + d - 1::d], truth[node]))
+        out["attack"]["membership"] = membership_auc(replies, parts.n_items)
+        # The row set is public (the same for every device): knowing an item is among the
+        # popular ones it holds is worth this much with no reply at all.
+        out["attack"]["row_set_prior_auc"] = membership_auc(
+            [(ids, np.zeros(len(ids)), items) for ids, _, items in replies],
+            parts.n_items)["catalogue_auc"]
+    return out
+
+
+def _release_attack(strategy: SecAggDpFedRec, parts: Partitions, seed: int) -> dict:
+    """Membership AUC of the strongest adversary on the row-choice release: it knows every
+    other device's contribution, subtracts it, and ranks items by what is left (the
+    device's vector plus the sum's whole noise). Over up to 300 devices."""
+    if not strategy.encodings:
+        return {}
+    enc = strategy.encodings[0]
+    n = int(strategy.history[0]["train"]["accepted"])
+    std = enc.noise_std(n)
+    rng = np.random.default_rng([seed, 23])
+    scores, labels = [], []
+    if enc.dim != parts.n_items:  # (no row-choice round: the row set is the catalogue)
+        return {}
+    for uid in range(min(parts.n_users, 300)):
+        pos = np.unique(parts.user(uid).train_items)
+        x = als.popularity(pos, parts.n_items, enc.clip)
+        member = np.zeros(parts.n_items, bool)
+        member[pos] = True
+        scores.append(x + rng.normal(0, std, parts.n_items))
+        labels.append(member)
+    aucs = [auc(sc, lb) for sc, lb in zip(scores, labels, strict=True)]
+    return {"auc_mean": float(np.nanmean(aucs)), "auc_max": float(np.nanmax(aucs)),
+            "devices": len(aucs), "release": "row choice (popularity)"}
+
+
 def plot(record: dict, path: str) -> str:
-    """Quality against ε for dp, with plain and centralized as lines."""
+    """Quality against ε for dp and secagg+dp, with plain, the other modes, centralized
+    and popularity as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -281,6 +381,15 @@ def plot(record: dict, path: str) -> str:
     if dp:
         ax.plot([m["epsilon"] for m in dp], [m[key] for m in dp], marker="o",
                 label="federated, dp")
+    ddp = sorted((m for name, m in record["modes"].items()
+                  if name.startswith("secagg+dp") and np.isfinite(m[key])),
+                 key=lambda m: m["epsilon"])
+    if ddp:
+        ax.plot([m["epsilon"] for m in ddp], [m[key] for m in ddp], marker="s",
+                color="tab:blue", label="federated, secagg+dp (user-level)")
+    if record.get("popularity", {}).get(key) is not None:
+        ax.axhline(record["popularity"][key], color="tab:gray", linestyle=":",
+                   label="popularity")
     ax.axhline(record["modes"]["plain"][key], color="tab:green", linestyle="--",
                label="federated, plain")
     for name, color in (("decoy", "tab:purple"), ("secagg", "tab:orange")):

@@ -55,6 +55,7 @@ class Mode:
     layers: tuple[str, ...] = ()  # device transforms / server wrappers, in order
     runner: str = "fedrec"  # fedrec | secagg | secagg+dp
     check: Callable[[Any], None] | None = None  # the mode's own constraints
+    example: tuple[tuple[str, Any], ...] = ()  # its own settings for a small run (tests)
 
     @property
     def noised(self) -> bool:
@@ -121,13 +122,14 @@ def check_settings(settings: Any) -> Mode:
     return m
 
 
-def for_mode(settings: Any, name: str) -> Any:
-    """``settings`` for a run in mode ``name``: the settings the mode does not take (other
-    modes' own, and those it cannot honour) back at their defaults."""
+def for_mode(settings: Any, name: str, **own: Any) -> Any:
+    """``settings`` for a run in mode ``name`` with the mode's ``own`` settings: those the
+    mode does not take (other modes' own, and those it cannot honour) back at their
+    defaults."""
     from dataclasses import replace
 
     target = mode(name)
     defaults = {f.name: f.default for f in fields(settings)}
     reset = {n: defaults[n] for n in owned_settings() if n not in target.settings}
     reset.update({n: defaults[n] for n in target.unsupported})
-    return replace(settings, privacy=name, **reset)
+    return replace(settings, privacy=name, **{**reset, **own})

@@ -24,4 +24,5 @@ MODE = Mode(
     replies=Replies(TRAIN_FIELDS, RATING_FIELDS + RANKING_FIELDS, QUERY_FIELDS),
     settings=SETTINGS,
     layers=("decoy",),
+    example=(("decoy_rows", 20),),
 )

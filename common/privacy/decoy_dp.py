@@ -22,4 +22,5 @@ MODE = Mode(
     settings=decoy.SETTINGS + dp.SETTINGS,
     layers=("decoy", "dp"),
     check=dp.check,
+    example=(("decoy_rows", 20),),
 )

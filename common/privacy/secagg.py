@@ -38,4 +38,5 @@ MODE = Mode(
     unsupported=STATEFUL,
     runner="secagg",
     check=check,
+    example=(("secagg_shares", 3.0),),
 )

@@ -54,4 +54,5 @@ MODE = Mode(
     unsupported=STATEFUL + LEARNER,
     runner="secagg+dp",
     check=check,
+    example=(("dp_epsilon", 8.0), ("ddp_rows", 20), ("secagg_shares", 3.0)),
 )

@@ -18,7 +18,14 @@ def test_bench_privacy_runs_every_mode_and_dp_at_the_target_epsilon(tmp_path, ca
                  "--quiet", "--json", "--out", str(out)])
     assert code == 0
     record = json.loads(capsys.readouterr().out)
-    assert set(record["modes"]) == {"plain", "decoy", "dp-eps8", "decoy+dp-eps8", "secagg"}
+    assert set(record["modes"]) == {"plain", "decoy", "dp-eps8", "decoy+dp-eps8", "secagg",
+                                    "secagg+dp-eps8"}
+    ddp = record["modes"]["secagg+dp-eps8"]
+    assert 0.9 * 8 < ddp["epsilon"] <= 8.0 and ddp["sum"] == "SecAgg+"
+    assert ddp["ndcg@10"] > 0 and ddp["upload_bytes_per_device_round"] > 0
+    # The server holds each device's masked vector only: reading it tells nothing.
+    assert abs(ddp["attack"]["membership"]["catalogue_auc"] - 0.5) < 0.15
+    assert record["popularity"]["ndcg@10"] > 0
     assert record["dp_clip"] == pytest.approx(record["modes"]["plain"]["update_norm_median"])
     decoy, secure = record["modes"]["decoy"], record["modes"]["secagg"]
     audit = decoy["decoys"]
