@@ -24,10 +24,11 @@ from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.item_model import ItemModel
+from fedrec.server.layers import build_layers
 from fedrec.server.mean import fallback_mean, query_mean
 from fedrec.server.secagg import SecAggFedRec, run_secagg
 from fedrec.server.secagg_dp import DdpConfig, SecAggDpFedRec, run_secagg_dp
-from fedrec.server.strategy import DpSettings, FedRec
+from fedrec.server.strategy import FedRec
 from fedrec.server.wait import wait_for_nodes
 
 app = ServerApp()
@@ -85,20 +86,15 @@ def build_strategy(settings: RunSettings, n_items: int, mean: float,
                    history: list[dict] | None = None) -> FedRec:
     """The run's strategy around a new item model (or ``model``, resumed)."""
     model = model or new_model(settings, n_items, mean)
-    dp = None
-    if "dp" in settings.mode.layers:
-        dp = DpSettings(settings.dp_clip, settings.dp_noise, settings.dp_delta,
-                        settings.dp_epsilon or None)
     return FedRec(model, settings.train_config(), fraction_train=settings.fraction_train,
                   fraction_evaluate=settings.fraction_evaluate,
                   min_available_nodes=settings.min_nodes, weighting=settings.weighting,
                   cap=settings.cap, max_norm=settings.max_norm, seed=settings.seed,
                   rating_range=rating_range, evaluate_every=settings.evaluate_every,
-                  num_rounds=settings.num_rounds, wait_timeout=settings.round_timeout, dp=dp,
-                  decoy_rows=(settings.decoy_rows or n_items) if settings.mode.padded else 0,
-                  checkpoint=checkpoint, round_offset=round_offset, history=history,
-                  sync=settings.sync, sync_threshold=settings.sync_threshold,
-                  privacy=settings.privacy)
+                  num_rounds=settings.num_rounds, wait_timeout=settings.round_timeout,
+                  layers=build_layers(settings, n_items), checkpoint=checkpoint,
+                  round_offset=round_offset, history=history, sync=settings.sync,
+                  sync_threshold=settings.sync_threshold, privacy=settings.privacy)
 
 
 def resume_strategy(settings: RunSettings, saved: tuple, rating_range: tuple[float, float],
@@ -112,7 +108,8 @@ def resume_strategy(settings: RunSettings, saved: tuple, rating_range: tuple[flo
     strategy = build_strategy(settings, model.n_items, model.params.mean, rating_range,
                               checkpoint, model, last_round, history)
     strategy.rejected.update(run.get("rejected", {}))
-    strategy.dp_rounds = int(run.get("dp-rounds", 0))
+    for layer in strategy.layers:
+        layer.load(run)
     return strategy
 
 

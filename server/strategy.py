@@ -10,8 +10,7 @@ one is rejected with its reason logged and counted, and never touches the model.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from logging import INFO, WARNING
 
 import numpy as np
@@ -24,23 +23,13 @@ from fedrec.common import records
 from fedrec.common.replies import TRAIN, Bounds, MetricSchema, evaluate_schema
 from fedrec.common.schema import InvalidReplyError, ItemUpdate, TrainConfig, validate_update
 from fedrec.common.weighting import check_weighting
-from fedrec.server.accountant import Accountant
 from fedrec.server.aggregate import Accumulator
 from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.item_model import ItemModel
+from fedrec.server.layers import ServerLayer
 from fedrec.server.publish import PublishedTable
 from fedrec.server.replies import Outbox, Refusals
 from fedrec.server.wait import wait_for_nodes
-
-
-@dataclass(frozen=True)
-class DpSettings:
-    """The ``dp`` mode: clip bound, noise multiplier, δ, and the ε cap (None: no cap)."""
-
-    clip: float
-    noise: float
-    delta: float
-    epsilon_cap: float | None = None
 
 
 class FedRec(FedAvg):
@@ -53,8 +42,8 @@ class FedRec(FedAvg):
                  max_norm: float = 10.0, seed: int = 0,
                  rating_range: tuple[float, float] = (-np.inf, np.inf),
                  evaluate_every: int = 1, num_rounds: int | None = None,
-                 wait_timeout: float = 600.0, dp: DpSettings | None = None,
-                 decoy_rows: int = 0, checkpoint: Checkpoint | None = None,
+                 wait_timeout: float = 600.0, layers: Sequence[ServerLayer] = (),
+                 checkpoint: Checkpoint | None = None,
                  round_offset: int = 0, history: list[dict] | None = None,
                  sync: str = "full", sync_threshold: float = 0.0,
                  privacy: str = "plain") -> None:
@@ -97,19 +86,20 @@ class FedRec(FedAvg):
         # Per-row arrays that never change once a row exists (a timeline's listing times),
         # sent with the table: whole, or in a delta only for the rows added since.
         self.static: dict[str, np.ndarray] = {}
-        self.dp = dp
-        self.accountant = (None if dp is None else
-                           Accountant(fraction_train, dp.noise, dp.delta, dp.epsilon_cap))
-        if dp is not None:
-            # Noised rows are legitimately long: the clipped signal plus noise of std σC in
-            # k + 1 coordinates (bounded here with 6 standard deviations of headroom).
-            k = model.params.n_factors
-            self.max_norm = max(max_norm, dp.clip + dp.noise * dp.clip * (np.sqrt(k + 1) + 6))
-        self.dp_rounds = 0  # rounds run in dp mode (what ε is accounted over)
-        # decoy mode: the rows every reply must carry, and how many devices named each item
-        # in the last round (devices draw decoys in proportion, so decoys follow popularity)
-        self.decoy_rows = min(decoy_rows, model.n_items)
-        self.named: np.ndarray | None = None
+        # The mode's privacy layers (fedrec.server.layers), in its order.
+        self.layers = list(layers)
+        for layer in self.layers:
+            self.max_norm = layer.norm_bound(self.max_norm, model.params.n_factors)
+
+    def layer(self, name: str) -> ServerLayer | None:
+        """The run's layer called ``name``, if the mode has one."""
+        return next((layer for layer in self.layers if layer.name == name), None)
+
+    @property
+    def named(self) -> np.ndarray | None:
+        """decoy: how many devices named each item last round (what decoys are drawn by)."""
+        decoy = self.layer("decoy")
+        return None if decoy is None else decoy.named
 
     # ---- what goes out -----------------------------------------------------------------
     def items_record(self, published: bool = False) -> ArrayRecord:
@@ -128,9 +118,11 @@ class FedRec(FedAvg):
         return {f"static.{name}": values[start:] for name, values in self.static.items()}
 
     def _with_named(self, record: ArrayRecord) -> ArrayRecord:
-        """``record`` with last round's named counts when devices draw decoys by them."""
-        if self.decoy_rows and self.named is not None:
-            record["named"] = records.encode_array(self.named)
+        """``record`` with what the layers send beside the table (decoy: last round's
+        named counts, which devices draw decoys by)."""
+        for layer in self.layers:
+            for name, values in layer.table_arrays().items():
+                record[name] = records.encode_array(values)
         return record
 
     def table_record(self, held: tuple[int, int] | None) -> ArrayRecord:
@@ -164,8 +156,8 @@ class FedRec(FedAvg):
         without building it."""
         p = self.model.params
         arrays = [p.factors, p.bias, *self._static(0).values()]
-        if self.decoy_rows and self.named is not None:
-            arrays.append(self.named)
+        for layer in self.layers:
+            arrays += list(layer.table_arrays().values())
         return sum(records.encoded_size(a) for a in arrays)
 
     def train_messages(self, config: ConfigRecord, node_ids: list[int],
@@ -209,17 +201,16 @@ class FedRec(FedAvg):
     def round_config(self, server_round: int) -> ConfigRecord:
         low, high = self.rating_range
         extra = {"privacy": self.privacy, "rating-min": float(low), "rating-max": float(high)}
-        if self.decoy_rows:
-            extra["decoy-rows"] = int(self.decoy_rows)
-        if self.dp is not None:
-            extra.update({"dp-clip": float(self.dp.clip), "dp-noise": float(self.dp.noise)})
+        for layer in self.layers:
+            extra.update(layer.round_config())
         return records.config_to_record(
             self.train_config, mean=float(self.model.params.mean), seed=self.seed, **extra)
 
     @property
     def epsilon(self) -> float | None:
         """ε spent so far (dp mode), at the run's δ."""
-        return None if self.accountant is None else self.accountant.epsilon(self.dp_rounds)
+        dp = self.layer("dp")
+        return None if dp is None else dp.epsilon
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -227,13 +218,8 @@ class FedRec(FedAvg):
         server_round += self.round_offset
         # FedAvg sizes its sample from the nodes connected *before* it waits for them: without
         # this, a simulation whose nodes register gradually (Ray) trains round 1 on a few.
-        if self.accountant is not None:
-            if not self.accountant.allows(self.dp_rounds + 1):
-                log(WARNING, "round %s skipped: another round would exceed the privacy "
-                    "budget (epsilon %.3f of %.3f spent)", server_round, self.epsilon,
-                    self.accountant.cap)
-                return []
-            self.dp_rounds += 1
+        if not all(layer.allows_round(server_round) for layer in self.layers):
+            return []
         wait_for_nodes(grid, self.min_available_nodes, self.wait_timeout)
         return super().configure_train(server_round, self.items_record(),
                                        self.round_config(server_round), grid)
@@ -263,10 +249,8 @@ class FedRec(FedAvg):
             arrays = records.record_to_arrays(got[records.UPDATE])
             update = validate_update(arrays, self.model.n_items, self.model.params.n_factors,
                                      self.max_norm)
-            if self.decoy_rows and len(update.ids) != self.decoy_rows:
-                raise InvalidReplyError(
-                    "decoy-rows", f"{len(update.ids)} rows where the decoy mode asks "
-                    f"{self.decoy_rows}")
+            for layer in self.layers:
+                layer.check(update)
             return update, self.train_schema.validate(got[records.METRICS], self.bounds)
         except InvalidReplyError as exc:
             self.refusals.refuse(server_round, "train", reply, exc.reason, str(exc))
@@ -303,8 +287,8 @@ class FedRec(FedAvg):
             upload += update.nbytes
             self.accepted_metrics.append(metrics)
         agg = acc.result()
-        if self.decoy_rows:
-            self.named = acc.devices.astype(np.float32)
+        for layer in self.layers:
+            layer.after_fold(acc.devices)
         applied = self.model.apply(agg, server_round)
         self.published.refresh(agg.ids if applied else agg.ids[:0], server_round)
         if not applied:
@@ -324,14 +308,16 @@ class FedRec(FedAvg):
             "first-contact-bytes": float(self.first_contact),
         }
         self.download = self.first_contact = 0
-        if self.accountant is not None:
-            summary["epsilon"] = self.epsilon
+        for layer in self.layers:
+            summary.update(layer.summary())
         self.history.append({"round": server_round, "train": summary})
         log(INFO, "round %s: %s accepted, %s rejected, %s failed, %s rows updated",
             server_round, accepted, summary["rejected"], len(errors), len(agg.ids))
         if self.checkpoint is not None:
-            self.checkpoint.save(self.model, server_round, self.history,
-                                 {"rejected": dict(self.rejected), "dp-rounds": self.dp_rounds})
+            state: dict = {"rejected": dict(self.rejected), "dp-rounds": 0}
+            for layer in self.layers:
+                state.update(layer.state())
+            self.checkpoint.save(self.model, server_round, self.history, state)
         return self.items_record(), MetricRecord(summary)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
