@@ -226,6 +226,17 @@ def _parser() -> argparse.ArgumentParser:
     _output_args(shift)
     shift.set_defaults(run=_run_bench_mean_shift)
 
+    tune_ddp = bench_sub.add_parser(
+        "tune-ddp", help="choose secagg+dp's settings on the validation split",
+        description="Every combination of secagg+dp's learner settings (factors, row set, "
+                    "rounds, item and user regularisation) at one epsilon, on the "
+                    "validation split (the training events split again: no test event "
+                    "seen), with clear sums; prints the best. How the presets were chosen.")
+    _dataset_args(tune_ddp)
+    tune_ddp.add_argument("--epsilon", type=float, default=8.0)
+    _output_args(tune_ddp)
+    tune_ddp.set_defaults(run=_run_bench_tune_ddp)
+
     data_bench = bench_sub.add_parser(
         "data", help="time loading, generating and evaluating",
         description="Time MovieLens loading (each dataset found), the synthetic shop generator "
@@ -635,6 +646,26 @@ def _run_bench_hostile(args: argparse.Namespace) -> int:
     ok = (s["refused_with_the_named_reason"] == s["model_identical"] == s["tried"]
           and not s["server_crashes"])
     return 0 if ok else 1
+
+
+def _run_bench_tune_ddp(args: argparse.Namespace) -> int:
+    from fedrec.simulations.ddp_runs import tune
+
+    settings = RunSettings(dataset=args.dataset, protocol="implicit-80-20",
+                           data_dir=str(args.data_dir or os.environ.get(ENV_VAR) or ""),
+                           privacy="secagg+dp", dp_epsilon=args.epsilon)
+    with progress_bar(f"tune secagg+dp {args.dataset}", args.quiet) as update:
+        record = {"bench": "tune-ddp", "dataset": args.dataset, "epsilon": args.epsilon,
+                  **tune(settings, progress=update)}
+    record["env"] = environment()
+    path = write_json(record, args.out or RESULTS_DIR / f"tune-ddp-{_stem(args.dataset)}-"
+                                                       f"eps{args.epsilon:g}.json")
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print(f"best at epsilon {args.epsilon:g}: {record['best']} (validation NDCG@10 "
+              f"{record['validation']:.4f}, {len(record['trials'])} tried)\nresults: {path}")
+    return 0
 
 
 def _run_bench_mean_shift(args: argparse.Namespace) -> int:

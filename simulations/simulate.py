@@ -17,10 +17,12 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
 from flwr.common.logger import FLOWER_LOGGER
 
 from fedrec.client.app import app as client_app
 from fedrec.client.app import build_client_app
+from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import app as server_app
@@ -87,6 +89,14 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
                 FLOWER_LOGGER.setLevel(level)
             federated_s = time.perf_counter() - start
             history = json.loads((Path(results_dir) / "history.json").read_text())
+            solved = None
+            if settings.mode.runner == "secagg+dp":  # no federated evaluation: score the
+                # final table as each device would (fedrec.simulations.ddp_runs)
+                from fedrec.simulations.ddp_runs import evaluate_solved
+
+                table = np.load(Path(results_dir) / "model.npz")
+                solved = evaluate_solved(ItemParams(table["factors"], table["bias"]), parts,
+                                         settings.ddp_user_reg)
         rounds = history["rounds"]
         evals = [{"round": r["round"], **r["evaluate"]} for r in rounds if "evaluate" in r]
         train = [{"round": r["round"], **r["train"]} for r in rounds if "train" in r]
@@ -95,14 +105,16 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
             "engine": engine, "workers": workers, "devices": n_devices,
             "devices_per_round": per_round,
             "settings": settings.to_run_config(),
-            "models": {"federated-mf": {**_last_evaluation(evals, settings.explicit),
+            "models": {"federated-mf": {**(solved if solved is not None else
+                                           _last_evaluation(evals, settings.explicit)),
                                         "fit_s": federated_s}},
             "rounds": {"evaluate": evals, "train": train},
             "rejected": history["rejected"],
             "privacy": settings.privacy, "epsilon": history.get("epsilon"),
             "delta": history.get("delta"),
             "upload_bytes_per_device_round": (
-                sum(t["upload-bytes"] for t in train) / max(1, sum(t["accepted"] for t in train))),
+                sum(t.get("upload-bytes", 0) for t in train)
+                / max(1, sum(t["accepted"] for t in train))),
         }
         if central is not None:
             if progress:

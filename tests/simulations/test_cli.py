@@ -186,3 +186,32 @@ def test_bench_edge_measures_latency_memory_and_disk(tmp_path, capsys):
     assert record["sizes"]["2000"]["table_mb"] == pytest.approx(
         4 * record["sizes"]["500"]["table_mb"])
     assert list(tmp_path.glob("*.db")) == []  # the bench's stores are removed
+
+
+def test_simulate_runs_secagg_dp_with_its_preset_and_scores_the_final_table(csv_log, tmp_path,
+                                                                            capsys):
+    code = main(["simulate", "--dataset", f"csv:{csv_log}", "--privacy", "secagg+dp",
+                 "--set", "dp-epsilon=4", "--set", "ddp-rows=20", "--no-centralized",
+                 "--json", "--quiet", "--out", str(tmp_path / "s.json")])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["privacy"] == "secagg+dp" and 0 < record["epsilon"] <= 4.0
+    assert record["models"]["federated-mf"]["ndcg@10"] > 0
+    # The gradient learner's knobs are refused by name under secagg+dp.
+    assert main(["simulate", "--dataset", f"csv:{csv_log}", "--privacy", "secagg+dp",
+                 "--set", "dp-epsilon=4", "--set", "lr=0.1", "--quiet"]) == 2
+    assert "lr is not supported with privacy=secagg+dp" in capsys.readouterr().err
+
+
+def test_bench_tune_ddp_chooses_on_the_validation_split(csv_log, tmp_path, capsys, monkeypatch):
+    from fedrec.simulations import ddp_runs
+
+    monkeypatch.setattr(ddp_runs, "TUNING_GRID", {"factors": (2, 4), "ddp_rows": (10,),
+                                                  "num_rounds": (1,), "ddp_item_reg": (3.0,),
+                                                  "ddp_user_reg": (1.0,)})
+    code = main(["bench", "tune-ddp", "--dataset", f"csv:{csv_log}", "--epsilon", "8",
+                 "--json", "--quiet", "--out", str(tmp_path / "t.json")])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert len(record["trials"]) == 2 and record["best"]["factors"] in (2, 4)
+    assert record["validation"] == max(t["ndcg@10"] for t in record["trials"])
