@@ -275,16 +275,16 @@ def _ddp_train(msg: Message, context: Context, run_config: Mapping) -> Message:
     """secagg+dp mode: the round's vector with this device's noise share
     (:mod:`fedrec.client.ddp`); the new user vector stays on the device."""
     ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
-    RoundConfig.parse(ins.config)  # every key known and typed
+    rc = RoundConfig.parse(ins.config)  # every key known and typed
     with device_store(context) as store:
-        rows = local_rows(context, run_config, store, explicit=False)
+        rows = local_rows(context, run_config, store, explicit=bool(rc.ddp_ratings))
         partition = (None if store is not None or "partition-id" not in context.node_config
                      else int(context.node_config["partition-id"]))
         vector, user = ddp.vector(ins.config, parameters_to_ndarrays(ins.parameters),
-                                  rows.train_items, partition)
+                                  rows.train_items, rows.train_values, partition)
         if user is not None:
-            device = Device(rows.train_items, state=UserState(user.astype(np.float32), 0.0))
-            _save(context, device, store)
+            state = UserState(user[0].astype(np.float32), float(user[1]))
+            _save(context, Device(rows.train_items, state=state), store)
     res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters([vector]), 1, {})
     return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 

@@ -40,13 +40,25 @@ def noise_rng(config: Mapping, partition: int | None) -> np.random.Generator:
                                   int(config.get("server-round", 0)), 17])
 
 
-def real_vector(config: Mapping, arrays: list[np.ndarray], positives: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The device's real vector for the round, and its new user vector (fit rounds)."""
+def real_vector(config: Mapping, arrays: list[np.ndarray], items: np.ndarray,
+                values: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, float] | None]:
+    """The device's real vector for the round, and its new user vector and bias (fit
+    rounds). ``items`` are its positives, or for a rating model (``ddp-ratings``) its rated
+    items with their ``values``."""
     stage = str(config.get("ddp-stage", ""))
     clip = float(config["ddp-clip"])
+    dim = int(config["ddp-dim"])
+    ratings = bool(int(config.get("ddp-ratings", 0)))
+    scale = (float(config["rating-min"]), float(config["rating-max"])) if ratings else None
     if stage == SELECT:
-        return als.popularity(positives, int(config["ddp-dim"]), clip), None
+        if not ratings:
+            return als.popularity(items, dim, clip), None
+        # μ's two values, then (when the row set is chosen) the rated items' popularity,
+        # each at half the norm.
+        mean = als.mean_part(values, scale, clip / np.sqrt(2))
+        if dim == 2:
+            return mean * np.sqrt(2), None
+        return np.concatenate([mean, als.popularity(items, dim - 2, clip / np.sqrt(2))]), None
     if stage != FIT:
         raise ValueError(f"unknown secagg+dp stage {stage!r}")
     if len(arrays) != 3:
@@ -56,13 +68,23 @@ def real_vector(config: Mapping, arrays: list[np.ndarray], positives: np.ndarray
     if bias.shape != (n_items,) or rows.ndim != 1 or (len(rows) and (
             rows.min() < 0 or rows.max() >= n_items)):
         raise ValueError("a secagg+dp fit round's table and rows disagree")
-    positives = positives[(positives >= 0) & (positives < n_items)]
-    user = als.user_solve(factors, bias, positives, float(config["ddp-user-reg"]))
-    layout = als.Layout(k, rows.astype(np.int64))
-    if layout.dim != int(config["ddp-dim"]):
-        raise ValueError(f"the round's rows give {layout.dim} values; its config says "
-                         f"{config['ddp-dim']}")
-    return als.contribution(user, positives, layout, clip), user
+    keep = (items >= 0) & (items < n_items)
+    items, values = items[keep], values[keep]
+    reg = float(config["ddp-user-reg"])
+    if ratings:
+        mean = float(config["mean"])
+        user, user_bias = als.rating_user_solve(factors, bias, mean, items, values, reg)
+        layout: als.Layout | als.RatingLayout = als.RatingLayout(k, rows.astype(np.int64))
+        x = (als.rating_contribution(user, user_bias, mean, items, values, layout, clip)
+             if len(items) else np.zeros(layout.dim))
+    else:
+        items = np.unique(items)
+        user, user_bias = als.user_solve(factors, bias, items, reg), 0.0
+        layout = als.Layout(k, rows.astype(np.int64))
+        x = als.contribution(user, items, layout, clip)
+    if layout.dim != dim:
+        raise ValueError(f"the round's rows give {layout.dim} values; its config says {dim}")
+    return x, (user, user_bias)
 
 
 def masked_input(z: np.ndarray, enc: Skellam) -> np.ndarray:
@@ -73,10 +95,11 @@ def masked_input(z: np.ndarray, enc: Skellam) -> np.ndarray:
     return (z.astype(np.float64) - m / 2) * m
 
 
-def vector(config: Mapping, arrays: list[np.ndarray], positives: np.ndarray,
-           partition: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The device's input to SecAgg+ for the round, and its new user vector."""
+def vector(config: Mapping, arrays: list[np.ndarray], items: np.ndarray, values: np.ndarray,
+           partition: int | None) -> tuple[np.ndarray, tuple[np.ndarray, float] | None]:
+    """The device's input to SecAgg+ for the round, and its new user vector and bias."""
     enc = encoding(config)
-    x, user = real_vector(config, arrays, np.unique(np.asarray(positives, np.int64)))
+    x, user = real_vector(config, arrays, np.asarray(items, np.int64),
+                          np.asarray(values, np.float64))
     z = enc.encode(x, noise_rng(config, partition))
     return masked_input(z, enc), user

@@ -41,6 +41,7 @@ KEYS: dict[str, tuple[str, type, str]] = {
     "ddp-bits": ("ddp_bits", int, "secagg+dp: the sum is taken modulo 2**bits"),
     "ddp-mu": ("ddp_mu", float, "secagg+dp: the device's Skellam parameter"),
     "ddp-user-reg": ("ddp_user_reg", float, "secagg+dp: L2 on the user vector's solve"),
+    "ddp-ratings": ("ddp_ratings", int, "secagg+dp: 1 for a rating model"),
 }
 
 
@@ -72,6 +73,7 @@ class RoundConfig:
     ddp_bits: int | None = None
     ddp_mu: float | None = None
     ddp_user_reg: float | None = None
+    ddp_ratings: int | None = None
 
     @classmethod
     def parse(cls, extra: Mapping) -> RoundConfig:

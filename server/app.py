@@ -182,23 +182,26 @@ def run_secagg_mode(grid: Grid, settings: RunSettings, context: Context | None
                       settings.secagg_bucket)
 
 
-def ddp_config(settings: RunSettings) -> DdpConfig:
+def ddp_config(settings: RunSettings, rating_range: tuple[float, float] = (1.0, 5.0)
+               ) -> DdpConfig:
     """The secagg+dp mode's settings."""
     return DdpConfig(epsilon=settings.dp_epsilon, delta=settings.dp_delta,
                      rounds=settings.num_rounds, rows=settings.ddp_rows,
                      select_share=settings.ddp_select_share, bits=settings.ddp_bits,
                      provisioned=settings.ddp_provisioned, user_reg=settings.ddp_user_reg,
-                     item_reg=settings.ddp_item_reg)
+                     item_reg=settings.ddp_item_reg, ratings=settings.explicit,
+                     rating_range=rating_range)
 
 
 def run_secagg_dp_mode(grid: Grid, settings: RunSettings, context: Context | None,
                        clear_sum: bool = False) -> SecAggDpFedRec:
     """The secagg+dp mode: user-level DP over SecAgg+ (:mod:`fedrec.server.secagg_dp`).
     The server's step sets the rows it solves (SGD with rate 1 on old − new)."""
-    n_items, _ = catalogue(settings)
+    n_items, rating_range = catalogue(settings)
     rng = np.random.default_rng(settings.seed)
     params = ItemParams.init(n_items, settings.factors, rng, settings.init_std)
-    strategy = SecAggDpFedRec(ItemModel(params, "sgd", 1.0), ddp_config(settings),
+    strategy = SecAggDpFedRec(ItemModel(params, "sgd", 1.0),
+                              ddp_config(settings, rating_range),
                               fraction_train=settings.fraction_train,
                               min_available_nodes=settings.min_nodes, seed=settings.seed)
     wait_for_nodes(grid, settings.min_nodes, settings.round_timeout)

@@ -90,6 +90,8 @@ class DdpConfig:
     provisioned: float = 0.9  # the share of a round's devices whose noise is counted on
     user_reg: float = 1.0
     item_reg: float = 3.0
+    ratings: bool = False  # a rating model (per-row Gram matrices, μ from the first round)
+    rating_range: tuple[float, float] = (1.0, 5.0)
 
     def __post_init__(self) -> None:
         if not self.epsilon > 0:
@@ -139,8 +141,11 @@ class SecAggDpFedRec(Strategy):
         self.fraction_train = fraction_train
         self.min_available_nodes = max(MIN_DEVICES, min_available_nodes)
         n = model.n_items
-        self.layout: als.Layout | None = (als.Layout(model.params.n_factors, np.arange(n))
-                                          if config.rows >= n else None)
+        # A first round chooses the row set when it is smaller than the catalogue, and
+        # learns μ for a rating model; without one the row set is the catalogue.
+        self.selecting = config.rows < n or config.ratings
+        self.layout: als.Layout | als.RatingLayout | None = (
+            None if self.selecting else self._layout(np.arange(n)))
         self.releases: list[Release] = []
         self.encodings: list[Skellam] = []  # each release's encoding, in order
         self.noise: dict[str, float] | None = None  # noise multiplier per kind, once planned
@@ -159,16 +164,24 @@ class SecAggDpFedRec(Strategy):
         return epsilon(self.releases, self.config.delta)
 
     # ---- planning ----------------------------------------------------------------------
-    def _dims(self) -> dict[str, int]:
+    def _layout(self, rows: np.ndarray) -> als.Layout | als.RatingLayout:
         k = self.model.params.n_factors
-        rows = min(self.config.rows, self.model.n_items)
-        return {SELECT: self.model.n_items, FIT: als.Layout(k, np.arange(rows)).dim}
+        return als.RatingLayout(k, rows) if self.config.ratings else als.Layout(k, rows)
+
+    @property
+    def choosing_rows(self) -> bool:
+        return self.config.rows < self.model.n_items
+
+    def _dims(self) -> dict[str, int]:
+        n = self.model.n_items
+        select = (2 if self.config.ratings else 0) + (n if self.choosing_rows else 0)
+        return {SELECT: select, FIT: self._layout(np.arange(min(self.config.rows, n))).dim}
 
     def plan(self, devices: int) -> dict[str, float]:
         """The noise multipliers for a run whose rounds have ``devices`` devices."""
         c, dims = self.config, self._dims()
         kinds = {FIT: Kind(dims[FIT], c.rounds, 1.0 - c.select_share)}
-        if self.layout is None:
+        if self.selecting:
             kinds[SELECT] = Kind(dims[SELECT], 1, c.select_share)
         else:  # the row set is the catalogue: the whole budget goes to the fits
             kinds[FIT] = Kind(dims[FIT], c.rounds, 1.0)
@@ -206,8 +219,13 @@ class SecAggDpFedRec(Strategy):
             return []
         self.stage, self.encoding = stage, enc
         config = {**encoding_config(enc), "privacy": "secagg+dp", "ddp-stage": stage,
-                  "seed": self.seed,
-                  "server-round": server_round, "ddp-user-reg": self.config.user_reg}
+                  "seed": self.seed, "server-round": server_round,
+                  "ddp-user-reg": self.config.user_reg,
+                  "ddp-ratings": int(self.config.ratings)}
+        if self.config.ratings:
+            low, high = self.config.rating_range
+            config.update({"mean": float(self.model.params.mean), "rating-min": float(low),
+                           "rating-max": float(high)})
         arrays = ([] if stage == SELECT else
                   [self.model.params.factors, self.model.params.bias, self.layout.rows])
         ins = FitIns(ndarrays_to_parameters(arrays), config)
@@ -240,14 +258,7 @@ class SecAggDpFedRec(Strategy):
         summary: dict[str, Scalar] = {"accepted": float(n), "failed": float(len(failures)),
                                       "epsilon": self.epsilon, "stage": stage}
         if stage == SELECT:
-            bad = np.abs(total) > limit
-            self.rejected["secagg-sum:range"] += int(bad.sum())
-            rows = als.top_rows(np.where(bad, -np.inf, total), self.config.rows)
-            self.layout = als.Layout(self.model.params.n_factors, rows)
-            # Rows outside the set are never solved: no random start left to score.
-            outside = np.setdiff1d(np.arange(self.model.n_items), rows)
-            self.model.params.factors[outside] = 0.0
-            summary["rows-selected"] = float(len(rows))
+            summary.update(self._select(total, limit))
         else:
             summary.update(self._fit(total, n, enc, limit, server_round))
         self.history.append({"round": server_round, "train": summary})
@@ -255,12 +266,40 @@ class SecAggDpFedRec(Strategy):
             stage, n, self.epsilon)
         return self._parameters(), summary
 
+    def _select(self, total: np.ndarray, limit: float) -> dict[str, Scalar]:
+        """The first round's sum: μ (rating model) and the row set."""
+        out: dict[str, Scalar] = {}
+        if self.config.ratings:
+            self.model.params.mean = als.read_mean(total[:2], self.config.rating_range)
+            out["mean"] = float(self.model.params.mean)
+            total = total[2:]
+        rows = np.arange(self.model.n_items)
+        if self.choosing_rows:
+            bad = np.abs(total) > limit
+            self.rejected["secagg-sum:range"] += int(bad.sum())
+            rows = als.top_rows(np.where(bad, -np.inf, total), self.config.rows)
+            # Rows outside the set are never solved: no random start left to score.
+            outside = np.setdiff1d(np.arange(self.model.n_items), rows)
+            self.model.params.factors[outside] = 0.0
+        self.layout = self._layout(rows)
+        out["rows-selected"] = float(len(rows))
+        return out
+
     def _fit(self, total: np.ndarray, n: int, enc: Skellam, limit: float,
              server_round: int) -> dict[str, Scalar]:
         self.fit_rounds += 1
         layout = self.layout
-        gram, sums = als.read(total, layout)
         slack = 10 * enc.noise_std(n) + n / enc.scale  # noise and rounding
+        if isinstance(layout, als.RatingLayout):
+            grams, sums = als.rating_read(total, layout)
+            diag = np.diagonal(grams, axis1=1, axis2=2)
+            ok = ((np.abs(grams).max(axis=(1, 2)) <= limit) & (diag.min(axis=1) >= -slack)
+                  & (np.abs(sums).max(axis=1) <= limit))
+            self.rejected["secagg-sum:range"] += int((~ok).sum())
+            rows, bias = als.rating_solve(grams[ok], sums[ok], self.config.item_reg,
+                                          enc.noise_std(n) ** 2)
+            return self._set_rows(layout.rows[ok], rows, bias)
+        gram, sums = als.read(total, layout)
         if np.abs(gram).max() > limit or np.diag(gram).min() < -slack:
             self.rejected["secagg-sum:range"] += 1
             log(WARNING, "round %s: refused the secure sum (its Gram matrix is out of "
@@ -269,7 +308,10 @@ class SecAggDpFedRec(Strategy):
         ok = np.abs(sums).max(axis=1) <= limit
         self.rejected["secagg-sum:range"] += int((~ok).sum())
         rows, bias = als.solve(gram, sums[ok], self.config.item_reg, enc.noise_std(n) ** 2)
-        ids = layout.rows[ok]
+        return self._set_rows(layout.rows[ok], rows, bias)
+
+    def _set_rows(self, ids: np.ndarray, rows: np.ndarray, bias: np.ndarray
+                  ) -> dict[str, Scalar]:
         p = self.model.params
         # The step rule is SGD with rate 1: the "gradient" old − new sets the rows.
         agg = Aggregate(ids, p.factors[ids] - rows.astype(np.float32),

@@ -233,6 +233,7 @@ def _parser() -> argparse.ArgumentParser:
                     "validation split (the training events split again: no test event "
                     "seen), with clear sums; prints the best. How the presets were chosen.")
     _dataset_args(tune_ddp)
+    tune_ddp.add_argument("--protocol", choices=PROTOCOLS, default="implicit-80-20")
     tune_ddp.add_argument("--epsilon", type=float, default=8.0)
     _output_args(tune_ddp)
     tune_ddp.set_defaults(run=_run_bench_tune_ddp)
@@ -651,7 +652,7 @@ def _run_bench_hostile(args: argparse.Namespace) -> int:
 def _run_bench_tune_ddp(args: argparse.Namespace) -> int:
     from fedrec.simulations.ddp_runs import tune
 
-    settings = RunSettings(dataset=args.dataset, protocol="implicit-80-20",
+    settings = RunSettings(dataset=args.dataset, protocol=args.protocol,
                            data_dir=str(args.data_dir or os.environ.get(ENV_VAR) or ""),
                            privacy="secagg+dp", dp_epsilon=args.epsilon)
     with progress_bar(f"tune secagg+dp {args.dataset}", args.quiet) as update:
@@ -659,11 +660,12 @@ def _run_bench_tune_ddp(args: argparse.Namespace) -> int:
                   **tune(settings, progress=update)}
     record["env"] = environment()
     path = write_json(record, args.out or RESULTS_DIR / f"tune-ddp-{_stem(args.dataset)}-"
-                                                       f"eps{args.epsilon:g}.json")
+                                                       f"{args.protocol}-eps{args.epsilon:g}.json")
     if args.json:
         print(json.dumps(record))
     else:
-        print(f"best at epsilon {args.epsilon:g}: {record['best']} (validation NDCG@10 "
+        metric = "RMSE" if settings.explicit else "NDCG@10"
+        print(f"best at epsilon {args.epsilon:g}: {record['best']} (validation {metric} "
               f"{record['validation']:.4f}, {len(record['trials'])} tried)\nresults: {path}")
     return 0
 

@@ -38,6 +38,8 @@ Progress = Callable[[str, int, int], None]
 # What tune() tries, at the run's ε, on the validation split.
 TUNING_GRID = {"factors": (8, 16), "ddp_rows": (150, 300, 600), "num_rounds": (1, 2, 3),
                "ddp_item_reg": (3.0, 10.0), "ddp_user_reg": (0.3, 1.0)}
+RATING_GRID = {"factors": (1, 2), "ddp_rows": (100_000,), "num_rounds": (1, 2),
+               "ddp_item_reg": (0.3, 1.0, 3.0), "ddp_user_reg": (5.0, 50.0)}
 
 
 def partitions(settings: RunSettings) -> Partitions:
@@ -46,18 +48,34 @@ def partitions(settings: RunSettings) -> Partitions:
 
 
 def evaluate_solved(params: ItemParams, parts: Partitions, user_reg: float,
-                    k: int = 10) -> dict[str, float]:
-    """Held-out ranking metrics of ``params`` with each user's vector solved as its device
-    solves it (:func:`~fedrec.common.als.user_solve`)."""
+                    k: int = 10, explicit: bool = False) -> dict[str, float]:
+    """Held-out metrics of ``params`` with each user's vector solved as its device solves it
+    (:func:`~fedrec.common.als.user_solve`; for ratings
+    :func:`~fedrec.common.als.rating_user_solve`, then RMSE and MAE over every held-out
+    rating, predictions clipped to the scale)."""
     rows = []
     for uid in range(parts.n_users):
         user = parts.user(uid)
         if not len(user.test_items):
             continue
+        if explicit:
+            vector, bias = als.rating_user_solve(params.factors, params.bias, params.mean,
+                                                 user.train_items, user.train_values,
+                                                 user_reg)
+            device = Device(user.train_items, user.train_values,
+                            state=UserState(vector.astype(np.float32), bias))
+            rows.append(device.evaluate_ratings(params.factors, params.bias, params.mean,
+                                                user.test_items, user.test_values,
+                                                parts.rating_range))
+            continue
         vector = als.user_solve(params.factors, params.bias, np.unique(user.train_items),
                                 user_reg)
         device = Device(user.train_items, state=UserState(vector.astype(np.float32), 0.0))
         rows.append(device.evaluate_ranking(params.factors, params.bias, user.test_items, k))
+    if explicit:
+        n = sum(r["num-examples"] for r in rows)
+        return {"rmse": float(np.sqrt(sum(r["sq-err"] for r in rows) / n)),
+                "mae": float(sum(r["abs-err"] for r in rows) / n), "num-examples": float(n)}
     keys = [key for key in rows[0] if "@" in key] if rows else []
     out = {key: float(np.mean([r[key] for r in rows])) for key in keys}
     out["num-users"] = float(len(rows))
@@ -95,7 +113,7 @@ def run_ddp(settings: RunSettings, clear: bool, observer: Observer | None = None
     strategy, seconds = federate(settings, clear, observer)
     rounds = len(strategy.history)
     return {**evaluate_solved(strategy.model.params, partitions(settings),
-                              settings.ddp_user_reg),
+                              settings.ddp_user_reg, explicit=settings.explicit),
             "epsilon": strategy.epsilon, "delta": settings.dp_delta,
             "sum": "clear (SecAgg+'s arithmetic, no masks)" if clear else "SecAgg+",
             "rounds": rounds, "seconds_per_round": seconds / max(1, rounds),
@@ -104,10 +122,14 @@ def run_ddp(settings: RunSettings, clear: bool, observer: Observer | None = None
 
 
 def tune(settings: RunSettings, grid: dict[str, tuple] | None = None,
-         progress: Progress | None = None, metric: str = "ndcg@10") -> dict:
-    """The best settings of ``grid`` at the run's ε by ``metric`` on the validation split
-    (clear sums: the arithmetic is SecAgg+'s, bit for bit, and 20× faster)."""
-    grid = TUNING_GRID if grid is None else grid
+         progress: Progress | None = None, metric: str | None = None) -> dict:
+    """The best settings of ``grid`` at the run's ε by ``metric`` (NDCG@10, or RMSE for a
+    rating protocol) on the validation split (clear sums: the arithmetic is SecAgg+'s, bit
+    for bit, and 20× faster)."""
+    if grid is None:
+        grid = RATING_GRID if settings.explicit else TUNING_GRID
+    if metric is None:
+        metric = "rmse" if settings.explicit else "ndcg@10"
     names = list(grid)
     trials = []
     combos = list(itertools.product(*(grid[name] for name in names)))
@@ -118,6 +140,7 @@ def tune(settings: RunSettings, grid: dict[str, tuple] | None = None,
         if progress:
             progress(f"tuning secagg+dp at epsilon {settings.dp_epsilon:g}", i + 1,
                      len(combos))
-    best = max(trials, key=lambda t: t[metric])
+    sign = -1.0 if metric in ("rmse", "mae") else 1.0
+    best = max(trials, key=lambda t: sign * t[metric])
     return {"best": {name: best[name] for name in names}, "validation": best[metric],
             "trials": trials}

@@ -309,7 +309,8 @@ def _ddp_run(settings: RunSettings, eps: float, clear: bool, progress: Progress 
     strategy, seconds = federate(s, clear, None if clear else watch)
     parts = simulated_partitions(s.dataset, s.protocol, s.fold, s.data_dir)
     rounds = max(1, len(strategy.history))
-    out = {**evaluate_solved(strategy.model.params, parts, s.ddp_user_reg),
+    out = {**evaluate_solved(strategy.model.params, parts, s.ddp_user_reg,
+                             explicit=s.explicit),
            "seconds_per_round": seconds / rounds, "epsilon": strategy.epsilon,
            "delta": s.dp_delta, "target_epsilon": eps, "noise": strategy.noise,
            "rows": len(strategy.layout.rows), "rounds": rounds,

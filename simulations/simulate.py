@@ -95,8 +95,9 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
                 from fedrec.simulations.ddp_runs import evaluate_solved
 
                 table = np.load(Path(results_dir) / "model.npz")
-                solved = evaluate_solved(ItemParams(table["factors"], table["bias"]), parts,
-                                         settings.ddp_user_reg)
+                solved = evaluate_solved(
+                    ItemParams(table["factors"], table["bias"], float(table["mean"])), parts,
+                    settings.ddp_user_reg, explicit=settings.explicit)
         rounds = history["rounds"]
         evals = [{"round": r["round"], **r["evaluate"]} for r in rounds if "evaluate" in r]
         train = [{"round": r["round"], **r["train"]} for r in rounds if "train" in r]

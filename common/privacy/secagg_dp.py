@@ -21,8 +21,6 @@ def check(settings: Any) -> None:
     check_shares(settings)
     if not settings.dp_epsilon > 0 or not 0 < settings.dp_delta < 1:
         raise ValueError("secagg+dp needs a budget: dp-epsilon > 0 and dp-delta in (0, 1)")
-    if settings.explicit:
-        raise ValueError("secagg+dp learns from implicit feedback: use an implicit protocol")
     # SecAgg+ refuses more key shares than 2**32 / 2**bits.
     if not 2 <= settings.ddp_bits <= MAX_BITS or settings.secagg_shares > 2 ** (
             32 - settings.ddp_bits):

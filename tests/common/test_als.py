@@ -85,3 +85,67 @@ def test_the_popularity_vector_and_the_row_choice() -> None:
     assert np.isclose(np.linalg.norm(x), 2.0) and np.count_nonzero(x) == 2
     assert als.top_rows(np.array([0.5, 3.0, 3.0, -1.0]), 2).tolist() == [1, 2]
     assert als.top_rows(np.array([1.0, 2.0]), 5).tolist() == [0, 1]
+
+
+def test_the_rating_user_solve_is_the_minimiser() -> None:
+    rng = np.random.default_rng(2)
+    q, b = rng.normal(size=(30, 3)), rng.normal(size=30) * 0.2
+    items = np.array([2, 5, 9, 11, 20])
+    r = rng.integers(1, 6, size=5).astype(float)
+    p, bu = als.rating_user_solve(q, b, 3.5, items, r, 0.8)
+
+    def objective(w: np.ndarray) -> float:
+        pred = 3.5 + b[items] + w[-1] + q[items] @ w[:-1]
+        return float(((r - pred) ** 2).sum() + 0.8 * w[:-1] @ w[:-1]
+                     + als.USER_BIAS_REG * 0.8 * w[-1] ** 2)
+
+    w = np.append(p, bu)
+    eps = 1e-6
+    grad = [(objective(w + eps * e) - objective(w - eps * e)) / (2 * eps) for e in np.eye(4)]
+    assert np.abs(grad).max() < 1e-5
+
+
+def test_the_rating_solve_minimises_each_rows_objective_and_never_diverges() -> None:
+    rng = np.random.default_rng(3)
+    users, items, k = 25, 6, 2
+    layout = als.RatingLayout(k, np.arange(items))
+    ps, bus = rng.normal(size=(users, k)), rng.normal(size=users) * 0.3
+    rated = [np.flatnonzero(rng.random(items) < 0.6) for _ in range(users)]
+    ratings = [rng.integers(1, 6, size=len(r)).astype(float) for r in rated]
+    total, weights = np.zeros(layout.dim), []
+    for u in range(users):
+        x = als.rating_contribution(ps[u], bus[u], 3.0, rated[u], ratings[u], layout, 1.0)
+        assert np.isclose(np.linalg.norm(x), 1.0)
+        grams, _ = als.rating_read(x, layout)
+        weights.append(grams[rated[u][0], -1, -1])  # c, on the constant's square
+        total += x
+    grams, sums = als.rating_read(total, layout)
+    rows, bias = als.rating_solve(grams, sums, reg=0.5)
+    for i in range(items):
+        raters = [u for u in range(users) if i in rated[u]]
+
+        def objective(qt: np.ndarray, i: int = i, raters: list = raters) -> float:
+            out = 0.5 * qt @ qt
+            for u in raters:
+                r = ratings[u][list(rated[u]).index(i)]
+                out += weights[u] * (r - 3.0 - bus[u] - np.append(ps[u], 1.0) @ qt) ** 2
+            return out
+
+        qt = np.append(rows[i], bias[i])
+        for _ in range(10):
+            assert objective(qt + 1e-3 * rng.normal(size=qt.shape)) > objective(qt)
+    # Pure noise, any size: the PSD projection and the ridge keep every row bounded.
+    noisy = rng.normal(0, 50.0, size=layout.dim)
+    grams, sums = als.rating_read(noisy, layout)
+    rows, bias = als.rating_solve(grams, sums, reg=0.5, noise_var=50.0 ** 2)
+    bound = np.linalg.norm(sums, axis=1) / 0.5
+    assert (np.linalg.norm(np.c_[rows, bias], axis=1) <= bound + 1e-9).all()
+
+
+def test_mu_is_the_mean_of_users_means_on_the_scale() -> None:
+    parts = [als.mean_part(np.array(r, float), (1.0, 5.0), 1.0)
+             for r in ([5, 5], [1, 3], [4])]
+    assert all(np.linalg.norm(p) <= 1.0 + 1e-12 for p in parts)
+    assert np.isclose(als.read_mean(sum(parts), (1.0, 5.0)), (5 + 2 + 4) / 3)
+    assert not als.mean_part(np.array([]), (1.0, 5.0), 1.0).any()
+    assert als.read_mean(np.zeros(2), (1.0, 5.0)) == 3.0
