@@ -91,16 +91,26 @@ def contribution(user: np.ndarray, positives: np.ndarray, layout: Layout,
     x[:t] = gram
     block = x[t:].reshape(len(layout.rows), layout.d)
     block[inside] = p
+    return _at_norm(x, clip)
+
+
+def _at_norm(x: np.ndarray, clip: float) -> np.ndarray:
+    """``x`` scaled to norm ``clip`` (zero stays zero)."""
     norm = float(np.linalg.norm(x))
     return x * (clip / norm) if norm > 0 else x
 
 
-def read(total: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
-    """The summed Gram matrix (symmetric d×d) and the per-row sums (rows × d)."""
+def _sum_of(total: np.ndarray, layout: Layout | RatingLayout) -> np.ndarray:
     total = np.asarray(total, dtype=np.float64)
     if total.shape != (layout.dim,):
         raise ValueError(f"a sum of this layout has {layout.dim} values; found "
                          f"{total.shape}")
+    return total
+
+
+def read(total: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """The summed Gram matrix (symmetric d×d) and the per-row sums (rows × d)."""
+    total = _sum_of(total, layout)
     iu, w = _triangle_weights(layout.d)
     t = triangle(layout.d)
     gram = np.zeros((layout.d, layout.d))
@@ -213,17 +223,12 @@ def rating_contribution(user: np.ndarray, user_bias: float, mean: float, items: 
     x = np.zeros((len(layout.rows), layout.block))
     x[at, :triangle(layout.d)] = np.outer(p, p)[iu] * w
     x[at, triangle(layout.d):] = target[:, None] * p
-    x = x.ravel()
-    norm = float(np.linalg.norm(x))
-    return x * (clip / norm) if norm > 0 else x
+    return _at_norm(x.ravel(), clip)
 
 
 def rating_read(total: np.ndarray, layout: RatingLayout) -> tuple[np.ndarray, np.ndarray]:
     """Each row's summed Gram matrix (rows × d × d, symmetric) and right-hand side."""
-    total = np.asarray(total, dtype=np.float64)
-    if total.shape != (layout.dim,):
-        raise ValueError(f"a sum of this layout has {layout.dim} values; found "
-                         f"{total.shape}")
+    total = _sum_of(total, layout)
     blocks = total.reshape(len(layout.rows), layout.block)
     iu, w = _triangle_weights(layout.d)
     t = triangle(layout.d)

@@ -406,16 +406,16 @@ class ClearSum(Strategy):
     def configure_evaluate(self, server_round: int, parameters: Parameters,
                            client_manager: ClientManager
                            ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        return []
+        return self.inner.configure_evaluate(server_round, parameters, client_manager)
 
     def aggregate_evaluate(self, server_round: int,
                            results: list[tuple[ClientProxy, EvaluateRes]],
                            failures: list) -> tuple[float | None, dict[str, Scalar]]:
-        return None, {}
+        return self.inner.aggregate_evaluate(server_round, results, failures)
 
     def evaluate(self, server_round: int, parameters: Parameters
                  ) -> tuple[float, dict[str, Scalar]] | None:
-        return None
+        return self.inner.evaluate(server_round, parameters)
 
 
 def run_secagg_dp(grid: Grid, strategy: SecAggDpFedRec, num_shares: float, threshold: float,
