@@ -27,14 +27,15 @@ UPDATE_KEYS = ("ids", "rows", "bias", "counts")
 class TrainConfig:
     """Local training of one device for one round."""
 
+    # The defaults of local training, here only: RunSettings takes its own from these.
     loss: str = "mse"
     optimizer: str = "sgd"
-    local_epochs: int = 5
-    lr: float = 0.01
-    reg: float = 0.1
-    reg_bias: float = 0.01
+    local_epochs: int = 2
+    lr: float = 0.05
+    reg: float = 0.01
+    reg_bias: float = 0.0
     batch_size: int = 32
-    negatives: int = 4
+    negatives: int = 8
     init_std: float = 0.1
     user_steps: int = 0  # full-batch steps on the user vector alone before local epochs
     user_lr: float = 0.5  # their step size (on the mean gradient over the device's examples)

@@ -32,16 +32,17 @@ class RunSettings:
     evaluate_every: int = 5
     round_timeout: float = 600.0
     factors: int = 32
-    optimizer: str = "sgd"
-    local_epochs: int = 2
-    lr: float = 0.05
-    reg: float = 0.01
-    reg_bias: float = 0.0
-    batch_size: int = 32
-    negatives: int = 8
-    init_std: float = 0.1
-    user_steps: int = 0
-    user_lr: float = 0.5
+    # Local training: the defaults are TrainConfig's (one place for each).
+    optimizer: str = TrainConfig.optimizer
+    local_epochs: int = TrainConfig.local_epochs
+    lr: float = TrainConfig.lr
+    reg: float = TrainConfig.reg
+    reg_bias: float = TrainConfig.reg_bias
+    batch_size: int = TrainConfig.batch_size
+    negatives: int = TrainConfig.negatives
+    init_std: float = TrainConfig.init_std
+    user_steps: int = TrainConfig.user_steps
+    user_lr: float = TrainConfig.user_lr
     server_optimizer: str = "adam"
     server_lr: float = 0.01
     weighting: str = "uniform"

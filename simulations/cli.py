@@ -33,7 +33,7 @@ from fedrec.common.data.registry import DATASETS, ENV_VAR, DatasetNotFoundError,
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.privacy import NAMES as PRIVACY
 from fedrec.common.settings import RunSettings
-from fedrec.common.split import PROTOCOLS
+from fedrec.common.split import PROTOCOLS, is_explicit
 from fedrec.simulations.bench_engine import bench_engine
 from fedrec.simulations.presets import (
     STREAM_BUFFER,
@@ -397,7 +397,8 @@ def _settings(args: argparse.Namespace, **extra: object) -> RunSettings:
     mode = extra.get("privacy") or dict(_pairs(args.set)).get("privacy")
     if mode == "secagg+dp":  # its own learner and preset, at the asked budget
         eps = float(dict(_pairs(args.set)).get("dp-epsilon", 8.0))
-        preset = replace(ddp_preset(eps), dataset=args.dataset, protocol=args.protocol)
+        preset = replace(ddp_preset(eps, is_explicit(args.protocol)), dataset=args.dataset,
+                         protocol=args.protocol)
     elif mode:
         preset = privacy.for_mode(preset, str(mode))
     base = preset.to_run_config()

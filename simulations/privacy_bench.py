@@ -300,7 +300,8 @@ def _ddp_run(settings: RunSettings, eps: float, clear: bool, progress: Progress 
     release."""
     if progress:
         progress(f"secagg+dp at epsilon {eps:g}", 0, 1)
-    s = replace(ddp_preset(eps), dataset=settings.dataset, protocol=settings.protocol,
+    s = replace(ddp_preset(eps, settings.explicit), dataset=settings.dataset,
+                protocol=settings.protocol,
                 fold=settings.fold, data_dir=settings.data_dir, seed=settings.seed,
                 fraction_train=settings.fraction_train,
                 secagg_shares=settings.secagg_shares,
