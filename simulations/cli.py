@@ -462,7 +462,7 @@ def _run_bench_privacy(args: argparse.Namespace) -> int:
         print(json.dumps(record))
     else:
         key = record["metric"]
-        for ref in ("centralized", "popularity"):
+        for ref in ("centralized", "popularity", "bias"):
             if record.get(ref):
                 print(f"{ref:16s} {key} {record[ref][key]:.4f}")
         for mode, m in record["modes"].items():

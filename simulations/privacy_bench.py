@@ -243,7 +243,8 @@ def bench_privacy(settings: RunSettings, epsilons: tuple[float, ...] = (1, 2, 4,
                     "settings": settings.to_run_config(), "modes": {}}
     plain = _run(for_mode(settings, "plain"), True, progress)
     result["centralized"] = plain.pop("centralized")
-    result["popularity"] = popularity(settings)
+    name, metrics = baseline(settings)
+    result[name] = metrics
     result["modes"]["plain"] = plain
     clip = dp_clip if dp_clip is not None else plain["update_norm_median"]
     rows = settings.decoy_rows if decoy_rows is None else decoy_rows
@@ -280,15 +281,15 @@ def _dp_run(settings: RunSettings, mode: str, eps: float, clip: float, rows: int
     return {**_run(run, False, progress), "target_epsilon": eps, "noise": sigma}
 
 
-def popularity(settings: RunSettings) -> dict[str, float]:
-    """The popularity baseline on the run's split (implicit protocols; else empty)."""
-    if settings.explicit:
-        return {}
+def baseline(settings: RunSettings) -> tuple[str, dict[str, float]]:
+    """The simple baseline on the run's split: popularity (implicit), item and user biases
+    (ratings)."""
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
                                  settings.data_dir)
-    model = make_model("popularity", mf_config(settings.protocol))
+    name = "bias" if settings.explicit else "popularity"
+    model = make_model(name, mf_config(settings.protocol))
     fit(model, parts.split.train, None)
-    return evaluate(model, parts.split)
+    return name, evaluate(model, parts.split)
 
 
 def _ddp_run(settings: RunSettings, eps: float, clear: bool, progress: Progress | None
@@ -389,9 +390,10 @@ def plot(record: dict, path: str) -> str:
     if ddp:
         ax.plot([m["epsilon"] for m in ddp], [m[key] for m in ddp], marker="s",
                 color="tab:blue", label="federated, secagg+dp (user-level)")
-    if record.get("popularity", {}).get(key) is not None:
-        ax.axhline(record["popularity"][key], color="tab:gray", linestyle=":",
-                   label="popularity")
+    for name in ("popularity", "bias"):
+        if record.get(name, {}).get(key) is not None:
+            ax.axhline(record[name][key], color="tab:gray", linestyle=":",
+                       label=f"{name} baseline")
     ax.axhline(record["modes"]["plain"][key], color="tab:green", linestyle="--",
                label="federated, plain")
     for name, color in (("decoy", "tab:purple"), ("secagg", "tab:orange")):
