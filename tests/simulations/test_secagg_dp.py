@@ -270,3 +270,20 @@ def test_a_rating_model_learns_mu_and_rows_and_real_secagg_matches(tmp_path) -> 
     tight, _ = federate(replace(s, dp_epsilon=0.5), clear=True)
     assert np.isfinite(tight.model.params.factors).all()
     assert np.abs(tight.model.params.bias).max() < 10
+
+
+def test_on_ml_100k_user_level_epsilon_8_keeps_a_useful_model() -> None:
+    """The data test behind the README's figure: ML-100K implicit-80-20 with the ε = 8
+    preset (chosen on the validation split) reaches NDCG@10 ≥ 0.30 at ε ≤ 8 (plain 0.433,
+    popularity 0.220), and ε = 2 stays above popularity. Clear sums: bit-identical to
+    SecAgg+ (tested above), and a minute faster."""
+    from tests.conftest import real_dataset_dir
+
+    from fedrec.simulations.presets import ddp_preset
+
+    data_dir = str(real_dataset_dir("ml-100k").parent)
+    for eps, floor in ((8.0, 0.30), (2.0, 0.2201)):
+        s = replace(ddp_preset(eps), dataset="ml-100k", data_dir=data_dir)
+        result = ddp_runs.run_ddp(s, clear=True)
+        assert result["epsilon"] <= eps
+        assert result["ndcg@10"] > floor, (eps, result["ndcg@10"])
