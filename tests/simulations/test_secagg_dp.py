@@ -27,6 +27,8 @@ from fedrec.server.secagg_dp import (
 )
 from fedrec.simulations import ddp_runs
 from fedrec.simulations.ddp_runs import federate
+from fedrec.simulations.presets import ddp_preset
+from tests.conftest import low_rank_ratings, real_dataset_dir
 
 FLOWER_LOGGER.setLevel(logging.WARNING)
 
@@ -247,8 +249,6 @@ def test_a_rating_model_learns_mu_and_rows_and_real_secagg_matches(tmp_path) -> 
     """The rating model: μ from the first round's noisy sum (the mean of users' means), one
     Gram matrix per row, every row finite; real SecAgg+ and the clear sum agree bit for bit,
     and at a large ε it predicts better than μ alone."""
-    from tests.conftest import low_rank_ratings
-
     data = low_rank_ratings(n_users=24, n_items=15, density=0.7)
     data = replace(data, timestamp=data.timestamp + 1_600_000_000)
     path = write_csv_log(data, tmp_path / "ratings.csv")
@@ -277,10 +277,6 @@ def test_on_ml_100k_user_level_epsilon_8_keeps_a_useful_model() -> None:
     preset (chosen on the validation split) reaches NDCG@10 ≥ 0.30 at ε ≤ 8 (plain 0.433,
     popularity 0.220), and ε = 2 stays above popularity. Clear sums: bit-identical to
     SecAgg+ (tested above), and a minute faster."""
-    from tests.conftest import real_dataset_dir
-
-    from fedrec.simulations.presets import ddp_preset
-
     data_dir = str(real_dataset_dir("ml-100k").parent)
     for eps, floor in ((8.0, 0.30), (2.0, 0.2201)):
         s = replace(ddp_preset(eps), dataset="ml-100k", data_dir=data_dir)
