@@ -68,6 +68,10 @@ class Mode:
         return "decoy" in self.layers
 
 
+# What every reply of the sparse modes holds (plain and its layers).
+SPARSE_REPLIES = Replies(TRAIN_FIELDS, RATING_FIELDS + RANKING_FIELDS, QUERY_FIELDS)
+
+
 def _discover() -> dict[str, Mode]:
     found: dict[str, Mode] = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):

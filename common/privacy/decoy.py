@@ -1,14 +1,7 @@
 """``decoy``: every train reply names the same number of rows, its real rows among decoys
 (:mod:`fedrec.client.decoy`)."""
 
-from fedrec.common.privacy import (
-    QUERY_FIELDS,
-    RANKING_FIELDS,
-    RATING_FIELDS,
-    TRAIN_FIELDS,
-    Mode,
-    Replies,
-)
+from fedrec.common.privacy import SPARSE_REPLIES, Mode
 
 SETTINGS = ("decoy_rows",)
 
@@ -21,7 +14,7 @@ MODE = Mode(
         "Each device's update padded to decoy-rows rows (the real ones among decoys drawn "
         "by popularity), its training loss, and num-examples fixed at 1; evaluation and "
         "query replies as in plain (held-out error sums and counts included)."),
-    replies=Replies(TRAIN_FIELDS, RATING_FIELDS + RANKING_FIELDS, QUERY_FIELDS),
+    replies=SPARSE_REPLIES,
     settings=SETTINGS,
     layers=("decoy",),
     example=(("decoy_rows", 20),),

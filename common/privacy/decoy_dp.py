@@ -1,15 +1,6 @@
 """``decoy+dp``: decoy padding, then the dp mode's clipping and noise."""
 
-from fedrec.common.privacy import (
-    QUERY_FIELDS,
-    RANKING_FIELDS,
-    RATING_FIELDS,
-    TRAIN_FIELDS,
-    Mode,
-    Replies,
-    decoy,
-    dp,
-)
+from fedrec.common.privacy import SPARSE_REPLIES, Mode, decoy, dp
 
 MODE = Mode(
     name="decoy+dp",
@@ -18,7 +9,7 @@ MODE = Mode(
         "Each device's padded update with every value noised (the rows it names are its "
         "real ones among decoys), its training loss; num-examples fixed at 1; evaluation "
         "and query replies as in plain."),
-    replies=Replies(TRAIN_FIELDS, RATING_FIELDS + RANKING_FIELDS, QUERY_FIELDS),
+    replies=SPARSE_REPLIES,
     settings=decoy.SETTINGS + dp.SETTINGS,
     layers=("decoy", "dp"),
     check=dp.check,

@@ -1,13 +1,6 @@
 """``plain``: no protection beyond what never leaves a device (raw events, user vectors)."""
 
-from fedrec.common.privacy import (
-    QUERY_FIELDS,
-    RANKING_FIELDS,
-    RATING_FIELDS,
-    TRAIN_FIELDS,
-    Mode,
-    Replies,
-)
+from fedrec.common.privacy import SPARSE_REPLIES, Mode
 
 MODE = Mode(
     name="plain",
@@ -17,5 +10,5 @@ MODE = Mode(
         "and sampled negatives), how their rows and biases moved, its number of training "
         "events and its training loss; its held-out error sums and count (ratings) or "
         "ranking metrics; for a rating model, whether it has ratings and their mean."),
-    replies=Replies(TRAIN_FIELDS, RATING_FIELDS + RANKING_FIELDS, QUERY_FIELDS),
+    replies=SPARSE_REPLIES,
 )
