@@ -174,11 +174,12 @@ def _keeper(store: DeviceStore | None, keeper: TableKeeper | None) -> TableKeepe
 
 
 def _prepare(content: RecordDict, context: Context, run_config: Mapping,
-             store: DeviceStore | None, keeper: TableKeeper | None = None) -> Prepared:
+             store: DeviceStore | None, keeper: TableKeeper | None = None,
+             rc: RoundConfig | None = None) -> Prepared:
     """Decode the server's message content (the table, patched in delta sync) and restore
-    this node's device."""
+    this node's device; ``rc``: the round config when the caller has parsed it already."""
     config, extra = records.record_to_config(content[records.CONFIG])
-    rc = RoundConfig.parse(extra)
+    rc = RoundConfig.parse(extra) if rc is None else rc
     table = synced_table(content[records.ITEMS], context, _keeper(store, keeper))
     rows = within(local_rows(context, run_config, store, config.explicit), table.n_items)
     device = Device(rows.train_items, rows.train_values, seed=_seed(rc, context),
@@ -186,14 +187,13 @@ def _prepare(content: RecordDict, context: Context, run_config: Mapping,
     return Prepared(config, extra, rc, table, rows, device)
 
 
-def _stream_train(msg: Message, context: Context, run_config: Mapping,
+def _stream_train(msg: Message, rc: RoundConfig, context: Context, run_config: Mapping,
                   keeper: TableKeeper | None = None) -> Message:
     """A round of a timeline replay: take the events before the server's ``until`` (scoring
     each before learning from it), train the mode's events, reply with the update, the
     training metrics and the pooled prequential sums."""
     started = time.perf_counter()
-    config, extra = records.record_to_config(msg.content[records.CONFIG])
-    rc = RoundConfig.parse(extra)
+    config, _ = records.record_to_config(msg.content[records.CONFIG])
     table = synced_table(msg.content[records.ITEMS], context, keeper)
     factors, bias = table.factors, table.bias
     c = run_config
@@ -247,20 +247,18 @@ def _refuse_diverged(update: ItemUpdate, device: Device) -> None:
         raise FloatingPointError("local training diverged (non-finite values)")
 
 
-def _secagg_train(msg: Message, context: Context, run_config: Mapping) -> Message:
+def _secagg_train(msg: Message, rc: RoundConfig, context: Context, run_config: Mapping
+                  ) -> Message:
     """secagg mode: train as usual, reply with the dense vector (:func:`densify`) that
     Flower's ``secaggplus_mod`` masks before it leaves the device; no per-device metrics.
     For the mean query, the two-value vector of :func:`mean_vector` instead."""
-    ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
-    rc = RoundConfig.parse({k: v for k, v in ins.config.items()
-                            if k not in TrainConfig.__dataclass_fields__})
     if rc.secagg_query == "mean":
         with device_store(context) as store:
             rows = local_rows(context, run_config, store, explicit=True)
         vector = mean_vector(rows.train_values, rc.rating_range)
     else:
         with device_store(context) as store:
-            p = _prepare(_from_legacy(msg, "fit"), context, run_config, store)
+            p = _prepare(_from_legacy(msg, "fit"), context, run_config, store, rc=rc)
             update, _ = p.device.train(p.factors, p.bias, float(p.round.need("mean")),
                                        p.config)
             _refuse_diverged(update, p.device)
@@ -271,11 +269,11 @@ def _secagg_train(msg: Message, context: Context, run_config: Mapping) -> Messag
     return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 
 
-def _ddp_train(msg: Message, context: Context, run_config: Mapping) -> Message:
+def _ddp_train(msg: Message, rc: RoundConfig, context: Context, run_config: Mapping
+               ) -> Message:
     """secagg+dp mode: the round's vector with this device's noise share
     (:mod:`fedrec.client.ddp`); the new user vector stays on the device."""
     ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
-    rc = RoundConfig.parse(ins.config)  # every key known and typed
     with device_store(context) as store:
         rows = local_rows(context, run_config, store, explicit=bool(rc.ddp_ratings))
         partition = (None if store is not None or "partition-id" not in context.node_config
@@ -313,15 +311,15 @@ def train(msg: Message, context: Context, run_config: Mapping,
         raise ValueError(f"a {'legacy' if legacy else 'sparse'} train message in "
                          f"privacy={mode.name}")
     if mode.runner == "secagg":
-        return _secagg_train(msg, context, run_config)
+        return _secagg_train(msg, rc, context, run_config)
     if mode.runner == "secagg+dp":
-        return _ddp_train(msg, context, run_config)
+        return _ddp_train(msg, rc, context, run_config)
     if rc.until is not None:
-        return _stream_train(msg, context, run_config, keeper)
+        return _stream_train(msg, rc, context, run_config, keeper)
     items = msg.content[records.ITEMS]
     named = records.array_view(items["named"]) if "named" in items else None
     with device_store(context) as store:
-        p = _prepare(msg.content, context, run_config, store, keeper)
+        p = _prepare(msg.content, context, run_config, store, keeper, rc)
         mean = float(p.round.need("mean"))
         update, metrics = p.device.train(
             p.factors, p.bias, mean, p.config, rating_range=p.round.rating_range,

@@ -15,9 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from fedrec.common import als
-from fedrec.common.ddp import Skellam
-
-SELECT, FIT = "select", "fit"
+from fedrec.common.ddp import FIT, SELECT, Skellam
 
 
 def encoding(config: Mapping) -> Skellam:

@@ -38,6 +38,9 @@ ORDERS = (1.25, 1.5, 1.75, *range(2, 64), 80, 96, 128, 192, 256, 512)
 MAX_BITS = 30  # Flower's SecAgg+ quantises into int32 and sums modulo 2**32
 ROUNDING_TRIES = 100
 HEADROOM_STDS = 10.0  # noise standard deviations kept free below m/2
+# The two kinds of secagg+dp round (the ``ddp-stage`` a device is told): choosing the row
+# set (and μ for ratings), and fitting its rows.
+SELECT, FIT = "select", "fit"
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,9 @@ KEYS: dict[str, tuple[str, type, str]] = {
 }
 
 
+UNBOUNDED = ("rating-min", "rating-max")
+
+
 @dataclass(frozen=True)
 class RoundConfig:
     """A round's keys, typed; absent ones are None (``privacy`` is ``plain``)."""
@@ -117,6 +120,10 @@ def _typed(key: str, value: object, kind: type) -> int | float | str:
     elif kind is int and isinstance(value, int):
         return value
     elif kind is float and isinstance(value, int | float):
-        return float(value)
+        number = float(value)
+        # Only the scale's ends may be unbounded (a model with no rating scale).
+        if math.isnan(number) or (math.isinf(number) and key not in UNBOUNDED):
+            raise ValueError(f"round config: {key!r} must be finite, found {value!r}")
+        return number
     raise ValueError(f"round config: {key!r} must be {kind.__name__}, found "
                      f"{type(value).__name__} {value!r}")

@@ -67,13 +67,12 @@ from flwr.server.workflow.default_workflows import default_fit_workflow
 from flwr.serverapp import Grid
 
 from fedrec.common import als
-from fedrec.common.ddp import Kind, Release, Skellam, epsilon, plan_noise
+from fedrec.common.ddp import FIT, SELECT, Kind, Release, Skellam, epsilon, plan_noise
 from fedrec.server.aggregate import Aggregate
 from fedrec.server.item_model import ItemModel
 from fedrec.server.secagg import legacy_context
 
 MIN_DEVICES = 2
-SELECT, FIT = "select", "fit"
 
 
 @dataclass(frozen=True)

@@ -283,3 +283,24 @@ def test_on_ml_100k_user_level_epsilon_8_keeps_a_useful_model() -> None:
         result = ddp_runs.run_ddp(s, clear=True)
         assert result["epsilon"] <= eps
         assert result["ndcg@10"] > floor, (eps, result["ndcg@10"])
+
+
+def test_a_device_refuses_a_round_config_key_it_does_not_know(shop_csv) -> None:
+    """A server that sends what no device reads gets an error reply, not a guess."""
+    from flwr.app import Context, RecordDict
+    from flwr.common import FitIns, ndarrays_to_parameters
+    from flwr.compat.common import recorddict_compat as compat
+
+    from fedrec.client.app import train
+
+    s = _settings(shop_csv)
+    ins = FitIns(ndarrays_to_parameters([]), {"privacy": "secagg+dp", "ddp-stage": "select",
+                                              "ddp-dim": 50, "colour": "red"})
+    from flwr.app import Message
+
+    msg = Message(compat.fitins_to_recorddict(ins, keep_input=True), dst_node_id=1,
+                  message_type="train")
+    context = Context(run_id=1, node_id=1, node_config={"partition-id": 0},
+                      state=RecordDict(), run_config={})
+    with pytest.raises(ValueError, match="unknown key 'colour'"):
+        train(msg, context, s.to_run_config())
