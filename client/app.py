@@ -33,8 +33,9 @@ from flwr.common import (
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 
-from fedrec.client import ddp, edge, layers
+from fedrec.client import ddp, edge, held, layers
 from fedrec.client.device import Device, UserState
+from fedrec.client.held import Held
 from fedrec.client.store import DeviceStore, read_key_file
 from fedrec.client.stream import Cursor, StreamDevice
 from fedrec.client.sync import (
@@ -50,7 +51,7 @@ from fedrec.common.data.interactions import EventType
 from fedrec.common.partition import UserRows, simulated_partitions, simulated_timeline
 from fedrec.common.round_config import RoundConfig
 from fedrec.common.schema import ItemUpdate, TrainConfig
-from fedrec.common.secagg import densify, mean_vector
+from fedrec.common.secagg import Block, densify, mean_vector
 from fedrec.common.settings import RunSettings
 
 STREAM = "stream"  # context.state: ConfigRecord {seen, trained}, the device's timeline cursor
@@ -125,17 +126,22 @@ def _load_user(context: Context, store: DeviceStore | None) -> UserState | None:
 
 
 def _save(context: Context, device: Device | StreamDevice, store: DeviceStore | None,
-          table: HeldTable | None = None, mean: float = 0.0) -> None:
+          table: HeldTable | None = None, mean: float = 0.0, kept: Held | None = None
+          ) -> None:
     """Keep the user vector on the device: in simulation in the node's ``context.state``;
-    on a real device in its store, with the item table just synced (and μ) in the same
-    transaction, for the app to recommend with."""
+    on a real device in its store, with the item table just synced (and μ) and the updates
+    it holds back (``kept``) in the same transaction, for the app to recommend with."""
     if device.user is None:
         return
     vector = np.append(device.user.factors, np.float32(device.user.bias))
     if store is None:
         context.state[records.USER] = records.arrays_to_record({"vector": vector})
+        if kept is not None:
+            context.state[held.KEY] = records.arrays_to_record({"rows": kept.to_array()})
         return
     state = {edge.USER: vector}
+    if kept is not None:
+        state[held.KEY] = kept.to_array()
     if table is not None:
         state.update({**edge.table_state(table.factors, table.bias, mean,
                                          table.static.get("category")),
@@ -247,6 +253,15 @@ def _refuse_diverged(update: ItemUpdate, device: Device) -> None:
         raise FloatingPointError("local training diverged (non-finite values)")
 
 
+def _held(context: Context, store: DeviceStore | None, k: int) -> Held:
+    """The updates this device holds back for later blocks (:mod:`fedrec.client.held`)."""
+    if store is not None:
+        return Held.from_array(store.get(held.KEY), k)
+    if held.KEY not in context.state.array_records:
+        return Held.empty(k)
+    return Held.from_array(records.array_view(context.state[held.KEY]["rows"]), k)
+
+
 def _secagg_train(msg: Message, rc: RoundConfig, context: Context, run_config: Mapping
                   ) -> Message:
     """secagg mode: train as usual, reply with the dense vector (:func:`densify`) that
@@ -262,9 +277,14 @@ def _secagg_train(msg: Message, rc: RoundConfig, context: Context, run_config: M
             update, _ = p.device.train(p.factors, p.bias, float(p.round.need("mean")),
                                        p.config)
             _refuse_diverged(update, p.device)
-            _save(context, p.device, store)
-        vector = densify(update, len(p.factors), str(p.round.need("secagg_weighting")),
-                         float(p.round.need("secagg_cap")))
+            n = len(p.factors)
+            block = Block(int(rc.secagg_block_start or 0), int(rc.secagg_block_size or n), n)
+            kept = None
+            if not block.whole:  # rows outside the block wait for theirs
+                update, kept = _held(context, store, p.factors.shape[1]).add(update).take(block)
+            _save(context, p.device, store, kept=kept)
+        vector = densify(update, n, str(p.round.need("secagg_weighting")),
+                         float(p.round.need("secagg_cap")), block)
     res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(vector), 1, {})
     return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from fedrec.common import als
 from fedrec.common.ddp import FIT, SELECT, Skellam
+from fedrec.common.sketch import Sketch
 
 
 def encoding(config: Mapping) -> Skellam:
@@ -50,13 +51,14 @@ def real_vector(config: Mapping, arrays: list[np.ndarray], items: np.ndarray,
     scale = (float(config["rating-min"]), float(config["rating-max"])) if ratings else None
     if stage == SELECT:
         if not ratings:
-            return als.popularity(items, dim, clip), None
+            return _popularity(config, items, dim, clip), None
         # μ's two values, then (when the row set is chosen) the rated items' popularity,
         # each at half the norm.
         mean = als.mean_part(values, scale, clip / np.sqrt(2))
         if dim == 2:
             return mean * np.sqrt(2), None
-        return np.concatenate([mean, als.popularity(items, dim - 2, clip / np.sqrt(2))]), None
+        return np.concatenate([mean, _popularity(config, items, dim - 2, clip / np.sqrt(2))]
+                              ), None
     if stage != FIT:
         raise ValueError(f"unknown secagg+dp stage {stage!r}")
     if len(arrays) != 3:
@@ -83,6 +85,20 @@ def real_vector(config: Mapping, arrays: list[np.ndarray], items: np.ndarray,
     if layout.dim != dim:
         raise ValueError(f"the round's rows give {layout.dim} values; its config says {dim}")
     return x, (user, user_bias)
+
+
+def _popularity(config: Mapping, items: np.ndarray, dim: int, clip: float) -> np.ndarray:
+    """The row choice's vector: one value per item, or its count sketch
+    (:mod:`fedrec.common.sketch`) when the round names one."""
+    sketched = int(config.get("ddp-sketch-items", 0))
+    if not sketched:
+        return als.popularity(items, dim, clip)
+    sketch = Sketch(sketched, int(config["ddp-sketch-width"]), int(config.get("seed", 0)))
+    if sketch.dim != dim:
+        raise ValueError(f"the round's sketch has {sketch.dim} values; its config says {dim}")
+    positives = np.unique(np.asarray(items, np.int64))
+    values = np.full(len(positives), clip / np.sqrt(max(1, len(positives))))
+    return sketch.encode(positives, values, clip)
 
 
 def masked_input(z: np.ndarray, enc: Skellam) -> np.ndarray:

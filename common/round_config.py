@@ -34,6 +34,9 @@ KEYS: dict[str, tuple[str, type, str]] = {
     "secagg-weighting": ("secagg_weighting", str, "secagg: the fold's weighting"),
     "secagg-cap": ("secagg_cap", float, "secagg: the capped weighting's cap"),
     "secagg-query": ("secagg_query", str, "secagg: 'mean' for the μ query's rounds"),
+    "secagg-block-start": ("secagg_block_start", int, "secagg: the round's block's first row"),
+    "secagg-block-size": ("secagg_block_size", int,
+                          "secagg: rows in the round's block (the sum covers only them)"),
     "ddp-stage": ("ddp_stage", str, "secagg+dp: 'select' (the row choice) or 'fit'"),
     "ddp-dim": ("ddp_dim", int, "secagg+dp: values in the round's vector"),
     "ddp-clip": ("ddp_clip", float, "secagg+dp: the vector's L2 norm"),
@@ -42,6 +45,9 @@ KEYS: dict[str, tuple[str, type, str]] = {
     "ddp-mu": ("ddp_mu", float, "secagg+dp: the device's Skellam parameter"),
     "ddp-user-reg": ("ddp_user_reg", float, "secagg+dp: L2 on the user vector's solve"),
     "ddp-ratings": ("ddp_ratings", int, "secagg+dp: 1 for a rating model"),
+    "ddp-sketch-items": ("ddp_sketch_items", int,
+                         "secagg+dp: the row choice counts a catalogue this large in a sketch"),
+    "ddp-sketch-width": ("ddp_sketch_width", int, "secagg+dp: buckets per row of that sketch"),
 }
 
 
@@ -69,6 +75,8 @@ class RoundConfig:
     secagg_weighting: str | None = None
     secagg_cap: float | None = None
     secagg_query: str | None = None
+    secagg_block_start: int | None = None
+    secagg_block_size: int | None = None
     ddp_stage: str | None = None
     ddp_dim: int | None = None
     ddp_clip: float | None = None
@@ -77,6 +85,8 @@ class RoundConfig:
     ddp_mu: float | None = None
     ddp_user_reg: float | None = None
     ddp_ratings: int | None = None
+    ddp_sketch_items: int | None = None
+    ddp_sketch_width: int | None = None
 
     @classmethod
     def parse(cls, extra: Mapping) -> RoundConfig:

@@ -4,10 +4,14 @@ server.
 SecAgg+ (Flower's ``SecAggPlusWorkflow`` and ``secaggplus_mod``) sums vectors of one shape
 from every device of a round and reveals only the sum. Two kinds of vector:
 
-* **training** (:func:`densify`): a sparse update densified over the whole catalogue: the
-  weighted rows and biases (zero where the device has no row), the weights and a 0/1
-  touched mask. From the sum the server recovers exactly what the plain fold would compute:
-  per-item weighted means (``Σ w·row / Σ w``) and how many devices touched each item.
+* **training** (:func:`densify`): a sparse update densified over the round's public
+  :class:`Block` of rows (the whole catalogue, or a rotating block of it that the server
+  chooses from the round number alone, so that bytes grow with the block and not the
+  catalogue): the weighted rows and biases (zero where the device has no row), the weights
+  and a 0/1 touched mask. From the sum the server recovers exactly what the plain fold
+  would compute for the block's items: per-item weighted means (``Σ w·row / Σ w``) and how
+  many devices touched each item. A device keeps its updates to rows outside the block
+  until their block comes up (:mod:`fedrec.client.held`).
 * **the mean query** (:func:`mean_vector`): whether the device has ratings and where its
   mean rating lies on the scale (``[rated, rated × (mean − low) / (high − low)]``); one sum
   per bucket of devices gives that bucket's mean of users' means.
@@ -46,22 +50,72 @@ class DenseSum:
 TOUCHED_TOLERANCE = 0.1  # a touched count this far from a whole number was not summed 0/1s
 
 
+@dataclass(frozen=True)
+class Block:
+    """A round's public row set: ``size`` consecutive rows of an ``n_items`` catalogue from
+    ``start``, wrapping past the end. It depends on nothing but the round's number
+    (:meth:`of_round`), so choosing it tells nobody anything about any device."""
+
+    start: int
+    size: int
+    n_items: int
+
+    def __post_init__(self) -> None:
+        if not (0 < self.size <= self.n_items and 0 <= self.start < self.n_items):
+            raise ValueError(f"a block of {self.size} rows from row {self.start} does not fit "
+                             f"a catalogue of {self.n_items}")
+
+    @classmethod
+    def of_round(cls, server_round: int, size: int, n_items: int) -> Block:
+        """Round ``server_round``'s block: the catalogue cut into blocks of ``size`` rows,
+        taken in turn (``size`` 0, or the catalogue's size or more: the whole catalogue)."""
+        if size <= 0 or size >= n_items:
+            return cls(0, n_items, n_items)
+        return cls(((server_round - 1) * size) % n_items, size, n_items)
+
+    @property
+    def whole(self) -> bool:
+        return self.size == self.n_items
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The block's rows, in the order its vectors hold them."""
+        return (self.start + np.arange(self.size, dtype=np.int64)) % self.n_items
+
+    def position(self, ids: np.ndarray) -> np.ndarray:
+        """Where each row of ``ids`` sits in the block's vectors (``size`` or more: not in
+        the block)."""
+        return (np.asarray(ids, dtype=np.int64) - self.start) % self.n_items
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        return self.position(ids) < self.size
+
+
 def densify(update: ItemUpdate, n_items: int, weighting: str = "uniform",
-            cap: float = 10.0) -> list[np.ndarray]:
-    """The device's training vector: ``[w·rows (n×k), w·bias (n), w (n), touched (n)]``."""
+            cap: float = 10.0, block: Block | None = None) -> list[np.ndarray]:
+    """The device's training vector over ``block`` (None: the whole catalogue):
+    ``[w·rows (b×k), w·bias (b), w (b), touched (b)]``; rows outside the block are left
+    out (the caller keeps them)."""
     check_weighting(weighting)
+    block = Block(0, n_items, n_items) if block is None else block
+    if block.n_items != n_items:
+        raise ValueError(f"the block is of a catalogue of {block.n_items}, not {n_items}")
     w = weights(update, weighting, cap)
     if weighting == "capped":
         w = w / cap
     k = update.rows.shape[1] if update.rows.ndim == 2 else 0
-    rows = np.zeros((n_items, k), dtype=np.float32)
-    bias = np.zeros(n_items, dtype=np.float32)
-    weight = np.zeros(n_items, dtype=np.float32)
-    touched = np.zeros(n_items, dtype=np.float32)
-    rows[update.ids] = update.rows * w[:, None]
-    bias[update.ids] = update.bias * w
-    weight[update.ids] = w
-    touched[update.ids] = 1.0
+    b = block.size
+    rows = np.zeros((b, k), dtype=np.float32)
+    bias = np.zeros(b, dtype=np.float32)
+    weight = np.zeros(b, dtype=np.float32)
+    touched = np.zeros(b, dtype=np.float32)
+    pos = block.position(update.ids)
+    inside = pos < b
+    at, w = pos[inside], w[inside]
+    rows[at] = update.rows[inside] * w[:, None]
+    bias[at] = update.bias[inside] * w
+    weight[at] = w
+    touched[at] = 1.0
     return [rows, bias, weight, touched]
 
 

@@ -60,6 +60,7 @@ class RunSettings:
     secagg_shares: float = 5.0  # secagg: key shares per device (odd); <= 1: a fraction of devices
     secagg_threshold: float = 0.5  # secagg: the fraction of shares that rebuild a key
     secagg_bucket: int = 16  # secagg: devices per secure sum of the mean query (μ)
+    secagg_rows: int = 0  # secagg: rows per round's sum, a rotating public block (0: all)
     dp_clip: float = 0.5
     dp_noise: float = 1.0
     dp_delta: float = 1e-5
@@ -70,6 +71,7 @@ class RunSettings:
     ddp_provisioned: float = 0.9  # secagg+dp: the share of a round's devices counted on
     ddp_user_reg: float = 1.0  # secagg+dp: L2 on the user vector in the device's solve
     ddp_item_reg: float = 3.0  # secagg+dp: L2 on the item rows in the server's solve
+    ddp_select_values: int = 20_000  # secagg+dp: the row choice's values (a sketch beyond)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:

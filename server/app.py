@@ -175,7 +175,7 @@ def run_secagg_mode(grid: Grid, settings: RunSettings, context: Context | None
                             weighting=settings.weighting, cap=settings.cap, seed=settings.seed,
                             rating_range=rating_range, evaluate_every=settings.evaluate_every,
                             num_rounds=settings.num_rounds, explicit=settings.explicit,
-                            max_norm=settings.max_norm)
+                            max_norm=settings.max_norm, block_size=settings.secagg_rows)
     wait_for_nodes(grid, settings.min_nodes, settings.round_timeout)
     return run_secagg(grid, strategy, settings.num_rounds, settings.secagg_shares,
                       settings.secagg_threshold, settings.round_timeout, context, settings.seed,
@@ -190,6 +190,7 @@ def ddp_config(settings: RunSettings, rating_range: tuple[float, float] = (1.0, 
                      select_share=settings.ddp_select_share, bits=settings.ddp_bits,
                      provisioned=settings.ddp_provisioned, user_reg=settings.ddp_user_reg,
                      item_reg=settings.ddp_item_reg, ratings=settings.explicit,
+                     select_values=settings.ddp_select_values,
                      rating_range=rating_range)
 
 

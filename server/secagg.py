@@ -52,7 +52,7 @@ from flwr.serverapp import Grid
 
 from fedrec.common.replies import Bounds, evaluate_schema
 from fedrec.common.schema import InvalidReplyError, TrainConfig
-from fedrec.common.secagg import BucketMean, read_mean_sum, read_sum
+from fedrec.common.secagg import Block, BucketMean, read_mean_sum, read_sum
 from fedrec.common.weighting import check_weighting
 from fedrec.server.aggregate import Aggregate
 from fedrec.server.item_model import ItemModel
@@ -71,7 +71,8 @@ class SecAggFedRec(Strategy):
                  cap: float = 10.0, seed: int = 0,
                  rating_range: tuple[float, float] = (-np.inf, np.inf),
                  evaluate_every: int = 1, num_rounds: int | None = None,
-                 explicit: bool = False, max_norm: float = 10.0) -> None:
+                 explicit: bool = False, max_norm: float = 10.0, block_size: int = 0
+                 ) -> None:
         check_weighting(weighting)
         self.model, self.train_config = model, train_config
         self.fraction_train, self.fraction_evaluate = fraction_train, fraction_evaluate
@@ -82,6 +83,8 @@ class SecAggFedRec(Strategy):
         self.history: list[dict] = []
         self.bounds = Bounds(rating_range)
         self.max_norm = max_norm
+        self.block_size = max(0, int(block_size))  # rows per round's sum (0: the catalogue)
+        self.block: Block | None = None  # this round's
         self.rejected: Counter[str] = Counter()
         self.epsilon = None
         # The mean query (explicit runs, before round 1): one secure sum per bucket.
@@ -120,7 +123,10 @@ class SecAggFedRec(Strategy):
                 "rating-max": float(high)})
             proxies = {proxy.node_id: proxy for proxy in client_manager.all().values()}
             return [(proxies[node], ins) for node in self.bucket if node in proxies]
-        ins = FitIns(self._parameters(), self._config(server_round))
+        self.block = Block.of_round(server_round, self.block_size, self.model.n_items)
+        config = {**self._config(server_round), "secagg-block-start": self.block.start,
+                  "secagg-block-size": self.block.size}
+        ins = FitIns(self._parameters(), config)
         return [(client, ins) for client in self._sample(client_manager, self.fraction_train)]
 
     def configure_evaluate(self, server_round: int, parameters: Parameters,
@@ -146,7 +152,11 @@ class SecAggFedRec(Strategy):
         if self.bucket is not None:
             self._bucket_sum(total, n)
             return None, {}
+        block, self.block = self.block, None
         try:
+            if block is None or len(total) != 4 or len(total[3]) != block.size:
+                raise ValueError(f"the sum does not cover the round's block of "
+                                 f"{block.size if block else '?'} rows")
             dense = read_sum(total, self.weighting, devices=n, max_norm=self.max_norm)
         except ValueError as exc:  # no honest round sums to that shape
             self.rejected["secagg-sum:shape"] += 1
@@ -156,8 +166,10 @@ class SecAggFedRec(Strategy):
             self.rejected[f"secagg-sum:{check}"] += items
             log(WARNING, "round %s: refused %s items whose secure sums fail the %s check "
                 "(no honest round produces them)", server_round, items, check)
-        agg = Aggregate(dense.ids, dense.rows, dense.bias, dense.weight,
-                        dense.devices.astype(np.float64))
+        ids = block.ids[dense.ids]  # catalogue rows (a block wrapping the end: unsorted)
+        order = np.argsort(ids)
+        agg = Aggregate(ids[order], dense.rows[order], dense.bias[order],
+                        dense.weight[order], dense.devices[order].astype(np.float64))
         applied = self.model.apply(agg, server_round)
         # Upload per device is one dense vector: estimated by the aggregate's size (the
         # masked integers have as many values; `bench privacy` counts the real bytes).

@@ -68,6 +68,7 @@ from flwr.serverapp import Grid
 
 from fedrec.common import als
 from fedrec.common.ddp import FIT, SELECT, Kind, Release, Skellam, epsilon, plan_noise
+from fedrec.common.sketch import Sketch
 from fedrec.server.aggregate import Aggregate
 from fedrec.server.item_model import ItemModel
 from fedrec.server.secagg import legacy_context
@@ -91,12 +92,16 @@ class DdpConfig:
     item_reg: float = 3.0
     ratings: bool = False  # a rating model (per-row Gram matrices, μ from the first round)
     rating_range: tuple[float, float] = (1.0, 5.0)
+    # The row choice sends one value per item up to this many items; a larger catalogue is
+    # counted in a sketch of this many values (fedrec.common.sketch).
+    select_values: int = 20_000
 
     def __post_init__(self) -> None:
         if not self.epsilon > 0:
             raise ValueError(f"secagg+dp needs dp-epsilon > 0. Found {self.epsilon}.")
-        if self.rounds < 1 or self.rows < 1:
-            raise ValueError("secagg+dp needs num-rounds >= 1 and ddp-rows >= 1")
+        if self.rounds < 1 or self.rows < 1 or self.select_values < 3:
+            raise ValueError("secagg+dp needs num-rounds >= 1, ddp-rows >= 1 and "
+                             "ddp-select-values >= 3")
         if not 0 < self.select_share < 1 or not 0 < self.provisioned <= 1:
             raise ValueError("ddp-select-share must be in (0, 1) and ddp-provisioned in "
                              "(0, 1]")
@@ -171,9 +176,20 @@ class SecAggDpFedRec(Strategy):
     def choosing_rows(self) -> bool:
         return self.config.rows < self.model.n_items
 
+    @property
+    def sketch(self) -> Sketch | None:
+        """The row choice's count sketch, when the catalogue is too large for one value per
+        item (its hashes fixed by the run's seed)."""
+        n = self.model.n_items
+        if not self.choosing_rows or n <= self.config.select_values:
+            return None
+        return Sketch.of_values(n, self.config.select_values, self.seed)
+
     def _dims(self) -> dict[str, int]:
         n = self.model.n_items
-        select = (2 if self.config.ratings else 0) + (n if self.choosing_rows else 0)
+        sketch = self.sketch
+        counts = 0 if not self.choosing_rows else sketch.dim if sketch else n
+        select = (2 if self.config.ratings else 0) + counts
         return {SELECT: select, FIT: self._layout(np.arange(min(self.config.rows, n))).dim}
 
     def plan(self, devices: int) -> dict[str, float]:
@@ -225,6 +241,10 @@ class SecAggDpFedRec(Strategy):
             low, high = self.config.rating_range
             config.update({"mean": float(self.model.params.mean), "rating-min": float(low),
                            "rating-max": float(high)})
+        sketch = self.sketch
+        if stage == SELECT and sketch is not None:
+            config.update({"ddp-sketch-items": sketch.n_items,
+                           "ddp-sketch-width": sketch.width})
         arrays = ([] if stage == SELECT else
                   [self.model.params.factors, self.model.params.bias, self.layout.rows])
         ins = FitIns(ndarrays_to_parameters(arrays), config)
@@ -276,7 +296,12 @@ class SecAggDpFedRec(Strategy):
         if self.choosing_rows:
             bad = np.abs(total) > limit
             self.rejected["secagg-sum:range"] += int(bad.sum())
-            rows = als.top_rows(np.where(bad, -np.inf, total), self.config.rows)
+            sketch = self.sketch
+            if sketch is None:
+                scores = np.where(bad, -np.inf, total)
+            else:  # a value no honest sum reaches counts for nothing in the median
+                scores = sketch.estimate(np.where(bad, 0.0, total))
+            rows = als.top_rows(scores, self.config.rows)
             # Rows outside the set are never solved: no random start left to score.
             outside = np.setdiff1d(np.arange(self.model.n_items), rows)
             self.model.params.factors[outside] = 0.0

@@ -1,5 +1,6 @@
-"""``secagg``: Flower's SecAgg+ sums every device's dense update over the catalogue; the
-server sees only the sum (:mod:`fedrec.server.secagg`)."""
+"""``secagg``: Flower's SecAgg+ sums every device's dense update over the round's public
+block of rows (the catalogue, or ``secagg-rows`` of it in turn); the server sees only the
+sum (:mod:`fedrec.server.secagg`)."""
 
 from typing import Any
 
@@ -20,6 +21,8 @@ def check(settings: Any) -> None:
     check_shares(settings)
     if settings.secagg_bucket < 2:
         raise ValueError("secagg needs secagg-bucket >= 2")
+    if settings.secagg_rows < 0:
+        raise ValueError("secagg needs secagg-rows >= 0 (0: the whole catalogue)")
 
 
 MODE = Mode(
@@ -29,12 +32,13 @@ MODE = Mode(
         "honest-but-curious server and fewer colluding devices than the reconstruction "
         "threshold); the sum itself is exact, with no differential privacy."),
     server_learns=(
-        "Per round, the exact sum over its devices of their dense update vectors (per item: "
-        "the weighted row and bias sums, the weights, how many devices touched it); for a "
+        "Per round, the exact sum over its devices of their dense update vectors over the "
+        "round's public block of rows (per item: the weighted row and bias sums, the "
+        "weights, how many devices touched it); for a "
         "rating model, one sum per bucket of devices for μ; each device's held-out "
         "evaluation metrics, in the clear."),
     replies=Replies(SECURE_SUM, RATING_FIELDS + RANKING_FIELDS, ()),
-    settings=(*SETTINGS, "secagg_bucket"),
+    settings=(*SETTINGS, "secagg_bucket", "secagg_rows"),
     unsupported=STATEFUL,
     runner="secagg",
     check=check,

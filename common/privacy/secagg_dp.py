@@ -9,7 +9,8 @@ from fedrec.common.privacy import SECURE_SUM, Mode, Replies
 from fedrec.common.privacy.secagg import STATEFUL, check_shares
 
 SETTINGS = ("secagg_shares", "secagg_threshold", "dp_delta", "dp_epsilon", "ddp_rows",
-            "ddp_select_share", "ddp_bits", "ddp_provisioned", "ddp_user_reg", "ddp_item_reg")
+            "ddp_select_share", "ddp_bits", "ddp_provisioned", "ddp_user_reg", "ddp_item_reg",
+            "ddp_select_values")
 # The learner solves rows exactly (alternating least squares over every item): the
 # gradient learner's knobs mean nothing here, and there is no federated evaluation.
 LEARNER = ("optimizer", "local_epochs", "lr", "reg", "reg_bias", "batch_size", "negatives",
@@ -32,6 +33,8 @@ def check(settings: Any) -> None:
                          "ddp-provisioned in (0, 1]")
     if not (settings.ddp_user_reg > 0 and settings.ddp_item_reg > 0):
         raise ValueError("ddp-user-reg and ddp-item-reg must be > 0")
+    if settings.ddp_select_values < 3:
+        raise ValueError("ddp-select-values must be >= 3 (a sketch has 3 rows)")
 
 
 MODE = Mode(

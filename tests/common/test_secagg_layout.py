@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fedrec.common.schema import ItemUpdate
-from fedrec.common.secagg import densify, read_sum
+from fedrec.common.secagg import Block, densify, read_sum
 from fedrec.server.aggregate import aggregate
 
 
@@ -80,3 +80,48 @@ def test_one_hostile_bucket_moves_the_trimmed_mean_by_a_bucket_s_share_at_most()
             hostile = [*buckets[:i], BucketMean(16, 16.0, value), *buckets[i + 1:]]
             assert abs(trimmed_mean(hostile, (1.0, 5.0)) - honest) < 0.02
     assert trimmed_mean([], (1.0, 5.0)) == 3.0
+
+
+# ---- the public block of rows a round's sum covers -----------------------------------
+@pytest.mark.parametrize("n,size", [(10, 3), (12, 4), (7, 7), (7, 0), (7, 20)])
+def test_blocks_cover_every_row_once_per_cycle(n, size):
+    cycle = -(-n // size) if 0 < size < n else 1
+    seen = np.concatenate([Block.of_round(r, size, n).ids for r in range(1, cycle + 1)])
+    assert set(seen.tolist()) == set(range(n))
+    if 0 < size < n:
+        assert len(Block.of_round(1, size, n).ids) == size
+        assert np.array_equal(Block.of_round(1, size, n).ids,
+                              Block.of_round(cycle + 1, size, n).ids) == (n % size == 0)
+    else:
+        assert Block.of_round(5, size, n).whole
+
+
+def test_a_block_that_wraps_puts_each_row_at_its_own_position():
+    block = Block(8, 4, 10)  # rows 8, 9, 0, 1
+    assert block.ids.tolist() == [8, 9, 0, 1]
+    assert block.position(block.ids).tolist() == [0, 1, 2, 3]
+    assert block.contains(np.arange(10)).tolist() == [True, True] + [False] * 6 + [True] * 2
+
+
+@pytest.mark.parametrize("start,size,n", [(0, 0, 5), (5, 2, 5), (-1, 2, 5), (0, 6, 5)])
+def test_a_block_outside_the_catalogue_is_refused(start, size, n):
+    with pytest.raises(ValueError, match="does not fit"):
+        Block(start, size, n)
+
+
+def test_a_blocks_sum_reads_as_the_full_sum_restricted_to_the_block():
+    rng = np.random.default_rng(3)
+    ups = [random_update(rng, 30, 4) for _ in range(6)]
+    block = Block(25, 10, 30)  # wraps: rows 25..29, 0..4
+    full = read_sum([sum(p) for p in zip(*(densify(u, 30) for u in ups), strict=True)])
+    part = read_sum([sum(p) for p in zip(*(densify(u, 30, block=block) for u in ups),
+                                         strict=True)])
+    ids = block.ids[part.ids]
+    order = np.argsort(ids)
+    keep = np.isin(full.ids, block.ids)
+    assert np.array_equal(ids[order], full.ids[keep])
+    np.testing.assert_allclose(part.rows[order], full.rows[keep], rtol=1e-6)
+    np.testing.assert_allclose(part.devices[order], full.devices[keep])
+    with pytest.raises(ValueError, match="catalogue of 30, not 31"):
+        densify(ups[0], 31, block=block)
+

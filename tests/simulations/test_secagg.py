@@ -115,3 +115,40 @@ def test_the_server_never_holds_one_devices_update(shop_csv, tmp_path):
             assert counts.max() / len(flat) < 0.01  # no value repeats: it is all mask
             masked_vectors += 1
     assert masked_vectors == 2 * 40  # every device, every round
+
+
+def test_a_block_per_round_sums_only_its_rows_and_devices_send_held_rows_later(shop_csv,
+                                                                                tmp_path):
+    """secagg-rows 30 of the shop's 59 items seen in training: round 1's masked vectors
+    cover rows 0..29 only, the model moves only there, and equals the plain round on them
+    (within quantisation); round 2 covers rows 30..58 and 0, where devices send what they
+    held back from round 1 as well."""
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = {"num_rounds": 1, "evaluate_every": 1, "lr": 0.5}
+    _, plain = _run(_settings(shop_csv, **one), tmp_path / "plain")
+    sizes = []
+
+    def watch(direction, msg):
+        configs = msg.content.config_records.get(RECORD_KEY_CONFIGS, {})
+        if direction == "to-server" and Key.MASKED_PARAMETERS in configs:
+            sizes.append(sum(bytes_to_ndarray(b).size for b in configs[Key.MASKED_PARAMETERS]))
+
+    history, secure = _run(_settings(shop_csv, privacy="secagg", secagg_rows=30, **one),
+                           tmp_path / "one", watch)
+    n, k = len(plain["factors"]), plain["factors"].shape[1]
+    assert n == 59
+    assert set(sizes) == {1 + 30 * (k + 3)}  # the weight factor, then the block's values
+    s = _settings(shop_csv, **one)
+    start = ItemParams.init(n, s.factors, np.random.default_rng(s.seed), s.init_std).factors
+    np.testing.assert_array_equal(secure["factors"][30:], start[30:])  # outside: untouched
+    np.testing.assert_allclose(secure["factors"][:30], plain["factors"][:30], atol=1e-3)
+    assert np.abs(secure["factors"][:30] - start[:30]).max() > 0.01
+    assert history["rounds"][0]["train"]["rows-updated"] <= 30
+    # Two rounds: round 1 as before, and the second block moves (nearly) all its rows.
+    _, both = _run(_settings(shop_csv, privacy="secagg", secagg_rows=30, num_rounds=2,
+                             evaluate_every=2, lr=0.5), tmp_path / "two")
+    np.testing.assert_allclose(both["factors"][1:30], secure["factors"][1:30], atol=1e-6)
+    moved = np.abs(both["factors"][30:] - start[30:]).max(axis=1)
+    assert (moved > 0).mean() > 0.9

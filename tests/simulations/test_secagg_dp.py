@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from flwr.clientapp import ClientApp
 from flwr.common.logger import FLOWER_LOGGER
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.compat.common.parameter import bytes_to_ndarray
 
 from fedrec.client.app import build_client_app
 from fedrec.common.data.csvlog import write_csv_log
@@ -304,3 +305,29 @@ def test_a_device_refuses_a_round_config_key_it_does_not_know(shop_csv) -> None:
                       state=RecordDict(), run_config={})
     with pytest.raises(ValueError, match="unknown key 'colour'"):
         train(msg, context, s.to_run_config())
+
+
+def test_a_catalogue_beyond_select_values_is_chosen_from_a_sketch(shop_csv) -> None:
+    """ddp-select-values 30 of the shop's items: the row choice's masked vectors are a
+    count sketch of 30 values (3 rows of 10 buckets), real SecAgg+ unmasks exactly what
+    the clear arithmetic gives, and the rows chosen come from the sketch's estimates."""
+    sizes: list[int] = []
+
+    def observe(direction: str, msg) -> None:
+        configs = msg.content.config_records.get(RECORD_KEY_CONFIGS, {})
+        if direction == "to-server" and Key.MASKED_PARAMETERS in configs:
+            sizes.append(sum(bytes_to_ndarray(b).size for b in configs[Key.MASKED_PARAMETERS]))
+
+    s = _settings(shop_csv, ddp_select_values=30, num_rounds=1)
+    real, _ = federate(s, False, observe)
+    clear, _ = federate(s, True)
+    assert real.sketch is not None and real.sketch.dim == 30
+    assert [h["train"]["stage"] for h in real.history] == ["select", "fit"]
+    fit_dim = real.layout.dim
+    assert sorted(set(sizes)) == [1 + 30, 1 + fit_dim]  # the weight factor, then the values
+    assert np.array_equal(real.layout.rows, clear.layout.rows) and len(real.layout.rows) == 20
+    assert np.array_equal(real.model.params.factors, clear.model.params.factors)
+    assert real.releases == clear.releases and real.releases[0].mu > 0
+    # Without the sketch (the default 20,000 values) the same run counts one value per item.
+    plain_choice, _ = federate(_settings(shop_csv, num_rounds=1), True)
+    assert plain_choice.sketch is None
