@@ -118,6 +118,14 @@ class RunSettings:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}
 
     @classmethod
+    def parse_value(cls, key: str, value: object) -> object:
+        """One kebab-case run-config value, typed as its field (unknown keys refused)."""
+        name = key.replace("-", "_")
+        if name not in cls.__dataclass_fields__:
+            raise ValueError(f"unknown run-config keys: {key}")
+        return _parse(key, value, type(cls.__dataclass_fields__[name].default))
+
+    @classmethod
     def from_run_config(cls, config: dict) -> RunSettings:
         """Read kebab-case run-config keys; unknown keys are refused by name."""
         known = {f.name.replace("_", "-"): f for f in fields(cls)}

@@ -46,7 +46,7 @@ from fedrec.simulations.presets import (
     preset_settings,
 )
 from fedrec.simulations.privacy_bench import MODES as PRIVACY_MODES
-from fedrec.simulations.privacy_bench import bench_privacy, round_costs
+from fedrec.simulations.privacy_bench import COST_MODES, bench_privacy, round_costs
 from fedrec.simulations.privacy_bench import plot as privacy_plot
 from fedrec.simulations.progress import progress_bar
 from fedrec.simulations.quality import bench_quality, models_for
@@ -181,7 +181,8 @@ def _parser() -> argparse.ArgumentParser:
                            "arithmetic but no masks (bit-identical sums; for populations too "
                            "large for real SecAgg+ on one machine)")
     priv.add_argument("--cost-only", action="store_true",
-                      help="only time plain against secagg rounds (no quality runs)")
+                      help="only time rounds and count devices' upload, plain against "
+                           "secagg and secagg+dp among --modes (all three by default)")
     priv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="run-config overrides, e.g. secagg-shares=5; repeatable")
     priv.add_argument("--plot", type=Path, help="PNG of the curve (default: beside the JSON)")
@@ -430,7 +431,22 @@ def _stem(dataset: str) -> str:
     return dataset.replace(":", "-").replace("/", "_")
 
 
+def _mode_sets(sets: list[str]) -> tuple[list[str], dict[str, object]]:
+    """``--set`` values split into the run's and the mode-specific ones (by field name,
+    typed), which a bench over several modes applies to each mode that takes them."""
+    owned = privacy.owned_settings()
+    general, own = [], {}
+    for key, value in _pairs(sets):
+        name = key.replace("-", "_")
+        if name in owned:
+            own[name] = RunSettings.parse_value(key, value)
+        else:
+            general.append(f"{key}={value}")
+    return general, own
+
+
 def _run_bench_privacy(args: argparse.Namespace) -> int:
+    args.set, own = _mode_sets(args.set)
     settings = _settings(args, **{"num-rounds": args.rounds})
     epsilons = tuple(float(e) for e in args.epsilons.split(",") if e.strip())
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
@@ -439,23 +455,35 @@ def _run_bench_privacy(args: argparse.Namespace) -> int:
         if args.cost_only:
             record = {"bench": "privacy-secagg-cost", "dataset": args.dataset,
                       "protocol": args.protocol, "settings": settings.to_run_config(),
-                      "secagg_cost": round_costs(settings, args.secagg_devices or 50,
-                                                 progress=update)}
+                      "secagg_cost": round_costs(
+                          settings, args.secagg_devices or 50, progress=update,
+                          modes=[m for m in COST_MODES if m in modes or len(modes) == 1],
+                          own=own)}
         else:
             record = bench_privacy(settings, epsilons, update, modes, args.dp_clip,
-                                   args.decoy_rows, args.secagg_devices, args.clear_sum)
+                                   args.decoy_rows, args.secagg_devices, args.clear_sum, own)
     record["env"] = environment()
     name = _stem(args.dataset)
     out = args.out or RESULTS_DIR / f"privacy-{name}-{args.protocol}.json"
     path = write_json(record, out)
     if args.cost_only:
         cost = record["secagg_cost"]
-        print(json.dumps(record) if args.json else
-              f"secagg round with {cost['devices_per_round']} devices: "
-              f"{cost['secagg']['seconds_per_round']:.2f} s against plain "
-              f"{cost['plain']['seconds_per_round']:.3f} s ({cost['ratio']:.1f}x); stages "
-              + ", ".join(f"{k} {v:.3f} s" for k, v in cost["secagg"]["stages"].items())
-              + f"\nresults: {path}")
+        if args.json:
+            print(json.dumps(record))
+            return 0
+        print(f"{cost['devices_per_round']} devices per round, {cost['n_items']} items")
+        for mode in COST_MODES:
+            if mode not in cost:
+                continue
+            c = cost[mode]
+            ratios = (f" ({c['time_ratio']:.1f}x plain's time, {c['upload_ratio']:.1f}x its "
+                      "upload)" if mode != "plain" else "")
+            print(f"{mode:10s} {c['seconds_per_round']:8.2f} s/round "
+                  f"{c['upload_bytes_per_device_round']:12,.0f} B/device/round{ratios}")
+            if "select" in c:
+                print(f"{'':10s} its row choice: {c['select']['seconds']:.2f} s, "
+                      f"{c['select']['upload_bytes_per_device']:,.0f} B/device")
+        print(f"results: {path}")
         return 0
     png = privacy_plot(record, str(args.plot or Path(out).with_suffix(".png")))
     if args.json:

@@ -19,7 +19,7 @@ same run. A PNG plots quality against ε.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -230,10 +230,13 @@ def _rating_attack(last: dict[int, dict], parts: Partitions) -> dict[str, float]
 def bench_privacy(settings: RunSettings, epsilons: tuple[float, ...] = (1, 2, 4, 8),
                   progress: Progress | None = None, modes: Sequence[str] = MODES,
                   dp_clip: float | None = None, decoy_rows: int | None = None,
-                  secagg_devices: int = 50, clear_sum: bool = False) -> dict:
+                  secagg_devices: int = 50, clear_sum: bool = False,
+                  own: Mapping[str, object] | None = None) -> dict:
     """The privacy bench record (without ``env``). ``dp_clip`` None: the median update norm
     of the plain run; ``decoy_rows`` None: the run's setting; ``secagg_devices`` 0: no
-    plain-against-secagg round timing."""
+    plain-against-secagg round timing; ``own``: mode-specific settings (by field name),
+    each applied to the modes it belongs to."""
+    own = dict(own or {})
     unknown = sorted(set(modes) - set(MODES))
     if unknown or "plain" not in modes:
         raise ValueError(f"modes must include plain and be among {', '.join(MODES)}; "
@@ -250,7 +253,8 @@ def bench_privacy(settings: RunSettings, epsilons: tuple[float, ...] = (1, 2, 4,
     rows = settings.decoy_rows if decoy_rows is None else decoy_rows
     result["dp_clip"], result["decoy_rows"] = clip, rows
     if "decoy" in modes:
-        result["modes"]["decoy"] = _run(replace(for_mode(settings, "decoy"), decoy_rows=rows),
+        result["modes"]["decoy"] = _run(replace(in_mode(settings, "decoy", own),
+                                                decoy_rows=rows),
                                         False, progress)
     for eps in epsilons if "dp" in modes else ():
         result["modes"][f"dp-eps{eps:g}"] = _dp_run(settings, "dp", eps, clip, rows, progress)
@@ -261,11 +265,13 @@ def bench_privacy(settings: RunSettings, epsilons: tuple[float, ...] = (1, 2, 4,
     if "secagg+dp" in modes:
         for eps in epsilons:
             result["modes"][f"secagg+dp-eps{eps:g}"] = _ddp_run(settings, eps, clear_sum,
-                                                                progress)
+                                                                progress, own)
     if "secagg" in modes:
-        result["modes"]["secagg"] = _run(for_mode(settings, "secagg"), False, progress)
+        result["modes"]["secagg"] = _run(in_mode(settings, "secagg", own), False, progress)
         if secagg_devices:
-            result["secagg_cost"] = round_costs(settings, secagg_devices, progress=progress)
+            result["secagg_cost"] = round_costs(
+                settings, secagg_devices, progress=progress,
+                modes=[m for m in COST_MODES if m in modes], own=own)
     for name, entry in result["modes"].items():  # each row says what its server learns
         m = privacy.mode(name.split("-eps")[0])
         entry["guarantee"], entry["server_learns"] = m.guarantee, m.server_learns
@@ -292,8 +298,26 @@ def baseline(settings: RunSettings) -> tuple[str, dict[str, float]]:
     return name, evaluate(model, parts.split)
 
 
-def _ddp_run(settings: RunSettings, eps: float, clear: bool, progress: Progress | None
-             ) -> dict:
+def in_mode(settings: RunSettings, mode: str, own: Mapping[str, object]) -> RunSettings:
+    """``settings`` for a run in ``mode``, with those of the ``own`` settings it takes."""
+    takes = privacy.mode(mode).settings
+    return for_mode(settings, mode, **{k: v for k, v in own.items() if k in takes})
+
+
+def ddp_settings(settings: RunSettings, eps: float, own: Mapping[str, object]
+                 ) -> RunSettings:
+    """secagg+dp at ``eps``: its preset on the run's data and seed, with the run's share
+    of devices per round and those of the ``own`` settings secagg+dp takes."""
+    takes = privacy.mode("secagg+dp").settings
+    return replace(ddp_preset(eps, settings.explicit), dataset=settings.dataset,
+                   protocol=settings.protocol, fold=settings.fold,
+                   data_dir=settings.data_dir, seed=settings.seed,
+                   fraction_train=settings.fraction_train,
+                   **{k: v for k, v in own.items() if k in takes and k != "dp_epsilon"})
+
+
+def _ddp_run(settings: RunSettings, eps: float, clear: bool, progress: Progress | None,
+             own: Mapping[str, object]) -> dict:
     """secagg+dp at ``eps`` with its preset (:func:`~fedrec.simulations.presets.ddp_preset`)
     and the run's share of devices per round, through real SecAgg+ unless ``clear``; the
     curious server's attack on what it holds (the masked vectors: among the rows they cover,
@@ -301,12 +325,7 @@ def _ddp_run(settings: RunSettings, eps: float, clear: bool, progress: Progress 
     release."""
     if progress:
         progress(f"secagg+dp at epsilon {eps:g}", 0, 1)
-    s = replace(ddp_preset(eps, settings.explicit), dataset=settings.dataset,
-                protocol=settings.protocol,
-                fold=settings.fold, data_dir=settings.data_dir, seed=settings.seed,
-                fraction_train=settings.fraction_train,
-                secagg_shares=settings.secagg_shares,
-                secagg_threshold=settings.secagg_threshold)
+    s = ddp_settings(settings, eps, own)
     watch = _Watcher()
     strategy, seconds = federate(s, clear, None if clear else watch)
     parts = simulated_partitions(s.dataset, s.protocol, s.fold, s.data_dir)
@@ -412,31 +431,56 @@ def plot(record: dict, path: str) -> str:
     return save_figure(fig, path)
 
 
+COST_MODES = ("plain", "secagg", "secagg+dp")
+
+
+def _cost_settings(settings: RunSettings, mode: str, fraction: float, rounds: int,
+                   own: Mapping[str, object]) -> RunSettings:
+    """The run timed for ``mode``: the run's settings with the mode's ``own`` (secagg+dp:
+    its preset at ε 8), ``rounds`` training rounds."""
+    if mode != "secagg+dp":
+        return replace(in_mode(settings, mode, own), fraction_train=fraction,
+                       num_rounds=rounds, evaluate_every=rounds,
+                       fraction_evaluate=min(1.0, settings.fraction_evaluate))
+    return replace(ddp_settings(settings, 8.0, own), fraction_train=fraction,
+                   num_rounds=rounds)
+
+
 def round_costs(settings: RunSettings, devices: int = 50, rounds: int = 4,
-                progress: Progress | None = None) -> dict:
-    """Seconds per training round with ``devices`` devices per round, ``plain`` against
-    ``secagg``, measured in this one call (the machine's load is shared by both).
+                progress: Progress | None = None, modes: Sequence[str] = COST_MODES[:2],
+                own: Mapping[str, object] | None = None) -> dict:
+    """Seconds per training round and bytes each device uploads per round with
+    ``devices`` devices per round, for each of ``modes`` (``plain`` first), measured in this
+    one call (the machine's load is shared by all).
 
     A round's time runs from its first message to the next round's first message, so it
     includes the server's work; rounds 2 .. ``rounds − 1`` are timed (round 1 warms up
-    caches, the last is followed by evaluation). For secagg, each SecAgg+ stage's wall time
-    is reported too, the rest of the round being the server's unmasking and model step.
+    caches, the last is followed by evaluation). A device's upload is every byte of its
+    train replies in a round (for SecAgg+, every stage's: keys, shares, masked vector,
+    unmasking). For secagg, each SecAgg+ stage's wall time is reported too, the rest of the
+    round being the server's unmasking and model step. secagg+dp runs one round more, its
+    row choice (round 1, reported apart as ``select``); its fit rounds are timed the same
+    way.
     """
     if rounds < 3:
         raise ValueError("round_costs needs rounds >= 3")
+    if not modes or modes[0] != "plain" or set(modes) - set(COST_MODES):
+        raise ValueError(f"cost modes start with plain and are among {COST_MODES}")
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
                                  settings.data_dir)
     if devices > parts.n_users:
         raise ValueError(f"{devices} devices per round, but the data has {parts.n_users}")
     # A fraction a hair above devices/n, so int(n · fraction) is exactly `devices`.
     fraction = min(1.0, (devices + 0.5) / parts.n_users)
-    out: dict = {"devices_per_round": devices, "rounds_timed": rounds - 2}
-    for mode in ("plain", "secagg"):
-        events: list[tuple[float, int, str, str]] = []  # time, round, direction, stage
+    out: dict = {"devices_per_round": devices, "rounds_timed": rounds - 2,
+                 "n_items": parts.n_items}
+    for mode in modes:
+        events: list[tuple[float, int, str, str, int]] = []  # time, round, dir, stage, bytes
         asked: dict[int, str] = {}  # the SecAgg+ stage each device was last asked for
+        rounds_of: dict[int, int] = {}  # the round each device was last sent
 
         def observe(direction: str, msg: Message, events: list = events,
-                    asked: dict = asked) -> None:
+                    asked: dict = asked, rounds_of: dict = rounds_of) -> None:
             if msg.metadata.message_type != "train":
                 return
             content = msg.content
@@ -449,30 +493,53 @@ def round_costs(settings: RunSettings, devices: int = 50, rounds: int = 4,
             rnd = msg.metadata.group_id
             if not rnd and records.CONFIG in content.config_records:
                 rnd = str(content.config_records[records.CONFIG].get("server-round", ""))
-            events.append((time.perf_counter(), int(rnd or 0), direction, stage))
+            if direction == "to-device":
+                rounds_of[msg.metadata.dst_node_id] = int(rnd or 0)
+                size = 0
+            else:  # a reply answers the device's last message (plain's carry no group id)
+                rnd = rnd or rounds_of.get(msg.metadata.src_node_id, 0)
+                size = payload_bytes(content)
+            events.append((time.perf_counter(), int(rnd or 0), direction, stage, size))
 
-        run = replace(for_mode(settings, mode), fraction_train=fraction, num_rounds=rounds,
-                      evaluate_every=rounds, fraction_evaluate=min(1.0, settings.fraction_evaluate))
+        run = _cost_settings(settings, mode, fraction, rounds, dict(own or {}))
         simulate(run, progress=progress, centralized=False, observer=observe)
-        starts = {}
-        for t, rnd, _, _ in events:
+        starts: dict[int, float] = {}
+        for t, rnd, *_ in events:
             starts.setdefault(rnd, t)
-        timed = range(2, rounds)
-        per_round = [starts[r + 1] - starts[r] for r in timed]
+        first = 2 if mode == "secagg+dp" else 1  # the first fit round
+        timed = range(first + 1, first + rounds - 1)
+        ends = {**starts, max(starts) + 1: events[-1][0]}
+        per_round = [ends[r + 1] - starts[r] for r in timed]
+
+        def upload(rnd: int, events: list = events) -> float:
+            sent = [b for _, rr, d, _, b in events if rr == rnd and d == "to-server"]
+            return sum(sent) / devices
+
         entry = {"seconds_per_round": float(np.median(per_round)),
-                 "rounds": [float(x) for x in per_round]}
+                 "rounds": [float(x) for x in per_round],
+                 "upload_bytes_per_device_round": float(np.median([upload(r)
+                                                                   for r in timed]))}
+        if mode == "secagg+dp":
+            entry["select"] = {"seconds": ends[2] - starts[1],
+                               "upload_bytes_per_device": upload(1)}
         if mode == "secagg":
             stages: dict[str, list[float]] = {}
             for r in timed:
-                mine = [(t, s) for t, rr, d, s in events if rr == r and d == "to-server"]
-                sent = [(t, s) for t, rr, d, s in events if rr == r and d == "to-device"]
+                mine = [(t, st) for t, rr, d, st, _ in events if rr == r and d == "to-server"]
+                sent = [(t, st) for t, rr, d, st, _ in events if rr == r and d == "to-device"]
                 for stage in STAGES:
-                    first = min(t for t, s in sent if s == stage)
-                    last = max(t for t, s in mine if s == stage)
-                    stages.setdefault(stage, []).append(last - first)
+                    begin = min(t for t, st in sent if st == stage)
+                    last = max(t for t, st in mine if st == stage)
+                    stages.setdefault(stage, []).append(last - begin)
                 last_reply = max(t for t, _ in mine)
-                stages.setdefault("server unmask and step", []).append(starts[r + 1] - last_reply)
+                stages.setdefault("server unmask and step", []).append(ends[r + 1] - last_reply)
             entry["stages"] = {k: float(np.median(v)) for k, v in stages.items()}
         out[mode] = entry
-    out["ratio"] = out["secagg"]["seconds_per_round"] / out["plain"]["seconds_per_round"]
+    base = out["plain"]
+    for mode in modes[1:]:
+        out[mode]["time_ratio"] = out[mode]["seconds_per_round"] / base["seconds_per_round"]
+        out[mode]["upload_ratio"] = (out[mode]["upload_bytes_per_device_round"]
+                                     / base["upload_bytes_per_device_round"])
+    if "secagg" in out:
+        out["ratio"] = out["secagg"]["time_ratio"]
     return out
