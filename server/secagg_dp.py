@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from logging import INFO, WARNING
 
@@ -74,6 +75,7 @@ from fedrec.server.item_model import ItemModel
 from fedrec.server.secagg import legacy_context
 
 MIN_DEVICES = 2
+RIDGE_DEVICES = 1000  # implicit models: ddp-item-reg is the item ridge per this many devices
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class DdpConfig:
     bits: int = 24
     provisioned: float = 0.9  # the share of a round's devices whose noise is counted on
     user_reg: float = 1.0
-    item_reg: float = 3.0
+    item_reg: float = 3.0  # implicit: per RIDGE_DEVICES devices of a round; ratings: per row
     ratings: bool = False  # a rating model (per-row Gram matrices, μ from the first round)
     rating_range: tuple[float, float] = (1.0, 5.0)
     # The row choice sends one value per item up to this many items; a larger catalogue is
@@ -331,7 +333,10 @@ class SecAggDpFedRec(Strategy):
             return {"rows-updated": 0.0}
         ok = np.abs(sums).max(axis=1) <= limit
         self.rejected["secagg-sum:range"] += int((~ok).sum())
-        rows, bias = als.solve(gram, sums[ok], self.config.item_reg, enc.noise_std(n) ** 2)
+        # G and B grow with the round's devices: a ridge that grows with them too keeps
+        # the solve (and a preset) the same for a shop of any size.
+        rows, bias = als.solve(gram, sums[ok], self.config.item_reg * n / RIDGE_DEVICES,
+                               enc.noise_std(n) ** 2)
         return self._set_rows(layout.rows[ok], rows, bias)
 
     def _set_rows(self, ids: np.ndarray, rows: np.ndarray, bias: np.ndarray
@@ -369,16 +374,19 @@ def ddp_workflow(config: DdpConfig, num_shares: float, threshold: float,
 MODULUS = 1 << 32  # SecAgg+'s modulus
 
 
-def secagg_equivalent(vectors: list[list[np.ndarray]], max_weight: float,
+def secagg_equivalent(vectors: Iterable[list[np.ndarray]], max_weight: float,
                       clipping_range: float, quantization_range: int,
                       modulus_range: int = MODULUS) -> list[np.ndarray]:
     """What SecAgg+ hands the strategy for these devices' inputs (each of weight 1): the
     same scaling, quantisation, modular sum and dequantisation as ``secaggplus_mod`` and
-    ``SecAggPlusWorkflow``, without the masks (they cancel modulo ``modulus_range``)."""
+    ``SecAggPlusWorkflow``, without the masks (they cancel modulo ``modulus_range``).
+    ``vectors`` may be a generator: one device's vector is held at a time."""
     q_ratio = round(1.0 / max_weight * quantization_range)
     dq_ratio = q_ratio / quantization_range
     total: list[np.ndarray] | None = None
+    count = 0
     for vector in vectors:
+        count += 1
         arrays = parameters_multiply([np.asarray(a) for a in vector], dq_ratio)
         quantized = factor_combine(q_ratio, quantize(arrays, clipping_range,
                                                      quantization_range))
@@ -390,7 +398,7 @@ def secagg_equivalent(vectors: list[list[np.ndarray]], max_weight: float,
     q_total, recon = factor_extract(total)
     inverse = quantization_range / q_total
     out = dequantize(recon, clipping_range, quantization_range)
-    offset = -(len(vectors) - 1) * clipping_range
+    offset = -(count - 1) * clipping_range
     for vec in out:
         vec += offset
         vec *= inverse
@@ -421,7 +429,7 @@ class ClearSum(Strategy):
         if results:
             m = 1 << self.inner.config.bits
             summed = ndarrays_to_parameters(secagg_equivalent(
-                [parameters_to_ndarrays(res.parameters) for _, res in results], float(m),
+                (parameters_to_ndarrays(res.parameters) for _, res in results), float(m),
                 m / 2, m))
             for _, res in results:
                 res.parameters = summed

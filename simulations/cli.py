@@ -45,8 +45,8 @@ from fedrec.simulations.presets import (
     mf_config,
     preset_settings,
 )
-from fedrec.simulations.privacy_bench import MODES as PRIVACY_MODES
 from fedrec.simulations.privacy_bench import COST_MODES, bench_privacy, round_costs
+from fedrec.simulations.privacy_bench import MODES as PRIVACY_MODES
 from fedrec.simulations.privacy_bench import plot as privacy_plot
 from fedrec.simulations.progress import progress_bar
 from fedrec.simulations.quality import bench_quality, models_for
@@ -236,6 +236,11 @@ def _parser() -> argparse.ArgumentParser:
     _dataset_args(tune_ddp)
     tune_ddp.add_argument("--protocol", choices=PROTOCOLS, default="implicit-80-20")
     tune_ddp.add_argument("--epsilon", type=float, default=8.0)
+    tune_ddp.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                          help="a setting's values to try, e.g. ddp-item-reg=10,20 "
+                               "(repeatable; replaces the default grid)")
+    tune_ddp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="run-config values held fixed, e.g. fraction-train=0.3")
     _output_args(tune_ddp)
     tune_ddp.set_defaults(run=_run_bench_tune_ddp)
 
@@ -398,7 +403,8 @@ def _settings(args: argparse.Namespace, **extra: object) -> RunSettings:
     mode = extra.get("privacy") or dict(_pairs(args.set)).get("privacy")
     if mode == "secagg+dp":  # its own learner and preset, at the asked budget
         eps = float(dict(_pairs(args.set)).get("dp-epsilon", 8.0))
-        preset = replace(ddp_preset(eps, is_explicit(args.protocol)), dataset=args.dataset,
+        preset = replace(ddp_preset(eps, is_explicit(args.protocol), args.dataset),
+                         dataset=args.dataset,
                          protocol=args.protocol)
     elif mode:
         preset = privacy.for_mode(preset, str(mode))
@@ -681,12 +687,21 @@ def _run_bench_hostile(args: argparse.Namespace) -> int:
 def _run_bench_tune_ddp(args: argparse.Namespace) -> int:
     from fedrec.simulations.ddp_runs import tune
 
-    settings = RunSettings(dataset=args.dataset, protocol=args.protocol,
-                           data_dir=str(args.data_dir or os.environ.get(ENV_VAR) or ""),
-                           privacy="secagg+dp", dp_epsilon=args.epsilon)
+    base = RunSettings(dataset=args.dataset, protocol=args.protocol,
+                       data_dir=str(args.data_dir or os.environ.get(ENV_VAR) or ""),
+                       privacy="secagg+dp", dp_epsilon=args.epsilon).to_run_config()
+    settings = _with_sets(base, args.set)
+    grid = None
+    if args.grid:
+        grid = {}
+        for key, values in _pairs(args.grid):
+            name = key.replace("-", "_")
+            grid[name] = tuple(RunSettings.parse_value(key, v.strip())
+                               for v in values.split(",") if v.strip())
     with progress_bar(f"tune secagg+dp {args.dataset}", args.quiet) as update:
         record = {"bench": "tune-ddp", "dataset": args.dataset, "epsilon": args.epsilon,
-                  **tune(settings, progress=update)}
+                  "settings": settings.to_run_config(),
+                  **tune(settings, grid, progress=update)}
     record["env"] = environment()
     path = write_json(record, args.out or RESULTS_DIR / f"tune-ddp-{_stem(args.dataset)}-"
                                                        f"{args.protocol}-eps{args.epsilon:g}.json")

@@ -309,7 +309,8 @@ def ddp_settings(settings: RunSettings, eps: float, own: Mapping[str, object]
     """secagg+dp at ``eps``: its preset on the run's data and seed, with the run's share
     of devices per round and those of the ``own`` settings secagg+dp takes."""
     takes = privacy.mode("secagg+dp").settings
-    return replace(ddp_preset(eps, settings.explicit), dataset=settings.dataset,
+    return replace(ddp_preset(eps, settings.explicit, settings.dataset),
+                   dataset=settings.dataset,
                    protocol=settings.protocol, fold=settings.fold,
                    data_dir=settings.data_dir, seed=settings.seed,
                    fraction_train=settings.fraction_train,

@@ -331,3 +331,41 @@ def test_a_catalogue_beyond_select_values_is_chosen_from_a_sketch(shop_csv) -> N
     # Without the sketch (the default 20,000 values) the same run counts one value per item.
     plain_choice, _ = federate(_settings(shop_csv, num_rounds=1), True)
     assert plain_choice.sketch is None
+
+
+def test_the_item_ridge_grows_with_the_rounds_devices() -> None:
+    """The implicit item ridge is ddp-item-reg per 1,000 devices of a round, so a round of
+    every device twice (twice the Gram matrix and row sums, twice the devices) solves the
+    same rows: the setting carries from a shop of one size to another. With an absolute
+    ridge the doubled round's rows would be longer."""
+    from fedrec.common import als
+    from fedrec.common.ddp import Skellam
+    from fedrec.server.app import new_model
+    from fedrec.server.secagg_dp import DdpConfig
+
+    settings = RunSettings(factors=3, privacy="secagg+dp", dp_epsilon=8.0)
+
+    def solved(copies: int) -> np.ndarray:
+        model = new_model(settings, 30, 0.0)
+        strategy = SecAggDpFedRec(model, DdpConfig(epsilon=8.0, rows=30, item_reg=400.0))
+        layout = strategy.layout
+        users = np.random.default_rng(4).normal(0, 0.3, (50, 3))
+        items = [np.random.default_rng(5 + u).choice(30, 4, replace=False) for u in range(50)]
+        total = sum(als.contribution(p, pos, layout, 1.0) for p, pos in zip(users, items,
+                                                                             strict=True))
+        n = 50 * copies
+        enc = Skellam.for_round(layout.dim, 1.0, 24, n, 1e-9)  # noise too small to matter
+        strategy._fit(total * copies, n, enc, np.inf, 1)
+        return strategy.model.params.factors.copy()
+
+    once, twice = solved(1), solved(2)
+    assert np.abs(once).max() > 1e-2
+    np.testing.assert_allclose(twice, once, rtol=1e-6, atol=1e-9)
+
+
+def test_the_shops_preset_is_the_synthetic_datasets_and_ml_100ks_the_rest() -> None:
+    shop, movies = ddp_preset(2.0, dataset="synthetic:n_users=500"), ddp_preset(2.0)
+    assert shop.dp_epsilon == movies.dp_epsilon == 2.0
+    assert (shop.factors, shop.num_rounds, shop.ddp_rows) == (16, 8, 2000)
+    assert (movies.factors, movies.ddp_rows) == (8, 150)
+    assert ddp_preset(8.0, explicit=True, dataset="synthetic").ddp_rows == 100_000
