@@ -369,10 +369,13 @@ def _evaluate(content: RecordDict, context: Context, run_config: Mapping) -> dic
     mean = float(p.round.need("mean"))
     p.device.refit_user(p.factors, p.bias, mean, p.config)  # not persisted
     if p.config.loss == "mse":
-        return p.device.evaluate_ratings(
+        metrics = p.device.evaluate_ratings(
             p.factors, p.bias, mean, p.rows.test_items, p.rows.test_values,
             p.round.rating_range)
-    return p.device.evaluate_ranking(p.factors, p.bias, p.rows.test_items)
+    else:
+        metrics = p.device.evaluate_ranking(p.factors, p.bias, p.rows.test_items)
+    mode = privacy.mode(p.round.privacy)
+    return layers.evaluation(mode, metrics) if mode.runner == "fedrec" else metrics
 
 
 def query(msg: Message, context: Context, run_config: Mapping) -> Message:

@@ -8,7 +8,8 @@ MODE = Mode(
     server_learns=(
         "Each device's padded update with every value noised (the rows it names are its "
         "real ones among decoys), its training loss; num-examples fixed at 1; evaluation "
-        "and query replies as in plain."),
+        "replies as in decoy (no held-out counts or error sums); query replies as in "
+        "plain."),
     replies=SPARSE_REPLIES,
     settings=decoy.SETTINGS + dp.SETTINGS,
     layers=("decoy", "dp"),

@@ -27,6 +27,7 @@ from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import app as server_app
 from fedrec.simulations.engine import run_in_process
+from tests.conftest import low_rank_ratings
 
 FLOWER_LOGGER.setLevel(logging.WARNING)
 MODES = sorted(privacy.MODES)
@@ -203,3 +204,24 @@ def test_the_registry_describes_every_mode_fully() -> None:
         assert m.runner in ("fedrec", "secagg", "secagg+dp")
     with pytest.raises(ValueError, match="privacy must be one of"):
         privacy.mode("hidden")
+
+
+PADDED = [name for name in MODES if privacy.mode(name).padded]
+
+
+@pytest.mark.parametrize("name", PADDED)
+def test_padded_modes_send_no_held_out_counts_or_error_sums(name, tmp_path) -> None:
+    """A decoy device's rating evaluation carries its mean errors, counted as one example:
+    the server cannot tell how many held-out ratings it has (plain's replies do)."""
+    path = write_csv_log(low_rank_ratings(n_users=16, n_items=30, density=0.5),
+                         tmp_path / "ratings.csv")
+    counts: dict[str, set[float]] = {}
+    for mode in ("plain", name):
+        seen: list = []
+        s = mode_settings(mode, path, protocol="explicit-80-20", evaluate_every=1,
+                          num_rounds=1)
+        run(s, tmp_path / mode.replace("+", "-"), lambda d, m, seen=seen: seen.append((d, m)))
+        counts[mode] = {float(m.content[records.METRICS]["num-examples"]) for d, m in seen
+                        if d == "to-server" and m.metadata.message_type == "evaluate"}
+    assert counts[name] <= {0.0, 1.0}
+    assert max(counts["plain"]) > 1  # the check can fail: plain's devices send their counts
