@@ -194,17 +194,23 @@ def ddp_config(settings: RunSettings, rating_range: tuple[float, float] = (1.0, 
                      rating_range=rating_range)
 
 
+def ddp_strategy(settings: RunSettings, n_items: int,
+                 rating_range: tuple[float, float] = (1.0, 5.0)) -> SecAggDpFedRec:
+    """The secagg+dp strategy of a run, its table fresh from the run's seed; the server's
+    step sets the rows it solves (SGD with rate 1 on old − new)."""
+    rng = np.random.default_rng(settings.seed)
+    params = ItemParams.init(n_items, settings.factors, rng, settings.init_std)
+    return SecAggDpFedRec(ItemModel(params, "sgd", 1.0), ddp_config(settings, rating_range),
+                          fraction_train=settings.fraction_train,
+                          min_available_nodes=settings.min_nodes, seed=settings.seed)
+
+
 def run_secagg_dp_mode(grid: Grid, settings: RunSettings, context: Context | None,
                        clear_sum: bool = False) -> SecAggDpFedRec:
     """The secagg+dp mode: user-level DP over SecAgg+ (:mod:`fedrec.server.secagg_dp`).
     The server's step sets the rows it solves (SGD with rate 1 on old − new)."""
     n_items, rating_range = catalogue(settings)
-    rng = np.random.default_rng(settings.seed)
-    params = ItemParams.init(n_items, settings.factors, rng, settings.init_std)
-    strategy = SecAggDpFedRec(ItemModel(params, "sgd", 1.0),
-                              ddp_config(settings, rating_range),
-                              fraction_train=settings.fraction_train,
-                              min_available_nodes=settings.min_nodes, seed=settings.seed)
+    strategy = ddp_strategy(settings, n_items, rating_range)
     wait_for_nodes(grid, settings.min_nodes, settings.round_timeout)
     return run_secagg_dp(grid, strategy, settings.secagg_shares, settings.secagg_threshold,
                          settings.round_timeout, context, settings.seed, clear_sum)
