@@ -169,3 +169,46 @@ def test_a_mistyped_store_path_is_an_error_reply_not_a_new_store(tmp_path):
     with pytest.raises(StoreNotFoundError, match="no store here"):
         client_app.train(_train_message(strategy, 1), context, settings.to_run_config())
     assert not (tmp_path / "devcie.db").exists()
+
+
+def test_a_secagg_device_holds_rows_outside_the_block_in_its_store(tmp_path):
+    """secagg with a block of 25 of 50 rows: the dense vector covers the block only, and
+    the device keeps its updates to the other rows in its store (not in Flower's state)
+    until their block comes up; then they leave the store."""
+    from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.compat.common import recorddict_compat as compat
+
+    from fedrec.client import held
+
+    context, settings, strategy = _setup(tmp_path)
+    with DeviceStore(tmp_path / "device.db", key=KEY, create=True) as store:
+        app = EdgeClient(store)
+        for item in (3, 8, 30, 40):
+            app.record(item, "purchase")
+    p = strategy.model.params
+
+    def train(server_round: int, start: int) -> list[np.ndarray]:
+        config = {**strategy.round_config(server_round), "privacy": "secagg",
+                  "server-round": server_round, "secagg-weighting": "uniform",
+                  "secagg-cap": 10.0, "secagg-block-start": start, "secagg-block-size": 25}
+        ins = FitIns(ndarrays_to_parameters([p.factors, p.bias]), config)
+        msg = Message(compat.fitins_to_recorddict(ins, keep_input=True), dst_node_id=77,
+                      message_type=MessageType.TRAIN)
+        reply = client_app.train(msg, context, settings.to_run_config())
+        return parameters_to_ndarrays(compat.recorddict_to_fitres(reply.content,
+                                                                  keep_input=True).parameters)
+
+    def stored() -> np.ndarray:
+        with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+            return held.Held.from_array(store.get(held.KEY), 6).update.ids
+
+    first = train(1, 0)
+    assert [len(a) for a in first] == [25, 25, 25, 25]
+    touched = np.flatnonzero(first[3])
+    assert {3, 8} <= set(touched.tolist()) and touched.max() < 25
+    kept = stored()
+    assert {30, 40} <= set(kept.tolist()) and kept.min() >= 25
+    assert held.KEY not in context.state.array_records
+    second = train(2, 25)
+    assert {30, 40} <= set((np.flatnonzero(second[3]) + 25).tolist())
+    assert stored().max() < 25  # what the second block covered left the store
