@@ -99,7 +99,8 @@ def local_rows(context: Context, run_config: Mapping, store: DeviceStore | None 
                                  str(c.get("protocol", RunSettings.protocol)),
                                  int(c.get("fold", RunSettings.fold)),
                                  str(c.get("data-dir", RunSettings.data_dir)),
-                                 str(c.get("validation", False)).lower() in ("true", "1"))
+                                 bool(RunSettings.parse_value(
+                                     "validation", c.get("validation", False))))
     return parts.user(int(context.node_config["partition-id"]))
 
 
