@@ -43,13 +43,14 @@ FEDERATED_SYNTHETIC = replace(FEDERATED_IMPLICIT, dataset="synthetic", num_round
 # secagg+dp (user-level DP over SecAgg+): chosen by `ddp_runs.tune` on ML-100K
 # implicit-80-20's *validation* split (the training events split again; no test event
 # seen), one setting per target ε; a budget between them takes the nearer one's. The item
-# ridge is per 1,000 devices of a round (ML-100K's 943: 10.6 is a ridge of 10, as tuned).
+# ridge is per 1,000 devices of a round: 10,000 / 943 is the ridge of 10 tuned at ML-100K's
+# 943 devices, exactly.
 FEDERATED_DDP = {
     8.0: RunSettings(protocol="implicit-80-20", privacy="secagg+dp", dp_epsilon=8.0,
-                     factors=8, num_rounds=2, ddp_rows=300, ddp_item_reg=10.6,
+                     factors=8, num_rounds=2, ddp_rows=300, ddp_item_reg=10_000 / 943,
                      ddp_user_reg=0.3),
     2.0: RunSettings(protocol="implicit-80-20", privacy="secagg+dp", dp_epsilon=2.0,
-                     factors=8, num_rounds=1, ddp_rows=150, ddp_item_reg=10.6,
+                     factors=8, num_rounds=1, ddp_rows=150, ddp_item_reg=10_000 / 943,
                      ddp_user_reg=0.3),
 }
 # The synthetic shops: chosen on the validation split of the 100,000-device shop at ε = 8,
