@@ -493,6 +493,9 @@ def _run_bench_privacy(args: argparse.Namespace) -> int:
             if "select" in c:
                 print(f"{'':10s} its row choice: {c['select']['seconds']:.2f} s, "
                       f"{c['select']['upload_bytes_per_device']:,.0f} B/device")
+            if "stages" in c:
+                print(f"{'':10s} stages: " + ", ".join(f"{k} {v:.3f} s"
+                                                      for k, v in c["stages"].items()))
         print(f"results: {path}")
         return 0
     png = privacy_plot(record, str(args.plot or Path(out).with_suffix(".png")))

@@ -73,6 +73,30 @@ def test_bench_privacy_can_time_secagg_rounds_alone(tmp_path, capsys):
                  str(tmp_path / "cost.json")])
     assert code == 0
     out = capsys.readouterr().out
-    assert "secagg round with 6 devices" in out and "share_keys" in out
+    assert "6 devices per round, 40 items" in out and "share_keys" in out
     record = json.loads((tmp_path / "cost.json").read_text())
-    assert record["secagg_cost"]["ratio"] > 1 and "modes" not in record
+    cost = record["secagg_cost"]
+    assert cost["ratio"] > 1 and "modes" not in record
+    for mode in ("secagg", "secagg+dp"):  # every byte of a device's SecAgg+ stages counted
+        assert cost[mode]["upload_bytes_per_device_round"] > 0
+        assert cost[mode]["upload_ratio"] == pytest.approx(
+            cost[mode]["upload_bytes_per_device_round"]
+            / cost["plain"]["upload_bytes_per_device_round"])
+    assert cost["plain"]["upload_bytes_per_device_round"] > 0
+    assert cost["secagg+dp"]["select"]["upload_bytes_per_device"] > 0
+
+
+def test_a_secagg_block_shrinks_the_upload_in_the_cost_bench(tmp_path):
+    """--set secagg-rows reaches the secagg run (not plain, which refuses it) and the
+    masked vector, so the bytes each device sends, shrink with the block."""
+    costs = []
+    for rows in ("0", "10"):
+        code = main(["bench", "privacy", "--dataset",
+                     "synthetic:n_users=30,n_items=40,n_events=900", "--cost-only",
+                     "--modes", "plain,secagg", "--secagg-devices", "6", "--quiet",
+                     "--set", f"secagg-rows={rows}", "--out", str(tmp_path / f"{rows}.json")])
+        assert code == 0
+        costs.append(json.loads((tmp_path / f"{rows}.json").read_text())["secagg_cost"])
+    whole, block = (c["secagg"]["upload_bytes_per_device_round"] for c in costs)
+    assert block < 0.6 * whole
+    assert "secagg+dp" not in costs[0]
