@@ -275,11 +275,13 @@ def _secagg_train(msg: Message, rc: RoundConfig, context: Context, run_config: M
     else:
         with device_store(context) as store:
             p = _prepare(_from_legacy(msg, "fit"), context, run_config, store, rc=rc)
+            n = len(p.factors)
+            # Checked before any work: a block outside the table is refused by name.
+            block = Block(rc.secagg_block_start or 0,
+                          n if rc.secagg_block_size is None else rc.secagg_block_size, n)
             update, _ = p.device.train(p.factors, p.bias, float(p.round.need("mean")),
                                        p.config)
             _refuse_diverged(update, p.device)
-            n = len(p.factors)
-            block = Block(int(rc.secagg_block_start or 0), int(rc.secagg_block_size or n), n)
             kept = None
             if not block.whole:  # rows outside the block wait for theirs
                 update, kept = _held(context, store, p.factors.shape[1]).add(update).take(block)

@@ -12,18 +12,28 @@ which is what the choice ignores anyway.
 
 The sketch is linear, so the sum of devices' sketches is the sketch of the summed counts,
 and SecAgg+ and the Skellam noise carry it unchanged. Its hashes are public, fixed by the
-run's seed and the catalogue's size: they depend on no device's data. Each device clips its
+run's seed and the sketch's shape: they depend on no device's data. Each item's bucket and
+sign is a hash of the item alone (SplitMix64), so a device computes them for its own items
+only; a catalogue size the round claims costs it nothing. Each device clips its
 whole sketch to the round's norm, so the sensitivity (and ε) is that of any other vector.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 
 DEPTH = 3  # rows: the median of three resists one collision with a heavy item
+_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on uint64s (wrapping arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return (x ^ (x >> np.uint64(31))) & _MASK
 
 
 @dataclass(frozen=True)
@@ -49,14 +59,19 @@ class Sketch:
     def dim(self) -> int:
         return self.depth * self.width
 
-    @cached_property
-    def _hashes(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each item's bucket (flattened over rows) and sign, ``(depth, n_items)`` each."""
-        rng = np.random.default_rng([self.seed, self.n_items, self.width, 23])
-        bucket = rng.integers(0, self.width, size=(self.depth, self.n_items))
+    def hashes(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``items``' buckets (flattened over rows) and signs, ``(depth, len(items))``
+        each: a hash of the run's seed, the sketch's shape, the row and the item."""
+        items = np.asarray(items, np.int64).astype(np.uint64)
+        key = np.zeros(1, np.uint64)
+        for part in (self.seed, self.n_items, self.width, 23):  # the shape's own key
+            key = _mix(key ^ np.uint64(part % 2**64) + _GOLDEN)
+        rows = np.arange(self.depth, dtype=np.uint64)[:, None]
+        h = _mix(_mix(items[None, :] + key) + rows * _GOLDEN)
+        bucket = (h % np.uint64(self.width)).astype(np.int64)
         bucket += (np.arange(self.depth) * self.width)[:, None]
-        sign = rng.integers(0, 2, size=(self.depth, self.n_items)) * 2 - 1
-        return bucket, sign.astype(np.float64)
+        sign = ((h >> np.uint64(63)).astype(np.int64) * 2 - 1).astype(np.float64)
+        return bucket, sign
 
     def encode(self, items: np.ndarray, values: np.ndarray, clip: float) -> np.ndarray:
         """The sketch of ``values`` at ``items`` (items outside the catalogue left out),
@@ -64,10 +79,9 @@ class Sketch:
         items = np.asarray(items, np.int64)
         keep = (items >= 0) & (items < self.n_items)
         items, values = items[keep], np.asarray(values, np.float64)[keep]
-        bucket, sign = self._hashes
-        out = np.zeros(self.dim, np.float64)
-        for row in range(self.depth):
-            np.add.at(out, bucket[row, items], sign[row, items] * values)
+        bucket, sign = self.hashes(items)
+        out = np.bincount(bucket.ravel(), weights=(sign * values[None, :]).ravel(),
+                          minlength=self.dim)
         norm = float(np.linalg.norm(out))
         return out * (clip / norm) if norm > clip else out
 
@@ -77,5 +91,5 @@ class Sketch:
         total = np.asarray(total, np.float64)
         if total.shape != (self.dim,):
             raise ValueError(f"a sketch of {self.dim} values; found shape {total.shape}")
-        bucket, sign = self._hashes
+        bucket, sign = self.hashes(np.arange(self.n_items))
         return np.median(total[bucket] * sign, axis=0)

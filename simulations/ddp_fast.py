@@ -102,10 +102,10 @@ def _select_total(strategy: SecAggDpFedRec, owner: np.ndarray, items: np.ndarray
     sketch = strategy.sketch
     if sketch is None:
         return np.bincount(items, weights=value, minlength=dim)[:dim]
-    bucket, sign = sketch._hashes
+    bucket, sign = sketch.hashes(items)
     total = np.zeros(sketch.dim)
-    flat = owner[:, None] * sketch.dim + bucket[:, items].T  # (pairs, depth)
-    per_device = np.bincount(flat.ravel(), weights=(sign[:, items].T * value[:, None]).ravel(),
+    flat = owner[:, None] * sketch.dim + bucket.T  # (pairs, depth)
+    per_device = np.bincount(flat.ravel(), weights=(sign.T * value[:, None]).ravel(),
                              minlength=n * sketch.dim).reshape(n, sketch.dim)
     norms = np.linalg.norm(per_device, axis=1)
     scale = np.where(norms > clip, clip / np.maximum(norms, 1e-300), 1.0)

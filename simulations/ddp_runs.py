@@ -132,6 +132,10 @@ def tune(settings: RunSettings, grid: dict[str, tuple] | None = None,
         grid = RATING_GRID if settings.explicit else TUNING_GRID
     if metric is None:
         metric = "rmse" if settings.explicit else "ndcg@10"
+    empty = [name for name, values in grid.items() if not len(values)]
+    if not grid or empty:
+        raise ValueError(f"tune-ddp: every grid setting needs at least one value; "
+                         f"{', '.join(empty) or 'the grid'} has none")
     names = list(grid)
     trials = []
     combos = list(itertools.product(*(grid[name] for name in names)))

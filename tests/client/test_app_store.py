@@ -212,3 +212,30 @@ def test_a_secagg_device_holds_rows_outside_the_block_in_its_store(tmp_path):
     second = train(2, 25)
     assert {30, 40} <= set((np.flatnonzero(second[3]) + 25).tolist())
     assert stored().max() < 25  # what the second block covered left the store
+
+
+def test_a_secagg_block_outside_the_table_is_refused_and_the_store_unchanged(tmp_path):
+    """A round naming a block that does not fit the table it sent (negative, past the end,
+    empty, larger than the table) is an error naming the block; the device trains nothing
+    and its store (user vector, held rows) is as before."""
+    import pytest
+    from flwr.common import FitIns, ndarrays_to_parameters
+    from flwr.compat.common import recorddict_compat as compat
+
+    from fedrec.client import held
+
+    context, settings, strategy = _setup(tmp_path)
+    with DeviceStore(tmp_path / "device.db", key=KEY, create=True) as store:
+        EdgeClient(store).record(30, "purchase")
+    p = strategy.model.params
+    for start, size in ((-1, 10), (50, 10), (0, 0), (0, 51), (10**12, 5)):
+        config = {**strategy.round_config(1), "privacy": "secagg", "server-round": 1,
+                  "secagg-weighting": "uniform", "secagg-cap": 10.0,
+                  "secagg-block-start": start, "secagg-block-size": size}
+        ins = FitIns(ndarrays_to_parameters([p.factors, p.bias]), config)
+        msg = Message(compat.fitins_to_recorddict(ins, keep_input=True), dst_node_id=77,
+                      message_type=MessageType.TRAIN)
+        with pytest.raises(ValueError, match="does not fit a catalogue of 50"):
+            client_app.train(msg, context, settings.to_run_config())
+        with DeviceStore(tmp_path / "device.db", key=KEY) as store:
+            assert store.get("user") is None and store.get(held.KEY) is None

@@ -59,3 +59,17 @@ def test_the_summed_sketch_finds_the_heavy_items_under_noise():
 def test_a_sketch_without_buckets_is_refused(kw):
     with pytest.raises(ValueError, match="needs"):
         Sketch(**kw)
+
+
+def test_a_device_hashes_only_its_own_items_whatever_catalogue_the_round_claims():
+    """A round naming a sketch over 10**15 items costs the device its own items' hashes,
+    nothing per claimed item; the buckets stay within the sketch and the signs are ±1
+    in about equal numbers."""
+    huge = Sketch(10**15, 50, seed=2)
+    x = huge.encode(np.array([3, 10**14]), np.ones(2), 1.0)
+    assert x.shape == (150,) and np.linalg.norm(x) == pytest.approx(1.0)
+    bucket, sign = Sketch(1_000, 64).hashes(np.arange(1_000))
+    assert bucket.min() >= 0 and bucket.max() < 3 * 64
+    assert ((bucket // 64) == np.arange(3)[:, None]).all()  # row r's buckets in block r
+    assert set(np.unique(sign)) == {-1.0, 1.0} and abs(sign.mean()) < 0.1
+    assert len(np.unique(bucket[0])) > 55  # spread over the row's 64 buckets

@@ -215,3 +215,20 @@ def test_bench_tune_ddp_chooses_on_the_validation_split(csv_log, tmp_path, capsy
     record = json.loads(capsys.readouterr().out)
     assert len(record["trials"]) == 2 and record["best"]["factors"] in (2, 4)
     assert record["validation"] == max(t["ndcg@10"] for t in record["trials"])
+
+
+def test_bench_tune_ddp_takes_a_grid_and_refuses_a_bad_one(csv_log, tmp_path, capsys):
+    base = ["bench", "tune-ddp", "--dataset", f"csv:{csv_log}", "--epsilon", "8", "--quiet",
+            "--out", str(tmp_path / "t.json")]
+    grid = ["--grid", "factors=2,4", "--grid", "ddp-rows=10", "--grid", "num-rounds=1"]
+    assert main([*base, *grid, "--fast", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert [t["factors"] for t in record["trials"]] == [2, 4]
+    assert record["run"].startswith("fast")
+    for bad, why in ((["--grid", "factors="], "factors has none"),
+                     (["--grid", "factors=two"], "'factors'"),
+                     (["--grid", "no-such-key=1"], "no-such-key"),
+                     (["--grid", "factors=2", "--set", "fraction-train=nan"],
+                      "fraction-train")):
+        assert main([*base, *bad]) == 2
+        assert why in capsys.readouterr().err
