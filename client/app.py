@@ -237,7 +237,7 @@ def _stream_train(msg: Message, rc: RoundConfig, context: Context, run_config: M
                    reply_to=msg)
 
 
-def _from_legacy(msg: Message, kind: str) -> RecordDict:
+def from_legacy(msg: Message, kind: str) -> RecordDict:
     """A legacy ``fitins``/``evaluateins`` message's content (the secagg mode's workflow)
     as fedrec's own records: the table as ``items``, the config dict as ``config``."""
     ins = (compat.recorddict_to_fitins(msg.content, keep_input=True) if kind == "fit"
@@ -274,7 +274,7 @@ def _secagg_train(msg: Message, rc: RoundConfig, context: Context, run_config: M
         vector = mean_vector(rows.train_values, rc.rating_range)
     else:
         with device_store(context) as store:
-            p = _prepare(_from_legacy(msg, "fit"), context, run_config, store, rc=rc)
+            p = _prepare(from_legacy(msg, "fit"), context, run_config, store, rc=rc)
             n = len(p.factors)
             # Checked before any work: a block outside the table is refused by name.
             block = Block(rc.secagg_block_start or 0,
@@ -288,6 +288,11 @@ def _secagg_train(msg: Message, rc: RoundConfig, context: Context, run_config: M
             _save(context, p.device, store, kept=kept)
         vector = densify(update, n, str(p.round.need("secagg_weighting")),
                          float(p.round.need("secagg_cap")), block)
+    return secagg_reply(msg, vector)
+
+
+def secagg_reply(msg: Message, vector: list[np.ndarray]) -> Message:
+    """The secagg train reply: ``vector`` as the legacy FitRes ``secaggplus_mod`` masks."""
     res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(vector), 1, {})
     return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 
@@ -358,19 +363,40 @@ def train(msg: Message, context: Context, run_config: Mapping,
 
 def evaluate(msg: Message, context: Context, run_config: Mapping) -> Message:
     """Score this device's held-out events; replies with aggregatable metrics only."""
-    if "evaluateins.parameters" in msg.content.array_records:  # secagg's legacy workflow
-        metrics = _evaluate(_from_legacy(msg, "evaluate"), context, run_config)
+    return evaluation_reply(msg, _evaluate(evaluation_content(msg), context, run_config))
+
+
+def _legacy_evaluation(msg: Message) -> bool:
+    return "evaluateins.parameters" in msg.content.array_records  # secagg's workflow
+
+
+def evaluation_content(msg: Message) -> RecordDict:
+    """An evaluation message's content as fedrec's records (secagg's legacy one
+    converted)."""
+    return from_legacy(msg, "evaluate") if _legacy_evaluation(msg) else msg.content
+
+
+def evaluation_reply(msg: Message, metrics: dict[str, float]) -> Message:
+    """The reply carrying ``metrics``, in the form the message asked (legacy in secagg)."""
+    if _legacy_evaluation(msg):
         res = EvaluateRes(Status(Code.OK, ""), 0.0, 1, metrics)
         return Message(compat.evaluateres_to_recorddict(res), reply_to=msg)
-    return Message(RecordDict({records.METRICS: records.metrics_to_record(
-        _evaluate(msg.content, context, run_config))}), reply_to=msg)
+    return Message(RecordDict({records.METRICS: records.metrics_to_record(metrics)}),
+                   reply_to=msg)
+
+
+def refitted(content: RecordDict, context: Context, run_config: Mapping) -> Prepared:
+    """The device restored for an evaluation message, its user vector refitted against
+    the table it was sent (not persisted): what it scores with."""
+    with device_store(context) as store:
+        p = _prepare(content, context, run_config, store)
+    p.device.refit_user(p.factors, p.bias, float(p.round.need("mean")), p.config)
+    return p
 
 
 def _evaluate(content: RecordDict, context: Context, run_config: Mapping) -> dict[str, float]:
-    with device_store(context) as store:
-        p = _prepare(content, context, run_config, store)
+    p = refitted(content, context, run_config)
     mean = float(p.round.need("mean"))
-    p.device.refit_user(p.factors, p.bias, mean, p.config)  # not persisted
     if p.config.loss == "mse":
         metrics = p.device.evaluate_ratings(
             p.factors, p.bias, mean, p.rows.test_items, p.rows.test_values,
@@ -392,7 +418,7 @@ def query(msg: Message, context: Context, run_config: Mapping) -> Message:
     return Message(RecordDict({records.METRICS: MetricRecord(stats)}), reply_to=msg)
 
 
-def _secagg_when_asked(msg: Message, context: Context, call_next: object) -> Message:
+def secagg_when_asked(msg: Message, context: Context, call_next: object) -> Message:
     """Flower's ``secaggplus_mod`` for the messages of a SecAgg+ round; the others pass.
     A simulated device (one with a ``partition-id``) seeds numpy's global generator, which
     SecAgg+'s quantisation rounds with, so that the same seed gives the same model."""
@@ -416,7 +442,7 @@ def build_client_app(run_config: Mapping | None = None,
     def settings_of(context: Context) -> Mapping:
         return bound if bound is not None else context.run_config
 
-    @client.train(mods=[_secagg_when_asked])
+    @client.train(mods=[secagg_when_asked])
     def _train(msg: Message, context: Context) -> Message:
         return train(msg, context, settings_of(context), keeper)
 

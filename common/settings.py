@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from fedrec.common import privacy
+from fedrec.common.defences import DEFAULT, defence_names
 from fedrec.common.schema import TrainConfig
 from fedrec.common.split import PROTOCOLS, is_explicit
 from fedrec.common.weighting import check_weighting
@@ -72,6 +73,7 @@ class RunSettings:
     ddp_user_reg: float = 1.0  # secagg+dp: L2 on the user vector in the device's solve
     ddp_item_reg: float = 3.0  # secagg+dp: L2 on the item rows in the server's solve
     ddp_select_values: int = 20_000  # secagg+dp: the row choice's values (a sketch beyond)
+    defences: str = DEFAULT  # the server's poisoning defences, in order ("off": none)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -95,6 +97,7 @@ class RunSettings:
             raise ValueError("sync-threshold must be >= 0, and applies to sync=delta only")
         if self.decoy_rows < 0:
             raise ValueError(f"decoy_rows must be >= 0. Found {self.decoy_rows}.")
+        defence_names(self.defences)
         self.train_config()  # validates the local-training fields
         privacy.check_settings(self)  # the mode, and every setting agreeing with it
 

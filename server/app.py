@@ -23,6 +23,7 @@ from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.checkpoint import Checkpoint
+from fedrec.server.defences import build_defences
 from fedrec.server.item_model import ItemModel
 from fedrec.server.layers import build_layers
 from fedrec.server.mean import fallback_mean, query_mean
@@ -94,7 +95,8 @@ def build_strategy(settings: RunSettings, n_items: int, mean: float,
                   num_rounds=settings.num_rounds, wait_timeout=settings.round_timeout,
                   layers=build_layers(settings, n_items), checkpoint=checkpoint,
                   round_offset=round_offset, history=history, sync=settings.sync,
-                  sync_threshold=settings.sync_threshold, privacy=settings.privacy)
+                  sync_threshold=settings.sync_threshold, privacy=settings.privacy,
+                  defences=build_defences(settings.defences, settings.seed))
 
 
 def resume_strategy(settings: RunSettings, saved: tuple, rating_range: tuple[float, float],
@@ -225,7 +227,10 @@ def save_results(strategy: FedRec | SecAggFedRec | SecAggDpFedRec, folder: Path,
         np.savez(out, factors=p.factors, bias=p.bias, mean=np.array(p.mean),
                  version=strategy.model.version)
     history = {"settings": settings.to_run_config(), "rounds": strategy.history,
-               "rejected": dict(strategy.rejected), "epsilon": strategy.epsilon,
+               "rejected": dict(strategy.rejected),
+               "defences": [d.name for d in getattr(strategy, "defences", [])],
+               "set_aside": dict(getattr(strategy, "set_aside", {})),
+               "epsilon": strategy.epsilon,
                "delta": settings.dp_delta if settings.mode.noised else None}
     with atomic_open(folder / "history.json") as out:
         json.dump(history, out, indent=1)

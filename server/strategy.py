@@ -25,6 +25,7 @@ from fedrec.common.schema import InvalidReplyError, ItemUpdate, TrainConfig, val
 from fedrec.common.weighting import check_weighting
 from fedrec.server.aggregate import Accumulator
 from fedrec.server.checkpoint import Checkpoint
+from fedrec.server.defences import Defence
 from fedrec.server.item_model import ItemModel
 from fedrec.server.layers import ServerLayer
 from fedrec.server.publish import PublishedTable
@@ -46,7 +47,7 @@ class FedRec(FedAvg):
                  checkpoint: Checkpoint | None = None,
                  round_offset: int = 0, history: list[dict] | None = None,
                  sync: str = "full", sync_threshold: float = 0.0,
-                 privacy: str = "plain") -> None:
+                 privacy: str = "plain", defences: Sequence[Defence] = ()) -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes, min_evaluate_nodes=min_evaluate_nodes,
                          min_available_nodes=min_available_nodes,
@@ -88,6 +89,10 @@ class FedRec(FedAvg):
         self.static: dict[str, np.ndarray] = {}
         # The mode's privacy layers (fedrec.server.layers), in its order.
         self.layers = list(layers)
+        # The poisoning defences (fedrec.server.defences): they see the round's accepted
+        # updates together before any is folded; what they set aside is counted by name.
+        self.defences = list(defences)
+        self.set_aside: Counter[str] = Counter()
         for layer in self.layers:
             self.max_norm = layer.norm_bound(self.max_norm, model.params.n_factors)
 
@@ -273,18 +278,26 @@ class FedRec(FedAvg):
                 self.acked.pop(node, None)  # (a device that lost its table gets it whole)
             elif node in self.pending:
                 self.acked[node] = self.pending.pop(node)
-        # Each accepted update is folded into running sums at once (none is kept).
+        # Each accepted update is folded into running sums at once (none is kept), unless
+        # defences screen the round's updates together first.
         acc = Accumulator(self.model.n_items, self.model.params.n_factors, self.weighting,
                           self.cap)
         self.accepted_metrics = []
-        upload = 0
+        upload, held = 0, []
         for reply in ok:
             accepted = self.accept(reply, server_round)
             if accepted is None:
                 continue
             update, metrics = accepted
-            acc.add(update)
             upload += update.nbytes
+            if self.defences:
+                held.append(accepted)
+                continue
+            acc.add(update)
+            self.accepted_metrics.append(metrics)
+        defended = self.screen(held)
+        for update, metrics in defended:
+            acc.add(update)
             self.accepted_metrics.append(metrics)
         agg = acc.result()
         for layer in self.layers:
@@ -308,6 +321,10 @@ class FedRec(FedAvg):
             "first-contact-bytes": float(self.first_contact),
         }
         self.download = self.first_contact = 0
+        if self.defences:
+            summary["set-aside"] = float(len(held) - len(defended))
+            for defence in self.defences:
+                summary.update(defence.summary())
         for layer in self.layers:
             summary.update(layer.summary())
         self.history.append({"round": server_round, "train": summary})
@@ -319,6 +336,21 @@ class FedRec(FedAvg):
                 state.update(layer.state())
             self.checkpoint.save(self.model, server_round, self.history, state)
         return self.items_record(), MetricRecord(summary)
+
+    def screen(self, accepted: list[tuple[ItemUpdate, dict[str, float]]]
+               ) -> list[tuple[ItemUpdate, dict[str, float]]]:
+        """The round's accepted updates (with their metrics) after every defence, in order:
+        rows changed, replies set aside (counted in :attr:`set_aside` by defence)."""
+        for defence in self.defences:
+            screened = defence.screen([update for update, _ in accepted])
+            if len(screened) != len(accepted):
+                raise RuntimeError(f"defence {defence.name} returned {len(screened)} "
+                                   f"updates for {len(accepted)}")
+            kept = [(u, m) for u, (_, m) in zip(screened, accepted, strict=True)
+                    if u is not None]
+            self.set_aside[defence.name] += len(accepted) - len(kept)
+            accepted = kept
+        return accepted
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:

@@ -214,6 +214,38 @@ def _parser() -> argparse.ArgumentParser:
     _output_args(hostile)
     hostile.set_defaults(run=_run_bench_hostile)
 
+    atk = bench_sub.add_parser(
+        "attack", help="poisoning attacks by malicious devices, defences off and on",
+        description="Malicious simulated devices (a fraction of the honest ones) run each "
+                    "attack of fedrec.simulations.attacks beside the dataset's honest "
+                    "devices, on the in-process engine with the real ServerApp, with the "
+                    "server's defences off and on. Prints, per attack, fraction, target and "
+                    "defences: honest users' ER@10 of the target, its median rank and "
+                    "honest NDCG@10 (ratings: RMSE and the target's predicted rating); "
+                    "writes JSON and a PNG of exposure per round.")
+    atk.add_argument("--dataset", default="synthetic")
+    atk.add_argument("--data-dir", type=Path, help=f"dataset folder (default: ${ENV_VAR})")
+    atk.add_argument("--protocol", default="implicit-80-20",
+                     choices=("explicit-5fold", "explicit-80-20", "implicit-80-20"))
+    atk.add_argument("--fold", type=int, default=0)
+    atk.add_argument("--attacks", default=None,
+                     help="comma-separated (default: every attack)")
+    atk.add_argument("--fractions", default="0.001,0.01,0.05,0.1",
+                     help="malicious devices per honest device, comma-separated")
+    atk.add_argument("--targets", default="tail",
+                     help="comma-separated among tail (10th popularity percentile), middle")
+    atk.add_argument("--defences", default="off/default",
+                     help="defence settings to compare, /-separated: off, default, or a "
+                          "comma-separated list of defences")
+    atk.add_argument("--evaluate-every", type=int, default=None,
+                     help="rounds between evaluations (default: about 4 per run)")
+    atk.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="any run-config key, e.g. --set num-rounds=6; repeatable")
+    atk.add_argument("--plot", type=Path, help="PNG of exposure per round (default: beside "
+                                               "the JSON)")
+    _output_args(atk)
+    atk.set_defaults(run=_run_bench_attack)
+
     shift = bench_sub.add_parser(
         "mean-shift", help="how far one hostile device moves μ, plain and secagg",
         description="On an explicit dataset: the global mean μ from the honest query, then "
@@ -670,6 +702,38 @@ def _run_bench_edge(args: argparse.Namespace) -> int:
                   f"{m['top10_in_a_category']['median_ms']:.3f} ms, memory "
                   f"{m['memory_peak_mb']:.1f} MB, store {m['store_bytes'] / 2**20:.2f} MB")
         print(f"results: {path}")
+    return 0
+
+
+def _run_bench_attack(args: argparse.Namespace) -> int:
+    from fedrec.simulations.attack_bench import (
+        ATTACKS,
+        bench_attack,
+        defence_sets,
+        plot,
+        table_lines,
+    )
+
+    settings = _settings(args, fold=args.fold)
+    every = args.evaluate_every or max(1, settings.num_rounds // 4)
+    if every < 1:
+        raise ValueError(f"--evaluate-every must be >= 1. Found {every}.")
+    settings = replace(settings, evaluate_every=every)
+    attacks = args.attacks.split(",") if args.attacks else list(ATTACKS)
+    fractions = [float(f) for f in args.fractions.split(",")]
+    targets = [t.strip() for t in args.targets.split(",")]
+    with progress_bar("attacks", args.quiet) as update:
+        record = bench_attack(settings, attacks, fractions, targets,
+                              defence_sets(args.defences), progress=update)
+    record["env"] = environment()
+    path = write_json(record, args.out or RESULTS_DIR / f"attack-{_stem(args.dataset)}.json")
+    picture = plot(record, args.plot or path.with_suffix(".png"))
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print("\n".join(table_lines(record)))
+        print(f"results: {path}")
+        print(f"plot:    {picture}")
     return 0
 
 

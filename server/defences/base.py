@@ -1,0 +1,25 @@
+"""What every defence shares: it sees the round's accepted updates together, before any is
+folded into the table, and may shorten rows or set whole replies aside; what it did each
+round goes to the round's summary, what it set aside is counted by its name."""
+
+from __future__ import annotations
+
+from fedrec.common.schema import ItemUpdate
+
+
+class Defence:
+    """A defence that changes nothing; each defence overrides :meth:`screen`."""
+
+    name = "defence"
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}  # what the last round's screen did
+
+    def screen(self, updates: list[ItemUpdate]) -> list[ItemUpdate | None]:
+        """The round's updates as they may be folded: each kept, changed, or None (its
+        reply set aside). Never mutates its input."""
+        return list(updates)
+
+    def summary(self) -> dict[str, float]:
+        """The last round's figures, keyed ``<name>-<figure>``."""
+        return {f"{self.name}-{k}": float(v) for k, v in self.last.items()}

@@ -1,0 +1,132 @@
+"""Conformance of every defence (fedrec.server.defences), and what each one is for."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedrec.common import defences as names
+from fedrec.common.schema import ItemUpdate
+from fedrec.common.settings import RunSettings
+from fedrec.server.defences import DEFENCES, build_defences
+from fedrec.server.defences.clip import LearnedClip, learned_bound, row_norms
+from fedrec.server.defences.coordination import Coordination
+
+K = 16
+
+
+def honest_updates(n: int = 60, n_items: int = 200, seed: int = 0) -> list[ItemUpdate]:
+    """Updates shaped like honest devices': each device its own user direction, a few
+    dozen rows, small norms."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        ids = np.sort(rng.choice(n_items, rng.integers(5, 40), replace=False))
+        user = rng.standard_normal(K)
+        scale = rng.uniform(0.001, 0.05, len(ids))
+        rows = (scale[:, None] * user[None, :]
+                + 0.002 * rng.standard_normal((len(ids), K))).astype(np.float32)
+        bias = (scale * rng.choice([-1.0, 1.0], len(ids))).astype(np.float32)
+        out.append(ItemUpdate(ids.astype(np.int64), rows, bias,
+                              np.ones(len(ids), np.float32)))
+    return out
+
+
+def pushes(n: int, target: int = 7, norm: float = 10.0) -> list[ItemUpdate]:
+    """``n`` devices sending the same crafted row for ``target`` at ``norm``."""
+    direction = np.linspace(-1, 1, K + 1)
+    direction *= norm / np.linalg.norm(direction)
+    return [ItemUpdate(np.array([target]), direction[None, :K].astype(np.float32),
+                       direction[K:].astype(np.float32), np.ones(1, np.float32))
+            for _ in range(n)]
+
+
+def copy_of(updates: list[ItemUpdate]) -> list[tuple[np.ndarray, ...]]:
+    return [tuple(a.copy() for a in u.arrays().values()) for u in updates]
+
+
+def test_every_named_defence_is_built_and_the_default_names_them():
+    assert tuple(DEFENCES) == names.NAMES
+    assert names.defence_names(names.DEFAULT)
+    assert RunSettings().defences == names.DEFAULT
+    assert build_defences("off") == [] and build_defences("") == []
+
+
+@pytest.mark.parametrize("bad", ["clip,clip", "median", "clip,,coordination", "on"])
+def test_an_unknown_or_repeated_defence_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match="defences must be"):
+        names.defence_names(bad)
+    with pytest.raises(ValueError, match="defences must be"):
+        RunSettings(defences=bad)
+
+
+@pytest.mark.parametrize("name", names.NAMES)
+def test_conformance_same_length_no_mutation_deterministic_and_honest_rows_kept(name):
+    updates = honest_updates() + pushes(6)
+    before = copy_of(updates)
+    first = DEFENCES[name](0).screen(updates)
+    second = DEFENCES[name](0).screen(updates)
+    assert len(first) == len(updates)
+    for got, want in zip(copy_of(updates), before, strict=True):  # inputs never mutated
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(first, second, strict=True):  # same input, same output
+        assert (a is None) == (b is None)
+        if a is not None:
+            for x, y in zip(a.arrays().values(), b.arrays().values(), strict=True):
+                np.testing.assert_array_equal(x, y)
+    for u, out in zip(updates, first, strict=True):  # a kept reply keeps its ids and counts
+        if out is not None:
+            np.testing.assert_array_equal(out.ids, u.ids)
+            np.testing.assert_array_equal(out.counts, u.counts)
+            assert (row_norms(out) <= row_norms(u) + 1e-6).all()  # never lengthened
+    assert DEFENCES[name](0).screen([]) == []
+
+
+def test_clip_bound_is_the_median_longest_row_and_a_minority_cannot_move_it():
+    honest = honest_updates()
+    bound = learned_bound(honest)
+    assert bound == pytest.approx(np.median([row_norms(u).max() for u in honest]))
+    # 40 % of devices sending rows at the published bound move the median a little,
+    # never to their own length.
+    attacked = learned_bound(honest + pushes(40))
+    assert attacked < 0.2 * 10.0
+    out = LearnedClip().screen(honest + pushes(40))
+    for u in out[len(honest):]:
+        assert row_norms(u).max() == pytest.approx(attacked, rel=1e-5)
+
+
+def test_coordination_sets_aside_alike_rows_and_no_honest_device():
+    d = Coordination()
+    honest = honest_updates(200)
+    assert not d.flagged(honest).any()
+    flagged = d.flagged(honest + pushes(d.group))
+    assert flagged[len(honest):].all() and not flagged[:len(honest)].any()
+    assert not d.flagged(honest + pushes(d.group - 1)).any()  # fewer than a group
+
+
+def test_coordination_does_nothing_below_16_factors():
+    """With few factors honest rows point alike (their bias dominates), so it stands
+    aside rather than set honest devices aside."""
+    rng = np.random.default_rng(0)
+    updates = [ItemUpdate(np.array([3]), (0.001 * rng.standard_normal((1, 4))).astype(
+        np.float32), np.array([0.05], np.float32), np.ones(1, np.float32)) for _ in range(9)]
+    assert not Coordination().flagged(updates).any()
+    copies = [updates[0]] * 9  # it stands aside even for copies
+    assert not Coordination().flagged(copies).any()
+    assert Coordination(min_factors=4).flagged(copies).all()
+
+
+def test_coordination_misses_alike_rows_blurred_by_noise():
+    """What it does not stop (said in its docstring and the README): rows whose angle to
+    each other is large, however alike their mean."""
+    rng = np.random.default_rng(3)
+    rows = pushes(20)
+    blurred = []
+    for u in rows:
+        v = np.append(u.rows[0], u.bias)
+        noise = rng.standard_normal(len(v))
+        v = v + noise * np.linalg.norm(v) / np.linalg.norm(noise)
+        blurred.append(ItemUpdate(u.ids, v[None, :K].astype(np.float32),
+                                  v[K:].astype(np.float32), u.counts))
+    assert not Coordination().flagged(blurred).any()
