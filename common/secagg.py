@@ -20,8 +20,10 @@ Values lie within SecAgg+'s clipping range when the device is honest. A maliciou
 need not clip, nor even quantise: it can add any integers to the masked sum. What the
 server can check is the sum itself against what the round's devices could honestly
 produce (:func:`read_sum`, :func:`read_mean_sum`): touched counts are whole numbers up to
-the number of devices, a weight is at most the count of devices behind it, a weighted row
-is at most that weight times the row norm bound. Items whose sums fail are refused and
+the number of devices, a weight is at most the count of devices behind it (exactly the
+count under ``uniform`` and ``sum`` weighting, where every honest device weighs a row 1,
+so no device can shrink or swell the divisor), a weighted row is at most that weight
+times the row norm bound. Items whose sums fail are refused and
 counted; what passes, one device can still have moved within those bounds.
 """
 
@@ -141,6 +143,11 @@ def read_sum(arrays: list[np.ndarray], weighting: str = "uniform", devices: int 
         "touched": named & ((np.abs(touched - count) > TOUCHED_TOLERANCE) | (touched > limit)),
         "weight": named & ((weight < -TOUCHED_TOLERANCE) | (weight > count + TOUCHED_TOLERANCE)),
     }
+    if weighting in ("uniform", "sum"):
+        # Every honest device weighs a row it names exactly 1, so the weights sum to the
+        # count: a device claiming less (to shrink the divisor) or more is caught here.
+        checks["weight"] |= named & ~checks["touched"] & (
+            np.abs(weight - count) > TOUCHED_TOLERANCE)
     norm = np.sqrt(np.einsum("ij,ij->i", rows, rows) + bias * bias)
     checks["norm"] = named & ~checks["weight"] & (
         norm > max_norm * np.maximum(weight, 0) * (1 + 1e-3) + 1e-3)

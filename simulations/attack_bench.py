@@ -47,6 +47,7 @@ from fedrec.simulations.engine import run_in_process
 
 Progress = Callable[[str, int, int], None]
 TARGETS = {"tail": 0.1, "middle": 0.5}  # popularity percentile of the target
+MODES = ("plain", "secagg")  # the privacy modes the malicious devices can speak
 
 
 def pick_target(parts: Partitions, where: str) -> int:
@@ -232,6 +233,9 @@ def bench_attack(settings: RunSettings, attacks: list[str], fractions: list[floa
                  seed: int = 0) -> dict:
     """Every attack × fraction × target under each defence setting, beside the run with no
     attack under the same setting; returns the record (runs, table, honest cost)."""
+    if settings.privacy not in MODES:
+        raise ValueError(f"bench attack runs privacy {' or '.join(MODES)}; "
+                         f"{settings.privacy} is not measured yet")
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown:
         raise ValueError(f"attacks must be among {', '.join(ATTACKS)}. Found "
@@ -330,6 +334,8 @@ def plot(record: dict, path: Path) -> Path:
     colours = dict(zip(fractions, plt.cm.viridis(np.linspace(0, 0.85, len(fractions))),
                        strict=True))
     for ax, name in zip(axes.ravel(), attacks, strict=False):
+        # an untargeted attack's panel shows what it aims at: honest NDCG@10
+        key = key if ATTACKS[name].targeted or explicit else "ndcg@10"
         for r in record["runs"]:
             if r["attack"] not in (name, "none") or r["target_at"] != record["runs"][0][
                     "target_at"]:
@@ -342,7 +348,9 @@ def plot(record: dict, path: Path) -> Path:
                     style, color=colour, marker=".", label=label)
         ax.set_title(name)
         ax.set_xlabel("round")
-        ax.set_ylabel("target's predicted rating" if explicit else "ER@10 of the target")
+        ax.set_ylabel({"target_rating": "target's predicted rating", "er@10":
+                       "ER@10 of the target", "ndcg@10": "honest NDCG@10"}[key])
+        key = "target_rating" if explicit else "er@10"
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(attacks):]:
         ax.axis("off")
@@ -353,3 +361,33 @@ def plot(record: dict, path: Path) -> Path:
     from fedrec.simulations.results import save_figure
 
     return save_figure(fig, path)
+
+
+def markdown(record: dict) -> str:
+    """The table as Markdown: one line per attack and fraction, defence settings side by
+    side (ER@10 of the target, its median rank, honest NDCG@10's change against the run
+    without attack under the same defences; ratings: the target's predicted rating shift
+    and RMSE)."""
+    explicit = record["protocol"].startswith("explicit")
+    rows = record["table"]
+    settings = list(dict.fromkeys(r["defences"] for r in rows))
+    cells = ("rating shift", "RMSE") if explicit else ("ER@10", "rank", "NDCG Δ")
+    head = ["attack", "share"] + [f"{c} ({s})" for s in settings for c in cells]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    keys = list(dict.fromkeys((r["attack"], r["fraction"], r["target"]) for r in rows))
+    for attack_name, fraction, target in keys:
+        line = [attack_name if len({k[2] for k in keys}) == 1 else f"{attack_name} ({target})",
+                f"{fraction:.1%}" if fraction else "—"]
+        for s in settings:
+            r = next((r for r in rows if (r["attack"], r["fraction"], r["target"],
+                                          r["defences"]) == (attack_name, fraction, target,
+                                                             s)), None)
+            if r is None:
+                line += ["—"] * len(cells)
+            elif explicit:
+                line += [f"{r['rating_shift']:+.3f}", f"{r['rmse']:.4f}"]
+            else:
+                line += [f"{r['er@10']:.3f}", f"{r['target_rank']:.0f}",
+                         f"{r['ndcg_change']:+.1%}"]
+        out.append("| " + " | ".join(line) + " |")
+    return "\n".join(out)

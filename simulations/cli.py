@@ -243,6 +243,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="any run-config key, e.g. --set num-rounds=6; repeatable")
     atk.add_argument("--plot", type=Path, help="PNG of exposure per round (default: beside "
                                                "the JSON)")
+    atk.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     _output_args(atk)
     atk.set_defaults(run=_run_bench_attack)
 
@@ -710,6 +711,7 @@ def _run_bench_attack(args: argparse.Namespace) -> int:
         ATTACKS,
         bench_attack,
         defence_sets,
+        markdown,
         plot,
         table_lines,
     )
@@ -731,7 +733,7 @@ def _run_bench_attack(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record))
     else:
-        print("\n".join(table_lines(record)))
+        print(markdown(record) if args.markdown else "\n".join(table_lines(record)))
         print(f"results: {path}")
         print(f"plot:    {picture}")
     return 0

@@ -48,6 +48,13 @@ def test_sums_no_honest_round_produces_are_refused_item_by_item():
     dense = read_sum([rows, bias, weight, touched], devices=5, max_norm=10.0)
     assert dense.refused == {"touched": 2, "weight": 1, "norm": 1}
     assert set(dense.ids.tolist()) == set(honest.ids.tolist()) - {a, b, c, d}
+    # Under uniform weighting every device weighs a row 1: a device claiming a smaller
+    # weight (to shrink the divisor of the mean) makes the item's sum refused.
+    rows, bias, weight, touched = (t.copy() for t in total)
+    e = honest.ids[4]
+    weight[e] -= 0.9
+    shrunk = read_sum([rows, bias, weight, touched], devices=5, max_norm=10.0)
+    assert shrunk.refused == {"weight": 1} and e not in shrunk.ids
     with pytest.raises(ValueError, match="weighting must be one of"):
         densify(ups[0], 20, "count")
 

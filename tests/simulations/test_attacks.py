@@ -159,7 +159,39 @@ def test_bench_attack_cli_writes_json_and_png_and_refuses_bad_values(tmp_path, c
     for bad, message in ((["--attacks", "nope"], "attacks must be among"),
                          (["--defences", "median"], "defences must be"),
                          (["--fractions", "2"], "fractions must be in"),
-                         (["--targets", "head"], "target must be one of")):
+                         (["--targets", "head"], "target must be one of"),
+                         (["--set", "privacy=dp"], "bench attack runs privacy")):
         assert main(["bench", "attack", "--dataset", SHOP, "--set", "num-rounds=1",
                      "--out", str(out), "--quiet", *bad]) == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_under_secagg_the_push_goes_through_what_stays_open():
+    """Under secagg the server sees only sums: no defence screens single updates, and a
+    push within the published bound lifts the target (the README says so). If a defence
+    ever closes this, this test tells: update the README's secagg table with it."""
+    from fedrec.common import privacy
+
+    settings = replace(privacy.for_mode(preset_settings(SHOP, "implicit-80-20"), "secagg"),
+                       num_rounds=6, evaluate_every=6)
+    target = pick_target(simulated_partitions(SHOP, "implicit-80-20"), "tail")
+    none = run_attack(settings, None, 0.0, target)["rounds"][-1]
+    push = run_attack(settings, "push", 0.05, target)
+    assert push["set_aside"] == {}  # nothing to screen: the server never sees one update
+    assert none["er@10"] == 0.0 and push["rounds"][-1]["er@10"] > 0.3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "defence"), [("push-noise", "clip"),
+                                               ("push", "coordination")])
+def test_each_defence_alone_brings_its_attack_down(name, defence):
+    settings = replace(preset_settings(SHOP, "implicit-80-20"), num_rounds=6,
+                       evaluate_every=6)
+    target = pick_target(simulated_partitions(SHOP, "implicit-80-20"), "tail")
+    off = run_attack(replace(settings, defences=OFF), name, 0.05, target)["rounds"][-1]
+    on = run_attack(replace(settings, defences=defence), name, 0.05, target)
+    assert off["er@10"] > 0.3
+    assert on["rounds"][-1]["er@10"] <= 0.02
+    if defence == "coordination":  # it set the malicious devices aside
+        assert on["set_aside"]["coordination"] >= on["malicious"]
