@@ -342,7 +342,8 @@ class FedRec(FedAvg):
         """The round's accepted updates (with their metrics) after every defence, in order:
         rows changed, replies set aside (counted in :attr:`set_aside` by defence)."""
         for defence in self.defences:
-            screened = defence.screen([update for update, _ in accepted])
+            screened = defence.screen([update for update, _ in accepted],
+                                      self.model.params.factors)
             if len(screened) != len(accepted):
                 raise RuntimeError(f"defence {defence.name} returned {len(screened)} "
                                    f"updates for {len(accepted)}")

@@ -4,6 +4,8 @@ round goes to the round's summary, what it set aside is counted by its name."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from fedrec.common.schema import ItemUpdate
 
 
@@ -15,9 +17,11 @@ class Defence:
     def __init__(self) -> None:
         self.last: dict[str, float] = {}  # what the last round's screen did
 
-    def screen(self, updates: list[ItemUpdate]) -> list[ItemUpdate | None]:
+    def screen(self, updates: list[ItemUpdate], factors: np.ndarray | None = None
+               ) -> list[ItemUpdate | None]:
         """The round's updates as they may be folded: each kept, changed, or None (its
-        reply set aside). Never mutates its input."""
+        reply set aside). ``factors``: the item rows the devices were sent. Never mutates
+        its input."""
         return list(updates)
 
     def summary(self) -> dict[str, float]:

@@ -37,7 +37,8 @@ class LearnedClip(Defence):
             raise ValueError(f"clip factor must be > 0. Found {factor}.")
         self.factor = factor
 
-    def screen(self, updates: list[ItemUpdate]) -> list[ItemUpdate | None]:
+    def screen(self, updates: list[ItemUpdate], factors: np.ndarray | None = None
+               ) -> list[ItemUpdate | None]:
         bound = learned_bound(updates, self.factor)
         self.last = {"bound": bound or 0.0, "rows": 0.0}
         if bound is None:

@@ -45,14 +45,22 @@ class Coordination(Defence):
         signs = (rows.astype(np.float32, copy=False) @ planes) > 0
         return signs.astype(np.int64) @ (np.int64(1) << np.arange(self.bits, dtype=np.int64))
 
-    def own_parts(self, rows: np.ndarray) -> np.ndarray:
+    def own_parts(self, rows: np.ndarray, sent: np.ndarray | None = None) -> np.ndarray:
         """Each row's factors (as a unit vector) without the round's ``common`` main
         directions: honest users' vectors share a few directions (the popular taste), and
         along them honest rows point alike; what is left is each device's own part, which
         only copies share. The directions are the top singular vectors of (a sample of)
         the round's unit rows, where each row counts once, so a minority of devices cannot
-        set them. (The bias is left out: it is one number, alike in every honest row.)"""
+        set them. (The bias is left out: it is one number, alike in every honest row.)
+        With ``sent`` (the rows the devices were sent), each row's part along its own
+        item's row is taken off first: weight decay pulls every device's update to an
+        item along that row alike (on ML-100K's ratings, 4.6 % of honest replies would
+        be set aside without it)."""
         x = rows.astype(np.float32)
+        if sent is not None:  # each row without its part along the row it was sent
+            q = sent.astype(np.float32)
+            q = q / np.maximum(np.sqrt(np.einsum("ij,ij->i", q, q)), 1e-30)[:, None]
+            x -= np.einsum("ij,ij->i", x, q)[:, None] * q
         x /= np.maximum(np.sqrt(np.einsum("ij,ij->i", x, x)), 1e-30)[:, None]
         if self.common and len(x) > self.common:
             rng = np.random.default_rng([self.seed, 272])
@@ -62,7 +70,8 @@ class Coordination(Defence):
             x -= (x @ top.T) @ top
         return x
 
-    def flagged(self, updates: list[ItemUpdate]) -> np.ndarray:
+    def flagged(self, updates: list[ItemUpdate], factors: np.ndarray | None = None
+                ) -> np.ndarray:
         """Which devices (indices into ``updates``) sent a row sharing an item and a code
         with at least ``group − 1`` other devices."""
         sizes = [len(u.ids) for u in updates]
@@ -73,7 +82,7 @@ class Coordination(Defence):
         rows = np.concatenate([u.rows for u in updates])
         if rows.shape[1] < self.min_factors:
             return np.zeros(len(updates), dtype=bool)
-        code = self.codes(self.own_parts(rows))
+        code = self.codes(self.own_parts(rows, None if factors is None else factors[ids]))
         nonzero = np.concatenate([(np.abs(u.rows).sum(axis=1) + np.abs(u.bias)) > 0
                                   for u in updates])
         # One int64 key per (item, code): a multiply-xor mix, so distinct pairs collide
@@ -86,7 +95,8 @@ class Coordination(Defence):
         out[device[nonzero][crowded]] = True
         return out
 
-    def screen(self, updates: list[ItemUpdate]) -> list[ItemUpdate | None]:
-        flagged = self.flagged(updates)
+    def screen(self, updates: list[ItemUpdate], factors: np.ndarray | None = None
+               ) -> list[ItemUpdate | None]:
+        flagged = self.flagged(updates, factors)
         self.last = {"set-aside": float(flagged.sum())}
         return [None if f else u for u, f in zip(updates, flagged, strict=True)]

@@ -105,6 +105,24 @@ def test_coordination_sets_aside_alike_rows_and_no_honest_device():
     assert not d.flagged(honest + pushes(d.group - 1)).any()  # fewer than a group
 
 
+def test_coordination_takes_off_the_pull_along_the_row_each_device_was_sent():
+    """Weight decay pulls every device's update to an item along the row it was sent,
+    alike for all of them: with the sent rows, only the devices' own parts are compared."""
+    rng = np.random.default_rng(4)
+    table = rng.standard_normal((50, K)).astype(np.float32)
+    updates = []
+    for _ in range(40):
+        ids = np.sort(rng.choice(50, 10, replace=False))
+        own = 0.01 * rng.standard_normal((10, K))
+        rows = (0.5 * table[ids] + own).astype(np.float32)  # decay dominates
+        updates.append(ItemUpdate(ids.astype(np.int64), rows, np.zeros(10, np.float32),
+                                  np.ones(10, np.float32)))
+    assert Coordination(common=0).flagged(updates).any()  # alike without the sent rows
+    assert not Coordination(common=0).flagged(updates, table).any()
+    copies = [pushes(1, target=3)[0]] * 4
+    assert Coordination().flagged(updates + copies, table)[-4:].all()
+
+
 def test_coordination_does_nothing_below_16_factors():
     """With few factors honest rows point alike (their bias dominates), so it stands
     aside rather than set honest devices aside."""
