@@ -52,7 +52,9 @@ def services(group: int) -> dict[int, str]:
             cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except (OSError, ValueError, IndexError):
             continue
-        if any(name in cmd for name in SERVICES):
+        # The script's own shell, and the subshells it forks for $(...) and loops, carry
+        # the whole script (every service's name) in their command line; they come and go.
+        if any(name in cmd for name in SERVICES) and not cmd.startswith("bash "):
             found[int(stat.parent.name)] = cmd.strip()
     return found
 
