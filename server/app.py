@@ -110,6 +110,7 @@ def resume_strategy(settings: RunSettings, saved: tuple, rating_range: tuple[flo
     strategy = build_strategy(settings, model.n_items, model.params.mean, rating_range,
                               checkpoint, model, last_round, history)
     strategy.rejected.update(run.get("rejected", {}))
+    strategy.set_aside.update(run.get("set-aside", {}))
     for layer in strategy.layers:
         layer.load(run)
     return strategy

@@ -223,10 +223,11 @@ def _checked_meta(meta: dict, model: ItemModel) -> tuple[int, list[dict], dict]:
     run = meta["run"]
     if not isinstance(run, dict):
         raise ValueError(f"run must be a mapping. Found {type(run).__name__}.")
-    rejected = run.get("rejected", {})
-    if not isinstance(rejected, dict) or not all(
-            isinstance(k, str) and _whole(v) and v >= 0 for k, v in rejected.items()):
-        raise ValueError("run.rejected must map reasons to counts")
+    for key, what in (("rejected", "reasons"), ("set-aside", "defences")):
+        counts = run.get(key, {})
+        if not isinstance(counts, dict) or not all(
+                isinstance(k, str) and _whole(v) and v >= 0 for k, v in counts.items()):
+            raise ValueError(f"run.{key} must map {what} to counts")
     dp_rounds = run.get("dp-rounds", 0)
     if not _whole(dp_rounds) or not 0 <= dp_rounds <= server_round:
         raise ValueError(f"run.dp-rounds must be in [0, {server_round}]. Found {dp_rounds!r}.")

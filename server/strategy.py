@@ -331,7 +331,8 @@ class FedRec(FedAvg):
         log(INFO, "round %s: %s accepted, %s rejected, %s failed, %s rows updated",
             server_round, accepted, summary["rejected"], len(errors), len(agg.ids))
         if self.checkpoint is not None:
-            state: dict = {"rejected": dict(self.rejected), "dp-rounds": 0}
+            state: dict = {"rejected": dict(self.rejected), "dp-rounds": 0,
+                           "set-aside": dict(self.set_aside)}
             for layer in self.layers:
                 state.update(layer.state())
             self.checkpoint.save(self.model, server_round, self.history, state)

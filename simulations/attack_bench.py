@@ -198,22 +198,14 @@ def run_attack(settings: RunSettings, name: str | None, fraction: float, target:
             history = json.loads((Path(tmp) / "history.json").read_text())
     finally:
         FLOWER_LOGGER.setLevel(level)
-    train = [r["train"] for r in history["rounds"] if "train" in r]
     rounds = seen.summary()
     for row in rounds:  # what the server set aside up to each evaluation
-        row["set_aside"] = float(sum(t.get("set-aside", 0.0) for t, r in zip(
-            train, history["rounds"], strict=False) if r["round"] <= row["round"]))
+        row["set_aside"] = float(sum(r["train"].get("set-aside", 0.0)
+                                     for r in history["rounds"]
+                                     if "train" in r and r["round"] <= row["round"]))
     return {"attack": name or "none", "fraction": fraction if n_bad else 0.0,
             "malicious": n_bad, "target": target, "rounds": rounds,
             "set_aside": history.get("set_aside", {}), "rejected": history["rejected"]}
-
-
-def bench_settings(settings: RunSettings, defences: str, evaluate_every: int) -> RunSettings:
-    """The run's settings with the defences named (``off`` for none) and evaluation every
-    ``evaluate_every`` rounds."""
-    return replace(settings, defences=defences, evaluate_every=evaluate_every)
-
-
 
 
 def defence_sets(value: str) -> list[str]:

@@ -717,12 +717,16 @@ def _run_bench_attack(args: argparse.Namespace) -> int:
     )
 
     settings = _settings(args, fold=args.fold)
+    if args.evaluate_every is not None and args.evaluate_every < 1:
+        raise ValueError(f"--evaluate-every must be >= 1. Found {args.evaluate_every}.")
     every = args.evaluate_every or max(1, settings.num_rounds // 4)
-    if every < 1:
-        raise ValueError(f"--evaluate-every must be >= 1. Found {every}.")
     settings = replace(settings, evaluate_every=every)
     attacks = args.attacks.split(",") if args.attacks else list(ATTACKS)
-    fractions = [float(f) for f in args.fractions.split(",")]
+    try:
+        fractions = [float(f) for f in args.fractions.split(",")]
+    except ValueError:
+        raise ValueError(f"--fractions takes numbers in (0, 1], comma-separated. Found "
+                         f"{args.fractions!r}.") from None
     targets = [t.strip() for t in args.targets.split(",")]
     with progress_bar("attacks", args.quiet) as update:
         record = bench_attack(settings, attacks, fractions, targets,

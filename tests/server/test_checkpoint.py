@@ -159,6 +159,8 @@ def test_200_random_bit_flips_never_load_as_a_different_model(tmp_path):
     (None, {"history": {"round": 1}}, "history must be a list"),
     (None, {"run": {"dp-rounds": -1}}, "dp-rounds"),
     (None, {"run": {"rejected": {"norm": "many"}}}, "rejected must map"),
+    (None, {"run": {"set-aside": {"coordination": -2}}}, "set-aside must map"),
+    (None, {"run": {"set-aside": ["coordination"]}}, "set-aside must map"),
     ({"factor-rule.v": np.full((30, 4), -1.0, np.float32)}, None, "must be >= 0"),
 ])
 def test_values_that_no_honest_run_writes_are_refused_by_name(tmp_path, arrays, meta,

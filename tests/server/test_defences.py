@@ -54,6 +54,8 @@ def test_every_named_defence_is_built_and_the_default_names_them():
 
 @pytest.mark.parametrize("bad", ["clip,clip", "median", "clip,,coordination", "on"])
 def test_an_unknown_or_repeated_defence_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match="defences"):
+        RunSettings.from_run_config({"defences": bad})
     with pytest.raises(ValueError, match="defences must be"):
         names.defence_names(bad)
     with pytest.raises(ValueError, match="defences must be"):
@@ -148,3 +150,9 @@ def test_coordination_misses_alike_rows_blurred_by_noise():
         blurred.append(ItemUpdate(u.ids, v[None, :K].astype(np.float32),
                                   v[K:].astype(np.float32), u.counts))
     assert not Coordination().flagged(blurred).any()
+
+
+@pytest.mark.parametrize("bad", [["clip"], None, {"clip": 1}, float("nan"), 3])
+def test_a_defences_value_of_the_wrong_type_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match="defences"):
+        RunSettings.from_run_config({"defences": bad})

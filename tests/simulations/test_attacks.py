@@ -159,6 +159,10 @@ def test_bench_attack_cli_writes_json_and_png_and_refuses_bad_values(tmp_path, c
     for bad, message in ((["--attacks", "nope"], "attacks must be among"),
                          (["--defences", "median"], "defences must be"),
                          (["--fractions", "2"], "fractions must be in"),
+                         (["--fractions", "nan"], "fractions must be in"),
+                         (["--fractions", "some"], "--fractions takes numbers"),
+                         (["--evaluate-every", "0"], "--evaluate-every must be >= 1"),
+                         (["--set", "defences=clip,clip"], "defences must be"),
                          (["--targets", "head"], "target must be one of"),
                          (["--set", "privacy=dp"], "bench attack runs privacy")):
         assert main(["bench", "attack", "--dataset", SHOP, "--set", "num-rounds=1",
