@@ -145,7 +145,8 @@ def _save(context: Context, device: Device | StreamDevice, store: DeviceStore | 
         state[held.KEY] = kept.to_array()
     if table is not None:
         state.update({**edge.table_state(table.factors, table.bias, mean,
-                                         table.static.get("category")),
+                                         table.static.get("category"),
+                                         edge.catalogue_state(table.static, table.extras)),
                       **store_state(table)})
     store.put_many(state)
 

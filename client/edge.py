@@ -24,27 +24,60 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from fedrec.client.store import DeviceStore
+from fedrec.common.catalogue import Catalogue, read_catalogue
 from fedrec.common.data.interactions import EventType
 from fedrec.common.losses import online_bce_step, online_rating_step
 
 # Names of the device's state entries in its store.
 USER = "user"  # [p_u | b_u]
 FACTORS, BIAS, META, CATEGORY = "item-factors", "item-bias", "item-meta", "item-category"
+# A shop's catalogue (fedrec.common.catalogue): each row's SKU (UTF-8 bytes) and category
+# indices (-1 padded), the category names, the rows hidden now (not listed, or delisted).
+SKU, CATEGORIES, CATEGORY_NAMES, HIDDEN = ("item-sku", "item-categories", "category-names",
+                                           "item-hidden")
 
 
 def table_state(factors: np.ndarray, bias: np.ndarray, mean: float = 0.0,
-                categories: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """A synced item table as the store's state entries (to write in one transaction)."""
+                categories: np.ndarray | None = None,
+                catalogue: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """A synced item table as the store's state entries (to write in one transaction);
+    ``catalogue``: the shop's per-row and whole arrays, by entry name (:func:`catalogue_state`)."""
     state = {FACTORS: np.asarray(factors, dtype=np.float32),
              BIAS: np.asarray(bias, dtype=np.float32),
              META: np.array([mean], dtype=np.float64)}
     if categories is not None:
         state[CATEGORY] = np.asarray(categories, dtype=np.int64)
+    state.update(catalogue or {})
     return state
+
+
+def catalogue_state(static: dict[str, np.ndarray], extras: dict[str, np.ndarray]
+                    ) -> dict[str, np.ndarray]:
+    """The store entries of a table message's catalogue arrays (those it has)."""
+    out = {}
+    for entry, source, name in ((SKU, static, "sku"), (CATEGORIES, static, "categories"),
+                                (CATEGORY_NAMES, extras, "category-names"),
+                                (HIDDEN, extras, "hidden")):
+        if name in source:
+            out[entry] = np.asarray(source[name])
+    return out
+
+
+def shop_catalogue_state(catalogue: Catalogue, now: float | None = None
+                         ) -> dict[str, np.ndarray]:
+    """The store entries of the shop's own catalogue file, read on the device: the same
+    SKU-to-row mapping the server uses (row i is the file's i-th item)."""
+    hidden = np.flatnonzero(catalogue.hidden(time.time() if now is None else now))
+    names = catalogue.category_names
+    return {SKU: catalogue.sku_array(), CATEGORIES: catalogue.category_matrix(),
+            CATEGORY_NAMES: np.array([n.encode() for n in names], dtype=bytes)
+            if names else np.empty(0, dtype="S1"),
+            HIDDEN: hidden.astype(np.int64)}
 
 
 @dataclass(frozen=True)
@@ -71,10 +104,15 @@ class UnknownItemError(ValueError):
     the shop's): nothing is stored."""
 
 
+class UnknownCategoryError(ValueError):
+    """A category the catalogue this device synced does not have."""
+
+
 @dataclass(frozen=True)
 class Recommendation:
-    items: np.ndarray  # item ids, best first
+    items: np.ndarray  # item rows, best first
     scores: np.ndarray  # the model's score of each
+    skus: tuple[str, ...] | None = None  # the shop's ids of the items (a shop's catalogue)
 
 
 class EdgeClient:
@@ -84,6 +122,10 @@ class EdgeClient:
         self.store, self.settings = store, settings or EdgeSettings()
         self._rng = np.random.default_rng(self.settings.seed)
         self.factors = self.bias = self.categories = None
+        self.skus: tuple[str, ...] | None = None
+        self.category_names: tuple[str, ...] = ()
+        self.hidden = np.empty(0, dtype=np.int64)
+        self._row_of: dict[str, int] = {}
         self.mean = 0.0
         self.reload_table()
         vector = store.get(USER)
@@ -100,7 +142,29 @@ class EdgeClient:
         self.factors, self.bias = self.store.get(FACTORS), self.store.get(BIAS)
         meta = self.store.get(META)
         self.mean = float(meta[0]) if meta is not None else 0.0
-        self.categories = self.store.get(CATEGORY)
+        self.categories = self.store.get(CATEGORIES)
+        if self.categories is None:
+            self.categories = self.store.get(CATEGORY)
+        skus = self.store.get(SKU)
+        self.skus = None if skus is None else tuple(s.decode() for s in skus.tolist())
+        self._row_of = {} if self.skus is None else {s: i for i, s in enumerate(self.skus)}
+        names = self.store.get(CATEGORY_NAMES)
+        self.category_names = () if names is None else tuple(n.decode()
+                                                             for n in names.tolist())
+        hidden = self.store.get(HIDDEN)
+        self.hidden = np.empty(0, np.int64) if hidden is None else hidden.astype(np.int64)
+
+    def set_catalogue(self, catalogue: Catalogue | str | Path) -> None:
+        """Take the shop's catalogue file (or a read :class:`Catalogue`) before any table
+        has been synced: SKUs, categories and listings, so that events can be recorded by
+        SKU from the start. A synced table's catalogue replaces it."""
+        if not isinstance(catalogue, Catalogue):
+            catalogue = read_catalogue(catalogue)
+        if self.factors is not None and catalogue.n_items < self.n_items:
+            raise ValueError(f"{catalogue.path}: {catalogue.n_items} items, fewer than the "
+                             f"{self.n_items} rows of the table this device synced")
+        self.store.put_many(shop_catalogue_state(catalogue))
+        self.reload_table()
 
     def set_table(self, factors: np.ndarray, bias: np.ndarray, mean: float = 0.0,
                   categories: np.ndarray | None = None) -> None:
@@ -120,16 +184,32 @@ class EdgeClient:
     def n_items(self) -> int:
         return 0 if self.factors is None else len(self.factors)
 
-    # ---- behaviour -------------------------------------------------------------------------
-    def record(self, item: int, event: EventType | str = EventType.VIEW,
-               value: float | None = None, timestamp: int | None = None) -> None:
-        """Store one event and take one online step on the user vector (when the device
-        has an item table). A rating needs its ``value``; other events count as 1."""
-        kind = EventType.parse(event) if isinstance(event, str) else EventType(event)
+    def row(self, item: int | str) -> int:
+        """The table row of ``item``: a SKU of the shop's catalogue, or a row number.
+        Raises :class:`UnknownItemError`."""
+        if isinstance(item, str):
+            if item not in self._row_of:
+                have = "no catalogue yet (sync, or set_catalogue)" if self.skus is None \
+                    else f"{len(self.skus)} items"
+                raise UnknownItemError(f"SKU {item!r} is not in the catalogue this device "
+                                       f"holds ({have}); nothing was stored")
+            return self._row_of[item]
+        if isinstance(item, bool) or not isinstance(item, int | np.integer):
+            raise UnknownItemError(f"an item is a SKU (str) or a row (int). Found {item!r}.")
         item = int(item)
         if item < 0 or (self.n_items and item >= self.n_items):
             raise UnknownItemError(f"item {item} is not in the catalogue this device synced "
                                    f"(0..{self.n_items - 1}); nothing was stored")
+        return item
+
+    # ---- behaviour -------------------------------------------------------------------------
+    def record(self, item: int | str, event: EventType | str = EventType.VIEW,
+               value: float | None = None, timestamp: int | None = None) -> None:
+        """Store one event for ``item`` (a SKU, or a row) and take one online step on the
+        user vector (when the device has an item table). A rating needs its ``value``;
+        other events count as 1."""
+        kind = EventType.parse(event) if isinstance(event, str) else EventType(event)
+        item = self.row(item)
         if kind == EventType.RATING and (value is None or not np.isfinite(value)):
             raise ValueError("a rating needs a finite value")
         value = 1.0 if value is None else float(value)
@@ -182,12 +262,15 @@ class EdgeClient:
     # ---- recommendations -------------------------------------------------------------------
     def recommend(self, k: int = 10,
                   exclude: Iterable[EventType | str] = (EventType.PURCHASE,),
-                  category: int | None = None) -> Recommendation:
+                  category: int | str | None = None) -> Recommendation:
         """The ``k`` best items for this user by the current model: items the user has an
-        ``exclude`` event for are left out (bought items by default), and with
-        ``category`` only that category's items are ranked."""
+        ``exclude`` event for are left out (bought items by default), items the shop does
+        not offer now (hidden) are never ranked, and with ``category`` (a name of the shop's
+        catalogue, or an index) only that category's items are. Before any table has been
+        synced there is nothing to rank: the result is empty."""
         if self.factors is None:
-            return Recommendation(np.empty(0, np.int64), np.empty(0))
+            return Recommendation(np.empty(0, np.int64), np.empty(0),
+                                  None if self.skus is None else ())
         self._ensure_user()
         scores = self.factors @ self.user[:-1] + self.bias
         blocked = set()
@@ -198,15 +281,31 @@ class EdgeClient:
         # (events stored before the first sync may name items beyond this table)
         blocked = np.fromiter(blocked, dtype=np.int64, count=len(blocked))
         allowed[blocked[blocked < self.n_items]] = False
+        allowed[self.hidden[(self.hidden >= 0) & (self.hidden < self.n_items)]] = False
         if category is not None:
-            if self.categories is None:
-                raise ValueError("this device's table has no item categories")
-            allowed &= self.categories == category
+            allowed &= self._in_category(category)
         candidates = np.flatnonzero(allowed)
         k = min(int(k), len(candidates))
+        skus = None if self.skus is None else ()
         if k <= 0:
-            return Recommendation(np.empty(0, np.int64), np.empty(0))
+            return Recommendation(np.empty(0, np.int64), np.empty(0), skus)
         cand_scores = scores[candidates]
         top = np.argpartition(-cand_scores, k - 1)[:k]
         top = top[np.argsort(-cand_scores[top], kind="stable")]
-        return Recommendation(candidates[top], cand_scores[top].astype(np.float64))
+        rows = candidates[top]
+        if self.skus is not None:
+            skus = tuple(self.skus[r] for r in rows.tolist())
+        return Recommendation(rows, cand_scores[top].astype(np.float64), skus)
+
+    def _in_category(self, category: int | str) -> np.ndarray:
+        """(n_items,) bool: the rows of ``category`` (a name, or an index)."""
+        if self.categories is None or len(self.categories) < self.n_items:
+            raise UnknownCategoryError("this device's table has no item categories")
+        if isinstance(category, str):
+            if category not in self.category_names:
+                raise UnknownCategoryError(
+                    f"category {category!r} is not in the catalogue this device synced "
+                    f"({len(self.category_names)} categories)")
+            category = self.category_names.index(category)
+        index = self.categories[:self.n_items]
+        return (index == category).any(axis=1) if index.ndim == 2 else index == category

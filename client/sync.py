@@ -29,8 +29,11 @@ from fedrec.common import records
 
 TABLE = "table"  # context.state: ArrayRecord {factors, bias, version, static.NAME}
 VERSION = "item-version"  # a device store's state entry: the synced table's version
-STATIC = ("listed",)  # the static per-row arrays a device store keeps
+STATIC = ("listed",)  # the static per-row arrays a device store keeps as static.NAME
 PREFIX = "static."
+# What comes whole with every table message beside the rows (a shop's catalogue: the rows
+# hidden now, never recommended; the category names its category indices stand for).
+EXTRAS = ("hidden", "category-names")
 
 
 class StaleTableError(RuntimeError):
@@ -40,12 +43,13 @@ class StaleTableError(RuntimeError):
 @dataclass
 class HeldTable:
     """An item table as a device holds it: rows, biases, version (None: full sync, not
-    versioned) and the static per-row arrays."""
+    versioned), the static per-row arrays and the message's :data:`EXTRAS`."""
 
     factors: np.ndarray
     bias: np.ndarray
     version: int | None
     static: dict[str, np.ndarray] = field(default_factory=dict)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_items(self) -> int:
@@ -94,8 +98,11 @@ class StoreKeeper:
         if factors is None or bias is None or version is None:
             return None
         static = {name: v for name in STATIC if (v := s.get(PREFIX + name)) is not None}
-        if (category := s.get(edge.CATEGORY)) is not None and len(category) == len(factors):
-            static["category"] = category  # (kept where the app reads it: edge.table_state)
+        # (kept where the app reads them: edge.table_state)
+        for name, entry in (("category", edge.CATEGORY), ("sku", edge.SKU),
+                            ("categories", edge.CATEGORIES)):
+            if (values := s.get(entry)) is not None and len(values) == len(factors):
+                static[name] = values
         return HeldTable(_writable(factors), _writable(bias), int(version[0]), static)
 
     def keep(self, context: Context, table: HeldTable) -> None:
@@ -113,8 +120,9 @@ def synced_table(items: ArrayRecord, context: Context,
     holds it between messages."""
     arrays = records.record_to_arrays(items)
     static = {k[len(PREFIX):]: v for k, v in arrays.items() if k.startswith(PREFIX)}
+    extras = {k: arrays[k] for k in EXTRAS if k in arrays}
     if "version" not in arrays:  # full sync: the message is the table, nothing kept
-        return HeldTable(arrays["factors"], arrays["bias"], None, static)
+        return HeldTable(arrays["factors"], arrays["bias"], None, static, extras)
     keeper = keeper or StateKeeper()
     version, n_items = (int(v) for v in arrays["version"])
     if "base" not in arrays:
@@ -122,6 +130,7 @@ def synced_table(items: ArrayRecord, context: Context,
     else:
         table = _patch(keeper.load(context), arrays, static, version, n_items)
     keeper.keep(context, table)
+    table.extras.update(extras)
     return table
 
 

@@ -74,6 +74,11 @@ class RunSettings:
     ddp_item_reg: float = 3.0  # secagg+dp: L2 on the item rows in the server's solve
     ddp_select_values: int = 20_000  # secagg+dp: the row choice's values (a sketch beyond)
     defences: str = DEFAULT  # the server's poisoning defences, in order ("off": none)
+    # A shop's catalogue file (fedrec.common.catalogue): the server's items, their SKUs and
+    # categories, watched while it runs; the dataset then names no catalogue.
+    catalogue: str = ""
+    rating_min: float = 1.0  # with a catalogue, explicit feedback: the rating scale
+    rating_max: float = 5.0
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -98,6 +103,13 @@ class RunSettings:
         if self.decoy_rows < 0:
             raise ValueError(f"decoy_rows must be >= 0. Found {self.decoy_rows}.")
         defence_names(self.defences)
+        if not (math.isfinite(self.rating_min) and math.isfinite(self.rating_max)
+                and self.rating_min < self.rating_max):
+            raise ValueError(f"rating-min must be below rating-max, both finite. Found "
+                             f"{self.rating_min}, {self.rating_max}.")
+        if self.catalogue and self.mode.runner != "fedrec":
+            raise ValueError(f"catalogue applies to the sparse modes; privacy={self.privacy} "
+                             "runs over a fixed catalogue")
         self.train_config()  # validates the local-training fields
         privacy.check_settings(self)  # the mode, and every setting agreeing with it
 

@@ -30,6 +30,12 @@ class Aggregate:
     weight: np.ndarray  # (m,) total weight behind each row
     devices: np.ndarray  # (m,) how many devices touched each row
 
+    def without(self, ids: np.ndarray) -> Aggregate:
+        """This aggregate less the rows of ``ids``."""
+        keep = ~np.isin(self.ids, ids)
+        return Aggregate(self.ids[keep], self.rows[keep], self.bias[keep], self.weight[keep],
+                         self.devices[keep])
+
 
 class Accumulator:
     """Running per-item weighted sums: each accepted update is folded in as it arrives, so a

@@ -26,6 +26,7 @@ from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.defences import build_defences
 from fedrec.server.item_model import ItemModel
 from fedrec.server.layers import build_layers
+from fedrec.server.listings import Listings
 from fedrec.server.mean import fallback_mean, query_mean
 from fedrec.server.secagg import SecAggFedRec, run_secagg
 from fedrec.server.secagg_dp import DdpConfig, SecAggDpFedRec, run_secagg_dp
@@ -111,6 +112,7 @@ def resume_strategy(settings: RunSettings, saved: tuple, rating_range: tuple[flo
                               checkpoint, model, last_round, history)
     strategy.rejected.update(run.get("rejected", {}))
     strategy.set_aside.update(run.get("set-aside", {}))
+    strategy.load_sync_state(run)
     for layer in strategy.layers:
         layer.load(run)
     return strategy
@@ -138,10 +140,29 @@ def run(grid: Grid, settings: RunSettings, context: Context | None = None,
     return strategy
 
 
+def open_listings(settings: RunSettings) -> Listings | None:
+    """The run's catalogue file, read and checked (None without one)."""
+    if not settings.catalogue:
+        return None
+    return Listings(settings.catalogue, explicit=settings.explicit,
+                    init_std=settings.init_std, seed=settings.seed)
+
+
+def shop_rating_range(settings: RunSettings) -> tuple[float, float]:
+    """The rating scale of a shop run from its catalogue file (no dataset to read it
+    from): the run's ``rating-min``/``rating-max`` for ratings, 1 for implicit events."""
+    return (settings.rating_min, settings.rating_max) if settings.explicit else (1.0, 1.0)
+
+
 def run_fedrec(grid: Grid, settings: RunSettings) -> FedRec:
     """The sparse modes (plain and its layers: decoy, dp): the FedRec strategy, resumed
-    from its checkpoint when there is one."""
-    n_items, rating_range = catalogue(settings)
+    from its checkpoint when there is one; with a catalogue file, over the shop's items,
+    watched for new listings between rounds."""
+    listings = open_listings(settings)
+    if listings is None:
+        n_items, rating_range = catalogue(settings)
+    else:
+        n_items, rating_range = listings.n_items, shop_rating_range(settings)
     checkpoint = open_checkpoint(settings)
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is None:
@@ -152,9 +173,16 @@ def run_fedrec(grid: Grid, settings: RunSettings) -> FedRec:
                                                     strategy.refusals, settings.min_nodes)
     else:
         strategy = resume_strategy(settings, saved, rating_range, checkpoint)
-    categories = item_categories(settings)
-    if categories is not None and len(categories) == strategy.model.n_items:
-        strategy.static["category"] = categories
+        if listings is not None:
+            listings.check_resumed(saved[3], strategy.model.n_items, str(checkpoint.path))
+    if listings is not None:
+        strategy.listings = listings  # (items listed while the server was down: grown now)
+        listings.refresh(strategy.model, strategy.static, strategy.round_offset)
+        n_items = strategy.model.n_items
+    else:
+        categories = item_categories(settings)
+        if categories is not None and len(categories) == strategy.model.n_items:
+            strategy.static["category"] = categories
     log(INFO, "fedrec: %s items, %s factors, global mean %.4f, from round %s", n_items,
         settings.factors, strategy.model.params.mean, strategy.round_offset + 1)
     remaining = settings.num_rounds - strategy.round_offset

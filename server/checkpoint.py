@@ -228,6 +228,16 @@ def _checked_meta(meta: dict, model: ItemModel) -> tuple[int, list[dict], dict]:
         if not isinstance(counts, dict) or not all(
                 isinstance(k, str) and _whole(v) and v >= 0 for k, v in counts.items()):
             raise ValueError(f"run.{key} must map {what} to counts")
+    acked = run.get("acked", {})  # delta sync: each node's table (version, rows)
+    if not isinstance(acked, dict) or not all(
+            isinstance(k, str) and k.isdigit() and isinstance(v, list) and len(v) == 2
+            and all(_whole(x) for x in v) and 0 <= v[0] <= server_round
+            and 0 <= v[1] <= model.n_items for k, v in acked.items()):
+        raise ValueError(f"run.acked must map node ids to [version <= {server_round}, "
+                         f"rows <= {model.n_items}]")
+    seen = run.get("seen", [])
+    if not isinstance(seen, list) or not all(_whole(n) and n >= 0 for n in seen):
+        raise ValueError("run.seen must list node ids")
     dp_rounds = run.get("dp-rounds", 0)
     if not _whole(dp_rounds) or not 0 <= dp_rounds <= server_round:
         raise ValueError(f"run.dp-rounds must be in [0, {server_round}]. Found {dp_rounds!r}.")

@@ -28,6 +28,7 @@ from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.defences import Defence
 from fedrec.server.item_model import ItemModel
 from fedrec.server.layers import ServerLayer
+from fedrec.server.listings import Listings
 from fedrec.server.publish import PublishedTable
 from fedrec.server.replies import Outbox, Refusals
 from fedrec.server.wait import wait_for_nodes
@@ -93,6 +94,9 @@ class FedRec(FedAvg):
         # updates together before any is folded; what they set aside is counted by name.
         self.defences = list(defences)
         self.set_aside: Counter[str] = Counter()
+        # The operator's catalogue file (deployment), watched between rounds: new listings
+        # grow the table, hidden items go to devices and are dropped from aggregates.
+        self.listings: Listings | None = None
         for layer in self.layers:
             self.max_norm = layer.norm_bound(self.max_norm, model.params.n_factors)
 
@@ -125,10 +129,19 @@ class FedRec(FedAvg):
     def _with_named(self, record: ArrayRecord) -> ArrayRecord:
         """``record`` with what the layers send beside the table (decoy: last round's
         named counts, which devices draw decoys by)."""
-        for layer in self.layers:
-            for name, values in layer.table_arrays().items():
-                record[name] = records.encode_array(values)
+        for name, values in self._table_arrays().items():
+            record[name] = records.encode_array(values)
         return record
+
+    def _table_arrays(self) -> dict[str, np.ndarray]:
+        """What goes whole with every table: the layers' arrays and the catalogue's
+        (hidden rows, category names)."""
+        out = {}
+        for layer in self.layers:
+            out.update(layer.table_arrays())
+        if self.listings is not None:
+            out.update(self.listings.table_arrays())
+        return out
 
     def table_record(self, held: tuple[int, int] | None) -> ArrayRecord:
         """The item rows a device needs: the whole table at first contact (``held`` None),
@@ -160,9 +173,8 @@ class FedRec(FedAvg):
         """The payload of :meth:`items_record` (what a full sync sends each device),
         without building it."""
         p = self.model.params
-        arrays = [p.factors, p.bias, *self._static(0).values()]
-        for layer in self.layers:
-            arrays += list(layer.table_arrays().values())
+        arrays = [p.factors, p.bias, *self._static(0).values(),
+                  *self._table_arrays().values()]
         return sum(records.encoded_size(a) for a in arrays)
 
     def train_messages(self, config: ConfigRecord, node_ids: list[int],
@@ -226,6 +238,8 @@ class FedRec(FedAvg):
         if not all(layer.allows_round(server_round) for layer in self.layers):
             return []
         wait_for_nodes(grid, self.min_available_nodes, self.wait_timeout)
+        if self.listings is not None:  # (the catalogue as it is now: new items, hidden ones)
+            self.listings.refresh(self.model, self.static, server_round)
         return super().configure_train(server_round, self.items_record(),
                                        self.round_config(server_round), grid)
 
@@ -300,6 +314,8 @@ class FedRec(FedAvg):
             acc.add(update)
             self.accepted_metrics.append(metrics)
         agg = acc.result()
+        if self.listings is not None and len(self.listings.hidden):
+            agg = agg.without(self.listings.hidden)  # hidden items are never trained
         for layer in self.layers:
             layer.after_fold(acc.devices)
         applied = self.model.apply(agg, server_round)
@@ -327,6 +343,8 @@ class FedRec(FedAvg):
                 summary.update(defence.summary())
         for layer in self.layers:
             summary.update(layer.summary())
+        if self.listings is not None:
+            summary.update(self.listings.summary())
         self.history.append({"round": server_round, "train": summary})
         log(INFO, "round %s: %s accepted, %s rejected, %s failed, %s rows updated",
             server_round, accepted, summary["rejected"], len(errors), len(agg.ids))
@@ -335,8 +353,28 @@ class FedRec(FedAvg):
                            "set-aside": dict(self.set_aside)}
             for layer in self.layers:
                 state.update(layer.state())
+            if self.listings is not None:
+                state.update(self.listings.state(self.model.n_items))
+            state.update(self.sync_state())
             self.checkpoint.save(self.model, server_round, self.history, state)
         return self.items_record(), MetricRecord(summary)
+
+    def sync_state(self) -> dict:
+        """Delta sync's memory of the devices (a checkpoint's run-state entries): the table
+        each node acknowledged, and the nodes sent a table before. Kept, a restarted server
+        sends a device the rows moved since its table, not the whole table again."""
+        if self.sync != "delta":
+            return {}
+        return {"acked": {str(node): [int(v), int(n)] for node, (v, n) in self.acked.items()},
+                "seen": sorted(int(node) for node in self.seen)}
+
+    def load_sync_state(self, run: dict) -> None:
+        """Restore :meth:`sync_state` (values checked by the checkpoint's loader)."""
+        if self.sync != "delta":
+            return
+        self.acked = {int(node): (int(v), int(n)) for node, (v, n) in
+                      run.get("acked", {}).items()}
+        self.seen = {int(node) for node in run.get("seen", [])}
 
     def screen(self, accepted: list[tuple[ItemUpdate, dict[str, float]]]
                ) -> list[tuple[ItemUpdate, dict[str, float]]]:

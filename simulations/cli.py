@@ -34,6 +34,7 @@ from fedrec.common.partition import simulated_partitions
 from fedrec.common.privacy import NAMES as PRIVACY
 from fedrec.common.settings import RunSettings
 from fedrec.common.split import PROTOCOLS, is_explicit
+from fedrec.simulations import catalogue_cli
 from fedrec.simulations.bench_engine import bench_engine
 from fedrec.simulations.presets import (
     STREAM_BUFFER,
@@ -392,6 +393,7 @@ def _parser() -> argparse.ArgumentParser:
     _dataset_args(info, positional=True)
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_run_info)
+    catalogue_cli.add_parser(sub)
     return parser
 
 

@@ -107,15 +107,22 @@ def test_the_readme_deployment_trains_across_three_supernodes(tmp_path):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     code, out = run_watched(script, tmp_path, env, work)
     assert code == 0, out[-4000:] + logs(work)
-    shown = [line for line in out.splitlines() if re.fullmatch(r"\d+\t-?\d+\.\d{4}", line)]
-    assert len(shown) == 10, out[-3000:]  # the app's top 5, then its top 5 in category 3
+    shown = [line.split("\t")[0] for line in out.splitlines()
+             if re.fullmatch(r"[a-z-]+\t-?\d+\.\d{4}", line)]
+    # the app's top 5, "outdoor" (4 items, one bought), then (after the new listing)
+    # "winter"
+    assert len(shown) == 5 + 3 + 3, out[-3000:]
     history = json.loads((work / "results" / "history.json").read_text())
-    assert [r["train"]["accepted"] for r in history["rounds"] if "train" in r] == [3, 3, 3]
+    train = [r["train"] for r in history["rounds"] if "train" in r]
+    assert [t["accepted"] for t in train] == [3, 3, 3, 3]
+    assert [t["items"] for t in train] == [12, 12, 12, 13]
+    assert train[3]["first-contact-bytes"] == 0  # the restarted server sent rows, not tables
     key = bytes.fromhex((work / "keys" / "checkpoint.key").read_text())
     model, last, _, _ = Checkpoint(work / "server.db", key=key).load()
-    assert last == 3
+    assert last == 4
     np.testing.assert_array_equal(model.params.factors,
                                   np.load(work / "results" / "model.npz")["factors"])
+    bought = ("shoe-trail", "tee-run", "coat-down")
     for i in (1, 2, 3):
         device = work / f"device-{i}"
         assert (device / "node").stat().st_mode & 0o777 == 0o600
@@ -125,11 +132,18 @@ def test_the_readme_deployment_trains_across_three_supernodes(tmp_path):
             assert len(store) == 1 and app.user is not None
             # the table it trained on in the last round (the model before that round)
             assert app.factors.shape == model.params.factors.shape
-            assert 7 * i not in app.recommend(k=5).items.tolist()  # bought: left out
-            if i == 1:  # what the app showed: the model's top items, then category 3's
-                items = [int(line.split("\t")[0]) for line in shown]
-                assert items[:5] == app.recommend(k=5).items.tolist()
-                assert items[5:] == app.recommend(k=5, category=3).items.tolist()
-                assert (app.categories[items[5:]] == 3).all()
+            assert app.skus[-1] == "boot-winter"
+            assert bought[i - 1] not in app.recommend(k=13).skus  # bought: left out
+            if i == 1:  # the app's lists, in SKUs: the bought one left out
+                assert "shoe-trail" not in shown and len(set(shown[:5])) == 5
+                assert set(shown[5:8]) == {"coat-rain", "coat-down", "bag-day"}
+                assert shown[8:] == list(app.recommend(k=5, category="winter").skus)
+                assert set(shown[8:]) == {"coat-down", "hat-wool", "boot-winter"}
     for secret in ("operator", "superexec.secret", "checkpoint.key", "ca.key"):
         assert (work / "keys" / secret).stat().st_mode & 0o777 == 0o600, secret
+    # Run again over the same folder: refused at once, nothing started or changed.
+    before = (work / "catalogue.csv").read_bytes()
+    again = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, timeout=60,
+                           capture_output=True, text=True)
+    assert again.returncode == 1 and "File exists" in again.stderr, again.stderr
+    assert not again.stdout and (work / "catalogue.csv").read_bytes() == before

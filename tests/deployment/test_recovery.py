@@ -40,8 +40,9 @@ def _checkpoint(fed) -> Checkpoint:
 def test_the_server_killed_mid_run_resumes_from_its_checkpoint(federation):
     fed = federation
     _federation(fed)
+    config = fed.config(6, sync='"delta"')
     run = fed.procs.start("run-1", "flwr", "run", str(ROOT), "local", "--stream",
-                          "--run-config", fed.config(6))
+                          "--run-config", config)
     fed.procs.finished("run-1")  # (it ends when the SuperLink is killed)
     fed.procs.wait_until("round 2 checkpointed", lambda: _checkpoint_round(fed) >= 2, 240)
     for name in ("superlink", "superexec"):  # the server: SuperLink, SuperExec, ServerApp
@@ -52,12 +53,15 @@ def test_the_server_killed_mid_run_resumes_from_its_checkpoint(federation):
     # Restart with the same state database; registered nodes reconnect by themselves.
     fed.start_superlink()
     assert fed.wait_online(3, timeout=120).count("online") == 3
-    again = flwr(fed.procs, "run", str(ROOT), "local", "--stream", "--run-config",
-                 fed.config(6))
+    again = flwr(fed.procs, "run", str(ROOT), "local", "--stream", "--run-config", config)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     history = json.loads((fed.folder / "results" / "history.json").read_text())
     rounds = [r["round"] for r in history["rounds"] if "train" in r]
     assert rounds == list(range(1, 7))  # each round once: none lost, none twice
+    # Delta sync: the restarted server knew each device's table, and sent rows, not tables.
+    train = {r["round"]: r["train"] for r in history["rounds"] if "train" in r}
+    assert train[1]["first-contact-bytes"] > 0
+    assert all(train[r]["first-contact-bytes"] == 0 for r in range(2, 7)), train
     model, last, _, _ = _checkpoint(fed).load()
     assert last == 6
     # Rows untouched since the kill are exactly as checkpointed then.

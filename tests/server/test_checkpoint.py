@@ -161,6 +161,12 @@ def test_200_random_bit_flips_never_load_as_a_different_model(tmp_path):
     (None, {"run": {"rejected": {"norm": "many"}}}, "rejected must map"),
     (None, {"run": {"set-aside": {"coordination": -2}}}, "set-aside must map"),
     (None, {"run": {"set-aside": ["coordination"]}}, "set-aside must map"),
+    (None, {"run": {"acked": {"7": [99, 1]}}}, "acked must map"),  # a version after the run
+    (None, {"run": {"acked": {"7": [1, 10**6]}}}, "acked must map"),  # more rows than exist
+    (None, {"run": {"acked": {"node-7": [1, 1]}}}, "acked must map"),
+    (None, {"run": {"acked": {"7": [1]}}}, "acked must map"),
+    (None, {"run": {"seen": [-1]}}, "seen must list"),
+    (None, {"run": {"seen": {"7": 1}}}, "seen must list"),
     ({"factor-rule.v": np.full((30, 4), -1.0, np.float32)}, None, "must be >= 0"),
 ])
 def test_values_that_no_honest_run_writes_are_refused_by_name(tmp_path, arrays, meta,
