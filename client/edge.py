@@ -168,7 +168,9 @@ class EdgeClient:
 
     def set_table(self, factors: np.ndarray, bias: np.ndarray, mean: float = 0.0,
                   categories: np.ndarray | None = None) -> None:
-        """Store a new item table (what a sync delivers) and use it from now on."""
+        """Store a new item table (what a sync delivers) and use it from now on: a table
+        that reaches the device without a SuperNode (the server's ``model.npz``, fetched
+        by the app). Its rows are the catalogue's items in order (:meth:`set_catalogue`)."""
         factors = np.asarray(factors, dtype=np.float32)
         bias = np.asarray(bias, dtype=np.float32)
         if factors.ndim != 2 or bias.shape != (len(factors),):
@@ -177,6 +179,9 @@ class EdgeClient:
         if categories is not None and np.shape(categories) != (len(factors),):
             raise ValueError(f"categories must have one entry per item ({len(factors)}). "
                              f"Found {np.shape(categories)}.")
+        if self.skus is not None and len(factors) > len(self.skus):
+            raise ValueError(f"the table has {len(factors)} rows, the catalogue this device "
+                             f"holds {len(self.skus)} items: take the newer catalogue first")
         self.store.put_many(table_state(factors, bias, mean, categories))
         self.reload_table()
 

@@ -26,7 +26,8 @@ class RunSettings:
     fold: int = 0
     data_dir: str = ""
     validation: bool = False  # train and evaluate on the validation split (no test events)
-    num_rounds: int = 20
+    num_rounds: int = 20  # 0: until stopped (a deployed server, plain or decoy)
+    round_every: float = 0.0  # seconds from one round's start to the next (0: back to back)
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
     min_nodes: int = 1
@@ -84,9 +85,18 @@ class RunSettings:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}. "
                              f"Found {self.protocol!r}.")
-        for name in ("num_rounds", "evaluate_every", "factors", "min_nodes"):
+        for name in ("evaluate_every", "factors", "min_nodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1. Found {getattr(self, name)}.")
+        if self.num_rounds < 0:
+            raise ValueError(f"num_rounds must be >= 1, or 0 (until stopped). Found "
+                             f"{self.num_rounds}.")
+        if not self.num_rounds and (self.mode.runner != "fedrec" or self.mode.noised):
+            raise ValueError(f"num-rounds=0 (until stopped) needs a mode without a round "
+                             f"budget; privacy={self.privacy} plans its rounds")
+        if not (math.isfinite(self.round_every) and 0 <= self.round_every <= 30 * 86400):
+            raise ValueError(f"round_every must be seconds in [0, 30 days]. Found "
+                             f"{self.round_every}.")
         for name in ("fraction_train", "fraction_evaluate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]. Found {getattr(self, name)}.")

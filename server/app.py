@@ -34,6 +34,7 @@ from fedrec.server.strategy import FedRec
 from fedrec.server.wait import wait_for_nodes
 
 app = ServerApp()
+UNTIL_STOPPED = 2**40  # rounds a num-rounds=0 server runs: until `flwr stop` or a signal
 
 
 @app.main()
@@ -97,7 +98,8 @@ def build_strategy(settings: RunSettings, n_items: int, mean: float,
                   layers=build_layers(settings, n_items), checkpoint=checkpoint,
                   round_offset=round_offset, history=history, sync=settings.sync,
                   sync_threshold=settings.sync_threshold, privacy=settings.privacy,
-                  defences=build_defences(settings.defences, settings.seed))
+                  defences=build_defences(settings.defences, settings.seed),
+                  round_every=settings.round_every)
 
 
 def resume_strategy(settings: RunSettings, saved: tuple, rating_range: tuple[float, float],
@@ -185,7 +187,8 @@ def run_fedrec(grid: Grid, settings: RunSettings) -> FedRec:
             strategy.static["category"] = categories
     log(INFO, "fedrec: %s items, %s factors, global mean %.4f, from round %s", n_items,
         settings.factors, strategy.model.params.mean, strategy.round_offset + 1)
-    remaining = settings.num_rounds - strategy.round_offset
+    remaining = settings.num_rounds - strategy.round_offset if settings.num_rounds \
+        else UNTIL_STOPPED
     if remaining > 0:
         strategy.start(grid=grid, initial_arrays=strategy.items_record(),
                        num_rounds=remaining, timeout=settings.round_timeout)

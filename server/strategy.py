@@ -9,6 +9,7 @@ one is rejected with its reason logged and counted, and never touches the model.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from logging import INFO, WARNING
@@ -48,7 +49,8 @@ class FedRec(FedAvg):
                  checkpoint: Checkpoint | None = None,
                  round_offset: int = 0, history: list[dict] | None = None,
                  sync: str = "full", sync_threshold: float = 0.0,
-                 privacy: str = "plain", defences: Sequence[Defence] = ()) -> None:
+                 privacy: str = "plain", defences: Sequence[Defence] = (),
+                 round_every: float = 0.0) -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes, min_evaluate_nodes=min_evaluate_nodes,
                          min_available_nodes=min_available_nodes,
@@ -97,6 +99,9 @@ class FedRec(FedAvg):
         # The operator's catalogue file (deployment), watched between rounds: new listings
         # grow the table, hidden items go to devices and are dropped from aggregates.
         self.listings: Listings | None = None
+        # A server that runs on a schedule: a round starts at most every round_every s.
+        self.round_every, self._next_start = float(round_every), 0.0
+        self._started = 0.0  # when the round in progress started (Unix seconds)
         for layer in self.layers:
             self.max_norm = layer.norm_bound(self.max_norm, model.params.n_factors)
 
@@ -237,6 +242,10 @@ class FedRec(FedAvg):
         # this, a simulation whose nodes register gradually (Ray) trains round 1 on a few.
         if not all(layer.allows_round(server_round) for layer in self.layers):
             return []
+        if self.round_every:  # (the schedule: this round starts round_every after the last)
+            time.sleep(max(0.0, self._next_start - time.monotonic()))
+            self._next_start = time.monotonic() + self.round_every
+        self._started = time.time()
         wait_for_nodes(grid, self.min_available_nodes, self.wait_timeout)
         if self.listings is not None:  # (the catalogue as it is now: new items, hidden ones)
             self.listings.refresh(self.model, self.static, server_round)
@@ -336,6 +345,8 @@ class FedRec(FedAvg):
             "download-bytes": float(self.download),
             "first-contact-bytes": float(self.first_contact),
         }
+        if self.round_every:
+            summary["started-at"] = self._started
         self.download = self.first_contact = 0
         if self.defences:
             summary["set-aside"] = float(len(held) - len(defended))

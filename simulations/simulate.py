@@ -43,6 +43,9 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
              progress: Progress | None = None, centralized: bool = True,
              workers: int = 1, observer: Observer | None = None) -> dict:
     """Run the federated simulation and the centralized reference; returns the record."""
+    if not settings.num_rounds:
+        raise ValueError("num-rounds=0 runs until stopped: that is for a deployed server; "
+                         "a simulation needs a number of rounds")
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
                                  settings.data_dir)
     n_devices = parts.n_users

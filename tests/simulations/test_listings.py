@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -125,3 +126,36 @@ def test_a_checkpoint_made_without_a_catalogue_is_not_resumed_with_one(tmp_path)
     with pytest.raises(ValueError, match="not made with a catalogue file"):
         run_in_process(server_app, client_app, parts.n_users,
                        RunSettings(num_rounds=2, catalogue=str(path), **base).to_run_config())
+
+
+def test_a_server_on_a_schedule_runs_until_stopped(tmp_path):
+    """num-rounds=0 with round-every: rounds start on the schedule until the run is stopped
+    (here: the grid fails at round 4), every finished round checkpointed."""
+    path = tmp_path / "catalogue.csv"
+    write_catalogue(path, dataset_catalogue(SHOP))
+    settings = RunSettings(dataset=SHOP, catalogue=str(path), num_rounds=0, round_every=0.4,
+                           evaluate_every=100, factors=8, negatives=2,
+                           checkpoint=str(tmp_path / "server.db"))
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_round_4(direction: str, msg) -> None:
+        if direction == "to-device" and msg.metadata.message_type == "train" \
+                and _round(msg) == 4:
+            raise Stop
+
+    parts = simulated_partitions(SHOP, settings.protocol, 0, "")
+    with pytest.raises(Stop):
+        run_in_process(server_app, client_app, parts.n_users, settings.to_run_config(),
+                       observer=stop_at_round_4)
+    from fedrec.server.checkpoint import Checkpoint
+
+    _, last, history, _ = Checkpoint(tmp_path / "server.db").load()
+    assert last == 3
+    starts = [r["train"]["started-at"] for r in history if "train" in r]
+    assert len(starts) == 3 and all(b - a >= 0.4 for a, b in pairwise(starts))
+    with pytest.raises(ValueError, match="num-rounds=0"):
+        RunSettings(num_rounds=0, privacy="dp")
+    with pytest.raises(ValueError, match="round_every"):
+        RunSettings(round_every=-1.0)
