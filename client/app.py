@@ -408,10 +408,22 @@ def _evaluate(content: RecordDict, context: Context, run_config: Mapping) -> dic
     return layers.evaluation(mode, metrics) if mode.runner == "fedrec" else metrics
 
 
+PARTITION_QUERY = "partition"  # a query's config record: a simulation asks which user
+
+
 def query(msg: Message, context: Context, run_config: Mapping) -> Message:
     """Aggregate-only statistics for the server's global mean μ: whether this user has
     training ratings, and their mean (μ is the mean of users' means: every device weighs
-    the same, and no reply tells how many ratings its user has)."""
+    the same, and no reply tells how many ratings its user has). A simulated device (one
+    with a ``partition-id``) asked with a ``partition`` config record says which simulated
+    user it is, so that a replay on an engine that numbers nodes itself (Ray) can address
+    users; a real device has no partition and refuses."""
+    if PARTITION_QUERY in msg.content.config_records:
+        if "partition-id" not in context.node_config:
+            raise ValueError("asked for a partition id, but this device is not simulated")
+        pid = int(context.node_config["partition-id"])
+        return Message(RecordDict({records.METRICS: MetricRecord({"partition-id": pid})}),
+                       reply_to=msg)
     with device_store(context) as store:
         rows = local_rows(context, run_config, store)
     stats = ({"rated": 1.0, "rating-mean": float(rows.train_values.mean())}

@@ -152,6 +152,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="sliding window of the curves, in events")
     stream.add_argument("--workers", type=int, default=1,
                         help="processes the simulated devices run in")
+    stream.add_argument("--engines", default="inprocess",
+                        help="engines the federated models run on, comma-separated: "
+                             "inprocess, ray (Flower's Ray simulation; both: NAME@ray "
+                             "beside NAME)")
     stream.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="run-config overrides of the federated model, repeatable")
     stream.add_argument("--plot", type=Path, help="PNG of the curves (default: beside the JSON)")
@@ -577,7 +581,8 @@ def _run_bench_stream(args: argparse.Namespace) -> int:
         run=run)
     models = tuple(m.strip() for m in args.models.split(",")) if args.models else None
     with progress_bar(f"stream {args.dataset} {args.kind}", args.quiet) as update:
-        record = bench_stream(settings, models, update, workers=args.workers)
+        record = bench_stream(settings, models, update, workers=args.workers,
+                              engines=tuple(e.strip() for e in args.engines.split(",")))
     record["env"] = environment()
     name = _stem(args.dataset)
     out = args.out or RESULTS_DIR / f"stream-{name}-{args.kind}.json"

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.logger import FLOWER_LOGGER
+from flwr.serverapp import Grid
 
 from fedrec.client.app import app as client_app
 from fedrec.client.app import build_client_app
@@ -123,7 +124,10 @@ class FederatedStream:
     """The federated replay (see the module docstring)."""
 
     def __init__(self, s: StreamSettings, workers: int = 1,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, grid: Grid | None = None,
+                 node_of_user: list[int] | None = None) -> None:
+        """On the in-process engine by default; on another engine's ``grid`` (Flower's
+        Ray simulation) with ``node_of_user``, each user's node id there."""
         self.s = s
         self.run = s.run_settings()
         self.timeline = t = load_timeline(s)
@@ -136,19 +140,24 @@ class FederatedStream:
         self.rng = np.random.default_rng(self.run.seed + 17)
         config = self.run.to_run_config()
         devices = client_app if workers == 1 else build_client_app
-        # Delta sync in one process: simulated devices' tables shared through an archive of
-        # the versions sent, each checked bit for bit (see table_archive).
         self.archive: TableArchive | None = None
-        if self.run.sync == "delta" and workers == 1:
-            self.archive = TableArchive()
-            self.keeper = ArchiveKeeper(self.archive)
-            devices = build_client_app(None, self.keeper)
-        self.grid = InProcessGrid(devices, t.n_users, config, workers=workers,
-                                  observer=observer)
-        # The server's identity, as Flower's runtime sets it for a ServerApp.
-        TaskIdentity.run_id = self.grid.run.run_id
-        TaskIdentity.node_id, TaskIdentity.task_id = SUPERLINK_NODE_ID, 1
-        self.node_of_user = list(self.grid.get_node_ids())  # partition id = user index
+        if grid is not None:  # another engine's devices: each keeps its own table
+            if node_of_user is None or len(node_of_user) != t.n_users:
+                raise ValueError("a replay on another engine's grid needs each user's node")
+            self.grid, self.node_of_user = grid, list(node_of_user)
+        else:
+            # Delta sync in one process: simulated devices' tables shared through an
+            # archive of the versions sent, each checked bit for bit (see table_archive).
+            if self.run.sync == "delta" and workers == 1:
+                self.archive = TableArchive()
+                self.keeper = ArchiveKeeper(self.archive)
+                devices = build_client_app(None, self.keeper)
+            self.grid = InProcessGrid(devices, t.n_users, config, workers=workers,
+                                      observer=observer)
+            # The server's identity, as Flower's runtime sets it for a ServerApp.
+            TaskIdentity.run_id = self.grid.run.run_id
+            TaskIdentity.node_id, TaskIdentity.task_id = SUPERLINK_NODE_ID, 1
+            self.node_of_user = list(self.grid.get_node_ids())  # partition id = user index
         features = t.data.item_features
         self.features = None if features is None else features.matrix
         self.rating_total = self.rating_count = 0.0
@@ -243,7 +252,8 @@ class FederatedStream:
                              len(self.timeline))
         finally:
             FLOWER_LOGGER.setLevel(level)
-            self.grid.close()
+            if isinstance(self.grid, InProcessGrid):
+                self.grid.close()
         return self.sums
 
     def summary(self) -> dict:
@@ -292,9 +302,18 @@ def _centralized_config(s: StreamSettings) -> dict:
             "negatives": r.negatives, "init_std": r.init_std, "seed": r.seed}
 
 
+ENGINES = ("inprocess", "ray")
+
+
 def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
-                 progress: Progress | None = None, workers: int = 1) -> dict:
-    """Every model of the stream bench on the same stream; the record (without ``env``)."""
+                 progress: Progress | None = None, workers: int = 1,
+                 engines: tuple[str, ...] = ("inprocess",)) -> dict:
+    """Every model of the stream bench on the same stream; the record (without ``env``).
+    The federated models run on each of ``engines`` (named ``NAME@ray`` on Ray beside
+    the in-process engine)."""
+    unknown = set(engines) - set(ENGINES)
+    if unknown or not engines:
+        raise ValueError(f"engines must be among {', '.join(ENGINES)}. Found {engines}.")
     timeline = load_timeline(s)
     ticks = s.ticks(timeline)
     explicit = s.explicit
@@ -319,16 +338,25 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
             progress(current[0], done, n)
 
     current = [""]
-    for name in models:
-        current[0] = name
+    runs = [(name, engine) for name in models
+            for engine in (engines if name.startswith("federated") else ("inprocess",))]
+    for name, engine in runs:
+        label = name if engine == "inprocess" or engines == ("ray",) else f"{name}@{engine}"
+        current[0] = label
         start = time.perf_counter()
         extra: dict = {}
         if name.startswith("federated"):
             variant = _variant(s, name)
-            fed = FederatedStream(variant, workers=workers)
-            sums = fed.replay(progress)
+            if engine == "ray":
+                from fedrec.simulations.ray_stream import replay_on_ray
+
+                fed = replay_on_ray(variant, progress)
+                sums = fed.sums
+            else:
+                fed = FederatedStream(variant, workers=workers)
+                sums = fed.replay(progress)
             extra = fed.summary()
-            extra["mode"], extra["init"] = variant.mode, variant.init
+            extra["mode"], extra["init"], extra["engine"] = variant.mode, variant.init, engine
         elif name == "centralized-incremental":
             sums = sb.centralized_incremental(timeline, ticks, explicit, rr, s.new_days,
                                               _centralized_config(s), report)
@@ -353,14 +381,14 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
         else:
             raise ValueError(f"unknown stream model {name!r}; choose from "
                              f"{', '.join(ALL_MODELS)}")
-        out["models"][name] = {**sums.totals(explicit=explicit),
+        out["models"][label] = {**sums.totals(explicit=explicit),
                                "after_warmup": sums.totals(after, explicit),
                                "compute_s": time.perf_counter() - start, **extra}
         curve = sums.curve(window_ticks, explicit)
         if "first_fit_tick" in extra:  # no model before its first fit: no curve either
             first = extra["first_fit_tick"] + window_ticks - 1
             curve = [None if k < first else v for k, v in enumerate(curve)]
-        out["curves"][name] = curve
+        out["curves"][label] = curve
     out["curve_events"] = [t.stop for t in ticks]
     return out
 
