@@ -45,6 +45,8 @@ class Listings:
         self.refused = 0  # versions refused
         self.added = 0  # rows added since the last summary
         self.hidden = np.empty(0, dtype=np.int64)
+        self._built: Catalogue | None = None  # the version _cache holds the arrays of
+        self._cache: dict[str, np.ndarray] = {}
 
     @property
     def n_items(self) -> int:
@@ -58,17 +60,26 @@ class Listings:
         return s.st_mtime_ns, s.st_size, s.st_ino
 
     # ---- what the table carries ------------------------------------------------------
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """The catalogue's arrays, built once per version (a Python pass over the items)."""
+        if self._built is not self.catalogue:
+            c = self.catalogue
+            names = c.category_names
+            self._cache = {"sku": c.sku_array(), "categories": c.category_matrix(),
+                           "category-names": np.array([n.encode() for n in names],
+                                                      dtype=bytes)
+                           if names else np.empty(0, dtype="S1")}
+            self._built = c
+        return self._cache
+
     def static(self, n: int) -> dict[str, np.ndarray]:
         """The per-row arrays of the first ``n`` items: SKUs and category indices."""
-        c = self.catalogue
-        return {"sku": c.sku_array()[:n], "categories": c.category_matrix()[:n]}
+        a = self._arrays()
+        return {"sku": a["sku"][:n], "categories": a["categories"][:n]}
 
     def table_arrays(self) -> dict[str, np.ndarray]:
         """What goes whole with every table: the hidden rows and the category names."""
-        names = self.catalogue.category_names
-        return {"hidden": self.hidden,
-                "category-names": np.array([n.encode() for n in names], dtype=bytes)
-                if names else np.empty(0, dtype="S1")}
+        return {"hidden": self.hidden, "category-names": self._arrays()["category-names"]}
 
     # ---- between rounds --------------------------------------------------------------
     def refresh(self, model: ItemModel, static: dict[str, np.ndarray],
