@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 
 import numpy as np
 from flwr.common.constant import SUPERLINK_NODE_ID
@@ -46,7 +47,7 @@ from fedrec.simulations.engine import InProcessGrid, Observer, TaskIdentity
 from fedrec.simulations.prequential import Sums
 from fedrec.simulations.presets import mf_config
 from fedrec.simulations.results import save_figure
-from fedrec.simulations.table_archive import ArchiveKeeper, TableArchive
+from fedrec.simulations.table_archive import ArchiveKeeper, SharedKeeper, TableArchive
 
 Progress = Callable[[str, int, int], None]
 KINDS = ("explicit", "implicit")
@@ -152,6 +153,8 @@ class FederatedStream:
                 self.archive = TableArchive()
                 self.keeper = ArchiveKeeper(self.archive)
                 devices = build_client_app(None, self.keeper)
+            elif self.run.sync == "delta":  # each worker's devices share its versions
+                devices = partial(build_client_app, None, SharedKeeper())
             self.grid = InProcessGrid(devices, t.n_users, config, workers=workers,
                                       observer=observer)
             # The server's identity, as Flower's runtime sets it for a ServerApp.

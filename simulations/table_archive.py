@@ -89,3 +89,46 @@ class ArchiveKeeper:
                                  f"server's version {self.archive.version}")
         self.checked += 1
         self.held[context.node_id] = (int(table.version), table.n_items)
+
+
+class LocalArchive(TableArchive):
+    """A :class:`TableArchive` fed from the tables devices keep rather than from the
+    server: for devices in a worker process, which sees what its devices were sent but
+    not the server's table. Versions arrive in order (a round's devices all keep the
+    version of that round)."""
+
+    def record(self, table: HeldTable) -> None:
+        """Take ``table`` as the newest version."""
+        if self.factors is None:
+            self.factors, self.bias = table.factors.copy(), table.bias.copy()
+        else:
+            n_old = len(self.factors)
+            moved = np.flatnonzero((table.factors[:n_old] != self.factors).any(axis=1)
+                                   | (table.bias[:n_old] != self.bias))
+            if len(moved):
+                self.log.append((int(table.version), moved, self.factors[moved].copy(),
+                                 self.bias[moved].copy()))
+                self.factors[moved], self.bias[moved] = (table.factors[moved],
+                                                         table.bias[moved])
+            if table.n_items > n_old:
+                self.factors = np.concatenate([self.factors, table.factors[n_old:]])
+                self.bias = np.concatenate([self.bias, table.bias[n_old:]])
+        self.static = {k: np.array(v) for k, v in table.static.items()}
+        self.version = int(table.version)
+
+
+class SharedKeeper(ArchiveKeeper):
+    """The devices of one worker process, each version of the table kept once: a device
+    remembers which version it holds; the first device to keep a new version records it,
+    and every other device keeping that version must hold it bit for bit."""
+
+    def __init__(self) -> None:
+        super().__init__(LocalArchive())
+
+    def keep(self, context: Context, table: HeldTable) -> None:
+        if table.version is None or table.version < self.archive.version:
+            raise AssertionError(f"node {context.node_id} keeps version {table.version}, "
+                                 f"older than this worker's newest {self.archive.version}")
+        if table.version > self.archive.version:
+            self.archive.record(table)
+        super().keep(context, table)

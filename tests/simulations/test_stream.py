@@ -176,7 +176,7 @@ def test_delta_sync_replays_the_same_stream_with_fewer_bytes(catalogue_shop, kin
     assert delta["full_table_bytes"] == full["full_table_bytes"]
     assert delta["download_bytes"] < full["download_bytes"]
     assert delta["tables_checked"] == delta["messages"]
-    # Devices in worker processes keep their own tables in context.state: same scores.
+    # Devices in worker processes share their worker's versions (SharedKeeper): same scores.
     two = bench_stream(delta_s, ("federated-incremental",), workers=2)["models"][
         "federated-incremental"]
     assert two[key] == full[key] and two["download_bytes"] == delta["download_bytes"]
