@@ -27,7 +27,7 @@ from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import build_strategy
 from fedrec.server.wait import wait_for_nodes
-from fedrec.simulations.engine import InProcessGrid, TaskIdentity
+from fedrec.simulations.engine import InProcessGrid
 
 Progress = Callable[[str, int, int], None]
 
@@ -99,7 +99,6 @@ def bench_inprocess(settings: RunSettings, repeats: int = 3,
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
                                  settings.data_dir)
     config = settings.to_run_config()
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
     content = _train_content(settings, parts.n_items, parts.rating_range)
     ours = InProcessGrid(build_client_app(), parts.n_users, config)
     trivial = InProcessGrid(trivial_client_app(), parts.n_users, config)

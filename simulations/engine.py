@@ -79,6 +79,10 @@ class InProcessGrid(Grid):
                             "ClientApp (such as fedrec.client.app.build_client_app), not "
                             "the ClientApp itself")
         self._run = Run.create_empty(run_id)
+        # The server's identity, as Flower's runtime sets it for a ServerApp process:
+        # Message() reads it, so whoever drives this grid can build messages at once.
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = (
+            run_id, SUPERLINK_NODE_ID, 1)
         self.contexts: dict[int, Context] = {
             node_id: Context(run_id=run_id, node_id=node_id,
                              node_config={"partition-id": pid, "num-partitions": num_nodes},
@@ -193,9 +197,6 @@ def run_in_process(server_app: ServerApp, client_app: ClientApp | ClientAppFacto
     worker processes, if any, stopped)."""
     grid = InProcessGrid(client_app, num_nodes, run_config, observer=observer,
                          workers=workers)
-    TaskIdentity.run_id = grid.run.run_id
-    TaskIdentity.node_id = SUPERLINK_NODE_ID
-    TaskIdentity.task_id = 1
     context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
                       state=RecordDict(), run_config=dict(run_config))
     try:

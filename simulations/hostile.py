@@ -37,7 +37,6 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
-from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.logger import FLOWER_LOGGER
 
 from fedrec.client.app import app as client_app
@@ -46,7 +45,7 @@ from fedrec.common.partition import simulated_partitions
 from fedrec.common.replies import QUERY, TRAIN, evaluate_schema
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import run as run_server
-from fedrec.simulations.engine import CLIENT_APP_ERROR, InProcessGrid, TaskIdentity
+from fedrec.simulations.engine import CLIENT_APP_ERROR, InProcessGrid
 
 Make = Callable[[Message, Message], Message]  # (request, honest reply) -> hostile reply
 
@@ -514,8 +513,6 @@ def _settings(dataset: str, explicit: bool, rounds: int) -> RunSettings:
 def _run(settings: RunSettings, n_nodes: int, hostile: list[int], plan: Plan | None):
     config = {**settings.to_run_config(), "min-nodes": n_nodes}
     grid = HostileGrid(client_app, n_nodes, config, hostile=hostile, plan=plan)
-    TaskIdentity.run_id = grid.run.run_id
-    TaskIdentity.node_id, TaskIdentity.task_id = SUPERLINK_NODE_ID, 1
     try:
         return run_server(grid, settings)
     finally:

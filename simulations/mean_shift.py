@@ -24,7 +24,6 @@ import numpy as np
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
-from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.logger import FLOWER_LOGGER
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.compat.common.parameter import bytes_to_ndarray, ndarray_to_bytes
@@ -40,7 +39,7 @@ from fedrec.server.app import new_model
 from fedrec.server.mean import fallback_mean, query_mean, trimmed_mean
 from fedrec.server.replies import Refusals
 from fedrec.server.secagg import SecAggFedRec, secagg_mean, split_buckets
-from fedrec.simulations.engine import InProcessGrid, TaskIdentity
+from fedrec.simulations.engine import InProcessGrid
 from fedrec.simulations.hostile import raw_record
 
 QUANTIZATION = 2**22  # SecAgg+'s defaults, which fedrec's workflow keeps
@@ -125,8 +124,6 @@ def worst_over_bucketings(means: dict[int, float], nodes: list[int], bucket: int
 def _grid(app: ClientApp, n: int, config: dict, cls: type = InProcessGrid,
           **extra: object) -> InProcessGrid:
     grid = cls(app, n, config, **extra)
-    TaskIdentity.run_id = grid.run.run_id
-    TaskIdentity.node_id, TaskIdentity.task_id = SUPERLINK_NODE_ID, 1
     return grid
 
 

@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 
 import numpy as np
-from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.logger import FLOWER_LOGGER
 from flwr.serverapp import Grid
 
@@ -43,7 +42,7 @@ from fedrec.server.catalogue import INITS, content_rows, neutral_rows
 from fedrec.server.mean import fallback_mean
 from fedrec.server.strategy import FedRec
 from fedrec.simulations import stream_baselines as sb
-from fedrec.simulations.engine import InProcessGrid, Observer, TaskIdentity
+from fedrec.simulations.engine import InProcessGrid, Observer
 from fedrec.simulations.prequential import Sums
 from fedrec.simulations.presets import mf_config
 from fedrec.simulations.results import save_figure
@@ -157,9 +156,6 @@ class FederatedStream:
                 devices = partial(build_client_app, None, SharedKeeper())
             self.grid = InProcessGrid(devices, t.n_users, config, workers=workers,
                                       observer=observer)
-            # The server's identity, as Flower's runtime sets it for a ServerApp.
-            TaskIdentity.run_id = self.grid.run.run_id
-            TaskIdentity.node_id, TaskIdentity.task_id = SUPERLINK_NODE_ID, 1
             self.node_of_user = list(self.grid.get_node_ids())  # partition id = user index
         features = t.data.item_features
         self.features = None if features is None else features.matrix

@@ -40,6 +40,17 @@ def ml_latest_small_dir() -> Path:
     return real_dataset_dir("ml-latest-small")
 
 
+@pytest.fixture(scope="session")
+def ray_installed() -> None:
+    """Skip without Flower's Ray engine, or fail when ``FEDREC_REQUIRE_RAY=1`` (as CI sets it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        if os.environ.get("FEDREC_REQUIRE_RAY", "") not in ("", "0"):
+            pytest.fail("FEDREC_REQUIRE_RAY=1 but ray is not installed (pip install 'fedrec[ray]')")
+        pytest.skip("Flower's Ray engine is not installed")
+
+
 def make_interactions(user, item, value=None, timestamp=None, event=None,
                       n_users=None, n_items=None) -> Interactions:
     """Interactions over dense ids from plain lists (for hand-built cases)."""

@@ -5,7 +5,6 @@ Needs the ``ray`` extra; skips without it unless ``FEDREC_REQUIRE_RAY=1`` (as CI
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -26,11 +25,7 @@ FLOWER_LOGGER.setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="module")
-def ray_engine():
-    if importlib.util.find_spec("ray") is None:
-        if os.environ.get("FEDREC_REQUIRE_RAY", "") not in ("", "0"):
-            pytest.fail("FEDREC_REQUIRE_RAY=1 but ray is not installed (pip install 'fedrec[ray]')")
-        pytest.skip("Flower's Ray engine is not installed")
+def ray_engine(ray_installed):
     from fedrec.simulations.ray_engine import run_ray
 
     return run_ray

@@ -5,9 +5,6 @@ Needs the ``ray`` extra; skips without it unless ``FEDREC_REQUIRE_RAY=1`` (as CI
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import pytest
 from flwr.app import Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -18,14 +15,6 @@ from fedrec.simulations.ray_stream import node_of_user
 from fedrec.simulations.stream import StreamSettings, bench_stream
 
 SHOP = "synthetic:n_users=60,n_items=50,n_events=2500,rating_share=1.0"
-
-
-@pytest.fixture(scope="module")
-def ray_installed():
-    if importlib.util.find_spec("ray") is None:
-        if os.environ.get("FEDREC_REQUIRE_RAY", "") not in ("", "0"):
-            pytest.fail("FEDREC_REQUIRE_RAY=1 but ray is not installed")
-        pytest.skip("Flower's Ray engine is not installed")
 
 
 @pytest.mark.slow
