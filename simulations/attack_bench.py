@@ -222,9 +222,12 @@ def defence_sets(value: str) -> list[str]:
 
 def bench_attack(settings: RunSettings, attacks: list[str], fractions: list[float],
                  targets: list[str], defences: list[str], progress: Progress | None = None,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, on_run: Callable[[dict], None] | None = None) -> dict:
     """Every attack × fraction × target under each defence setting, beside the run with no
-    attack under the same setting; returns the record (runs, table, honest cost)."""
+    attack under the same setting; returns the record (runs, table, honest cost).
+
+    ``on_run`` is handed the record so far (``complete`` false) after every run, so a long
+    bench can be written as it goes and read before it ends."""
     if settings.privacy not in MODES:
         raise ValueError(f"bench attack runs privacy {' or '.join(MODES)}; "
                          f"{settings.privacy} is not measured yet")
@@ -238,28 +241,36 @@ def bench_attack(settings: RunSettings, attacks: list[str], fractions: list[floa
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
                                  settings.data_dir)
     where = {w: pick_target(parts, w) for w in targets}
-    plan = []
-    for d in defences:
-        plan.append((d, None, 0.0, targets[0]))
-        for name in attacks:
-            for f in fractions:
-                for w in (targets if ATTACKS[name].targeted else targets[:1]):
-                    plan.append((d, name, f, w))
-    runs = []
+    # every setting's run without attack first, then each attack under every setting in
+    # turn, so a record read before the end holds whole off/on pairs
+    plan = [(d, None, 0.0, targets[0]) for d in defences]
+    for name in attacks:
+        for f in fractions:
+            for w in (targets if ATTACKS[name].targeted else targets[:1]):
+                plan.extend((d, name, f, w) for d in defences)
+    events = np.bincount(parts.split.train.item, minlength=parts.n_items)
+
+    def record(runs: list[dict], complete: bool) -> dict:
+        return {"bench": "attack", "dataset": settings.dataset,
+                "protocol": settings.protocol, "fold": settings.fold,
+                "settings": settings.to_run_config(),
+                "targets": {w: {"item": t, "train_events": int(events[t])}
+                            for w, t in where.items()},
+                "knows": {name: ATTACKS[name].knows for name in attacks},
+                "planned": len(plan), "complete": complete,
+                "runs": runs, "table": table(runs, settings.explicit)}
+
+    runs: list[dict] = []
     for i, (d, name, f, w) in enumerate(plan):
         if progress:
             progress(f"{d}: {name or 'no attack'} {f:g} {w}", i, len(plan))
         run = run_attack(replace(settings, defences=d), name, f, where[w], seed)
         runs.append({**run, "defences": d, "target_at": w})
+        if on_run and i + 1 < len(plan):
+            on_run(record(list(runs), complete=False))
     if progress:
         progress("done", len(plan), len(plan))
-    return {"bench": "attack", "dataset": settings.dataset, "protocol": settings.protocol,
-            "fold": settings.fold, "settings": settings.to_run_config(),
-            "targets": {w: {"item": t, "train_events": int(np.bincount(
-                parts.split.train.item, minlength=parts.n_items)[t])}
-                for w, t in where.items()},
-            "knows": {name: ATTACKS[name].knows for name in attacks},
-            "runs": runs, "table": table(runs, settings.explicit)}
+    return record(runs, complete=True)
 
 
 def table(runs: list[dict], explicit: bool) -> list[dict]:

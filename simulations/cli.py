@@ -735,11 +735,13 @@ def _run_bench_attack(args: argparse.Namespace) -> int:
         raise ValueError(f"--fractions takes numbers in (0, 1], comma-separated. Found "
                          f"{args.fractions!r}.") from None
     targets = [t.strip() for t in args.targets.split(",")]
+    out = args.out or RESULTS_DIR / f"attack-{_stem(args.dataset)}.json"
     with progress_bar("attacks", args.quiet) as update:
         record = bench_attack(settings, attacks, fractions, targets,
-                              defence_sets(args.defences), progress=update)
+                              defence_sets(args.defences), progress=update,
+                              on_run=lambda partial: write_json(partial, out))
     record["env"] = environment()
-    path = write_json(record, args.out or RESULTS_DIR / f"attack-{_stem(args.dataset)}.json")
+    path = write_json(record, out)
     picture = plot(record, args.plot or path.with_suffix(".png"))
     if args.json:
         print(json.dumps(record))

@@ -170,6 +170,24 @@ def test_bench_attack_cli_writes_json_and_png_and_refuses_bad_values(tmp_path, c
         assert message in capsys.readouterr().err
 
 
+def test_a_long_bench_is_written_as_it_goes_in_whole_off_on_pairs():
+    """A bench run for hours hands out its record after every run (``complete`` false), the
+    runs without attack first and then each attack under every setting in turn, so a record
+    read before the end (or left by a stopped run) compares like with like."""
+    settings = replace(preset_settings(SHOP, "implicit-80-20"), num_rounds=1,
+                       evaluate_every=1)
+    seen: list[dict] = []
+    final = bench_attack(settings, ["push", "untargeted"], [0.05], ["tail"], [OFF, DEFAULT],
+                         on_run=seen.append)
+    order = [(r["attack"], r["defences"]) for r in final["runs"]]
+    assert order == [("none", OFF), ("none", DEFAULT), ("push", OFF), ("push", DEFAULT),
+                     ("untargeted", OFF), ("untargeted", DEFAULT)]
+    assert [len(r["runs"]) for r in seen] == [1, 2, 3, 4, 5]
+    assert not any(r["complete"] for r in seen) and final["complete"]
+    assert all(r["planned"] == 6 for r in [*seen, final])
+    assert [len(r["table"]) for r in seen] == [1, 2, 3, 4, 5]
+
+
 @pytest.mark.slow
 def test_under_secagg_the_push_goes_through_what_stays_open():
     """Under secagg the server sees only sums: no defence screens single updates, and a
