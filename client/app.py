@@ -48,6 +48,7 @@ from fedrec.client.sync import (
 )
 from fedrec.common import privacy, records
 from fedrec.common.data.interactions import EventType
+from fedrec.common.negatives import negative_pool
 from fedrec.common.partition import UserRows, simulated_partitions, simulated_timeline
 from fedrec.common.round_config import RoundConfig
 from fedrec.common.schema import ItemUpdate, TrainConfig
@@ -151,6 +152,14 @@ def _save(context: Context, device: Device | StreamDevice, store: DeviceStore | 
     store.put_many(state)
 
 
+def round_pool(config: TrainConfig, rc: RoundConfig, n_items: int) -> np.ndarray | None:
+    """The round's public negative pool (None: the whole catalogue), named by the seed
+    the server sent with the round."""
+    if config.negative_pool >= 1:
+        return None
+    return negative_pool(config.negative_pool, int(rc.need("negative_pool_seed")), n_items)
+
+
 def _seed(rc: RoundConfig, context: Context) -> int:
     pid = int(context.node_config.get("partition-id", context.node_id))
     return (rc.seed or 0) * 1_000_003 + pid * 10_007 + (rc.server_round or 0)
@@ -218,14 +227,15 @@ def _stream_train(msg: Message, rc: RoundConfig, context: Context, run_config: M
                           _load_user(context, None), cursor, seed=_seed(rc, context))
     mean = float(rc.need("mean"))
     seen_before = cursor.seen
+    pool = None if config.explicit else round_pool(config, rc, len(factors))
     scores = device.arrive(int(rc.need("until")), factors, bias, mean, config,
                            table.static.get("listed"),
-                           7.0 if rc.new_days is None else rc.new_days, rc.rating_range)
+                           7.0 if rc.new_days is None else rc.new_days, rc.rating_range, pool)
     new = slice(seen_before, device.cursor.seen)
     rating_sum = float(device.values[new].sum()) if config.loss == "mse" else 0.0
     update, metrics = device.train(factors, bias, mean, config, str(rc.need("stream_mode")),
                                    int(rc.need("buffer")),
-                                   1.0 if rc.replay is None else rc.replay)
+                                   1.0 if rc.replay is None else rc.replay, pool)
     _save(context, device, None)  # (timeline replays are simulated: no device store)
     context.state[STREAM] = ConfigRecord({"seen": device.cursor.seen,
                                           "trained": device.cursor.trained})
@@ -281,7 +291,7 @@ def _secagg_train(msg: Message, rc: RoundConfig, context: Context, run_config: M
             block = Block(rc.secagg_block_start or 0,
                           n if rc.secagg_block_size is None else rc.secagg_block_size, n)
             update, _ = p.device.train(p.factors, p.bias, float(p.round.need("mean")),
-                                       p.config)
+                                       p.config, pool=round_pool(p.config, rc, n))
             _refuse_diverged(update, p.device)
             kept = None
             if not block.whole:  # rows outside the block wait for theirs
@@ -352,6 +362,7 @@ def train(msg: Message, context: Context, run_config: Mapping,
         mean = float(p.round.need("mean"))
         update, metrics = p.device.train(
             p.factors, p.bias, mean, p.config, rating_range=p.round.rating_range,
+            pool=round_pool(p.config, p.round, len(p.factors)),
             **layers.train_arguments(mode, p.round, named))
         _refuse_diverged(update, p.device)
         _save(context, p.device, store, p.table, mean)

@@ -65,14 +65,17 @@ class Device:
     # ---- training --------------------------------------------------------------------
     def train(self, factors: np.ndarray, bias: np.ndarray, mean: float,
               config: TrainConfig, reply_rows: int = 0, named: np.ndarray | None = None,
-              rating_range: tuple[float, float] = (-np.inf, np.inf)
-              ) -> tuple[ItemUpdate, dict[str, float]]:
+              rating_range: tuple[float, float] = (-np.inf, np.inf),
+              pool: np.ndarray | None = None) -> tuple[ItemUpdate, dict[str, float]]:
         """Train locally against the item table (``factors``, ``bias``, global ``mean``).
 
         Returns the sparse item update and training metrics. The item table is read, never
-        written. With ``reply_rows`` (the ``decoy`` mode, :mod:`fedrec.client.decoy`), the
-        update is padded with decoy rows, or subsampled, to exactly that many rows;
-        :attr:`last_decoys` then marks the decoys (kept on the device, never sent).
+        written. ``pool``: the round's public negative pool (sorted item ids,
+        :func:`~fedrec.common.negatives.negative_pool`); implicit negatives are drawn from
+        it rather than from the whole catalogue. With ``reply_rows`` (the ``decoy`` mode,
+        :mod:`fedrec.client.decoy`), the update is padded with decoy rows, or subsampled,
+        to exactly that many rows; :attr:`last_decoys` then marks the decoys (kept on the
+        device, never sent).
         """
         n_items, k = factors.shape
         self._ensure_user(k, config)
@@ -92,7 +95,7 @@ class Device:
             per = len(pos) * config.negatives
             # Each epoch's negatives are distinct (a draw repeated is dropped), so no row
             # appears twice within an epoch and rows update without a per-batch reduction.
-            negs = [np.unique(self._negatives(pos, n_items, per)) for _ in range(epochs)]
+            negs = [np.unique(self._negatives(pos, n_items, per, pool)) for _ in range(epochs)]
             if reply_rows:
                 # decoy mode: one draw of negatives for the round, visited every epoch like
                 # the positives, so every row of a reply has the same count (1) and decoys,
@@ -221,8 +224,15 @@ class Device:
             self.user = UserState(
                 self.rng.normal(0.0, config.init_std, size=k).astype(np.float32), 0.0)
 
-    def _negatives(self, positives: np.ndarray, n_items: int, n: int) -> np.ndarray:
-        """Uniform draws among the items this device has not interacted with."""
+    def _negatives(self, positives: np.ndarray, n_items: int, n: int,
+                   pool: np.ndarray | None = None) -> np.ndarray:
+        """Uniform draws among the items this device has not interacted with (of
+        ``pool``, when given)."""
+        if pool is not None:
+            candidates = np.setdiff1d(pool, positives, assume_unique=True)
+            if not len(candidates):
+                return np.empty(0, dtype=np.int64)
+            return candidates[self.rng.integers(0, len(candidates), size=n)].astype(np.int64)
         if len(positives) >= n_items:
             return np.empty(0, dtype=np.int64)
         draws = self.rng.integers(0, n_items - len(positives), size=n)

@@ -78,7 +78,8 @@ class StreamDevice:
     # ---- arrival: score, then learn ---------------------------------------------------
     def arrive(self, until: int, factors: np.ndarray, bias: np.ndarray, mean: float,
                config: TrainConfig, listed: np.ndarray | None = None, new_days: float = 7.0,
-               rating_range: tuple[float, float] = (-np.inf, np.inf)) -> dict[str, float]:
+               rating_range: tuple[float, float] = (-np.inf, np.inf),
+               pool: np.ndarray | None = None) -> dict[str, float]:
         """Score, then learn, every event before position ``until`` not seen yet; returns
         the pooled score sums.
 
@@ -86,7 +87,9 @@ class StreamDevice:
         copy of the item rows (for implicit events: the item and ``negatives`` sampled
         items); the item rows' changes are what the next reply uploads. ``listed`` (listing
         time per item) marks events on items younger than ``new_days`` days, whose scores
-        are also summed apart (``new-*`` keys).
+        are also summed apart (``new-*`` keys). ``pool``: the round's public negative pool
+        (:func:`~fedrec.common.negatives.negative_pool`), the only items negatives are drawn
+        from when given.
         """
         k = factors.shape[1]
         if self.user is None or self.user.factors.shape != (k,):
@@ -105,7 +108,7 @@ class StreamDevice:
             if config.loss == "mse":
                 self._arrive_ratings(start, stop, mean, config, new, rating_range, sums)
             else:
-                self._arrive_implicit(start, stop, config, new, sums)
+                self._arrive_implicit(start, stop, config, new, sums, pool)
             self.cursor.seen = stop
         return {f"pq-{key}": v for key, v in sums.items()}
 
@@ -127,7 +130,7 @@ class StreamDevice:
         self.user = UserState(p.astype(np.float32), bu)
 
     def _arrive_implicit(self, start: int, stop: int, config: TrainConfig, new: np.ndarray,
-                         sums: dict) -> None:
+                         sums: dict, pool: np.ndarray | None = None) -> None:
         p = self.user.factors.astype(np.float64)
         lr, reg, reg_b = config.lr, config.reg, config.reg_bias
         table, b_all = self._table, self._bias
@@ -143,7 +146,8 @@ class StreamDevice:
             # (Not only from items this user has not touched: that would concentrate the
             # negative pressure on what few users have seen yet — new listings — and bury
             # them; measured on ML-100K, first-week HR@10 of late listings 0.02 vs 0.085.)
-            negs = self.rng.integers(0, n_items, size=config.negatives)
+            negs = (self.rng.integers(0, n_items, size=config.negatives) if pool is None
+                    else pool[self.rng.integers(0, len(pool), size=config.negatives)])
             negs = np.unique(negs[negs != item])
             rows = np.concatenate([[item], negs])
             label = np.zeros(len(rows))
@@ -169,7 +173,7 @@ class StreamDevice:
         return np.sort(self.rng.choice(old, n, replace=False)) if n else old[:0]
 
     def train(self, factors: np.ndarray, bias: np.ndarray, mean: float, config: TrainConfig,
-              mode: str, buffer: int, replay: float = 1.0
+              mode: str, buffer: int, replay: float = 1.0, pool: np.ndarray | None = None
               ) -> tuple[ItemUpdate, dict[str, float]]:
         """The round's update: the arrival steps' item changes, plus ``local_epochs`` passes
         over replayed buffer events (``incremental``) or ``local_epochs - 1`` more passes
@@ -184,7 +188,7 @@ class StreamDevice:
                             seed=int(self.rng.integers(2**31)))
             update, metrics = device.train(self._table.astype(np.float32),
                                            self._bias.astype(np.float32), mean,
-                                           replace(config, local_epochs=epochs))
+                                           replace(config, local_epochs=epochs), pool=pool)
             self.user = device.user
             self._table[update.ids] -= update.rows
             self._bias[update.ids] -= update.bias

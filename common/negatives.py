@@ -2,11 +2,17 @@
 
 The sampler sees only training positives; it knows nothing of evaluation items, so it can
 neither train on them nor deliberately avoid them (either would leak the test set).
+Devices may draw from a round's public pool instead of the whole catalogue
+(:func:`negative_pool`), so that a round moves few rows.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
+
+from fedrec.common.hashing import GOLDEN, splitmix64
 
 
 class NegativeSampler:
@@ -71,3 +77,50 @@ class NegativeSampler:
 def _key(user: np.ndarray, item: np.ndarray) -> np.ndarray:
     """One int64 per (user, item) pair, independent of the catalogue's size."""
     return (np.asarray(user, dtype=np.int64) << 32) | np.asarray(item, dtype=np.int64)
+
+
+# ---- a round's public pool of negatives -------------------------------------------------
+MIN_POOL = 64  # a pool never holds fewer items than this (or the whole catalogue if smaller)
+
+
+def pool_seed(seed: int, server_round: int, rounds: int) -> int:
+    """The hash seed of the pool ``server_round`` draws from: one pool serves ``rounds``
+    rounds in turn, each pool a hash of the run's ``seed`` and the pool's number alone
+    (the server sends it as the round config's ``negative-pool-seed``)."""
+    if rounds < 1:
+        raise ValueError(f"negative-pool-rounds must be >= 1. Found {rounds}.")
+    period = max(0, server_round - 1) // rounds
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps, as SplitMix64 wants
+        key = splitmix64(np.uint64(seed % 2**64) ^ splitmix64(np.uint64(period) + GOLDEN))
+    return int(key >> np.uint64(1))  # fits a signed 64-bit config value
+
+
+@lru_cache(maxsize=8)
+def _pool(share: float, seed: int, n_items: int) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        h = splitmix64(np.arange(n_items, dtype=np.uint64) + np.uint64(seed % 2**64))
+    inside = np.flatnonzero(h < np.uint64(min(share * 2.0**64, 2.0**64 - 2**11)))
+    want = min(n_items, MIN_POOL)
+    if len(inside) < want:  # a small catalogue: the items of lowest hash
+        inside = np.sort(np.argpartition(h, want - 1)[:want])
+    inside.flags.writeable = False
+    return inside
+
+
+def negative_pool(share: float, seed: int, n_items: int) -> np.ndarray | None:
+    """The public pool of negatives named by ``seed`` (:func:`pool_seed`): each item of the
+    catalogue is in it with probability ``share``, by a hash of the seed and the item
+    alone, so every device and the server name the same items without sending them, an
+    item's membership does not change as the catalogue grows, and nothing in it depends on
+    any device's data. Sorted item ids, at least :data:`MIN_POOL` of them; None (the whole
+    catalogue) when ``share`` is 1 or the catalogue is no larger than that.
+
+    Why: with negatives drawn from the whole catalogue, every implicit event nudges rows
+    all over it, so delta sync has to send a device most rows it has (the synthetic
+    100,000-item shop moves a tenth of its catalogue a tick). With a pool, a round's
+    updates name only the users' positives and the pool's rows."""
+    if not 0 < share <= 1:
+        raise ValueError(f"negative-pool must be in (0, 1]. Found {share}.")
+    if share >= 1 or n_items <= MIN_POOL:
+        return None
+    return _pool(float(share), int(seed), int(n_items))

@@ -23,6 +23,8 @@ KEYS: dict[str, tuple[str, type, str]] = {
     "server-round": ("server_round", int, "the round's number, counted over the whole run"),
     "rating-min": ("rating_min", float, "the lowest rating of the scale"),
     "rating-max": ("rating_max", float, "the highest rating of the scale"),
+    "negative-pool-seed": ("negative_pool_seed", int,
+                           "the round's public negative pool (common.negatives), by its seed"),
     "decoy-rows": ("decoy_rows", int, "decoy: the rows every train reply names"),
     "dp-clip": ("dp_clip", float, "dp: the L2 bound of the whole update"),
     "dp-noise": ("dp_noise", float, "dp: the noise multiplier (std = dp-noise · dp-clip)"),
@@ -64,6 +66,7 @@ class RoundConfig:
     server_round: int | None = None
     rating_min: float | None = None
     rating_max: float | None = None
+    negative_pool_seed: int | None = None
     decoy_rows: int | None = None
     dp_clip: float | None = None
     dp_noise: float | None = None

@@ -39,6 +39,10 @@ class TrainConfig:
     init_std: float = 0.1
     user_steps: int = 0  # full-batch steps on the user vector alone before local epochs
     user_lr: float = 0.5  # their step size (on the mean gradient over the device's examples)
+    # Implicit feedback: negatives come from the round's public pool of about this share of
+    # the catalogue (fedrec.common.negatives; the round config names the pool); 1: the whole
+    # catalogue.
+    negative_pool: float = 1.0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -55,6 +59,11 @@ class TrainConfig:
             raise ValueError("user_steps must be >= 0 and user_lr > 0.")
         if self.reg < 0 or self.reg_bias < 0 or self.init_std < 0:
             raise ValueError("reg, reg_bias and init_std must be >= 0.")
+        if not 0 < self.negative_pool <= 1:
+            raise ValueError(f"negative_pool must be in (0, 1]. Found {self.negative_pool}.")
+        if self.negative_pool < 1 and self.loss == "mse":
+            raise ValueError("negative_pool applies to implicit feedback (a rating model "
+                             "samples no negatives)")
 
     @property
     def explicit(self) -> bool:

@@ -45,6 +45,8 @@ class RunSettings:
     init_std: float = TrainConfig.init_std
     user_steps: int = TrainConfig.user_steps
     user_lr: float = TrainConfig.user_lr
+    negative_pool: float = TrainConfig.negative_pool  # share of the catalogue (1: all)
+    negative_pool_rounds: int = 1  # rounds that draw from one pool
     server_optimizer: str = "adam"
     server_lr: float = 0.01
     weighting: str = "uniform"
@@ -110,6 +112,9 @@ class RunSettings:
             raise ValueError(f"sync must be full or delta. Found {self.sync!r}.")
         if not self.sync_threshold >= 0 or (self.sync_threshold and self.sync != "delta"):
             raise ValueError("sync-threshold must be >= 0, and applies to sync=delta only")
+        if self.negative_pool_rounds < 1:
+            raise ValueError(f"negative_pool_rounds must be >= 1. Found "
+                             f"{self.negative_pool_rounds}.")
         if self.decoy_rows < 0:
             raise ValueError(f"decoy_rows must be >= 0. Found {self.decoy_rows}.")
         defence_names(self.defences)
@@ -137,7 +142,8 @@ class RunSettings:
                            local_epochs=self.local_epochs, lr=self.lr, reg=self.reg,
                            reg_bias=self.reg_bias, batch_size=self.batch_size,
                            negatives=self.negatives, init_std=self.init_std,
-                           user_steps=self.user_steps, user_lr=self.user_lr)
+                           user_steps=self.user_steps, user_lr=self.user_lr,
+                           negative_pool=self.negative_pool)
 
     def to_run_config(self) -> dict[str, int | float | str]:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}

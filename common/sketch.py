@@ -24,16 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedrec.common.hashing import GOLDEN, splitmix64
+
 DEPTH = 3  # rows: the median of three resists one collision with a heavy item
-_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser on uint64s (wrapping arithmetic)."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return (x ^ (x >> np.uint64(31))) & _MASK
 
 
 @dataclass(frozen=True)
@@ -65,9 +58,9 @@ class Sketch:
         items = np.asarray(items, np.int64).astype(np.uint64)
         key = np.zeros(1, np.uint64)
         for part in (self.seed, self.n_items, self.width, 23):  # the shape's own key
-            key = _mix(key ^ np.uint64(part % 2**64) + _GOLDEN)
+            key = splitmix64(key ^ np.uint64(part % 2**64) + GOLDEN)
         rows = np.arange(self.depth, dtype=np.uint64)[:, None]
-        h = _mix(_mix(items[None, :] + key) + rows * _GOLDEN)
+        h = splitmix64(splitmix64(items[None, :] + key) + rows * GOLDEN)
         bucket = (h % np.uint64(self.width)).astype(np.int64)
         bucket += (np.arange(self.depth) * self.width)[:, None]
         sign = ((h >> np.uint64(63)).astype(np.int64) * 2 - 1).astype(np.float64)

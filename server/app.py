@@ -99,7 +99,8 @@ def build_strategy(settings: RunSettings, n_items: int, mean: float,
                   round_offset=round_offset, history=history, sync=settings.sync,
                   sync_threshold=settings.sync_threshold, privacy=settings.privacy,
                   defences=build_defences(settings.defences, settings.seed),
-                  round_every=settings.round_every)
+                  round_every=settings.round_every,
+                  pool_rounds=settings.negative_pool_rounds)
 
 
 def resume_strategy(settings: RunSettings, saved: tuple, rating_range: tuple[float, float],

@@ -21,6 +21,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedrec.common import records
+from fedrec.common.negatives import pool_seed
 from fedrec.common.replies import TRAIN, Bounds, MetricSchema, evaluate_schema
 from fedrec.common.schema import InvalidReplyError, ItemUpdate, TrainConfig, validate_update
 from fedrec.common.weighting import check_weighting
@@ -50,7 +51,7 @@ class FedRec(FedAvg):
                  round_offset: int = 0, history: list[dict] | None = None,
                  sync: str = "full", sync_threshold: float = 0.0,
                  privacy: str = "plain", defences: Sequence[Defence] = (),
-                 round_every: float = 0.0) -> None:
+                 round_every: float = 0.0, pool_rounds: int = 1) -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes, min_evaluate_nodes=min_evaluate_nodes,
                          min_available_nodes=min_available_nodes,
@@ -61,6 +62,7 @@ class FedRec(FedAvg):
         self.privacy = privacy  # the mode's name, told to devices every round
         self.weighting, self.cap, self.max_norm, self.seed = weighting, cap, max_norm, seed
         self.rating_range = rating_range
+        self.pool_rounds = pool_rounds  # rounds that draw negatives from one public pool
         # What bounds an honest device's numbers, and the schema of its train replies
         # (a timeline replay's carry more: common.replies.STREAM_TRAIN).
         self.bounds = Bounds(rating_range)
@@ -223,6 +225,8 @@ class FedRec(FedAvg):
     def round_config(self, server_round: int) -> ConfigRecord:
         low, high = self.rating_range
         extra = {"privacy": self.privacy, "rating-min": float(low), "rating-max": float(high)}
+        if self.train_config.negative_pool < 1:  # the round's public pool, by its seed
+            extra["negative-pool-seed"] = pool_seed(self.seed, server_round, self.pool_rounds)
         for layer in self.layers:
             extra.update(layer.round_config())
         return records.config_to_record(

@@ -4,6 +4,9 @@
 from fedrec.common.privacy import SPARSE_REPLIES, Mode
 
 SETTINGS = ("decoy_rows",)
+# A public negative pool would let the server set a reply's pool rows aside and look for
+# the positives among fewer rows: refused with the decoys (decoy and decoy+dp).
+POOL = ("negative_pool", "negative_pool_rounds")
 
 MODE = Mode(
     name="decoy",
@@ -19,6 +22,7 @@ MODE = Mode(
         "in plain (whether it has ratings, and their mean)."),
     replies=SPARSE_REPLIES,
     settings=SETTINGS,
+    unsupported=POOL,
     layers=("decoy",),
     example=(("decoy_rows", 20),),
 )

@@ -12,6 +12,7 @@ MODE = Mode(
         "plain."),
     replies=SPARSE_REPLIES,
     settings=decoy.SETTINGS + dp.SETTINGS,
+    unsupported=decoy.POOL,
     layers=("decoy", "dp"),
     check=dp.check,
     example=(("decoy_rows", 20),),

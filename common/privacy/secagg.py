@@ -9,7 +9,9 @@ from fedrec.common.privacy import RANKING_FIELDS, RATING_FIELDS, SECURE_SUM, Mod
 SETTINGS = ("secagg_shares", "secagg_threshold")
 # What a secure-sum run cannot honour: the checkpoint and delta sync belong to the sparse
 # strategy.
-STATEFUL = ("checkpoint", "checkpoint_key_file", "checkpoint_fresh", "sync", "sync_threshold")
+# (The negative pool is for runs whose devices sync rows: secagg sends whole tables.)
+STATEFUL = ("checkpoint", "checkpoint_key_file", "checkpoint_fresh", "sync", "sync_threshold",
+            "negative_pool", "negative_pool_rounds")
 
 
 def check_shares(settings: Any) -> None:

@@ -110,6 +110,25 @@ def test_implicit_negatives_are_never_the_devices_items_and_updates_cover_them()
     np.testing.assert_allclose(update.counts[np.isin(update.ids, items)], 1.0)
 
 
+def test_with_a_pool_negatives_come_from_it_and_an_update_names_nothing_else():
+    items = np.array([0, 3, 4, 9, 29])
+    pool = np.array([1, 3, 7, 12, 20])  # 3 is the device's own: never its negative
+    cfg = TrainConfig(loss="bce", optimizer="sgd", negatives=3, local_epochs=2,
+                      negative_pool=0.2)
+    update, _ = Device(items, seed=3).train(Q, B, 0.0, cfg, pool=pool)
+    named = set(update.ids.tolist())
+    assert set(items.tolist()) <= named <= set(items.tolist()) | set(pool.tolist())
+    assert named - set(items.tolist()) == {1, 7, 12, 20}  # 30 draws reach all four
+    # Without a pool the same device draws from the whole catalogue, as before.
+    plain, _ = Device(items, seed=3).train(Q, B, 0.0, cfg)
+    again, _ = Device(items, seed=3).train(Q, B, 0.0, cfg, pool=None)
+    np.testing.assert_array_equal(plain.ids, again.ids)
+    assert set(plain.ids.tolist()) - set(items.tolist()) - set(pool.tolist())
+    # A pool holding only the device's own items leaves it no negative.
+    lonely, _ = Device(items, seed=3).train(Q, B, 0.0, cfg, pool=np.array([0, 3]))
+    assert set(lonely.ids.tolist()) == set(items.tolist())
+
+
 @pytest.mark.parametrize("optimizer", ["gd", "sgd"])
 def test_implicit_local_step_matches_the_general_gradients(optimizer):
     """One epoch of one full batch (gd) moves each touched row by exactly -lr x its summed

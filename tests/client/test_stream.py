@@ -104,3 +104,19 @@ def test_train_needs_arrive_first():
     dev = StreamDevice(np.array([1]), np.ones(1, np.float32), np.array([1]))
     with pytest.raises(RuntimeError, match="arrive"):
         dev.train(Q, B, 3.0, EXPLICIT, "recursive", buffer=1)
+
+
+def test_with_a_pool_a_streaming_device_moves_only_its_items_and_the_pools_rows():
+    rng = np.random.default_rng(4)
+    q = rng.normal(0, 0.3, (200, 4)).astype(np.float32)
+    b = rng.normal(0, 0.1, 200).astype(np.float32)
+    items = np.array([5, 17, 40, 5, 99, 150])
+    pool = np.array([2, 11, 40, 77, 123, 188])
+    cfg = TrainConfig(loss="bce", optimizer="online", local_epochs=2, lr=0.05, negatives=4,
+                      negative_pool=0.03)
+    dev = StreamDevice(items, np.ones(6, np.float32), np.arange(6) * 10, seed=2)
+    dev.arrive(6, q, b, 0.0, cfg, pool=pool)
+    update, _ = dev.train(q, b, 0.0, cfg, "incremental", buffer=10, replay=2.0, pool=pool)
+    named = set(update.ids.tolist())
+    assert set(items.tolist()) <= named <= set(items.tolist()) | set(pool.tolist())
+    assert len(named - set(items.tolist())) >= 3

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from fedrec.common.negatives import NegativeSampler
+from fedrec.common.negatives import MIN_POOL, NegativeSampler, negative_pool, pool_seed
 
 
 def test_negatives_are_never_training_positives():
@@ -33,3 +34,41 @@ def test_popularity_skew_prefers_popular_items():
     uniform = NegativeSampler(user, item, 50)
     neg, _ = uniform.sample(np.zeros(2000, int), np.random.default_rng(1))
     assert (neg == 0).mean() < 0.1
+
+
+# ---- the round's public negative pool ---------------------------------------------------
+
+
+def test_a_pool_is_a_share_of_the_catalogue_the_same_for_everyone_who_names_its_seed():
+    seed = pool_seed(7, server_round=3, rounds=1)
+    pool = negative_pool(0.01, seed, 100_000)
+    assert 850 < len(pool) < 1150  # about 1 % of the items
+    assert (np.diff(pool) > 0).all() and pool[0] >= 0 and pool[-1] < 100_000
+    np.testing.assert_array_equal(pool, negative_pool(0.01, seed, 100_000))
+    assert not pool.flags.writeable  # shared by every device of the round
+
+
+def test_an_item_keeps_its_place_in_a_pool_as_the_catalogue_grows():
+    seed = pool_seed(0, 1, 1)
+    small, grown = negative_pool(0.05, seed, 20_000), negative_pool(0.05, seed, 20_500)
+    np.testing.assert_array_equal(grown[grown < 20_000], small)
+
+
+def test_rounds_share_a_pool_in_turn_and_the_next_turn_draws_another():
+    seeds = [pool_seed(0, r, rounds=3) for r in range(1, 8)]
+    assert seeds[0] == seeds[1] == seeds[2] != seeds[3] == seeds[4] == seeds[5] != seeds[6]
+    a, b = negative_pool(0.02, seeds[0], 50_000), negative_pool(0.02, seeds[3], 50_000)
+    assert len(np.intersect1d(a, b)) < 0.1 * len(a)  # independent draws overlap ~2 %
+    assert pool_seed(0, 1, 1) != pool_seed(1, 1, 1)  # and each run has its own
+
+
+def test_a_pool_is_never_smaller_than_its_floor_and_share_one_is_the_whole_catalogue():
+    pool = negative_pool(0.001, pool_seed(0, 1, 1), 5_000)  # 5 items by share alone
+    assert len(pool) == MIN_POOL and len(np.unique(pool)) == MIN_POOL
+    assert negative_pool(1.0, 123, 5_000) is None
+    assert negative_pool(0.5, 123, MIN_POOL) is None  # nothing to leave out
+    for bad in (0.0, -0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="negative-pool must be in"):
+            negative_pool(bad, 1, 1000)
+    with pytest.raises(ValueError, match="negative-pool-rounds must be >= 1"):
+        pool_seed(0, 1, 0)

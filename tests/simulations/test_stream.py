@@ -220,3 +220,23 @@ def test_a_sync_threshold_sends_fewer_rows_and_devices_hold_the_published_table(
     assert lazy["download_bytes"] < exact["download_bytes"]
     assert lazy["full_table_bytes"] == exact["full_table_bytes"]
     assert lazy["hr@10"] > 0 and lazy["scored"] == exact["scored"]
+
+
+def test_a_public_negative_pool_keeps_delta_sync_exact_and_moves_fewer_rows(catalogue_shop):
+    """Negatives drawn from the round's public pool (a share of the catalogue, one pool
+    per few rounds) leave a tick's updates on the users' items and the pool's rows, so
+    devices download fewer rows; delta sync still gives the model full sync gives, bit for
+    bit, and every patched table is checked."""
+    s = settings(catalogue_shop, "implicit", tick_events=200)
+    pooled = replace(s.run, sync="delta", negative_pool=0.05, negative_pool_rounds=3)
+    runs = {name: bench_stream(replace(s, run=run), ("federated-incremental",))["models"][
+        "federated-incremental"] for name, run in (
+            ("uniform", replace(s.run, sync="delta")), ("pool", pooled),
+            ("pool-full", replace(pooled, sync="full")))}
+    uniform, pool, full = runs["uniform"], runs["pool"], runs["pool-full"]
+    assert pool["hr@10"] == full["hr@10"] and pool["upload_bytes"] == full["upload_bytes"]
+    assert pool["tables_checked"] == pool["messages"] == uniform["messages"]
+    after = "download_share_of_full_after_first_contact"
+    assert pool[after] < 0.7 * uniform[after], (pool[after], uniform[after])
+    assert pool["upload_bytes"] < uniform["upload_bytes"]  # fewer rows named, too
+    assert pool["hr@10"] > 0 and pool["scored"] == uniform["scored"]
