@@ -47,6 +47,81 @@ class Cursor:
     trained: int = 0  # events the item side has been trained on (recursive mode)
 
 
+class WorkingTable:
+    """A device's working copy of the item side for one message: the synced table, read
+    only, and in float64 the rows (and biases, and example counts) this message has moved.
+
+    It stands for the whole table copied to float64 and back, which cost most of a
+    replay's time on a large catalogue (a 100,000-row table is 25 MB a message) while a
+    message moves a few dozen rows. What it computes is what the copy gave: a row starts
+    from the synced float32 value; Device.train is handed the rows it asks for in float32
+    (:meth:`float32`)."""
+
+    def __init__(self, factors: np.ndarray, bias: np.ndarray) -> None:
+        self.factors, self.base_bias = factors, bias
+        self.shape = factors.shape
+        self._slot = np.full(len(factors), -1, dtype=np.int64)
+        self.ids = np.empty(0, dtype=np.int64)
+        self.q = np.empty((0, factors.shape[1]), dtype=np.float64)
+        self.b = np.empty(0, dtype=np.float64)
+        self.counts = np.empty(0, dtype=np.float64)
+
+    def slots(self, items: np.ndarray) -> np.ndarray:
+        """Where each of ``items`` is kept (taken from the synced table the first time)."""
+        items = np.asarray(items, dtype=np.int64)
+        at = self._slot[items]
+        if (at < 0).any():
+            new = np.unique(items[at < 0])
+            self._slot[new] = len(self.ids) + np.arange(len(new))
+            self.ids = np.concatenate([self.ids, new])
+            self.q = np.concatenate([self.q, self.factors[new].astype(np.float64)])
+            self.b = np.concatenate([self.b, self.base_bias[new].astype(np.float64)])
+            self.counts = np.concatenate([self.counts, np.zeros(len(new))])
+            at = self._slot[items]
+        return at
+
+    def scores(self, p: np.ndarray) -> np.ndarray:
+        """Every item's score ``q_i · p + b_i`` as the device's rows stand now."""
+        out = (self.factors @ p.astype(self.factors.dtype)).astype(np.float64)
+        out += self.base_bias
+        if len(self.ids):
+            out[self.ids] = self.q @ p + self.b
+        return out
+
+    def float32(self) -> _Float32View:
+        return _Float32View(self)
+
+    def moved(self) -> np.ndarray:
+        """The rows this message trained on (sorted)."""
+        return np.sort(self.ids[self.counts > 0])
+
+
+class _Float32View:
+    """The working table as Device.train reads it: its shape, and rows by index, in float32
+    (what ``table.astype(np.float32)[ids]`` gave)."""
+
+    def __init__(self, table: WorkingTable, bias: bool = False) -> None:
+        self.table, self.is_bias = table, bias
+        self.shape = table.base_bias.shape if bias else table.shape
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def bias(self) -> _Float32View:
+        return _Float32View(self.table, bias=True)
+
+    def __getitem__(self, items: np.ndarray) -> np.ndarray:
+        t = self.table
+        items = np.asarray(items, dtype=np.int64)
+        out = (t.base_bias if self.is_bias else t.factors)[items].astype(np.float32)
+        at = t._slot[items]
+        mine = at >= 0
+        if mine.any():
+            out[mine] = (t.b if self.is_bias else t.q)[at[mine]]
+        return out
+
+
 class StreamDevice:
     """One user's timeline (items, values and times in time order) and the device's state."""
 
@@ -67,9 +142,7 @@ class StreamDevice:
         self.user = state
         self.cursor = cursor or Cursor()
         self.rng = np.random.default_rng(seed)
-        self._table: np.ndarray | None = None  # the item rows as this device moved them
-        self._bias: np.ndarray | None = None
-        self._counts: np.ndarray | None = None
+        self._table: WorkingTable | None = None  # the item rows as this device moved them
 
     def arrived(self, until: int) -> int:
         """How many of the device's events come before timeline position ``until``."""
@@ -95,9 +168,7 @@ class StreamDevice:
         if self.user is None or self.user.factors.shape != (k,):
             self.user = UserState(
                 self.rng.normal(0.0, config.init_std, size=k).astype(np.float32), 0.0)
-        self._table = factors.astype(np.float64)  # the device's copy of the item side
-        self._bias = bias.astype(np.float64)
-        self._counts = np.zeros(len(factors), dtype=np.float64)
+        self._table = WorkingTable(factors, bias)  # the device's copy of the item side
         start, stop = self.cursor.seen, self.arrived(until)
         sums = prequential_sums()
         if stop > start:
@@ -118,29 +189,31 @@ class StreamDevice:
         bu = float(self.user.bias)
         lr, reg, reg_b = config.lr, config.reg, config.reg_bias
         low, high = rating_range
-        q_all, b_all = self._table, self._bias
+        w = self._table
+        at = w.slots(self.items[start:stop])
+        q_all, b_all = w.q, w.b
         for j in range(stop - start):  # per event: score, then one SGD step
-            i = self.items[start + j]
+            i = at[j]
             q = q_all[i]
             pred = mean + bu + b_all[i] + q @ p
             add_rating_score(sums, min(max(pred, low), high) - self.values[start + j], new[j])
             p, bu, q_all[i], b_all[i] = online_rating_step(
                 p, bu, q, b_all[i], pred - self.values[start + j], lr, reg, reg_b)
-            self._counts[i] += 1
+            w.counts[i] += 1
         self.user = UserState(p.astype(np.float32), bu)
 
     def _arrive_implicit(self, start: int, stop: int, config: TrainConfig, new: np.ndarray,
                          sums: dict, pool: np.ndarray | None = None) -> None:
         p = self.user.factors.astype(np.float64)
         lr, reg, reg_b = config.lr, config.reg, config.reg_bias
-        table, b_all = self._table, self._bias
-        n_items = len(table)
+        w = self._table
+        n_items = w.shape[0]
         seen = np.zeros(n_items, dtype=bool)
         seen[self.items[:start]] = True
         for j in range(stop - start):
             item = self.items[start + j]
             if not seen[item]:  # a first interaction: rank it among the unseen items
-                add_rank_score(sums, rank_among(table @ p + b_all, item, seen), new[j], K)
+                add_rank_score(sums, rank_among(w.scores(p), item, seen), new[j], K)
                 seen[item] = True
             # One BCE step: this positive and negatives drawn uniformly from the catalogue.
             # (Not only from items this user has not touched: that would concentrate the
@@ -149,12 +222,12 @@ class StreamDevice:
             negs = (self.rng.integers(0, n_items, size=config.negatives) if pool is None
                     else pool[self.rng.integers(0, len(pool), size=config.negatives)])
             negs = np.unique(negs[negs != item])
-            rows = np.concatenate([[item], negs])
+            rows = w.slots(np.concatenate([[item], negs]))
             label = np.zeros(len(rows))
             label[0] = 1.0
-            p, table[rows], b_all[rows] = online_bce_step(p, table[rows], b_all[rows], label,
-                                                          lr, reg, reg_b)
-            self._counts[rows] += 1
+            p, w.q[rows], w.b[rows] = online_bce_step(p, w.q[rows], w.b[rows], label, lr,
+                                                      reg, reg_b)
+            w.counts[rows] += 1
         self.user = UserState(p.astype(np.float32), float(self.user.bias))
 
     # ---- the round's item-side training -------------------------------------------------
@@ -183,23 +256,26 @@ class StreamDevice:
         rows = self.training_rows(mode, buffer, replay)
         epochs = config.local_epochs if mode == "incremental" else config.local_epochs - 1
         metrics = {"train-loss": 0.0, "num-examples": float(len(rows))}
+        w = self._table
         if epochs > 0 and len(rows):
             device = Device(self.items[rows], self.values[rows], state=self.user,
                             seed=int(self.rng.integers(2**31)))
-            update, metrics = device.train(self._table.astype(np.float32),
-                                           self._bias.astype(np.float32), mean,
+            view = w.float32()
+            update, metrics = device.train(view, view.bias, mean,
                                            replace(config, local_epochs=epochs), pool=pool)
             self.user = device.user
-            self._table[update.ids] -= update.rows
-            self._bias[update.ids] -= update.bias
-            self._counts[update.ids] += update.counts
-        ids = np.flatnonzero(self._counts)
+            at = w.slots(update.ids)
+            w.q[at] -= update.rows
+            w.b[at] -= update.bias
+            w.counts[at] += update.counts
+        ids = w.moved()
+        at = w.slots(ids)
         update = ItemUpdate(ids.astype(np.int64),
-                            (factors[ids] - self._table[ids]).astype(np.float32),
-                            (bias[ids] - self._bias[ids]).astype(np.float32),
-                            self._counts[ids].astype(np.float32))
+                            (factors[ids] - w.q[at]).astype(np.float32),
+                            (bias[ids] - w.b[at]).astype(np.float32),
+                            w.counts[at].astype(np.float32))
         self.cursor.trained = self.cursor.seen
-        self._table = self._bias = self._counts = None
+        self._table = None
         return update, {**metrics, "stored-events": float(self.stored_events(mode, buffer))}
 
     def stored_events(self, mode: str, buffer: int) -> int:
