@@ -54,8 +54,9 @@ from fedrec.simulations.quality import bench_quality, models_for
 from fedrec.simulations.results import RESULTS_DIR, environment, write_json
 from fedrec.simulations.simulate import ENGINES, plot, simulate
 from fedrec.simulations.speed import bench_data
-from fedrec.simulations.stream import ALL_MODELS, KINDS, StreamSettings, bench_stream
-from fedrec.simulations.stream import plot as stream_plot
+from fedrec.simulations.stream import KINDS, StreamSettings
+from fedrec.simulations.stream_bench import ALL_MODELS, bench_stream
+from fedrec.simulations.stream_bench import plot as stream_plot
 
 
 def main(argv: Sequence[str] | None = None) -> int:

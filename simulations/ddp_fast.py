@@ -24,11 +24,10 @@ import numpy as np
 from fedrec.common.ddp import SELECT, Release, Skellam
 from fedrec.common.metrics import top_k
 from fedrec.common.params import ItemParams
-from fedrec.common.partition import Partitions
+from fedrec.common.partition import Partitions, simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import ddp_strategy
 from fedrec.server.secagg_dp import SecAggDpFedRec
-from fedrec.simulations.ddp_runs import partitions
 
 CHUNK = 4096  # users scored at once
 
@@ -120,7 +119,8 @@ def fast_run(settings: RunSettings, noise: bool = True) -> SecAggDpFedRec:
     checking the arithmetic against the Flower run."""
     if settings.privacy != "secagg+dp" or settings.explicit:
         raise ValueError("the fast secagg+dp run is for implicit models in secagg+dp")
-    parts = partitions(settings)
+    parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
+                                 settings.data_dir, settings.validation)
     pos = Positives.of(parts)
     strategy = ddp_strategy(settings, parts.n_items)
     rng = np.random.default_rng([settings.seed, 31])

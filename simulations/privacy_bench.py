@@ -48,9 +48,9 @@ from fedrec.simulations.attacker import (
     membership_auc,
     row_features,
 )
+from fedrec.simulations.centralized import evaluate, fit, make_model
 from fedrec.simulations.ddp_runs import evaluate_solved, federate
 from fedrec.simulations.presets import ddp_preset, mf_config
-from fedrec.simulations.quality import evaluate, fit, make_model
 from fedrec.simulations.results import save_figure
 from fedrec.simulations.simulate import headline, simulate
 

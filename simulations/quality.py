@@ -9,21 +9,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 
 from fedrec.common.data.interactions import Interactions
-from fedrec.common.metrics import mae, ranking_metrics, rmse
 from fedrec.common.mf import MatrixFactorization, MFConfig
 from fedrec.common.split import Split, is_explicit, split
-from fedrec.simulations.baselines import BiasBaseline, GlobalMean, Popularity
-from fedrec.simulations.presets import mf_config
+from fedrec.simulations.centralized import evaluate, fit, make_model
+from fedrec.simulations.presets import mf_config, preset_settings
+from fedrec.simulations.simulate import simulate
 
 EXPLICIT_MODELS = ("global-mean", "bias", "centralized-mf", "federated-mf")
 IMPLICIT_MODELS = ("popularity", "centralized-mf", "federated-mf")
 DEFAULT_MODELS = ("global-mean", "bias", "popularity", "centralized-mf")
-K = 10
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -43,9 +41,6 @@ def federated(data: Interactions, s: Split, data_dir: str | None,
               progress: Progress | None = None) -> dict[str, float]:
     """The federated model's metrics on split ``s``: a full simulation (preset settings) on
     the split's training rows, scored by the devices on their held-out rows."""
-    from fedrec.simulations.presets import preset_settings
-    from fedrec.simulations.simulate import simulate
-
     settings = replace(preset_settings(data.name, s.protocol), fold=s.fold,
                        data_dir=str(data_dir or ""))
     record = simulate(settings, progress=progress, centralized=False)
@@ -54,36 +49,6 @@ def federated(data: Interactions, s: Split, data_dir: str | None,
     metrics.pop("num-users", None)
     metrics["rounds"] = settings.num_rounds
     return metrics
-
-
-def make_model(name: str, config: MFConfig) -> Any:
-    if name == "global-mean":
-        return GlobalMean()
-    if name == "bias":
-        return BiasBaseline()
-    if name == "popularity":
-        return Popularity()
-    if name == "centralized-mf":
-        return MatrixFactorization(config)
-    raise ValueError(f"Unknown model {name!r}.")
-
-
-def evaluate(model: Any, s: Split) -> dict[str, float]:
-    """The protocol's metrics of a fitted model on a split's held-out rows."""
-    if s.explicit:
-        pred = model.predict(s.test.user, s.test.item)
-        return {"rmse": rmse(pred, s.test.value), "mae": mae(pred, s.test.value)}
-    metrics = ranking_metrics(model.score_items, s.train, s.test, k=K)
-    metrics.pop("users")
-    return metrics
-
-
-def fit(model: Any, train: Interactions, on_epoch: Callable[[int, float], None] | None) -> None:
-    args = (train.user, train.item, train.value, train.n_users, train.n_items)
-    if isinstance(model, MatrixFactorization):
-        model.fit(*args, on_epoch=on_epoch)
-    else:
-        model.fit(*args)
 
 
 def bench_quality(data: Interactions, protocol: str, models: tuple[str, ...] | None = None,

@@ -26,9 +26,9 @@ from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import app as server_app
+from fedrec.simulations.centralized import evaluate, fit, make_model
 from fedrec.simulations.engine import Observer, run_in_process
 from fedrec.simulations.presets import mf_config
-from fedrec.simulations.quality import evaluate, fit, make_model
 from fedrec.simulations.results import save_figure
 
 ENGINES = ("inprocess", "ray")

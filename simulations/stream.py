@@ -1,5 +1,6 @@
-"""``fedrec bench stream``: replay a shop's timeline through the federated model and the
-centralized ones, scoring every event before anyone learns from it.
+"""The federated timeline replay: a shop's timeline through fedrec's ClientApp and FedRec
+strategy, scoring every event before anyone learns from it (``fedrec bench stream`` runs
+it beside the centralized models: :mod:`fedrec.simulations.stream_bench`).
 
 The federated replay is fedrec's Flower ClientApp and FedRec strategy on the in-process
 engine, driven by a clock: after each tick the server
@@ -41,11 +42,8 @@ from fedrec.server.app import build_strategy
 from fedrec.server.catalogue import INITS, content_rows, neutral_rows
 from fedrec.server.mean import fallback_mean
 from fedrec.server.strategy import FedRec
-from fedrec.simulations import stream_baselines as sb
 from fedrec.simulations.engine import InProcessGrid, Observer
 from fedrec.simulations.prequential import Sums
-from fedrec.simulations.presets import mf_config
-from fedrec.simulations.results import save_figure
 from fedrec.simulations.table_archive import ArchiveKeeper, SharedKeeper, TableArchive
 
 Progress = Callable[[str, int, int], None]
@@ -112,7 +110,7 @@ def load_timeline(s: StreamSettings) -> Timeline:
     return simulated_timeline(s.dataset, s.explicit, s.data_dir)
 
 
-def _rating_range(timeline: Timeline, explicit: bool) -> tuple[float, float]:
+def rating_range(timeline: Timeline, explicit: bool) -> tuple[float, float]:
     """The rating scale (public shop metadata, as the catalogue is)."""
     if not explicit:
         return (-np.inf, np.inf)
@@ -132,7 +130,7 @@ class FederatedStream:
         self.run = s.run_settings()
         self.timeline = t = load_timeline(s)
         self.ticks = s.ticks(t)
-        self.rating_range = _rating_range(t, s.explicit)
+        self.rating_range = rating_range(t, s.explicit)
         mean = fallback_mean(self.rating_range) if s.explicit else 0.0  # until they report
         first = max(1, t.listed_by(self.ticks[0].now)) if self.ticks else 1
         self.strategy: FedRec = build_strategy(self.run, first, mean, self.rating_range)
@@ -293,141 +291,3 @@ def _download_shares(log: list[dict]) -> dict[str, float]:
             "first_contact_bytes": float(first),
             "download_share_of_full_after_first_contact": float(
                 (down - first) / max(1.0, full - first))}
-
-
-def _centralized_config(s: StreamSettings) -> dict:
-    r = s.run
-    return {"n_factors": r.factors, "lr": r.lr, "reg": r.reg, "reg_bias": r.reg_bias,
-            "negatives": r.negatives, "init_std": r.init_std, "seed": r.seed}
-
-
-ENGINES = ("inprocess", "ray")
-
-
-def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
-                 progress: Progress | None = None, workers: int = 1,
-                 engines: tuple[str, ...] = ("inprocess",)) -> dict:
-    """Every model of the stream bench on the same stream; the record (without ``env``).
-    The federated models run on each of ``engines`` (named ``NAME@ray`` on Ray beside
-    the in-process engine)."""
-    unknown = set(engines) - set(ENGINES)
-    if unknown or not engines:
-        raise ValueError(f"engines must be among {', '.join(ENGINES)}. Found {engines}.")
-    timeline = load_timeline(s)
-    ticks = s.ticks(timeline)
-    explicit = s.explicit
-    rr = _rating_range(timeline, explicit)
-    n = len(timeline)
-    window_ticks = max(1, round(len(ticks) * s.window_events / max(1, n)))
-    warm_tick = next((t.index for t in ticks if t.start >= s.warmup * n), len(ticks))
-    after = slice(warm_tick, None)
-    models = models or default_models(explicit)
-    wrong = {"online-bias": "implicit", "recent-popularity": "explicit"}
-    for name in models:
-        if wrong.get(name) == s.kind:
-            raise ValueError(f"model {name!r} does not apply to {s.kind} streams")
-    out: dict = {"bench": "stream", "dataset": s.dataset, "kind": s.kind,
-                 "events": n, "users": timeline.n_users, "items": timeline.n_items,
-                 "ticks": len(ticks), "settings": s.to_dict(),
-                 "after_warmup_from_event": ticks[warm_tick].start if warm_tick < len(ticks)
-                 else n, "models": {}, "curves": {}}
-
-    def report(done: int) -> None:
-        if progress is not None:
-            progress(current[0], done, n)
-
-    current = [""]
-    runs = [(name, engine) for name in models
-            for engine in (engines if name.startswith("federated") else ("inprocess",))]
-    for name, engine in runs:
-        label = name if engine == "inprocess" or engines == ("ray",) else f"{name}@{engine}"
-        current[0] = label
-        start = time.perf_counter()
-        extra: dict = {}
-        if name.startswith("federated"):
-            variant = _variant(s, name)
-            if engine == "ray":
-                from fedrec.simulations.ray_stream import replay_on_ray
-
-                fed = replay_on_ray(variant, progress)
-                sums = fed.sums
-            else:
-                fed = FederatedStream(variant, workers=workers)
-                sums = fed.replay(progress)
-            extra = fed.summary()
-            extra["mode"], extra["init"], extra["engine"] = variant.mode, variant.init, engine
-        elif name == "centralized-incremental":
-            sums = sb.centralized_incremental(timeline, ticks, explicit, rr, s.new_days,
-                                              _centralized_config(s), report)
-        elif name == "online-bias":
-            sums = sb.online_bias(timeline, ticks, rr, s.new_days, report)
-        elif name == "recent-popularity":
-            sums = sb.recent_popularity(timeline, ticks, s.new_days, s.window_events, report)
-        elif name in ("static", "static-foldin", "periodic-retrain"):
-            cfg = mf_config("explicit-80-20" if explicit else "implicit-80-20",
-                            epochs=s.retrain_epochs, seed=s.run.seed)
-            if name.startswith("static"):
-                fit_at = [int(s.warmup * n)]
-            else:
-                step = max(1, int(s.retrain_every * n))
-                fit_at = list(range(step, n, step))
-            sums, fit_s = sb.frozen_replay(timeline, ticks, explicit, rr, s.new_days, cfg,
-                                           fit_at, 0.0 if name == "static" else s.run.lr,
-                                           s.run.negatives, report)
-            extra = {"fit_s": fit_s, "fits": len(fit_at),
-                     "first_fit_tick": next((t.index for t in ticks if t.start >= fit_at[0]),
-                                            len(ticks))}
-        else:
-            raise ValueError(f"unknown stream model {name!r}; choose from "
-                             f"{', '.join(ALL_MODELS)}")
-        out["models"][label] = {**sums.totals(explicit=explicit),
-                               "after_warmup": sums.totals(after, explicit),
-                               "compute_s": time.perf_counter() - start, **extra}
-        curve = sums.curve(window_ticks, explicit)
-        if "first_fit_tick" in extra:  # no model before its first fit: no curve either
-            first = extra["first_fit_tick"] + window_ticks - 1
-            curve = [None if k < first else v for k, v in enumerate(curve)]
-        out["curves"][label] = curve
-    out["curve_events"] = [t.stop for t in ticks]
-    return out
-
-
-ALL_MODELS = ("federated-incremental", "federated-incremental-neutral",
-              "federated-recursive", "centralized-incremental", "periodic-retrain", "static",
-              "static-foldin", "online-bias", "recent-popularity")
-
-
-def default_models(explicit: bool) -> tuple[str, ...]:
-    base = ("federated-incremental", "federated-incremental-neutral", "federated-recursive",
-            "centralized-incremental", "periodic-retrain", "static", "static-foldin")
-    return base + (("online-bias",) if explicit else ("recent-popularity",))
-
-
-def _variant(s: StreamSettings, name: str) -> StreamSettings:
-    """The settings behind a federated model's name."""
-    parts = name.split("-")[1:]
-    mode = parts[0] if parts and parts[0] in MODES else s.mode
-    init = "neutral" if "neutral" in parts else s.init
-    return replace(s, mode=mode, init=init)
-
-
-def plot(record: dict, path: str) -> str:
-    """The headline metric over a sliding window, every model on one chart."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-
-    explicit = record["kind"] == "explicit"
-    x = record["curve_events"]
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    for name, values in record["curves"].items():
-        ax.plot(x, [np.nan if v is None else v for v in values], label=name)
-    ax.set_xlabel("events replayed")
-    ax.set_ylabel(("RMSE" if explicit else "HR@10") +
-                  f" (last {record['settings']['window_events']:,} events)")
-    ax.set_title(f"{record['dataset']} · prequential {record['kind']}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)

@@ -98,6 +98,49 @@ def test_dependency_direction_is_never_reversed(folder, forbidden):
         assert not bad, f"{path} imports {bad}"
 
 
+def _module_graph() -> dict[str, set[str]]:
+    """Each fedrec module and the fedrec modules it imports anywhere in it (a function's
+    late import counts: it is a cycle all the same, only deferred)."""
+    paths = {}
+    for folder in ("common", "client", "server", "simulations"):
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            paths["fedrec." + ".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in paths.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                deps.add(node.module)
+                deps.update(f"{node.module}.{a.name}" for a in node.names)
+        graph[name] = {d for d in deps if d in paths and d != name}
+    return graph
+
+
+def test_no_module_imports_itself_round_a_circle():
+    """Each room's modules import one way (quality once imported simulate, which imported
+    quality; the stream bench and the Ray replay each other): a circle means two modules
+    that are one, or a piece in the wrong one."""
+    graph = _module_graph()
+    assert "fedrec.simulations.quality" in graph and graph["fedrec.simulations.stream_bench"]
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            raise AssertionError("import circle: " + " -> ".join(
+                [*path[path.index(node):], node]))
+        if node in done:
+            return
+        for dep in sorted(graph[node]):
+            visit(dep, [*path, node])
+        done.add(node)
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
 def test_only_records_imports_flower_in_common():
     users = {path for path, mods in _imports("common").items()
              if any(m.split(".")[0] == "flwr" for m in mods)}

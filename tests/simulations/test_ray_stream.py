@@ -12,7 +12,8 @@ from flwr.clientapp import ClientApp
 from fedrec.common import records
 from fedrec.simulations.engine import InProcessGrid
 from fedrec.simulations.ray_stream import node_of_user
-from fedrec.simulations.stream import StreamSettings, bench_stream
+from fedrec.simulations.stream import StreamSettings
+from fedrec.simulations.stream_bench import bench_stream
 
 SHOP = "synthetic:n_users=60,n_items=50,n_events=2500,rating_share=1.0"
 

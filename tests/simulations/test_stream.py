@@ -15,7 +15,8 @@ from fedrec.common.data.synthetic import ShopConfig, generate_shop
 from fedrec.common.partition import simulated_timeline
 from fedrec.simulations.cli import main
 from fedrec.simulations.presets import STREAM_EXPLICIT, STREAM_IMPLICIT
-from fedrec.simulations.stream import FederatedStream, StreamSettings, bench_stream
+from fedrec.simulations.stream import FederatedStream, StreamSettings
+from fedrec.simulations.stream_bench import bench_stream
 
 
 def _shop_csv(tmp_path_factory, **config) -> str:

@@ -1,0 +1,51 @@
+"""The centralized models and baselines as every bench fits and scores them: one model by
+name, fitted on a split's training rows, scored on its held-out rows by the protocol's
+metrics (RMSE/MAE for ratings, full-ranking @K for implicit feedback).
+
+Apart from :mod:`fedrec.simulations.quality` (the bench) so that the federated simulation,
+which scores the centralized model beside itself, and the quality bench, which runs that
+simulation, do not import each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fedrec.common.data.interactions import Interactions
+from fedrec.common.metrics import mae, ranking_metrics, rmse
+from fedrec.common.mf import MatrixFactorization, MFConfig
+from fedrec.common.split import Split
+from fedrec.simulations.baselines import BiasBaseline, GlobalMean, Popularity
+
+K = 10  # the cut-off of every ranking metric
+
+
+def make_model(name: str, config: MFConfig) -> Any:
+    if name == "global-mean":
+        return GlobalMean()
+    if name == "bias":
+        return BiasBaseline()
+    if name == "popularity":
+        return Popularity()
+    if name == "centralized-mf":
+        return MatrixFactorization(config)
+    raise ValueError(f"Unknown model {name!r}.")
+
+
+def evaluate(model: Any, s: Split) -> dict[str, float]:
+    """The protocol's metrics of a fitted model on a split's held-out rows."""
+    if s.explicit:
+        pred = model.predict(s.test.user, s.test.item)
+        return {"rmse": rmse(pred, s.test.value), "mae": mae(pred, s.test.value)}
+    metrics = ranking_metrics(model.score_items, s.train, s.test, k=K)
+    metrics.pop("users")
+    return metrics
+
+
+def fit(model: Any, train: Interactions, on_epoch: Callable[[int, float], None] | None) -> None:
+    args = (train.user, train.item, train.value, train.n_users, train.n_items)
+    if isinstance(model, MatrixFactorization):
+        model.fit(*args, on_epoch=on_epoch)
+    else:
+        model.fit(*args)

@@ -1,0 +1,161 @@
+"""``fedrec bench stream``: every model on the same timeline, each event scored before any
+model learns from it. The federated replay (:mod:`fedrec.simulations.stream`, or on Ray
+:mod:`fedrec.simulations.ray_stream`) beside the centralized incremental model, periodic
+retraining, static models and a simple baseline (:mod:`fedrec.simulations.stream_baselines`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from fedrec.client.stream import MODES
+from fedrec.simulations import stream_baselines as sb
+from fedrec.simulations.presets import mf_config
+from fedrec.simulations.ray_stream import replay_on_ray
+from fedrec.simulations.results import save_figure
+from fedrec.simulations.stream import (
+    FederatedStream,
+    Progress,
+    StreamSettings,
+    load_timeline,
+    rating_range,
+)
+
+
+def _centralized_config(s: StreamSettings) -> dict:
+    r = s.run
+    return {"n_factors": r.factors, "lr": r.lr, "reg": r.reg, "reg_bias": r.reg_bias,
+            "negatives": r.negatives, "init_std": r.init_std, "seed": r.seed}
+
+
+ENGINES = ("inprocess", "ray")
+
+
+def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
+                 progress: Progress | None = None, workers: int = 1,
+                 engines: tuple[str, ...] = ("inprocess",)) -> dict:
+    """Every model of the stream bench on the same stream; the record (without ``env``).
+    The federated models run on each of ``engines`` (named ``NAME@ray`` on Ray beside
+    the in-process engine)."""
+    unknown = set(engines) - set(ENGINES)
+    if unknown or not engines:
+        raise ValueError(f"engines must be among {', '.join(ENGINES)}. Found {engines}.")
+    timeline = load_timeline(s)
+    ticks = s.ticks(timeline)
+    explicit = s.explicit
+    rr = rating_range(timeline, explicit)
+    n = len(timeline)
+    window_ticks = max(1, round(len(ticks) * s.window_events / max(1, n)))
+    warm_tick = next((t.index for t in ticks if t.start >= s.warmup * n), len(ticks))
+    after = slice(warm_tick, None)
+    models = models or default_models(explicit)
+    wrong = {"online-bias": "implicit", "recent-popularity": "explicit"}
+    for name in models:
+        if wrong.get(name) == s.kind:
+            raise ValueError(f"model {name!r} does not apply to {s.kind} streams")
+    out: dict = {"bench": "stream", "dataset": s.dataset, "kind": s.kind,
+                 "events": n, "users": timeline.n_users, "items": timeline.n_items,
+                 "ticks": len(ticks), "settings": s.to_dict(),
+                 "after_warmup_from_event": ticks[warm_tick].start if warm_tick < len(ticks)
+                 else n, "models": {}, "curves": {}}
+
+    def report(done: int) -> None:
+        if progress is not None:
+            progress(current[0], done, n)
+
+    current = [""]
+    runs = [(name, engine) for name in models
+            for engine in (engines if name.startswith("federated") else ("inprocess",))]
+    for name, engine in runs:
+        label = name if engine == "inprocess" or engines == ("ray",) else f"{name}@{engine}"
+        current[0] = label
+        start = time.perf_counter()
+        extra: dict = {}
+        if name.startswith("federated"):
+            variant = _variant(s, name)
+            if engine == "ray":
+                fed = replay_on_ray(variant, progress)
+                sums = fed.sums
+            else:
+                fed = FederatedStream(variant, workers=workers)
+                sums = fed.replay(progress)
+            extra = fed.summary()
+            extra["mode"], extra["init"], extra["engine"] = variant.mode, variant.init, engine
+        elif name == "centralized-incremental":
+            sums = sb.centralized_incremental(timeline, ticks, explicit, rr, s.new_days,
+                                              _centralized_config(s), report)
+        elif name == "online-bias":
+            sums = sb.online_bias(timeline, ticks, rr, s.new_days, report)
+        elif name == "recent-popularity":
+            sums = sb.recent_popularity(timeline, ticks, s.new_days, s.window_events, report)
+        elif name in ("static", "static-foldin", "periodic-retrain"):
+            cfg = mf_config("explicit-80-20" if explicit else "implicit-80-20",
+                            epochs=s.retrain_epochs, seed=s.run.seed)
+            if name.startswith("static"):
+                fit_at = [int(s.warmup * n)]
+            else:
+                step = max(1, int(s.retrain_every * n))
+                fit_at = list(range(step, n, step))
+            sums, fit_s = sb.frozen_replay(timeline, ticks, explicit, rr, s.new_days, cfg,
+                                           fit_at, 0.0 if name == "static" else s.run.lr,
+                                           s.run.negatives, report)
+            extra = {"fit_s": fit_s, "fits": len(fit_at),
+                     "first_fit_tick": next((t.index for t in ticks if t.start >= fit_at[0]),
+                                            len(ticks))}
+        else:
+            raise ValueError(f"unknown stream model {name!r}; choose from "
+                             f"{', '.join(ALL_MODELS)}")
+        out["models"][label] = {**sums.totals(explicit=explicit),
+                               "after_warmup": sums.totals(after, explicit),
+                               "compute_s": time.perf_counter() - start, **extra}
+        curve = sums.curve(window_ticks, explicit)
+        if "first_fit_tick" in extra:  # no model before its first fit: no curve either
+            first = extra["first_fit_tick"] + window_ticks - 1
+            curve = [None if k < first else v for k, v in enumerate(curve)]
+        out["curves"][label] = curve
+    out["curve_events"] = [t.stop for t in ticks]
+    return out
+
+
+ALL_MODELS = ("federated-incremental", "federated-incremental-neutral",
+              "federated-recursive", "centralized-incremental", "periodic-retrain", "static",
+              "static-foldin", "online-bias", "recent-popularity")
+
+
+def default_models(explicit: bool) -> tuple[str, ...]:
+    base = ("federated-incremental", "federated-incremental-neutral", "federated-recursive",
+            "centralized-incremental", "periodic-retrain", "static", "static-foldin")
+    return base + (("online-bias",) if explicit else ("recent-popularity",))
+
+
+def _variant(s: StreamSettings, name: str) -> StreamSettings:
+    """The settings behind a federated model's name."""
+    parts = name.split("-")[1:]
+    mode = parts[0] if parts and parts[0] in MODES else s.mode
+    init = "neutral" if "neutral" in parts else s.init
+    return replace(s, mode=mode, init=init)
+
+
+def plot(record: dict, path: str) -> str:
+    """The headline metric over a sliding window, every model on one chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+
+    explicit = record["kind"] == "explicit"
+    x = record["curve_events"]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for name, values in record["curves"].items():
+        ax.plot(x, [np.nan if v is None else v for v in values], label=name)
+    ax.set_xlabel("events replayed")
+    ax.set_ylabel(("RMSE" if explicit else "HR@10") +
+                  f" (last {record['settings']['window_events']:,} events)")
+    ax.set_title(f"{record['dataset']} · prequential {record['kind']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
