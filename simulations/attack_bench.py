@@ -20,11 +20,14 @@ own devices score with (refitted as in a federated evaluation):
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import multiprocessing
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -222,12 +225,17 @@ def defence_sets(value: str) -> list[str]:
 
 def bench_attack(settings: RunSettings, attacks: list[str], fractions: list[float],
                  targets: list[str], defences: list[str], progress: Progress | None = None,
-                 seed: int = 0, on_run: Callable[[dict], None] | None = None) -> dict:
+                 seed: int = 0, on_run: Callable[[dict], None] | None = None,
+                 jobs: int = 1) -> dict:
     """Every attack × fraction × target under each defence setting, beside the run with no
     attack under the same setting; returns the record (runs, table, honest cost).
 
     ``on_run`` is handed the record so far (``complete`` false) after every run, so a long
-    bench can be written as it goes and read before it ends."""
+    bench can be written as it goes and read before it ends. ``jobs`` > 1 runs that many at
+    once, each in a process of its own (each run is a whole federation and seeded, so the
+    record is the one a single process gives, in the same order)."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1. Found {jobs}.")
     if settings.privacy not in MODES:
         raise ValueError(f"bench attack runs privacy {' or '.join(MODES)}; "
                          f"{settings.privacy} is not measured yet")
@@ -260,17 +268,38 @@ def bench_attack(settings: RunSettings, attacks: list[str], fractions: list[floa
                 "planned": len(plan), "complete": complete,
                 "runs": runs, "table": table(runs, settings.explicit)}
 
-    runs: list[dict] = []
-    for i, (d, name, f, w) in enumerate(plan):
+    done: dict[int, dict] = {}
+
+    def finished(i: int, run: dict) -> None:
+        done[i] = run
         if progress:
-            progress(f"{d}: {name or 'no attack'} {f:g} {w}", i, len(plan))
-        run = run_attack(replace(settings, defences=d), name, f, where[w], seed)
-        runs.append({**run, "defences": d, "target_at": w})
-        if on_run and i + 1 < len(plan):
-            on_run(record(list(runs), complete=False))
+            d, name, f, w = plan[i]
+            progress(f"{d}: {name or 'no attack'} {f:g} {w} done", len(done), len(plan))
+        # the runs so far, in the plan's order, up to the first still running
+        ready = list(itertools.takewhile(lambda j: j in done, range(len(plan))))
+        if on_run and len(done) < len(plan):
+            on_run(record([done[j] for j in ready], complete=False))
+
     if progress:
-        progress("done", len(plan), len(plan))
-    return record(runs, complete=True)
+        progress(f"{len(plan)} runs, {jobs} at a time", 0, len(plan))
+    if jobs == 1:
+        for i in range(len(plan)):
+            finished(i, _run_planned(settings, plan[i], where[plan[i][3]], seed))
+    else:
+        context = multiprocessing.get_context("spawn")  # Flower's threads do not fork
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = {pool.submit(_run_planned, settings, plan[i], where[plan[i][3]],
+                                   seed): i for i in range(len(plan))}
+            for future in as_completed(futures):
+                finished(futures[future], future.result())
+    return record([done[i] for i in range(len(plan))], complete=True)
+
+
+def _run_planned(settings: RunSettings, step: tuple, target: int, seed: int) -> dict:
+    """One step of a bench's plan, in a worker process."""
+    d, name, f, w = step
+    return {**run_attack(replace(settings, defences=d), name, f, target, seed),
+            "defences": d, "target_at": w}
 
 
 def table(runs: list[dict], explicit: bool) -> list[dict]:

@@ -245,6 +245,8 @@ def _parser() -> argparse.ArgumentParser:
                           "comma-separated list of defences")
     atk.add_argument("--evaluate-every", type=int, default=None,
                      help="rounds between evaluations (default: about 4 per run)")
+    atk.add_argument("--jobs", type=int, default=1,
+                     help="runs at once, each in its own process (same record)")
     atk.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="any run-config key, e.g. --set num-rounds=6; repeatable")
     atk.add_argument("--plot", type=Path, help="PNG of exposure per round (default: beside "
@@ -740,7 +742,8 @@ def _run_bench_attack(args: argparse.Namespace) -> int:
     with progress_bar("attacks", args.quiet) as update:
         record = bench_attack(settings, attacks, fractions, targets,
                               defence_sets(args.defences), progress=update,
-                              on_run=lambda partial: write_json(partial, out))
+                              on_run=lambda partial: write_json(partial, out),
+                              jobs=args.jobs)
     record["env"] = environment()
     path = write_json(record, out)
     picture = plot(record, args.plot or path.with_suffix(".png"))

@@ -8,13 +8,13 @@ from fedrec.simulations.attacks.base import Attack, Knowledge, Request, knowledg
 from fedrec.simulations.attacks.fake_users import FakeBandwagon, FakeRandom, FakeTarget
 from fedrec.simulations.attacks.fedrecattack import FedRecAttack
 from fedrec.simulations.attacks.pipattack import PipAttack
-from fedrec.simulations.attacks.push import NoisyPush, TargetPush
+from fedrec.simulations.attacks.push import JitteredPush, NoisyPush, TargetPush
 from fedrec.simulations.attacks.quantity import Quantity
 from fedrec.simulations.attacks.untargeted import Untargeted
 
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (
-    TargetPush, NoisyPush, FedRecAttack, PipAttack, FakeRandom, FakeBandwagon, FakeTarget, Quantity,
-    Untargeted)}
+    TargetPush, NoisyPush, JitteredPush, FedRecAttack, PipAttack, FakeRandom, FakeBandwagon,
+    FakeTarget, Quantity, Untargeted)}
 
 __all__ = ["ATTACKS", "Attack", "Knowledge", "Request", "attack", "knowledge_of"]
 

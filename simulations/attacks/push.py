@@ -47,3 +47,30 @@ class NoisyPush(TargetPush):
         row *= self.k.max_norm * (1 - 1e-5) / np.linalg.norm(row)
         rows[at], bias[at] = row[:-1], row[-1]
         return ItemUpdate(update.ids, rows, bias, update.counts), metrics
+
+
+class JitteredPush(TargetPush):
+    """The target push with each device's row turned by a small random angle (``degrees``,
+    3° by default) in a direction of its own: the push keeps nearly all its strength and
+    every device's mean still points where the push does, but no two rows are copies.
+    Knows also that the server compares the directions of devices' rows on an item
+    (``coordination``) after taking off the item's own row, along which the push mostly
+    lies, so a small turn of the whole row is a large one of what is compared."""
+
+    name = "push-jitter"
+    knows = "the table, the norm bound, and how alike rows are found"
+    degrees = 3.0
+
+    def craft(self, request: Request, device: int) -> tuple[ItemUpdate, dict[str, float]]:
+        update, metrics = super().craft(request, device)
+        at = int(np.searchsorted(update.ids, self.k.target))
+        rows, bias = update.rows.copy(), update.bias.copy()
+        row = np.append(rows[at], bias[at]).astype(np.float64)
+        norm = np.linalg.norm(row)
+        side = self.rng(device, request.server_round).standard_normal(len(row))
+        side -= (side @ row) / norm**2 * row  # a direction at right angles to the row
+        side *= norm / np.linalg.norm(side)
+        turn = np.radians(self.degrees)
+        row = np.cos(turn) * row + np.sin(turn) * side  # the same length, turned
+        rows[at], bias[at] = row[:-1], row[-1]
+        return ItemUpdate(update.ids, rows, bias, update.counts), metrics

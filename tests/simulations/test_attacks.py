@@ -87,7 +87,8 @@ def row(bench, attack_name: str, defences: str) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["push", "push-noise", "pipattack", "fedrecattack"])
+@pytest.mark.parametrize("name", ["push", "push-noise", "push-jitter", "pipattack",
+                                  "fedrecattack"])
 def test_crafted_attacks_lift_the_target_with_defences_off_and_not_with_them_on(bench, name):
     none = row(bench, "none", OFF)["target_rank"]
     off, on = row(bench, name, OFF), row(bench, name, DEFAULT)
@@ -162,6 +163,7 @@ def test_bench_attack_cli_writes_json_and_png_and_refuses_bad_values(tmp_path, c
                          (["--fractions", "nan"], "fractions must be in"),
                          (["--fractions", "some"], "--fractions takes numbers"),
                          (["--evaluate-every", "0"], "--evaluate-every must be >= 1"),
+                         (["--jobs", "0"], "jobs must be >= 1"),
                          (["--set", "defences=clip,clip"], "defences must be"),
                          (["--targets", "head"], "target must be one of"),
                          (["--set", "privacy=dp"], "bench attack runs privacy")):
@@ -186,6 +188,14 @@ def test_a_long_bench_is_written_as_it_goes_in_whole_off_on_pairs():
     assert not any(r["complete"] for r in seen) and final["complete"]
     assert all(r["planned"] == 6 for r in [*seen, final])
     assert [len(r["table"]) for r in seen] == [1, 2, 3, 4, 5]
+    # Two at a time, each run in its own process: the same record, in the same order, and
+    # what is handed out as it goes is always the plan's first runs.
+    partial: list[dict] = []
+    two = bench_attack(settings, ["push", "untargeted"], [0.05], ["tail"], [OFF, DEFAULT],
+                       on_run=partial.append, jobs=2)
+    assert two["runs"] == final["runs"] and two["table"] == final["table"]
+    for p in partial:
+        assert p["runs"] == final["runs"][:len(p["runs"])]
 
 
 @pytest.mark.slow
@@ -206,6 +216,7 @@ def test_under_secagg_the_push_goes_through_what_stays_open():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "defence"), [("push-noise", "clip"),
+                                               ("push-jitter", "clip"),
                                                ("push", "coordination")])
 def test_each_defence_alone_brings_its_attack_down(name, defence):
     settings = replace(preset_settings(SHOP, "implicit-80-20"), num_rounds=6,
