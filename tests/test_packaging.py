@@ -67,17 +67,22 @@ def test_wheel_installs_into_a_fresh_environment(wheel, tmp_path):
     assert (env / "bin" / "fedrec").exists()
 
 
+def _imported(path: Path) -> set[str]:
+    """Every module a file imports, anywhere in it (``from a import b`` names ``a`` and
+    ``a.b``: b may be a module)."""
+    mods = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            mods.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            mods.add(node.module)
+            mods.update(f"{node.module}.{a.name}" for a in node.names)
+    return mods
+
+
 def _imports(folder: str) -> dict[str, set[str]]:
-    found = {}
-    for path in (ROOT / folder).rglob("*.py"):
-        mods = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                mods.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                mods.add(node.module)
-        found[str(path.relative_to(ROOT))] = mods
-    return found
+    return {str(path.relative_to(ROOT)): _imported(path)
+            for path in (ROOT / folder).rglob("*.py")}
 
 
 # common/records.py is the one module of common that speaks Flower: the wire format, shared
@@ -106,17 +111,8 @@ def _module_graph() -> dict[str, set[str]]:
         for path in (ROOT / folder).rglob("*.py"):
             parts = list(path.relative_to(ROOT).with_suffix("").parts)
             paths["fedrec." + ".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    graph = {}
-    for name, path in paths.items():
-        deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                deps.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                deps.add(node.module)
-                deps.update(f"{node.module}.{a.name}" for a in node.names)
-        graph[name] = {d for d in deps if d in paths and d != name}
-    return graph
+    return {name: {d for d in _imported(path) if d in paths and d != name}
+            for name, path in paths.items()}
 
 
 def test_no_module_imports_itself_round_a_circle():
