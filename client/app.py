@@ -291,7 +291,7 @@ def _secagg_train(msg: Message, rc: RoundConfig, context: Context, run_config: M
             block = Block(rc.secagg_block_start or 0,
                           n if rc.secagg_block_size is None else rc.secagg_block_size, n)
             update, _ = p.device.train(p.factors, p.bias, float(p.round.need("mean")),
-                                       p.config, pool=round_pool(p.config, rc, n))
+                                       p.config)
             _refuse_diverged(update, p.device)
             kept = None
             if not block.whole:  # rows outside the block wait for theirs

@@ -59,8 +59,9 @@ class TrainConfig:
             raise ValueError("user_steps must be >= 0 and user_lr > 0.")
         if self.reg < 0 or self.reg_bias < 0 or self.init_std < 0:
             raise ValueError("reg, reg_bias and init_std must be >= 0.")
-        if not 0 < self.negative_pool <= 1:
-            raise ValueError(f"negative_pool must be in (0, 1]. Found {self.negative_pool}.")
+        pool = self.negative_pool
+        if isinstance(pool, bool) or not isinstance(pool, int | float) or not 0 < pool <= 1:
+            raise ValueError(f"negative_pool must be a number in (0, 1]. Found {pool!r}.")
         if self.negative_pool < 1 and self.loss == "mse":
             raise ValueError("negative_pool applies to implicit feedback (a rating model "
                              "samples no negatives)")

@@ -36,7 +36,7 @@ def test_modes_that_cannot_honour_a_pool_refuse_it_by_name(mode) -> None:
 
 def test_bad_pool_settings_are_refused_by_name() -> None:
     for bad in (0.0, 1.5, -1.0):
-        with pytest.raises(ValueError, match="negative_pool must be in"):
+        with pytest.raises(ValueError, match="negative_pool must be a number in"):
             RunSettings(negative_pool=bad)
     with pytest.raises(ValueError, match="negative_pool_rounds must be >= 1"):
         RunSettings(negative_pool_rounds=0)
@@ -67,3 +67,13 @@ def test_the_server_names_each_rounds_pool_and_a_device_draws_the_same_one() -> 
 def test_a_device_told_to_use_a_pool_but_not_which_refuses_the_round() -> None:
     with pytest.raises(ValueError, match="this round needs 'negative-pool-seed'"):
         round_pool(POOLED.train_config(), RoundConfig(seed=0, server_round=1), 5_000)
+
+
+@pytest.mark.parametrize("bad", ["0.1", None, [0.1], True, float("nan"), float("inf"), 0.0,
+                                 -0.5, 2.0])
+def test_a_server_sending_a_malformed_pool_share_is_refused_by_name(bad) -> None:
+    """The share comes from the server with the round's train config: a device refuses a
+    value that is not a number in (0, 1] by the field's name, before it trains."""
+    values = {**POOLED.train_config().to_dict(), "negative_pool": bad}
+    with pytest.raises(ValueError, match="negative_pool must be a number in"):
+        TrainConfig.from_dict(values)
