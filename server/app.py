@@ -28,6 +28,7 @@ from fedrec.server.item_model import ItemModel
 from fedrec.server.layers import build_layers
 from fedrec.server.listings import Listings
 from fedrec.server.mean import fallback_mean, query_mean
+from fedrec.server.rounds import RoundLoop
 from fedrec.server.secagg import SecAggFedRec, run_secagg
 from fedrec.server.secagg_dp import DdpConfig, SecAggDpFedRec, run_secagg_dp
 from fedrec.server.strategy import FedRec
@@ -191,8 +192,7 @@ def run_fedrec(grid: Grid, settings: RunSettings) -> FedRec:
     remaining = settings.num_rounds - strategy.round_offset if settings.num_rounds \
         else UNTIL_STOPPED
     if remaining > 0:
-        strategy.start(grid=grid, initial_arrays=strategy.items_record(),
-                       num_rounds=remaining, timeout=settings.round_timeout)
+        RoundLoop(strategy, grid, settings.round_timeout).run(remaining)
     return strategy
 
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from logging import INFO, WARNING
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from flwr.common.logger import log
@@ -29,6 +30,46 @@ from fedrec.server.catalogue import content_rows, neutral_rows
 from fedrec.server.item_model import ItemModel
 
 STATE = "catalogue"  # the checkpoint's run-state entry
+
+
+class ListingSource(Protocol):
+    """What the round loop asks of a server's catalogue before each round: grow the table
+    (:meth:`refresh`), the rows to hide and drop from aggregates (``hidden``), the arrays
+    sent whole with every table, the round's history entries and the checkpoint's."""
+
+    hidden: np.ndarray
+
+    def refresh(self, model: ItemModel, static: dict[str, np.ndarray],
+                server_round: int) -> None: ...
+
+    def table_arrays(self) -> dict[str, np.ndarray]: ...
+
+    def summary(self) -> dict[str, float]: ...
+
+    def state(self, n_rows: int) -> dict: ...
+
+
+def grow_table(model: ItemModel, n_items: int, content: np.ndarray | None, explicit: bool,
+               rng: np.random.Generator, init_std: float) -> str:
+    """Grow ``model`` to ``n_items`` rows: each new row started from its item's ``content``
+    (a ridge fit over the rows devices have trained; ``content`` holds every item's
+    features, old and new) or, without content or trained rows, neutral. Old rows, their
+    versions and optimiser state are untouched; new rows have version 0 (not trained yet,
+    so a later content fit leaves them out). Returns how the rows were started."""
+    n_old = model.n_items
+    if n_items <= n_old:
+        return "nothing"
+    rows = None
+    if content is not None:
+        p = model.params
+        rows = content_rows(content[:n_old], model.version > 0, p.factors, p.bias,
+                            content[n_old:n_items], with_bias=explicit)
+    how = "content"
+    if rows is None:
+        rows, how = neutral_rows(n_items - n_old, model.params.n_factors, rng, init_std), \
+            "neutral rows"
+    model.grow(*rows, round_number=0)
+    return how
 
 
 class Listings:
@@ -108,21 +149,14 @@ class Listings:
     def grow(self, model: ItemModel, static: dict[str, np.ndarray],
              server_round: int = 0) -> None:
         """Rows for the catalogue's items the table lacks: from content, or neutral."""
-        n_old, n_new = model.n_items, self.catalogue.n_items
-        if n_new > n_old:
+        n_new = self.catalogue.n_items - model.n_items
+        if n_new > 0:
             content = self.catalogue.content()
-            rows = None
-            if content.shape[1]:
-                rows = content_rows(content[:n_old], model.version > 0, model.params.factors,
-                                    model.params.bias, content[n_old:n_new],
-                                    with_bias=self.explicit)
-            if rows is None:
-                rows = neutral_rows(n_new - n_old, model.params.n_factors, self.rng,
-                                    self.init_std)
-            model.grow(*rows, round_number=model.round)
-            self.added += n_new - n_old
-            log(INFO, "round %s: %s new items listed, from %s", server_round,
-                n_new - n_old, "content" if content.shape[1] else "neutral rows")
+            how = grow_table(model, self.catalogue.n_items,
+                             content if content.shape[1] else None, self.explicit, self.rng,
+                             self.init_std)
+            self.added += n_new
+            log(INFO, "round %s: %s new items listed, from %s", server_round, n_new, how)
         static.update(self.static(model.n_items))
 
     def summary(self) -> dict[str, float]:
@@ -156,3 +190,46 @@ class Listings:
                              "the checkpoint's rows were trained for (items reordered, "
                              "renamed, removed or recategorised)")
         self.version = saved["version"] + (self.n_items > n_rows)
+
+
+class TimedListings:
+    """A catalogue whose listing times the server knows ahead (a shop's timeline, replayed):
+    before each round the table grows to the items listed by the clock, each row started
+    from its item's content or neutral (:func:`grow_table`). Items appear in listing order
+    (a timeline's item ids), none is delisted; ``static["listed"]`` tells devices each row's
+    listing time (what is new)."""
+
+    def __init__(self, listed: np.ndarray, content: np.ndarray | None, *, explicit: bool,
+                 clock: Callable[[], float], rng: np.random.Generator,
+                 init_std: float = 0.1) -> None:
+        self.listed = np.asarray(listed)
+        if len(self.listed) > 1 and (np.diff(self.listed) < 0).any():
+            raise ValueError("a timed catalogue lists its items in order of listing time")
+        self.content, self.explicit, self.clock = content, explicit, clock
+        self.rng, self.init_std = rng, init_std
+        self.hidden = np.empty(0, dtype=np.int64)  # (nothing delisted; unlisted not grown)
+        self.added = self.n_items = 0
+
+    def listed_by(self, now: float) -> int:
+        """How many items are listed at ``now`` (at least one: a table has a row)."""
+        return max(1, int(np.searchsorted(self.listed, now, side="right")))
+
+    def refresh(self, model: ItemModel, static: dict[str, np.ndarray],
+                server_round: int) -> None:
+        n_old = model.n_items
+        grow_table(model, self.listed_by(self.clock()), self.content, self.explicit,
+                   self.rng, self.init_std)
+        self.added += model.n_items - n_old
+        self.n_items = model.n_items
+        static["listed"] = self.listed[:model.n_items]
+
+    def summary(self) -> dict[str, float]:
+        out = {"items": float(self.n_items), "listed-new": float(self.added)}
+        self.added = 0
+        return out
+
+    def table_arrays(self) -> dict[str, np.ndarray]:
+        return {}  # (listing times go per row, in static)
+
+    def state(self, n_rows: int) -> dict:
+        return {}  # (a replay keeps no checkpoint)

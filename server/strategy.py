@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from logging import INFO, WARNING
 
 import numpy as np
@@ -19,6 +19,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from fedrec.common import records
 from fedrec.common.negatives import pool_seed
@@ -30,11 +31,12 @@ from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.defences import Defence
 from fedrec.server.item_model import ItemModel
 from fedrec.server.layers import ServerLayer
-from fedrec.server.listings import Listings
+from fedrec.server.listings import ListingSource
 from fedrec.server.publish import PublishedTable
 from fedrec.server.replies import Outbox, Refusals
 from fedrec.server.wait import wait_for_nodes
 
+ConfigValue = int | float | str | bool | bytes  # what a driver adds to a round's config
 
 class FedRec(FedAvg):
     """Sparse federated matrix factorisation over Flower's message API."""
@@ -89,6 +91,7 @@ class FedRec(FedAvg):
         self.pending: dict[int, tuple[int, int]] = {}
         self.seen: set[int] = set()  # nodes sent a table before (delta sync)
         self.download = self.first_contact = 0  # bytes sent, and of them at first contact
+        self.full_table = 0  # what full sync would have sent the same devices
         # Per-row arrays that never change once a row exists (a timeline's listing times),
         # sent with the table: whole, or in a delta only for the rows added since.
         self.static: dict[str, np.ndarray] = {}
@@ -100,7 +103,7 @@ class FedRec(FedAvg):
         self.set_aside: Counter[str] = Counter()
         # The operator's catalogue file (deployment), watched between rounds: new listings
         # grow the table, hidden items go to devices and are dropped from aggregates.
-        self.listings: Listings | None = None
+        self.listings: ListingSource | None = None
         # A server that runs on a schedule: a round starts at most every round_every s.
         self.round_every, self._next_start = float(round_every), 0.0
         self._started = 0.0  # when the round in progress started (Unix seconds)
@@ -189,6 +192,7 @@ class FedRec(FedAvg):
         """One train message per node: the table (``items``, or the current one) and the
         round's config; in delta sync, each node's own rows. Counts the bytes sent."""
         messages = self._train_messages(config, node_ids, items)
+        self.full_table += self.whole_bytes() * len(node_ids)
         self.outbox[MessageType.TRAIN] = Outbox(messages, "train")
         return messages
 
@@ -214,14 +218,6 @@ class FedRec(FedAvg):
                                     message_type=MessageType.TRAIN, dst_node_id=node))
         return messages
 
-    def _construct_messages(self, record: RecordDict, node_ids: list[int],
-                            message_type: str) -> Iterable[Message]:
-        """FedAvg's messages; training messages from :meth:`train_messages` (each
-        device's own rows in delta sync; evaluation sends the table)."""
-        if message_type != MessageType.TRAIN:
-            return super()._construct_messages(record, node_ids, message_type)
-        return self.train_messages(record[records.CONFIG], node_ids, record[records.ITEMS])
-
     def round_config(self, server_round: int) -> ConfigRecord:
         low, high = self.rating_range
         extra = {"privacy": self.privacy, "rating-min": float(low), "rating-max": float(high)}
@@ -238,23 +234,56 @@ class FedRec(FedAvg):
         dp = self.layer("dp")
         return None if dp is None else dp.epsilon
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
-        """Sample devices (FedAvg's sampling) and send each the item table and config."""
-        server_round += self.round_offset
-        # FedAvg sizes its sample from the nodes connected *before* it waits for them: without
-        # this, a simulation whose nodes register gradually (Ray) trains round 1 on a few.
-        if not all(layer.allows_round(server_round) for layer in self.layers):
-            return []
-        if self.round_every:  # (the schedule: this round starts round_every after the last)
+    def wait_turn(self) -> None:
+        """A server on a schedule waits for its round's turn (``round_every`` after the
+        last round started); the round's start time is noted for its history."""
+        if self.round_every:
             time.sleep(max(0.0, self._next_start - time.monotonic()))
             self._next_start = time.monotonic() + self.round_every
         self._started = time.time()
-        wait_for_nodes(grid, self.min_available_nodes, self.wait_timeout)
-        if self.listings is not None:  # (the catalogue as it is now: new items, hidden ones)
-            self.listings.refresh(self.model, self.static, server_round)
-        return super().configure_train(server_round, self.items_record(),
-                                       self.round_config(server_round), grid)
+
+    def open_round(self, server_round: int, grid: Grid, nodes: Iterable[int] | None = None,
+                   extra: Mapping[str, ConfigValue] | None = None,
+                   before_send: Callable[[FedRec], None] | None = None) -> list[Message]:
+        """Steps 1–4 of a round (:mod:`fedrec.server.rounds`): the round's train messages;
+        none when a privacy layer skips the round (its budget spent: the round is still
+        recorded, with nothing accepted). ``server_round`` counts this run's rounds from 1
+        (a resumed run's model counts on from its checkpoint: ``round_offset``); ``nodes``
+        are the devices a driver names, or FedAvg's sample of the connected ones; ``extra``
+        adds a driver's keys to the round's config."""
+        r = server_round + self.round_offset
+        if not all(layer.allows_round(r) for layer in self.layers):
+            return []
+        self.wait_turn()
+        if nodes is None:  # FedAvg would size its sample before the nodes register
+            wait_for_nodes(grid, self.min_available_nodes, self.wait_timeout)
+        if self.listings is not None:  # the catalogue as it is now: new items, hidden ones
+            self.listings.refresh(self.model, self.static, r)
+        config = self.round_config(r)
+        nodes = self.sample_train(grid) if nodes is None else list(nodes)
+        config["server-round"] = r
+        for key, value in (extra or {}).items():
+            config[key] = value
+        if before_send is not None:
+            before_send(self)
+        return self.train_messages(config, nodes)
+
+    def sample_train(self, grid: Grid) -> list[int]:
+        """FedAvg's sample of the connected devices: ``fraction_train`` of them, at least
+        ``min_train_nodes``, once ``min_available_nodes`` have checked in."""
+        if self.fraction_train == 0.0:
+            return []
+        n = int(len(list(grid.get_node_ids())) * self.fraction_train)
+        nodes, connected = sample_nodes(grid, self.min_available_nodes,
+                                        max(n, self.min_train_nodes))
+        log(INFO, "round: sampled %s devices (out of %s)", len(nodes), len(connected))
+        return list(nodes)
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """Flower's strategy API: :meth:`open_round` (``arrays`` and ``config`` are the
+        strategy's own: the table it holds, its round config)."""
+        return self.open_round(server_round, grid)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
@@ -348,10 +377,11 @@ class FedRec(FedAvg):
             "upload-bytes": float(upload),
             "download-bytes": float(self.download),
             "first-contact-bytes": float(self.first_contact),
+            "full-table-bytes": float(self.full_table),
         }
         if self.round_every:
             summary["started-at"] = self._started
-        self.download = self.first_contact = 0
+        self.download = self.first_contact = self.full_table = 0
         if self.defences:
             summary["set-aside"] = float(len(held) - len(defended))
             for defence in self.defences:

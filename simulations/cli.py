@@ -159,6 +159,11 @@ def _parser() -> argparse.ArgumentParser:
                              "beside NAME)")
     stream.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="run-config overrides of the federated model, repeatable")
+    stream.add_argument("--variant", action="append", default=[],
+                        metavar="NAME:KEY=VALUE[,KEY=VALUE...]",
+                        help="run every federated model again with these overrides on top "
+                             "of --set, as MODEL+NAME in the same record (repeatable), e.g. "
+                             "pool:negative-pool=0.005,negative-pool-rounds=5")
     stream.add_argument("--plot", type=Path, help="PNG of the curves (default: beside the JSON)")
     _output_args(stream)
     stream.set_defaults(run=_run_bench_stream)
@@ -569,10 +574,27 @@ def _run_bench_privacy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _variants(base: dict, sets: list[str], specs: list[str]) -> dict[str, RunSettings]:
+    """``--variant NAME:KEY=VALUE,...`` values as each variant's run settings (``base``
+    with ``--set`` applied, then the variant's own)."""
+    out: dict[str, RunSettings] = {}
+    for spec in specs:
+        name, sep, pairs = spec.partition(":")
+        name = name.strip()
+        if not sep or not name or not pairs.strip():
+            raise ValueError(f"--variant {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE...]")
+        if name in out:
+            raise ValueError(f"--variant {name!r} is given twice")
+        own = [p.strip() for p in pairs.split(",") if p.strip()]
+        out[name] = _with_sets(dict(base), [*sets, *own])
+    return out
+
+
 def _run_bench_stream(args: argparse.Namespace) -> int:
     explicit = args.kind == "explicit"
-    run = _with_sets((STREAM_EXPLICIT if explicit else STREAM_IMPLICIT).to_run_config(),
-                     args.set)
+    base = (STREAM_EXPLICIT if explicit else STREAM_IMPLICIT).to_run_config()
+    run = _with_sets(dict(base), args.set)
+    variants = _variants(base, args.set, args.variant)
     settings = StreamSettings(
         dataset=args.dataset, kind=args.kind,
         data_dir=str(args.data_dir or os.environ.get(ENV_VAR) or ""),
@@ -585,7 +607,8 @@ def _run_bench_stream(args: argparse.Namespace) -> int:
     models = tuple(m.strip() for m in args.models.split(",")) if args.models else None
     with progress_bar(f"stream {args.dataset} {args.kind}", args.quiet) as update:
         record = bench_stream(settings, models, update, workers=args.workers,
-                              engines=tuple(e.strip() for e in args.engines.split(",")))
+                              engines=tuple(e.strip() for e in args.engines.split(",")),
+                              variants=variants)
     record["env"] = environment()
     name = _stem(args.dataset)
     out = args.out or RESULTS_DIR / f"stream-{name}-{args.kind}.json"
@@ -596,8 +619,11 @@ def _run_bench_stream(args: argparse.Namespace) -> int:
     else:
         key = "rmse" if explicit else "hr@10"
         for model, m in record["models"].items():
+            shares = (f"  download {100 * m['download_share_of_full']:.1f} % of full "
+                      f"({100 * m['download_share_of_full_after_first_contact']:.1f} % after "
+                      "first contact)" if m.get("sync") == "delta" else "")
             print(f"{model:30s} {key} {m[key]:.4f}  after warm-up "
-                  f"{m['after_warmup'][key]:.4f}  ({m['compute_s']:.1f} s)")
+                  f"{m['after_warmup'][key]:.4f}  ({m['compute_s']:.1f} s){shares}")
         print(f"results: {path}\nplot:    {png}")
     return 0
 

@@ -2,12 +2,13 @@
 strategy, scoring every event before anyone learns from it (``fedrec bench stream`` runs
 it beside the centralized models: :mod:`fedrec.simulations.stream_bench`).
 
-The federated replay is fedrec's Flower ClientApp and FedRec strategy on the in-process
-engine, driven by a clock: after each tick the server
+The federated replay is fedrec's Flower ClientApp and FedRec strategy, driven through the
+server's own round loop (:class:`~fedrec.server.rounds.RoundLoop`, the one a deployment
+runs) by a simulated clock: after each tick the server
 
 1. lists the items that appeared by then, growing the item table (first rows from content
-   features, or neutral; old rows untouched);
-2. samples the devices that had new events in the tick (in a deployment, the devices that
+   features, or neutral; old rows untouched: :class:`~fedrec.server.listings.TimedListings`);
+2. trains the devices that had new events in the tick (in a deployment, the devices that
    check in), plus a configurable share of random others;
 3. sends them the item table and the position ``until`` the clock has reached; each device
    scores its new events, learns its user vector online, trains the mode's events and
@@ -39,8 +40,10 @@ from fedrec.common.replies import STREAM_TRAIN
 from fedrec.common.settings import RunSettings
 from fedrec.common.stream import Tick, Timeline
 from fedrec.server.app import build_strategy
-from fedrec.server.catalogue import INITS, content_rows, neutral_rows
+from fedrec.server.catalogue import INITS
+from fedrec.server.listings import TimedListings
 from fedrec.server.mean import fallback_mean
+from fedrec.server.rounds import RoundLoop
 from fedrec.server.strategy import FedRec
 from fedrec.simulations.engine import InProcessGrid, Observer
 from fedrec.simulations.prequential import Sums
@@ -156,28 +159,19 @@ class FederatedStream:
                                       observer=observer)
             self.node_of_user = list(self.grid.get_node_ids())  # partition id = user index
         features = t.data.item_features
-        self.features = None if features is None else features.matrix
+        content = None if features is None or s.init != "content" else features.matrix
+        self.now = float(self.ticks[0].now) if self.ticks else 0.0  # the simulated clock
+        self.strategy.listings = TimedListings(
+            t.item_listed, content, explicit=s.explicit, clock=lambda: self.now,
+            rng=self.rng, init_std=self.run.init_std)
+        self.loop = RoundLoop(self.strategy, self.grid, self.run.round_timeout,
+                              before_send=None if self.archive is None else
+                              lambda fed: self.archive.sent(fed.published, fed.static))
         self.rating_total = self.rating_count = 0.0
         self.sums = Sums(len(self.ticks))
         self.log: list[dict] = []
 
     # ---- the server's side of one tick ---------------------------------------------------
-    def _grow(self, n_listed: int, server_round: int) -> None:
-        model = self.strategy.model
-        n_new = n_listed - model.n_items
-        if n_new <= 0:
-            return
-        k = model.params.n_factors
-        rows = None
-        if self.s.init == "content" and self.features is not None:
-            trained = model.version > 0  # rows devices have updated
-            rows = content_rows(self.features[:model.n_items], trained, model.params.factors,
-                                model.params.bias, self.features[model.n_items:n_listed],
-                                with_bias=self.s.explicit)
-        if rows is None:
-            rows = neutral_rows(n_new, k, self.rng, self.run.init_std)
-        model.grow(*rows, round_number=0)
-
     def _sample(self, tick: Tick) -> list[int]:
         d = self.timeline.data
         active = np.unique(d.user[tick.start:tick.stop])
@@ -190,31 +184,19 @@ class FederatedStream:
         return [self.node_of_user[u] for u in active]
 
     def step(self, tick: Tick) -> dict:
-        """One tick: grow, sample, one round, fold; returns the round's record."""
+        """One tick: one round of the server's loop at the tick's time, over the devices
+        with new events in it; returns the round's record."""
         r = tick.index + 1
         start = time.perf_counter()
-        self._grow(self.timeline.listed_by(tick.now), r)
-        n_items = self.strategy.model.n_items
-        self.strategy.static["listed"] = self.timeline.item_listed[:n_items]
-        whole = self.strategy.whole_bytes()  # what a full sync sends every device
-        config = self.strategy.round_config(r)
-        config["until"] = int(tick.stop)
-        config["stream-mode"] = self.s.mode
-        config["buffer"] = int(self.s.buffer)
-        config["replay"] = float(self.s.replay)
-        config["new-days"] = float(self.s.new_days)
-        config["server-round"] = r
+        self.now = float(tick.now)
         nodes = self._sample(tick)
-        if self.archive is not None:
-            self.archive.sent(self.strategy.published, self.strategy.static)
-        messages = self.strategy.train_messages(config, nodes)
-        replies = list(self.grid.send_and_receive(messages,
-                                                  timeout=self.run.round_timeout))
-        ok = [m for m in replies if not m.has_error()]
         # No device has more new events than the tick: what bounds its claims this round.
-        self.strategy.bounds = replace(self.strategy.bounds,
-                                       round_events=max(1, tick.stop - tick.start))
-        self.strategy.aggregate_train(r, replies)
+        train = self.loop.train(r, nodes, {"until": int(tick.stop),
+                                           "stream-mode": self.s.mode,
+                                           "buffer": int(self.s.buffer),
+                                           "replay": float(self.s.replay),
+                                           "new-days": float(self.s.new_days)},
+                                round_events=tick.stop - tick.start)
         stored = device_s = 0.0
         for metrics in self.strategy.accepted_metrics:  # every field checked
             self.sums.add(tick.index, metrics)
@@ -224,14 +206,15 @@ class FederatedStream:
             device_s += metrics["device-s"]
         if self.s.explicit and self.rating_count:
             self.strategy.model.params.mean = self.rating_total / self.rating_count
-        train = self.strategy.history[-1]["train"]
         record = {"round": r, "events": tick.stop - tick.start, "devices": len(nodes),
-                  "replies": len(ok), "items": n_items, "seconds": time.perf_counter() - start,
+                  "replies": int(train["accepted"] + train["rejected"]),
+                  "items": self.strategy.model.n_items,
+                  "seconds": time.perf_counter() - start,
                   "download_bytes": train["download-bytes"],
                   "first_contact_bytes": train["first-contact-bytes"],
-                  "full_table_bytes": float(whole * len(messages)),
+                  "full_table_bytes": train["full-table-bytes"],
                   "upload_bytes": train["upload-bytes"],
-                  "stored_events_per_device": stored / max(1, len(ok)),
+                  "stored_events_per_device": stored / max(1, train["accepted"]),
                   "device_s": device_s,
                   "lag_s": float(tick.now - self.timeline.data.timestamp[
                       tick.start:tick.stop].mean())}

@@ -6,12 +6,14 @@ retraining, static models and a simple baseline (:mod:`fedrec.simulations.stream
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 
 import numpy as np
 
 from fedrec.client.stream import MODES
+from fedrec.common.settings import RunSettings
 from fedrec.simulations import stream_baselines as sb
 from fedrec.simulations.presets import mf_config
 from fedrec.simulations.ray_stream import replay_on_ray
@@ -32,17 +34,24 @@ def _centralized_config(s: StreamSettings) -> dict:
 
 
 ENGINES = ("inprocess", "ray")
+VARIANT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
                  progress: Progress | None = None, workers: int = 1,
-                 engines: tuple[str, ...] = ("inprocess",)) -> dict:
+                 engines: tuple[str, ...] = ("inprocess",),
+                 variants: dict[str, RunSettings] | None = None) -> dict:
     """Every model of the stream bench on the same stream; the record (without ``env``).
     The federated models run on each of ``engines`` (named ``NAME@ray`` on Ray beside
-    the in-process engine)."""
+    the in-process engine), and again with each of ``variants``' run settings (named
+    ``NAME+VARIANT``), so that two settings are compared in one run."""
     unknown = set(engines) - set(ENGINES)
     if unknown or not engines:
         raise ValueError(f"engines must be among {', '.join(ENGINES)}. Found {engines}.")
+    variants = dict(variants or {})
+    for key in variants:
+        if not VARIANT_NAME.fullmatch(key):
+            raise ValueError(f"variant name {key!r}: letters, digits, '-' and '_' only")
     timeline = load_timeline(s)
     ticks = s.ticks(timeline)
     explicit = s.explicit
@@ -67,15 +76,17 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
             progress(current[0], done, n)
 
     current = [""]
-    runs = [(name, engine) for name in models
+    runs = [(name, engine, key) for name in models
+            for key in ((None, *variants) if name.startswith("federated") else (None,))
             for engine in (engines if name.startswith("federated") else ("inprocess",))]
-    for name, engine in runs:
+    for name, engine, key in runs:
         label = name if engine == "inprocess" or engines == ("ray",) else f"{name}@{engine}"
+        label = label if key is None else f"{label}+{key}"
         current[0] = label
         start = time.perf_counter()
         extra: dict = {}
         if name.startswith("federated"):
-            variant = _variant(s, name)
+            variant = _variant(s if key is None else replace(s, run=variants[key]), name)
             if engine == "ray":
                 fed = replay_on_ray(variant, progress)
                 sums = fed.sums
@@ -84,6 +95,8 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
                 sums = fed.replay(progress)
             extra = fed.summary()
             extra["mode"], extra["init"], extra["engine"] = variant.mode, variant.init, engine
+            if key is not None:
+                extra["variant"] = {"name": key, "run": variant.run.to_run_config()}
         elif name == "centralized-incremental":
             sums = sb.centralized_incremental(timeline, ticks, explicit, rr, s.new_days,
                                               _centralized_config(s), report)

@@ -159,3 +159,13 @@ def test_flower_app_config_declares_every_run_setting():
                                  "clientapp": "fedrec.client.app:app"}
     assert app["config"] == RunSettings().to_run_config()
     assert RunSettings.from_run_config(app["config"]) == RunSettings()
+
+
+def test_the_replay_runs_rounds_only_through_the_servers_round_loop():
+    """The timeline replay drives the server's own round loop (server.rounds), the one a
+    deployment runs, not the strategy's steps by hand."""
+    text = (ROOT / "simulations" / "stream.py").read_text()
+    assert "RoundLoop(" in text
+    for step in ("train_messages(", "aggregate_train(", "round_config(", "send_and_receive(",
+                 ".grow(", "content_rows("):
+        assert step not in text, f"simulations/stream.py calls {step} itself"
