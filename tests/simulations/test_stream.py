@@ -241,3 +241,41 @@ def test_a_public_negative_pool_keeps_delta_sync_exact_and_moves_fewer_rows(cata
     assert pool[after] < 0.7 * uniform[after], (pool[after], uniform[after])
     assert pool["upload_bytes"] < uniform["upload_bytes"]  # fewer rows named, too
     assert pool["hr@10"] > 0 and pool["scored"] == uniform["scored"]
+
+
+def test_a_variant_runs_the_federated_models_again_in_the_same_record(shop, tmp_path, capsys):
+    """``--variant NAME:KEY=VALUE,...`` runs every federated model again with its settings
+    on top of ``--set``, as MODEL+NAME: the same figures as a run of its own."""
+    out = tmp_path / "stream.json"
+    args = ["bench", "stream", "--dataset", shop, "--kind", "implicit", "--models",
+            "federated-incremental,recent-popularity", "--tick-events", "200",
+            "--set", "factors=4", "--set", "sync=delta", "--quiet", "--json"]
+    assert main([*args, "--variant", "few:negatives=1,lr=0.02", "--out", str(out)]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert list(record["models"]) == ["federated-incremental", "federated-incremental+few",
+                                      "recent-popularity"]
+    few = record["models"]["federated-incremental+few"]
+    assert few["variant"]["name"] == "few"
+    assert few["variant"]["run"]["negatives"] == 1 and few["variant"]["run"]["lr"] == 0.02
+    assert few["variant"]["run"]["sync"] == "delta" and few["variant"]["run"]["factors"] == 4
+    alone = tmp_path / "alone.json"
+    assert main([*args, "--set", "negatives=1", "--set", "lr=0.02",
+                 "--models", "federated-incremental", "--out", str(alone)]) == 0
+    own = json.loads(capsys.readouterr().out)["models"]["federated-incremental"]
+    for key in ("hr@10", "download_bytes", "full_table_bytes", "upload_bytes"):
+        assert few[key] == own[key], key
+    assert few["upload_bytes"] != record["models"]["federated-incremental"]["upload_bytes"]
+
+
+@pytest.mark.parametrize(("spec", "problem"), [
+    ("pool", "expected NAME:KEY=VALUE"), (":negative-pool=0.1", "expected NAME"),
+    ("pool:", "expected NAME"), ("po ol:negative-pool=0.1", "letters, digits"),
+    ("pool:negative-pool=2", "negative"), ("pool:no-such-key=1", "no-such-key")])
+def test_a_malformed_variant_is_refused_by_name(shop, tmp_path, spec, problem, capsys):
+    with pytest.raises((ValueError, SystemExit)) as info:
+        code = main(["bench", "stream", "--dataset", shop, "--kind", "implicit", "--models",
+                     "federated-incremental", "--quiet", "--variant", spec,
+                     "--out", str(tmp_path / "x.json")])
+        raise SystemExit(code)
+    text = str(info.value) + capsys.readouterr().err
+    assert problem in text
