@@ -16,7 +16,7 @@ A round is the same five steps wherever it runs:
 
 :meth:`RoundLoop.run` drives it in a deployment with the real clock (``time.time``) and
 federated evaluation every ``evaluate-every`` rounds; the timeline replay
-(:mod:`fedrec.simulations.stream`) calls :meth:`RoundLoop.train` once per tick, with a
+(:mod:`fedrec.simulations.engines.replay`) calls :meth:`RoundLoop.train` once per tick, with a
 simulated clock and the tick's devices. Steps 1–4 are
 :meth:`FedRec.open_round <fedrec.server.strategy.FedRec.open_round>`, which is also what
 Flower's strategy API (``configure_train``) runs.

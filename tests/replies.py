@@ -7,7 +7,7 @@ import numpy as np
 from flwr.app import Message, MetricRecord, RecordDict
 
 from fedrec.common import records
-from fedrec.simulations.hostile import raw_record
+from fedrec.simulations.benches.hostile import raw_record
 
 
 def sent(strategy, grid, nodes, server_round: int = 1) -> dict[int, Message]:

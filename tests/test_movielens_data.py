@@ -12,7 +12,7 @@ import pytest
 from fedrec.common.data.movielens import load_ml_latest
 from fedrec.common.metrics import ranking_metrics, rmse
 from fedrec.common.split import split
-from fedrec.simulations.baselines import BiasBaseline, GlobalMean, Popularity
+from fedrec.simulations.models.baselines import BiasBaseline, GlobalMean, Popularity
 
 
 def test_ml_100k_loads_as_documented(ml100k):
@@ -60,8 +60,8 @@ def test_popularity_matches_the_anchors(ml100k, protocol, expected):
 def test_upload_is_within_ten_percent_of_rows_times_factors(ml100k):
     """ML-100K explicit, all 943 devices: each upload is ids + rows + biases + counts (+ npy
     headers), at most 1.1 x (touched rows x (factors + 1) x 4 + ids)."""
-    from fedrec.simulations.bench_engine import bench_inprocess
-    from fedrec.simulations.presets import preset_settings
+    from fedrec.simulations.benches.engine import bench_inprocess
+    from fedrec.simulations.models.presets import preset_settings
 
     r = bench_inprocess(preset_settings("ml-100k", "explicit-5fold"), repeats=1)
     assert r["devices"] == 943

@@ -42,7 +42,8 @@ def test_wheel_holds_the_four_packages_under_the_fedrec_namespace(wheel):
     assert "fedrec/__init__.py" not in names  # a namespace package
     assert not [n for n in names if n.startswith(("tests/", "common/", "fedrec/tests"))]
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "fedrec = fedrec.simulations.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    entry_points = zipfile.ZipFile(wheel).read(entry).decode()
+    assert "fedrec = fedrec.simulations.cli.main:main" in entry_points
     metadata = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("METADATA"))).decode()
     assert "Requires-Dist: flwr" in metadata
@@ -120,7 +121,8 @@ def test_no_module_imports_itself_round_a_circle():
     quality; the stream bench and the Ray replay each other): a circle means two modules
     that are one, or a piece in the wrong one."""
     graph = _module_graph()
-    assert "fedrec.simulations.quality" in graph and graph["fedrec.simulations.stream_bench"]
+    assert "fedrec.simulations.benches.quality" in graph
+    assert graph["fedrec.simulations.benches.stream"]
     done: set[str] = set()
 
     def visit(node: str, path: list[str]) -> None:
@@ -164,8 +166,8 @@ def test_flower_app_config_declares_every_run_setting():
 def test_the_replay_runs_rounds_only_through_the_servers_round_loop():
     """The timeline replay drives the server's own round loop (server.rounds), the one a
     deployment runs, not the strategy's steps by hand."""
-    text = (ROOT / "simulations" / "stream.py").read_text()
+    text = (ROOT / "simulations" / "engines" / "replay.py").read_text()
     assert "RoundLoop(" in text
     for step in ("train_messages(", "aggregate_train(", "round_config(", "send_and_receive(",
                  ".grow(", "content_rows("):
-        assert step not in text, f"simulations/stream.py calls {step} itself"
+        assert step not in text, f"simulations/engines/replay.py calls {step} itself"

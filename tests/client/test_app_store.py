@@ -16,7 +16,7 @@ from fedrec.common.params import ItemParams
 from fedrec.common.settings import RunSettings
 from fedrec.server.item_model import ItemModel
 from fedrec.server.strategy import FedRec
-from fedrec.simulations.engine import TaskIdentity
+from fedrec.simulations.engines.inprocess import TaskIdentity
 
 KEY = bytes(range(32))
 

@@ -15,7 +15,7 @@ from fedrec.common.catalogue import parse_catalogue, read_catalogue
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import app as server_app
-from fedrec.simulations.engine import run_in_process
+from fedrec.simulations.engines.inprocess import run_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "<!-- edge snippet: tests/client/test_readme_edge.py runs this block -->"

@@ -9,7 +9,7 @@ from fedrec.common.data.synthetic import ShopConfig, generate_shop
 from fedrec.common.metrics import ranking_metrics, rmse
 from fedrec.common.mf import MatrixFactorization, MFConfig, NonFiniteError
 from fedrec.common.split import split
-from fedrec.simulations.baselines import BiasBaseline, Popularity
+from fedrec.simulations.models.baselines import BiasBaseline, Popularity
 from tests.conftest import low_rank_ratings
 
 SETUPS = {

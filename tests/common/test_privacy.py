@@ -68,7 +68,7 @@ def test_calibrated_noise_meets_the_target_epsilon():
 
 
 def test_the_attacker_auc_reads_what_a_reply_reveals():
-    from fedrec.simulations.attacker import auc, membership_auc
+    from fedrec.simulations.benches.membership import auc, membership_auc
 
     assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75
     assert auc(np.zeros(10), np.arange(10) < 3) == 0.5  # all tied: nothing learnt
@@ -85,7 +85,7 @@ def test_the_attacker_auc_reads_what_a_reply_reveals():
 def test_a_curious_server_reads_ratings_off_a_plain_explicit_update():
     from fedrec.client.device import Device, UserState
     from fedrec.common.schema import TrainConfig
-    from fedrec.simulations.attacker import infer_ratings
+    from fedrec.simulations.benches.membership import infer_ratings
 
     rng = np.random.default_rng(4)
     q = rng.normal(0, 0.3, (40, 6)).astype(np.float32)

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from fedrec.server.control import signing, tokens
 from fedrec.server.control.auth import OperatorKeyAuthnPlugin
-from fedrec.simulations.cli import main
+from fedrec.simulations.cli.main import main
 
 NOW = 1_800_000_000.0
 

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fedrec.simulations.cli import main
+from fedrec.simulations.cli.main import main
 
 
 def test_keys_make_a_chain_for_the_hosts_and_openssh_node_keys(tmp_path, capsys):

@@ -22,7 +22,7 @@ from fedrec.common import records
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import build_strategy
 from fedrec.server.replies import Outbox, Refusals
-from fedrec.simulations.engine import InProcessGrid, TaskIdentity
+from fedrec.simulations.engines.inprocess import InProcessGrid, TaskIdentity
 from tests.replies import sent, train_reply, update_arrays
 
 

@@ -22,7 +22,7 @@ from fedrec.server.app import build_strategy
 from fedrec.server.item_model import ItemModel
 from fedrec.server.listings import TimedListings, grow_table
 from fedrec.server.rounds import RoundLoop
-from fedrec.simulations.engine import InProcessGrid
+from fedrec.simulations.engines.inprocess import InProcessGrid
 
 FLOWER_LOGGER.setLevel(logging.WARNING)
 

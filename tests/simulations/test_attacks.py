@@ -17,16 +17,16 @@ from fedrec.common.partition import simulated_partitions
 from fedrec.common.replies import TRAIN, Bounds
 from fedrec.common.schema import validate_update
 from fedrec.common.settings import RunSettings
-from fedrec.simulations.attack_bench import (
+from fedrec.simulations.attacks import Request, attack, knowledge_of
+from fedrec.simulations.benches.attack import (
     ATTACKS,
     bench_attack,
     malicious_count,
     pick_target,
     run_attack,
 )
-from fedrec.simulations.attacks import Request, attack, knowledge_of
-from fedrec.simulations.cli import main
-from fedrec.simulations.presets import preset_settings
+from fedrec.simulations.cli.main import main
+from fedrec.simulations.models.presets import preset_settings
 
 SHOP = "synthetic:n_users=600,n_items=400,n_events=20000"
 

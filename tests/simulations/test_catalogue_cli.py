@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from fedrec.common.catalogue import read_catalogue
-from fedrec.simulations.cli import main
+from fedrec.simulations.cli.main import main
 
 
 def test_export_show_add_delist(tmp_path, capsys):

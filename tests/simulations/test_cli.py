@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from fedrec.simulations.cli import main
-from fedrec.simulations.quality import bench_quality
+from fedrec.simulations.benches.quality import bench_quality
+from fedrec.simulations.cli.main import main
 from tests.conftest import low_rank_ratings
 
 LOG = "user,item,value,timestamp\n" + "".join(
@@ -74,7 +74,7 @@ def test_data_info_reports_imbalance(csv_log, capsys):
 
 def test_console_script_runs_as_a_subprocess(csv_log, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "fedrec.simulations.cli", "bench", "quality", "--dataset",
+        [sys.executable, "-m", "fedrec.simulations.cli.main", "bench", "quality", "--dataset",
          f"csv:{csv_log}", "--protocol", "explicit-80-20", "--epochs", "1", "--json",
          "--out", str(tmp_path / "r.json")],
         capture_output=True, text=True, timeout=120, check=False)
@@ -204,7 +204,7 @@ def test_simulate_runs_secagg_dp_with_its_preset_and_scores_the_final_table(csv_
 
 
 def test_bench_tune_ddp_chooses_on_the_validation_split(csv_log, tmp_path, capsys, monkeypatch):
-    from fedrec.simulations import ddp_runs
+    from fedrec.simulations.benches import ddp_runs
 
     monkeypatch.setattr(ddp_runs, "TUNING_GRID", {"factors": (2, 4), "ddp_rows": (10,),
                                                   "num_rounds": (1,), "ddp_item_reg": (3.0,),

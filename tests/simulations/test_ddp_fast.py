@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from fedrec.common import ddp
-from fedrec.simulations.ddp_fast import evaluate_fast, fast_run
-from fedrec.simulations.ddp_runs import evaluate_solved, federate, partitions
-from fedrec.simulations.presets import ddp_preset
+from fedrec.simulations.benches.ddp_runs import evaluate_solved, federate, partitions
+from fedrec.simulations.models.ddp_fast import evaluate_fast, fast_run
+from fedrec.simulations.models.presets import ddp_preset
 
 SHOP = "synthetic:n_users=300,n_items=150,n_events=15000"
 

@@ -21,7 +21,7 @@ from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import app as server_app
 from fedrec.server.app import build_strategy
-from fedrec.simulations.engine import InProcessGrid, run_in_process
+from fedrec.simulations.engines.inprocess import InProcessGrid, run_in_process
 from tests.conftest import low_rank_ratings
 from tests.replies import sent, train_reply, update_arrays
 
@@ -138,7 +138,9 @@ def test_malformed_replies_are_rejected_and_the_model_is_unchanged(ratings_csv, 
     s = settings_for(ratings_csv, "explicit-80-20")
     parts = simulated_partitions(s.dataset, s.protocol, 0, "")
     grid = InProcessGrid(ClientApp(), parts.n_users, s.to_run_config())
-    from fedrec.simulations.engine import TaskIdentity  # the runtime's identity, as a run sets
+    from fedrec.simulations.engines.inprocess import (
+        TaskIdentity,  # the runtime's identity, as a run sets
+    )
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
     strategy = build_strategy(s, parts.n_items, 3.0, parts.rating_range)
@@ -157,7 +159,7 @@ def test_in_decoy_mode_a_reply_of_another_size_is_rejected(ratings_csv):
     s = settings_for(ratings_csv, "explicit-80-20", privacy="decoy", decoy_rows=5)
     parts = simulated_partitions(s.dataset, s.protocol, 0, "")
     grid = InProcessGrid(ClientApp(), parts.n_users, s.to_run_config())
-    from fedrec.simulations.engine import TaskIdentity
+    from fedrec.simulations.engines.inprocess import TaskIdentity
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
     strategy = build_strategy(s, parts.n_items, 3.0, parts.rating_range)
@@ -181,7 +183,7 @@ def test_a_failing_device_and_a_timeout_do_not_stall_the_run(ratings_csv):
         raise RuntimeError("device battery died")
 
     grid = InProcessGrid(broken, 3, s.to_run_config())
-    from fedrec.simulations.engine import TaskIdentity
+    from fedrec.simulations.engines.inprocess import TaskIdentity
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
     msgs = [_request(grid, n) for n in grid.get_node_ids()]
@@ -217,7 +219,7 @@ def test_a_device_whose_training_diverges_answers_with_an_error_and_keeps_its_st
         ratings_csv):
     s = settings_for(ratings_csv, "explicit-80-20")
     grid = InProcessGrid(client_app, 3, s.to_run_config())
-    from fedrec.simulations.engine import TaskIdentity
+    from fedrec.simulations.engines.inprocess import TaskIdentity
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
     strategy = build_strategy(s, simulated_partitions(s.dataset, s.protocol, 0, "").n_items,
@@ -334,7 +336,7 @@ def test_a_device_that_lost_its_table_gets_it_whole_again(shop_csv):
     # The server: an error reply makes it forget what the device held (whole table next);
     # a good reply acknowledges the version it was sent.
     grid = InProcessGrid(ClientApp(), 2, s.to_run_config())
-    from fedrec.simulations.engine import TaskIdentity
+    from fedrec.simulations.engines.inprocess import TaskIdentity
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
     strategy.acked = {1001: (0, n)}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fedrec.server import replies
-from fedrec.simulations.hostile import bench_hostile
+from fedrec.simulations.benches.hostile import bench_hostile
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from fedrec.common.catalogue import with_changes, write_catalogue
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import app as server_app
-from fedrec.simulations.catalogue_cli import dataset_catalogue
-from fedrec.simulations.engine import run_in_process
+from fedrec.simulations.cli.catalogue import dataset_catalogue
+from fedrec.simulations.engines.inprocess import run_in_process
 
 FLOWER_LOGGER.setLevel(logging.WARNING)
 SHOP = "synthetic:n_users=60,n_items=50,n_events=3000"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedrec.simulations.mean_shift import bench_mean_shift
+from fedrec.simulations.benches.mean_shift import bench_mean_shift
 
 SHOP = "synthetic:n_users=120,n_items=40,n_events=12000,seed=2"
 

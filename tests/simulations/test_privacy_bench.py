@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from fedrec.simulations.cli import main
+from fedrec.simulations.cli.main import main
 
 
 def test_bench_privacy_runs_every_mode_and_dp_at_the_target_epsilon(tmp_path, capsys):

@@ -26,7 +26,7 @@ from fedrec.common.data.synthetic import ShopConfig, generate_shop
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import app as server_app
-from fedrec.simulations.engine import run_in_process
+from fedrec.simulations.engines.inprocess import run_in_process
 from tests.conftest import low_rank_ratings
 
 FLOWER_LOGGER.setLevel(logging.WARNING)
@@ -183,7 +183,7 @@ def test_the_in_process_and_ray_engines_agree(name, shop_csv, tmp_path) -> None:
         if os.environ.get("FEDREC_REQUIRE_RAY", "") not in ("", "0"):
             pytest.fail("FEDREC_REQUIRE_RAY=1 but ray is not installed")
         pytest.skip("Flower's Ray engine is not installed")
-    from fedrec.simulations.ray_engine import run_ray
+    from fedrec.simulations.engines.ray_engine import run_ray
 
     s = mode_settings(name, shop_csv)
     n = simulated_partitions(s.dataset, s.protocol, 0, "").n_users

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from fedrec.simulations import progress as progress_module
-from fedrec.simulations.progress import progress_bar
+from fedrec.simulations.benches import progress as progress_module
+from fedrec.simulations.benches.progress import progress_bar
 
 
 def test_a_log_file_gets_a_line_per_step_with_where_it_is() -> None:

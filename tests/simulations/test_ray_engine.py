@@ -19,14 +19,14 @@ from fedrec.common.data.synthetic import ShopConfig, generate_shop
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import app as server_app
-from fedrec.simulations.engine import run_in_process
+from fedrec.simulations.engines.inprocess import run_in_process
 
 FLOWER_LOGGER.setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="module")
 def ray_engine(ray_installed):
-    from fedrec.simulations.ray_engine import run_ray
+    from fedrec.simulations.engines.ray_engine import run_ray
 
     return run_ray
 

@@ -10,10 +10,10 @@ from flwr.app import Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedrec.common import records
-from fedrec.simulations.engine import InProcessGrid
-from fedrec.simulations.ray_stream import node_of_user
-from fedrec.simulations.stream import StreamSettings
-from fedrec.simulations.stream_bench import bench_stream
+from fedrec.simulations.benches.stream import bench_stream
+from fedrec.simulations.engines.inprocess import InProcessGrid
+from fedrec.simulations.engines.ray_replay import node_of_user
+from fedrec.simulations.engines.replay import StreamSettings
 
 SHOP = "synthetic:n_users=60,n_items=50,n_events=2500,rating_share=1.0"
 

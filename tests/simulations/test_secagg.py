@@ -20,7 +20,7 @@ from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import app as server_app
-from fedrec.simulations.engine import run_in_process
+from fedrec.simulations.engines.inprocess import run_in_process
 from tests.conftest import low_rank_ratings
 
 FLOWER_LOGGER.setLevel(logging.WARNING)

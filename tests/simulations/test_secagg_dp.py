@@ -26,9 +26,9 @@ from fedrec.server.secagg_dp import (
     from_sum,
     secagg_equivalent,
 )
-from fedrec.simulations import ddp_runs
-from fedrec.simulations.ddp_runs import federate
-from fedrec.simulations.presets import ddp_preset
+from fedrec.simulations.benches import ddp_runs
+from fedrec.simulations.benches.ddp_runs import federate
+from fedrec.simulations.models.presets import ddp_preset
 from tests.conftest import low_rank_ratings, real_dataset_dir
 
 FLOWER_LOGGER.setLevel(logging.WARNING)
@@ -187,7 +187,7 @@ def _run_clear(settings: RunSettings, client_app: ClientApp) -> SecAggDpFedRec:
     from flwr.serverapp import ServerApp
 
     from fedrec.server.app import run
-    from fedrec.simulations.engine import run_in_process
+    from fedrec.simulations.engines.inprocess import run_in_process
 
     held: list[SecAggDpFedRec] = []
     server = ServerApp()

@@ -13,10 +13,10 @@ from fedrec.common import records
 from fedrec.common.data.csvlog import write_csv_log
 from fedrec.common.data.synthetic import ShopConfig, generate_shop
 from fedrec.common.partition import simulated_timeline
-from fedrec.simulations.cli import main
-from fedrec.simulations.presets import STREAM_EXPLICIT, STREAM_IMPLICIT
-from fedrec.simulations.stream import FederatedStream, StreamSettings
-from fedrec.simulations.stream_bench import bench_stream
+from fedrec.simulations.benches.stream import bench_stream
+from fedrec.simulations.cli.main import main
+from fedrec.simulations.engines.replay import FederatedStream, StreamSettings
+from fedrec.simulations.models.presets import STREAM_EXPLICIT, STREAM_IMPLICIT
 
 
 def _shop_csv(tmp_path_factory, **config) -> str:

@@ -8,7 +8,7 @@ import pytest
 from flwr.app import Context, RecordDict
 
 from fedrec.client.sync import HeldTable
-from fedrec.simulations.table_archive import SharedKeeper
+from fedrec.simulations.engines.table_archive import SharedKeeper
 
 
 def _context(node: int) -> Context:

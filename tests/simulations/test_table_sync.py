@@ -16,7 +16,7 @@ from fedrec.common.schema import TrainConfig
 from fedrec.server.aggregate import Aggregate
 from fedrec.server.item_model import ItemModel
 from fedrec.server.strategy import FedRec
-from fedrec.simulations.table_archive import ArchiveKeeper, TableArchive
+from fedrec.simulations.engines.table_archive import ArchiveKeeper, TableArchive
 
 K = 3
 

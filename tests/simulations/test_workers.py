@@ -17,7 +17,7 @@ from fedrec.common.data.synthetic import ShopConfig, generate_shop
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import app as server_app
-from fedrec.simulations.engine import InProcessGrid, TaskIdentity, run_in_process
+from fedrec.simulations.engines.inprocess import InProcessGrid, TaskIdentity, run_in_process
 from tests.simulations.apps import failing_client_app
 
 FLOWER_LOGGER.setLevel(logging.WARNING)

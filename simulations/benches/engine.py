@@ -27,7 +27,7 @@ from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import build_strategy
 from fedrec.server.wait import wait_for_nodes
-from fedrec.simulations.engine import InProcessGrid
+from fedrec.simulations.engines.inprocess import InProcessGrid
 
 Progress = Callable[[str, int, int], None]
 
@@ -126,7 +126,7 @@ def bench_inprocess(settings: RunSettings, repeats: int = 3,
 def bench_ray(settings: RunSettings, rounds: int = 3) -> dict:
     """Per-message cost under Flower's Ray engine: steady state (rounds after the first,
     which pays Ray's start-up), fedrec's ClientApp and the trivial one in two simulations."""
-    from fedrec.simulations.ray_engine import restored_environment
+    from fedrec.simulations.engines.ray_engine import restored_environment
 
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
                                  settings.data_dir)

@@ -2,7 +2,7 @@
 name, fitted on a split's training rows, scored on its held-out rows by the protocol's
 metrics (RMSE/MAE for ratings, full-ranking @K for implicit feedback).
 
-Apart from :mod:`fedrec.simulations.quality` (the bench) so that the federated simulation,
+Apart from :mod:`fedrec.simulations.benches.quality` (the bench) so that the federated simulation,
 which scores the centralized model beside itself, and the quality bench, which runs that
 simulation, do not import each other.
 """
@@ -16,7 +16,7 @@ from fedrec.common.data.interactions import Interactions
 from fedrec.common.metrics import mae, ranking_metrics, rmse
 from fedrec.common.mf import MatrixFactorization, MFConfig
 from fedrec.common.split import Split
-from fedrec.simulations.baselines import BiasBaseline, GlobalMean, Popularity
+from fedrec.simulations.models.baselines import BiasBaseline, GlobalMean, Popularity
 
 K = 10  # the cut-off of every ranking metric
 

@@ -7,12 +7,12 @@ the other's; the array payloads (immutable bytes) are shared rather than copied,
 what lets ten thousand devices receive the item table in one round.
 
 With ``workers=W > 1`` the devices live in W worker processes instead
-(:mod:`fedrec.simulations.workers`), which deliver a round's messages in parallel; the
+(:mod:`fedrec.simulations.engines.workers`), which deliver a round's messages in parallel; the
 ClientApp is then given as a picklable factory. Replies, and so results, are the same for
 any number of workers.
 
 It is the default engine for one machine and for tests; Flower's own simulation engine
-(Ray) runs the same two apps (:mod:`fedrec.simulations.ray_engine`).
+(Ray) runs the same two apps (:mod:`fedrec.simulations.engines.ray_engine`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedrec.simulations.workers import ClientAppFactory, DeviceWorkers
+from fedrec.simulations.engines.workers import ClientAppFactory, DeviceWorkers
 
 CLIENT_APP_ERROR = 0  # Error code of a reply whose ClientApp raised
 

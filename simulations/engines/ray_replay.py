@@ -4,7 +4,8 @@ Flower's simulation runtime numbers its nodes itself and gives each a ``partitio
 its node config; the replay addresses users, so before the first tick the ServerApp asks
 every node which simulated user it is (a ``partition`` query that only simulated devices
 answer), checks that the answers name every user once, and then drives the same
-:class:`~fedrec.simulations.stream.FederatedStream` as the in-process engine over Ray's grid.
+:class:`~fedrec.simulations.engines.replay.FederatedStream` as the in-process engine
+over Ray's grid.
 """
 
 from __future__ import annotations
@@ -17,8 +18,13 @@ from flwr.serverapp import Grid, ServerApp
 from fedrec.client.app import PARTITION_QUERY, build_client_app
 from fedrec.common import records
 from fedrec.server.wait import wait_for_nodes
-from fedrec.simulations.ray_engine import RayUnavailableError, restored_environment
-from fedrec.simulations.stream import FederatedStream, Progress, StreamSettings, load_timeline
+from fedrec.simulations.engines.ray_engine import RayUnavailableError, restored_environment
+from fedrec.simulations.engines.replay import (
+    FederatedStream,
+    Progress,
+    StreamSettings,
+    load_timeline,
+)
 
 
 def node_of_user(grid: Grid, n_users: int, timeout: float) -> list[int]:

@@ -8,7 +8,7 @@ given, is the median norm of the plain run's updates); ``decoy+dp`` at the large
 ``secagg`` (Flower's SecAgg+). For each: the held-out quality, upload bytes per device and
 round (every byte of the device's train replies, key shares included), seconds per round,
 ε, and the curious server's attacks on every device's last reply
-(:mod:`fedrec.simulations.attacker`): membership-inference AUC, for explicit data the RMSE
+(:mod:`fedrec.simulations.benches.membership`): membership-inference AUC, for explicit data the RMSE
 of the ratings it reads off the reply, and in decoy modes how well it tells decoys from
 real rows. In ``secagg`` the server holds no individual update; the attack reads what it
 does hold, the masked vectors. The centralized model on the same split is run once
@@ -41,18 +41,18 @@ from fedrec.common.schema import ItemUpdate
 from fedrec.common.settings import RunSettings
 from fedrec.server.accountant import calibrate_noise
 from fedrec.server.secagg_dp import SecAggDpFedRec
-from fedrec.simulations.attacker import (
+from fedrec.simulations.benches.ddp_runs import evaluate_solved, federate
+from fedrec.simulations.benches.membership import (
     auc,
     decoy_auc,
     infer_ratings,
     membership_auc,
     row_features,
 )
-from fedrec.simulations.centralized import evaluate, fit, make_model
-from fedrec.simulations.ddp_runs import evaluate_solved, federate
-from fedrec.simulations.presets import ddp_preset, mf_config
-from fedrec.simulations.results import save_figure
-from fedrec.simulations.simulate import headline, simulate
+from fedrec.simulations.benches.results import save_figure
+from fedrec.simulations.benches.simulate import headline, simulate
+from fedrec.simulations.models.centralized import evaluate, fit, make_model
+from fedrec.simulations.models.presets import ddp_preset, mf_config
 
 Progress = Callable[[str, int, int], None]
 STAGES = (Stage.SETUP, Stage.SHARE_KEYS, Stage.COLLECT_MASKED_VECTORS, Stage.UNMASK)
@@ -319,7 +319,7 @@ def ddp_settings(settings: RunSettings, eps: float, own: Mapping[str, object]
 
 def _ddp_run(settings: RunSettings, eps: float, clear: bool, progress: Progress | None,
              own: Mapping[str, object]) -> dict:
-    """secagg+dp at ``eps`` with its preset (:func:`~fedrec.simulations.presets.ddp_preset`)
+    """secagg+dp at ``eps`` with its preset (:func:`~fedrec.simulations.models.presets.ddp_preset`)
     and the run's share of devices per round, through real SecAgg+ unless ``clear``; the
     curious server's attack on what it holds (the masked vectors: among the rows they cover,
     and what the public row set alone tells), and the strongest adversary's on one

@@ -1,6 +1,6 @@
 """The federated timeline replay: a shop's timeline through fedrec's ClientApp and FedRec
 strategy, scoring every event before anyone learns from it (``fedrec bench stream`` runs
-it beside the centralized models: :mod:`fedrec.simulations.stream_bench`).
+it beside the centralized models: :mod:`fedrec.simulations.benches.stream`).
 
 The federated replay is fedrec's Flower ClientApp and FedRec strategy, driven through the
 server's own round loop (:class:`~fedrec.server.rounds.RoundLoop`, the one a deployment
@@ -45,9 +45,9 @@ from fedrec.server.listings import TimedListings
 from fedrec.server.mean import fallback_mean
 from fedrec.server.rounds import RoundLoop
 from fedrec.server.strategy import FedRec
-from fedrec.simulations.engine import InProcessGrid, Observer
-from fedrec.simulations.prequential import Sums
-from fedrec.simulations.table_archive import ArchiveKeeper, SharedKeeper, TableArchive
+from fedrec.simulations.engines.inprocess import InProcessGrid, Observer
+from fedrec.simulations.engines.prequential import Sums
+from fedrec.simulations.engines.table_archive import ArchiveKeeper, SharedKeeper, TableArchive
 
 Progress = Callable[[str, int, int], None]
 KINDS = ("explicit", "implicit")

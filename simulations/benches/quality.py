@@ -15,9 +15,9 @@ import numpy as np
 from fedrec.common.data.interactions import Interactions
 from fedrec.common.mf import MatrixFactorization, MFConfig
 from fedrec.common.split import Split, is_explicit, split
-from fedrec.simulations.centralized import evaluate, fit, make_model
-from fedrec.simulations.presets import mf_config, preset_settings
-from fedrec.simulations.simulate import simulate
+from fedrec.simulations.benches.simulate import simulate
+from fedrec.simulations.models.centralized import evaluate, fit, make_model
+from fedrec.simulations.models.presets import mf_config, preset_settings
 
 EXPLICIT_MODELS = ("global-mean", "bias", "centralized-mf", "federated-mf")
 IMPLICIT_MODELS = ("popularity", "centralized-mf", "federated-mf")

@@ -32,7 +32,7 @@ from fedrec.common.losses import online_bce_step, online_rating_step
 from fedrec.common.metrics import add_rank_score, add_rating_score, prequential_sums, rank_among
 from fedrec.common.mf import MatrixFactorization, MFConfig
 from fedrec.common.stream import Tick, Timeline
-from fedrec.simulations.prequential import K, Sums
+from fedrec.simulations.engines.prequential import K, Sums
 
 Progress = Callable[[int], None]  # called with the number of events processed
 

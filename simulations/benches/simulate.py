@@ -26,10 +26,10 @@ from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import app as server_app
-from fedrec.simulations.centralized import evaluate, fit, make_model
-from fedrec.simulations.engine import Observer, run_in_process
-from fedrec.simulations.presets import mf_config
-from fedrec.simulations.results import save_figure
+from fedrec.simulations.benches.results import save_figure
+from fedrec.simulations.engines.inprocess import Observer, run_in_process
+from fedrec.simulations.models.centralized import evaluate, fit, make_model
+from fedrec.simulations.models.presets import mf_config
 
 ENGINES = ("inprocess", "ray")
 Progress = Callable[[str, int, int], None]
@@ -82,7 +82,7 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
                     run_in_process(server_app, devices, n_devices, config, observer=observe,
                                    workers=workers)
                 elif engine == "ray":
-                    from fedrec.simulations.ray_engine import run_ray
+                    from fedrec.simulations.engines.ray_engine import run_ray
 
                     run_ray(n_devices, config)
                 else:
@@ -94,8 +94,8 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
             history = json.loads((Path(results_dir) / "history.json").read_text())
             solved = None
             if settings.mode.runner == "secagg+dp":  # no federated evaluation: score the
-                # final table as each device would (fedrec.simulations.ddp_runs)
-                from fedrec.simulations.ddp_runs import evaluate_solved
+                # final table as each device would (fedrec.simulations.benches.ddp_runs)
+                from fedrec.simulations.benches.ddp_runs import evaluate_solved
 
                 table = np.load(Path(results_dir) / "model.npz")
                 solved = evaluate_solved(

@@ -45,7 +45,7 @@ from fedrec.common.partition import simulated_partitions
 from fedrec.common.replies import QUERY, TRAIN, evaluate_schema
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import run as run_server
-from fedrec.simulations.engine import CLIENT_APP_ERROR, InProcessGrid
+from fedrec.simulations.engines.inprocess import CLIENT_APP_ERROR, InProcessGrid
 
 Make = Callable[[Message, Message], Message]  # (request, honest reply) -> hostile reply
 

@@ -1,7 +1,7 @@
 """``fedrec bench stream``: every model on the same timeline, each event scored before any
-model learns from it. The federated replay (:mod:`fedrec.simulations.stream`, or on Ray
-:mod:`fedrec.simulations.ray_stream`) beside the centralized incremental model, periodic
-retraining, static models and a simple baseline (:mod:`fedrec.simulations.stream_baselines`).
+model learns from it. The federated replay (:mod:`fedrec.simulations.engines.replay`, or on Ray
+:mod:`fedrec.simulations.engines.ray_replay`) beside the centralized incremental model, periodic
+retraining, static models and a simple baseline (:mod:`fedrec.simulations.models.stream`).
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ import numpy as np
 
 from fedrec.client.stream import MODES
 from fedrec.common.settings import RunSettings
-from fedrec.simulations import stream_baselines as sb
-from fedrec.simulations.presets import mf_config
-from fedrec.simulations.ray_stream import replay_on_ray
-from fedrec.simulations.results import save_figure
-from fedrec.simulations.stream import (
+from fedrec.simulations.benches.results import save_figure
+from fedrec.simulations.engines.ray_replay import replay_on_ray
+from fedrec.simulations.engines.replay import (
     FederatedStream,
     Progress,
     StreamSettings,
     load_timeline,
     rating_range,
 )
+from fedrec.simulations.models import stream as sb
+from fedrec.simulations.models.presets import mf_config
 
 
 def _centralized_config(s: StreamSettings) -> dict:

@@ -46,7 +46,7 @@ from fedrec.common.secagg import Block, densify, mean_vector
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import app as server_app
 from fedrec.simulations.attacks import ATTACKS, Attack, Request, attack, knowledge_of
-from fedrec.simulations.engine import run_in_process
+from fedrec.simulations.engines.inprocess import run_in_process
 
 Progress = Callable[[str, int, int], None]
 TARGETS = {"tail": 0.1, "middle": 0.5}  # popularity percentile of the target
@@ -390,7 +390,7 @@ def plot(record: dict, path: Path) -> Path:
     fig.suptitle(f"{record['dataset']} · {record['protocol']} · defences off (solid) / on "
                  "(dashed)")
     fig.tight_layout()
-    from fedrec.simulations.results import save_figure
+    from fedrec.simulations.benches.results import save_figure
 
     return save_figure(fig, path)
 

@@ -31,7 +31,7 @@ from fedrec.common.partition import Partitions, simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server.app import run
 from fedrec.server.secagg_dp import SecAggDpFedRec
-from fedrec.simulations.engine import Observer, run_in_process
+from fedrec.simulations.engines.inprocess import Observer, run_in_process
 
 Progress = Callable[[str, int, int], None]
 
@@ -127,7 +127,7 @@ def tune(settings: RunSettings, grid: dict[str, tuple] | None = None,
     """The best settings of ``grid`` at the run's ε by ``metric`` (NDCG@10, or RMSE for a
     rating protocol) on the validation split (clear sums: the arithmetic is SecAgg+'s, bit
     for bit, and 20× faster; ``fast``: the vectorised run of
-    :mod:`~fedrec.simulations.ddp_fast`, implicit models only)."""
+    :mod:`~fedrec.simulations.models.ddp_fast`, implicit models only)."""
     if grid is None:
         grid = RATING_GRID if settings.explicit else TUNING_GRID
     if metric is None:
@@ -142,7 +142,7 @@ def tune(settings: RunSettings, grid: dict[str, tuple] | None = None,
     for i, values in enumerate(combos):
         trial = replace(settings, validation=True, **dict(zip(names, values, strict=True)))
         if fast:
-            from fedrec.simulations.ddp_fast import evaluate_fast, fast_run
+            from fedrec.simulations.models.ddp_fast import evaluate_fast, fast_run
 
             result = evaluate_fast(fast_run(trial).model.params, partitions(trial),
                                    trial.ddp_user_reg)

@@ -34,9 +34,20 @@ from fedrec.common.partition import simulated_partitions
 from fedrec.common.privacy import NAMES as PRIVACY
 from fedrec.common.settings import RunSettings
 from fedrec.common.split import PROTOCOLS, is_explicit
-from fedrec.simulations import catalogue_cli
-from fedrec.simulations.bench_engine import bench_engine
-from fedrec.simulations.presets import (
+from fedrec.simulations.benches.data import bench_data
+from fedrec.simulations.benches.engine import bench_engine
+from fedrec.simulations.benches.privacy import COST_MODES, bench_privacy, round_costs
+from fedrec.simulations.benches.privacy import MODES as PRIVACY_MODES
+from fedrec.simulations.benches.privacy import plot as privacy_plot
+from fedrec.simulations.benches.progress import progress_bar
+from fedrec.simulations.benches.quality import bench_quality, models_for
+from fedrec.simulations.benches.results import RESULTS_DIR, environment, write_json
+from fedrec.simulations.benches.simulate import ENGINES, plot, simulate
+from fedrec.simulations.benches.stream import ALL_MODELS, bench_stream
+from fedrec.simulations.benches.stream import plot as stream_plot
+from fedrec.simulations.cli import catalogue as catalogue_cli
+from fedrec.simulations.engines.replay import KINDS, StreamSettings
+from fedrec.simulations.models.presets import (
     STREAM_BUFFER,
     STREAM_EXPLICIT,
     STREAM_IMPLICIT,
@@ -46,17 +57,6 @@ from fedrec.simulations.presets import (
     mf_config,
     preset_settings,
 )
-from fedrec.simulations.privacy_bench import COST_MODES, bench_privacy, round_costs
-from fedrec.simulations.privacy_bench import MODES as PRIVACY_MODES
-from fedrec.simulations.privacy_bench import plot as privacy_plot
-from fedrec.simulations.progress import progress_bar
-from fedrec.simulations.quality import bench_quality, models_for
-from fedrec.simulations.results import RESULTS_DIR, environment, write_json
-from fedrec.simulations.simulate import ENGINES, plot, simulate
-from fedrec.simulations.speed import bench_data
-from fedrec.simulations.stream import KINDS, StreamSettings
-from fedrec.simulations.stream_bench import ALL_MODELS, bench_stream
-from fedrec.simulations.stream_bench import plot as stream_plot
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -722,7 +722,7 @@ def _print_table(record: dict) -> None:
 
 
 def _run_bench_edge(args: argparse.Namespace) -> int:
-    from fedrec.simulations.edge_bench import bench_edge
+    from fedrec.simulations.benches.edge import bench_edge
 
     sizes = tuple(int(x) for x in args.items.split(",") if x.strip())
     record = bench_edge(sizes, args.factors, args.events, folder=args.dir)
@@ -743,7 +743,7 @@ def _run_bench_edge(args: argparse.Namespace) -> int:
 
 
 def _run_bench_attack(args: argparse.Namespace) -> int:
-    from fedrec.simulations.attack_bench import (
+    from fedrec.simulations.benches.attack import (
         ATTACKS,
         bench_attack,
         defence_sets,
@@ -783,7 +783,7 @@ def _run_bench_attack(args: argparse.Namespace) -> int:
 
 
 def _run_bench_hostile(args: argparse.Namespace) -> int:
-    from fedrec.simulations.hostile import SHOP, bench_hostile, summary_lines
+    from fedrec.simulations.benches.hostile import SHOP, bench_hostile, summary_lines
 
     with progress_bar("hostile replies", args.quiet) as update:
         record = bench_hostile(args.dataset or SHOP, args.rounds, progress=update)
@@ -801,7 +801,7 @@ def _run_bench_hostile(args: argparse.Namespace) -> int:
 
 
 def _run_bench_tune_ddp(args: argparse.Namespace) -> int:
-    from fedrec.simulations.ddp_runs import tune
+    from fedrec.simulations.benches.ddp_runs import tune
 
     base = RunSettings(dataset=args.dataset, protocol=args.protocol,
                        data_dir=str(args.data_dir or os.environ.get(ENV_VAR) or ""),
@@ -831,7 +831,7 @@ def _run_bench_tune_ddp(args: argparse.Namespace) -> int:
 
 
 def _run_bench_mean_shift(args: argparse.Namespace) -> int:
-    from fedrec.simulations.mean_shift import bench_mean_shift
+    from fedrec.simulations.benches.mean_shift import bench_mean_shift
 
     data_dir = str(args.data_dir or os.environ.get(ENV_VAR) or "")
     with progress_bar(f"mean shift {args.dataset}", args.quiet) as update:

@@ -113,8 +113,8 @@ def _select_total(strategy: SecAggDpFedRec, owner: np.ndarray, items: np.ndarray
 
 
 def fast_run(settings: RunSettings, noise: bool = True) -> SecAggDpFedRec:
-    """One secagg+dp run of an implicit model (:mod:`fedrec.simulations.ddp_fast`); the
-    strategy, as :func:`~fedrec.simulations.ddp_runs.federate` returns it. ``noise``
+    """One secagg+dp run of an implicit model (:mod:`fedrec.simulations.models.ddp_fast`); the
+    strategy, as :func:`~fedrec.simulations.benches.ddp_runs.federate` returns it. ``noise``
     False leaves the devices' noise out (the server still shrinks for it): only for
     checking the arithmetic against the Flower run."""
     if settings.privacy != "secagg+dp" or settings.explicit:
@@ -153,7 +153,7 @@ def fast_run(settings: RunSettings, noise: bool = True) -> SecAggDpFedRec:
 
 def evaluate_fast(params: ItemParams, parts: Partitions, user_reg: float, k: int = 10
                   ) -> dict[str, float]:
-    """:func:`~fedrec.simulations.ddp_runs.evaluate_solved` for an implicit model, users
+    """:func:`~fedrec.simulations.benches.ddp_runs.evaluate_solved` for an implicit model, users
     scored in chunks: every user with a held-out item, its vector solved as its device
     solves it, every item it has not trained on ranked."""
     train, test = Positives.of(parts), Positives.of(parts, "test")

@@ -39,8 +39,8 @@ from fedrec.server.app import new_model
 from fedrec.server.mean import fallback_mean, query_mean, trimmed_mean
 from fedrec.server.replies import Refusals
 from fedrec.server.secagg import SecAggFedRec, secagg_mean, split_buckets
-from fedrec.simulations.engine import InProcessGrid
-from fedrec.simulations.hostile import raw_record
+from fedrec.simulations.benches.hostile import raw_record
+from fedrec.simulations.engines.inprocess import InProcessGrid
 
 QUANTIZATION = 2**22  # SecAgg+'s defaults, which fedrec's workflow keeps
 CLIPPING = 8.0
