@@ -215,7 +215,7 @@ def _stream_train(msg: Message, rc: RoundConfig, context: Context, run_config: M
     factors, bias = table.factors, table.bias
     c = run_config
     timeline = simulated_timeline(str(c.get("dataset", RunSettings.dataset)),
-                                  config.loss == "mse",
+                                  config.explicit,
                                   str(c.get("data-dir", RunSettings.data_dir)))
     events = timeline.user_events(int(context.node_config["partition-id"]))
     d = timeline.data
@@ -232,7 +232,7 @@ def _stream_train(msg: Message, rc: RoundConfig, context: Context, run_config: M
                            table.static.get("listed"),
                            7.0 if rc.new_days is None else rc.new_days, rc.rating_range, pool)
     new = slice(seen_before, device.cursor.seen)
-    rating_sum = float(device.values[new].sum()) if config.loss == "mse" else 0.0
+    rating_sum = float(device.values[new].sum()) if config.explicit else 0.0
     update, metrics = device.train(factors, bias, mean, config, str(rc.need("stream_mode")),
                                    int(rc.need("buffer")),
                                    1.0 if rc.replay is None else rc.replay, pool)
@@ -409,7 +409,7 @@ def refitted(content: RecordDict, context: Context, run_config: Mapping) -> Prep
 def _evaluate(content: RecordDict, context: Context, run_config: Mapping) -> dict[str, float]:
     p = refitted(content, context, run_config)
     mean = float(p.round.need("mean"))
-    if p.config.loss == "mse":
+    if p.config.explicit:
         metrics = p.device.evaluate_ratings(
             p.factors, p.bias, mean, p.rows.test_items, p.rows.test_values,
             p.round.rating_range)

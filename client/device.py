@@ -80,7 +80,7 @@ class Device:
         n_items, k = factors.shape
         self._ensure_user(k, config)
         reg = Regularization(config.reg, config.reg_bias)
-        explicit = config.loss == "mse"
+        explicit = config.explicit
         epochs = config.local_epochs
         # The rows this round touches, and each epoch's examples as local row indices.
         if explicit:
@@ -206,7 +206,7 @@ class Device:
         self._ensure_user(k, config)
         if not config.user_steps or not len(self.items):
             return
-        explicit = config.loss == "mse"
+        explicit = config.explicit
         reg = Regularization(config.reg, config.reg_bias)
         if explicit:
             items, target = self.items, self.values

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ import numpy as np
 from fedrec.client.store import DeviceStore
 from fedrec.common.catalogue import Catalogue, read_catalogue
 from fedrec.common.data.interactions import EventType
-from fedrec.common.losses import online_bce_step, online_rating_step
+from fedrec.common.losses import Loss, for_feedback, online_bce_step, online_rating_step
 
 # Names of the device's state entries in its store.
 USER = "user"  # [p_u | b_u]
@@ -91,10 +91,12 @@ class EdgeSettings:
     negatives: int = 4
     init_std: float = 0.1
     seed: int = 0
+    loss: Loss = field(init=False, repr=False, compare=False)  # the kind's, set on init
 
     def __post_init__(self) -> None:
         if self.kind not in ("implicit", "explicit"):
             raise ValueError(f"kind must be implicit or explicit. Found {self.kind!r}.")
+        object.__setattr__(self, "loss", for_feedback(self.kind == "explicit"))
         if not self.lr > 0 or self.reg < 0 or self.negatives < 0:
             raise ValueError("lr must be > 0, reg and negatives >= 0")
 
@@ -243,7 +245,7 @@ class EdgeClient:
         self._ensure_user()
         s = self.settings
         p, bu = self.user[:-1].astype(np.float64), float(self.user[-1])
-        if s.kind == "explicit":
+        if s.loss.explicit:
             if kind != EventType.RATING:
                 return  # an explicit model learns from ratings only
             q, b = self.factors[item].astype(np.float64), float(self.bias[item])

@@ -176,7 +176,7 @@ class StreamDevice:
             if listed is not None:
                 age = self.times[start:stop] - listed[self.items[start:stop]]
                 new = age < new_days * 86_400
-            if config.loss == "mse":
+            if config.explicit:
                 self._arrive_ratings(start, stop, mean, config, new, rating_range, sums)
             else:
                 self._arrive_implicit(start, stop, config, new, sums, pool)

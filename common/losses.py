@@ -21,7 +21,54 @@ from typing import NamedTuple
 
 import numpy as np
 
-LOSSES = ("mse", "bce", "bpr")
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss as the code branches on it: the feedback it learns from and where it trains.
+
+    ``explicit``: it learns ratings (its examples carry values; μ and biases are fitted
+    around them) rather than implicit events (every event a positive, negatives sampled).
+    ``pairwise``: each example is a (positive, negative) pair, not a labelled item.
+    ``on_devices``: devices, the edge client and the timeline replay train it; a loss
+    without is trained only by the centralized model (:class:`fedrec.common.mf.MFConfig`)
+    and refused by name in a device's training config."""
+
+    name: str
+    explicit: bool
+    pairwise: bool
+    on_devices: bool
+    what: str
+
+    @property
+    def feedback(self) -> str:
+        return "explicit" if self.explicit else "implicit"
+
+
+MSE = Loss("mse", explicit=True, pairwise=False, on_devices=True,
+           what="squared error of ratings")
+BCE = Loss("bce", explicit=False, pairwise=False, on_devices=True,
+           what="binary cross-entropy of events against sampled negatives")
+BPR = Loss("bpr", explicit=False, pairwise=True, on_devices=False,
+           what="Bayesian personalised ranking of each event above a sampled negative")
+
+# Every loss by name, in the order help texts list them.
+LOSSES: dict[str, Loss] = {loss.name: loss for loss in (MSE, BCE, BPR)}
+
+
+def loss_named(name: str, *, on_devices: bool = False) -> Loss:
+    """The loss called ``name``; ValueError naming the choices otherwise (with
+    ``on_devices``, only the losses devices train)."""
+    choices = [n for n, loss in LOSSES.items() if loss.on_devices or not on_devices]
+    loss = LOSSES.get(name) if isinstance(name, str) else None
+    if loss is None or name not in choices:
+        where = "" if loss is None else " on devices (only the centralized model trains it)"
+        raise ValueError(f"loss must be one of {', '.join(choices)}{where}. Found {name!r}.")
+    return loss
+
+
+def for_feedback(explicit: bool) -> Loss:
+    """The loss devices train for a kind of feedback: ratings or implicit events."""
+    return MSE if explicit else BCE
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,20 @@ the rows with a step rule of :mod:`fedrec.common.optim`. Losses: ``mse`` on expl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from fedrec.common.losses import LOSSES, Regularization, bce_grads, bpr_grads, mse_grads
+from fedrec.common.losses import (
+    LOSSES,
+    Loss,
+    Regularization,
+    bce_grads,
+    bpr_grads,
+    loss_named,
+    mse_grads,
+)
 from fedrec.common.negatives import NegativeSampler
 from fedrec.common.optim import STEP_RULES, StepRule, make_step_rule, sum_rows
 from fedrec.common.params import ItemParams, UserParams
@@ -58,10 +66,20 @@ class MFConfig:
         for name in ("n_factors", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1. Found {getattr(self, name)}.")
-        if self.negatives < 1 and self.loss != "mse":
+        if self.negatives < 1 and not self.explicit:
             raise ValueError(f"negatives must be >= 1 for loss {self.loss!r}. "
                              f"Found {self.negatives}.")
         Regularization(self.reg, self.reg_bias)
+
+    @property
+    def loss_kind(self) -> Loss:
+        """The loss as a concept (:class:`fedrec.common.losses.Loss`)."""
+        return loss_named(self.loss)
+
+    @property
+    def explicit(self) -> bool:
+        """Whether the model learns ratings rather than implicit feedback (its loss's)."""
+        return self.loss_kind.explicit
 
     @property
     def regularization(self) -> Regularization:
@@ -106,7 +124,7 @@ class MatrixFactorization:
         n_users = int(n_users if n_users is not None else (user.max() + 1 if len(user) else 0))
         n_items = int(n_items if n_items is not None else (item.max() + 1 if len(item) else 0))
         self._init(n_users, n_items, value)
-        if cfg.loss != "mse":
+        if not cfg.explicit:
             self._sampler = NegativeSampler(user, item, n_items, alpha=cfg.negative_alpha)
         self.history: list[float] = []
         for epoch in range(cfg.epochs):
@@ -131,14 +149,14 @@ class MatrixFactorization:
             self._running_mean = [0, 0.0]  # ratings seen, their sum
         else:
             self._grow(n_users, n_items)
-        if self.config.loss == "mse" and len(value):
+        if self.config.explicit and len(value):
             low, high = self.rating_range
             self.rating_range = (min(low, float(value.min())), max(high, float(value.max())))
             if self._running_mean is not None:
                 self._running_mean[0] += len(value)
                 self._running_mean[1] += float(value.sum())
                 self.items.mean = self._running_mean[1] / self._running_mean[0]
-        if self.config.loss != "mse":
+        if not self.config.explicit:
             if self._sampler is None:
                 self._sampler = NegativeSampler(user, item, self.items.n_items,
                                                 alpha=self.config.negative_alpha)
@@ -159,7 +177,7 @@ class MatrixFactorization:
             raise ValueError("user, item and value must have the same length")
         if len(user) and (user.min() < 0 or item.min() < 0):
             raise ValueError("user and item indices must be >= 0")
-        if self.config.loss == "mse":
+        if self.config.explicit:
             if value is None:
                 raise ValueError("loss 'mse' needs rating values")
             value = np.asarray(value, dtype=np.float32)
@@ -189,7 +207,7 @@ class MatrixFactorization:
     def _init(self, n_users: int, n_items: int, value: np.ndarray | None) -> None:
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
-        explicit = cfg.loss == "mse" and value is not None and len(value)
+        explicit = cfg.explicit and value is not None and len(value)
         mean = float(value.mean()) if explicit else 0.0
         self._running_mean = None
         self.users = UserParams.init(n_users, cfg.n_factors, rng, cfg.init_std)
@@ -231,12 +249,12 @@ class MatrixFactorization:
         """One gradient step on a batch of positive rows (negatives added for implicit)."""
         cfg = self.config
         U, It, reg = self.users, self.items, cfg.regularization
-        if cfg.loss == "mse":
+        if cfg.explicit:
             g = mse_grads(It.mean, U.factors[user], U.bias[user], It.factors[item],
                           It.bias[item], value, reg)
             u_rows, i_rows = user, item
             du, dub, di, dib = g.user_factors, g.user_bias, g.item_factors, g.item_bias
-        elif cfg.loss == "bce":
+        elif not cfg.loss_kind.pairwise:
             users_neg = np.repeat(user, cfg.negatives)
             neg, ok = self._sampler.sample(users_neg, self._rng)
             u_rows = np.concatenate([user, users_neg[ok]])
@@ -274,7 +292,7 @@ class MatrixFactorization:
         user, item = np.asarray(user), np.asarray(item)
         U, It = self.users, self.items
         dot = np.einsum("ij,ij->i", U.factors[user], It.factors[item])
-        if self.config.loss != "mse":
+        if not self.config.explicit:
             return It.bias[item] + dot
         pred = It.mean + U.bias[user] + It.bias[item] + dot
         return np.clip(pred, *self.rating_range)
@@ -292,6 +310,6 @@ class MatrixFactorization:
             raise RuntimeError("the model is not fitted yet; call fit() first")
 
 
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+def _choice(name: str, value: str, allowed: Iterable[str]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}. Found {value!r}.")

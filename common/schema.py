@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from fedrec.common.losses import LOSSES
+from fedrec.common.losses import Loss, loss_named
 from fedrec.common.mf import OPTIMIZERS
 
 UPDATE_KEYS = ("ids", "rows", "bias", "counts")
@@ -45,8 +45,7 @@ class TrainConfig:
     negative_pool: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}. Found {self.loss!r}.")
+        loss_named(self.loss, on_devices=True)  # (refused by name: not one devices train)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}. "
                              f"Found {self.optimizer!r}.")
@@ -62,14 +61,19 @@ class TrainConfig:
         pool = self.negative_pool
         if isinstance(pool, bool) or not isinstance(pool, int | float) or not 0 < pool <= 1:
             raise ValueError(f"negative_pool must be a number in (0, 1]. Found {pool!r}.")
-        if self.negative_pool < 1 and self.loss == "mse":
+        if self.negative_pool < 1 and self.explicit:
             raise ValueError("negative_pool applies to implicit feedback (a rating model "
                              "samples no negatives)")
 
     @property
+    def loss_kind(self) -> Loss:
+        """The loss as a concept (:class:`fedrec.common.losses.Loss`)."""
+        return loss_named(self.loss)
+
+    @property
     def explicit(self) -> bool:
-        """Whether the model learns ratings (MSE) rather than implicit feedback."""
-        return self.loss == "mse"
+        """Whether the model learns ratings rather than implicit feedback (its loss's)."""
+        return self.loss_kind.explicit
 
     def to_dict(self) -> dict[str, int | float | str]:
         return asdict(self)

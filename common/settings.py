@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 
 from fedrec.common import privacy
 from fedrec.common.defences import DEFAULT, defence_names
+from fedrec.common.losses import for_feedback
 from fedrec.common.schema import TrainConfig
 from fedrec.common.split import PROTOCOLS, is_explicit
 from fedrec.common.weighting import check_weighting
@@ -138,7 +139,7 @@ class RunSettings:
         return is_explicit(self.protocol)
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(loss="mse" if self.explicit else "bce", optimizer=self.optimizer,
+        return TrainConfig(loss=for_feedback(self.explicit).name, optimizer=self.optimizer,
                            local_epochs=self.local_epochs, lr=self.lr, reg=self.reg,
                            reg_bias=self.reg_bias, batch_size=self.batch_size,
                            negatives=self.negatives, init_std=self.init_std,
