@@ -80,108 +80,105 @@ class Device:
         n_items, k = factors.shape
         self._ensure_user(k, config)
         reg = Regularization(config.reg, config.reg_bias)
-        explicit = config.explicit
-        epochs = config.local_epochs
-        # The rows this round touches, and each epoch's examples as local row indices.
-        if explicit:
-            touched = self.positives
-            local = (np.arange(len(touched)) if self._distinct
-                     else np.searchsorted(touched, self.items))
-            targets = self.values
-            epoch_rows = [local] * epochs
-            epoch_targets = [targets] * epochs
-        else:
-            pos = self.positives
-            per = len(pos) * config.negatives
-            # Each epoch's negatives are distinct (a draw repeated is dropped), so no row
-            # appears twice within an epoch and rows update without a per-batch reduction.
-            negs = [np.unique(self._negatives(pos, n_items, per, pool)) for _ in range(epochs)]
-            if reply_rows:
-                # decoy mode: one draw of negatives for the round, visited every epoch like
-                # the positives, so every row of a reply has the same count (1) and decoys,
-                # also visited every epoch, keep a zero-mean data gradient.
-                negs = [negs[0]] * epochs
-            touched = np.union1d(pos, np.concatenate(negs)) if negs else pos
-            lp = np.searchsorted(touched, pos)
-            epoch_rows = [np.concatenate([lp, np.searchsorted(touched, n)]) for n in negs]
-            epoch_targets = [np.r_[np.ones(len(pos), np.float32), np.zeros(len(n), np.float32)]
-                             for n in negs]
-        q0 = factors[touched].astype(np.float32)
-        b0 = bias[touched].astype(np.float32)
+        ex = self._examples(n_items, config, pool, one_draw=bool(reply_rows))
+        q0 = factors[ex.touched].astype(np.float32)
+        b0 = bias[ex.touched].astype(np.float32)
         q, b = q0.copy(), b0.copy()
         p = self.user.factors.astype(np.float32, copy=True)
         bu = float(self.user.bias)
-        if config.user_steps and len(epoch_rows[0]):
+        if config.user_steps and len(ex.rows[0]):
             # Fit the private half first, items held fixed (cheap: no item rows move), so the
             # item update is computed against a user vector that fits the current items.
-            li = epoch_rows[0]
-            p, bu = _fit_user(p, bu, q[li], b[li], epoch_targets[0], mean, explicit, reg,
+            li = ex.rows[0]
+            p, bu = _fit_user(p, bu, q[li], b[li], ex.targets[0], mean, ex.explicit, reg,
                               config)
-        unique_rows = self._distinct or not explicit  # no row twice within an epoch
-        whole = explicit and self._distinct  # epoch rows are 0..n-1 in row order
-        lr = config.lr
+        p, bu, loss, epoch_users = self._epochs(ex, p, bu, q, b, mean, reg, config,
+                                                keep_users=bool(reply_rows))
+        self.user = UserState(p.astype(np.float32), float(bu))
+        update = ItemUpdate(ids=ex.touched.astype(np.int64), rows=q0 - q, bias=b0 - b,
+                            counts=ex.counts())
+        if reply_rows:
+            trace = self._trace(epoch_users, ex.rows, ex.touched, q0, b0, mean, ex.explicit,
+                                reg, config, rating_range)
+            update, self.last_decoys = decoy.pad(update, reply_rows, factors, bias, trace,
+                                                 self.rng, named)
+        return update, {"train-loss": loss / max(len(ex.rows[0]), 1),
+                        "num-examples": float(len(self.items))}
+
+    # ---- the steps of a round's training ----------------------------------------------
+    def _examples(self, n_items: int, config: TrainConfig, pool: np.ndarray | None,
+                  one_draw: bool) -> _Examples:
+        """The rows this round touches, and each epoch's examples as local row indices
+        with their targets: the ratings, or the positives and each epoch's negatives
+        (``one_draw``: one draw for the whole round, the decoy mode's)."""
+        epochs = config.local_epochs
+        if config.explicit:
+            touched = self.positives
+            local = (np.arange(len(touched)) if self._distinct
+                     else np.searchsorted(touched, self.items))
+            return _Examples(True, touched, [local] * epochs, [self.values] * epochs,
+                             distinct=self._distinct)
+        pos = self.positives
+        per = len(pos) * config.negatives
+        # Each epoch's negatives are distinct (a draw repeated is dropped), so no row
+        # appears twice within an epoch and rows update without a per-batch reduction.
+        negs = [np.unique(self._negatives(pos, n_items, per, pool)) for _ in range(epochs)]
+        if one_draw:
+            # decoy mode: one draw of negatives for the round, visited every epoch like
+            # the positives, so every row of a reply has the same count (1) and decoys,
+            # also visited every epoch, keep a zero-mean data gradient.
+            negs = [negs[0]] * epochs
+        touched = np.union1d(pos, np.concatenate(negs)) if negs else pos
+        lp = np.searchsorted(touched, pos)
+        return _Examples(False, touched,
+                         [np.concatenate([lp, np.searchsorted(touched, n)]) for n in negs],
+                         [np.r_[np.ones(len(pos), np.float32), np.zeros(len(n), np.float32)]
+                          for n in negs], distinct=True)
+
+    def _epochs(self, ex: _Examples, p: np.ndarray, bu: float, q: np.ndarray,
+                b: np.ndarray, mean: float, reg: Regularization, config: TrainConfig,
+                keep_users: bool) -> tuple[np.ndarray, float, float, list]:
+        """The local epochs: the user vector and the local item rows ``q``, ``b`` (in
+        place) stepped batch by batch. Returns the user vector, the last epoch's summed
+        loss and (``keep_users``) the user vector at each epoch's start."""
+        lr, explicit = config.lr, ex.explicit
+        whole = explicit and ex.distinct  # epoch rows are 0..n-1 in row order
         loss = 0.0
         epoch_users = []  # (p_u, b_u) at each epoch's start: decoys are stepped with them
-        for epoch, (rows_e, target_e) in enumerate(zip(epoch_rows, epoch_targets, strict=True)):
-            last = epoch == epochs - 1  # the reported loss is the last epoch's
-            if reply_rows:
+        for epoch, (rows_e, target_e) in enumerate(zip(ex.rows, ex.targets, strict=True)):
+            last = epoch == config.local_epochs - 1  # the reported loss is the last epoch's
+            if keep_users:
                 epoch_users.append((p.astype(np.float64), float(bu)))
             n = len(rows_e)
             order = self.rng.permutation(n) if config.optimizer == "sgd" else None
             size = {"gd": max(n, 1), "sgd": config.batch_size, "online": 1}[config.optimizer]
-            if unique_rows:
-                # Each row appears once per epoch, so the epoch's rows are gathered once in
-                # visiting order, batches update contiguous views of them, and they are
-                # written back once: no per-batch fancy indexing.
-                in_place = whole and order is None
-                idx = rows_e if order is None else rows_e[order]
-                y_e = target_e if order is None else target_e[order]
-                q_e, b_e = (q, b) if in_place else (q[idx], b[idx])
-                for i in range(0, n, size):
-                    qb, bb, y = q_e[i:i + size], b_e[i:i + size], y_e[i:i + size]
-                    if explicit:
-                        g = mse_grads_one_user(mean, p, bu, qb, bb, y, reg, with_loss=last)
-                        bu = bu - lr * g.user_bias
-                    else:
-                        g = bce_grads_one_user(p, qb, bb, y, reg, with_loss=last)
-                    p = p - lr * g.user_factors
-                    qb -= lr * g.item_factors
-                    bb -= lr * g.item_bias
-                    if last:
-                        loss += g.loss
-                if not in_place:
-                    q[idx], b[idx] = q_e, b_e
+            if not ex.distinct:
+                p, bu, part = _summed_batches(rows_e, target_e, order, size, p, bu, q, b,
+                                              mean, reg, lr, last)
+                loss += part
                 continue
-            # Explicit events with repeated items: rows summed within each batch.
-            order = np.arange(n) if order is None else order
+            # Each row appears once per epoch, so the epoch's rows are gathered once in
+            # visiting order, batches update contiguous views of them, and they are
+            # written back once: no per-batch fancy indexing.
+            in_place = whole and order is None
+            idx = rows_e if order is None else rows_e[order]
+            y_e = target_e if order is None else target_e[order]
+            q_e, b_e = (q, b) if in_place else (q[idx], b[idx])
             for i in range(0, n, size):
-                li = rows_e[order[i:i + size]]
-                y = target_e[order[i:i + size]]
-                g = mse_grads_one_user(mean, p, bu, q[li], b[li], y, reg, with_loss=last)
-                bu = bu - lr * g.user_bias
+                qb, bb, y = q_e[i:i + size], b_e[i:i + size], y_e[i:i + size]
+                if explicit:
+                    g = mse_grads_one_user(mean, p, bu, qb, bb, y, reg, with_loss=last)
+                    bu = bu - lr * g.user_bias
+                else:
+                    g = bce_grads_one_user(p, qb, bb, y, reg, with_loss=last)
                 p = p - lr * g.user_factors
-                rows, gq = sum_rows(li, g.item_factors)
-                q[rows] -= lr * gq
-                rows, gb = sum_rows(li, g.item_bias)
-                b[rows] -= lr * gb
+                qb -= lr * g.item_factors
+                bb -= lr * g.item_bias
                 if last:
                     loss += g.loss
-        self.user = UserState(p.astype(np.float32), float(bu))
-        if unique_rows and explicit:
-            counts = np.ones(len(touched), dtype=np.float32)
-        else:
-            counts = (np.bincount(np.concatenate(epoch_rows), minlength=len(touched))
-                      .astype(np.float32) / epochs)
-        update = ItemUpdate(ids=touched.astype(np.int64), rows=q0 - q, bias=b0 - b,
-                            counts=counts)
-        if reply_rows:
-            trace = self._trace(epoch_users, epoch_rows, touched, q0, b0, mean, explicit,
-                                reg, config, rating_range)
-            update, self.last_decoys = decoy.pad(update, reply_rows, factors, bias, trace,
-                                                 self.rng, named)
-        n_epoch = len(epoch_rows[0])
-        return update, {"train-loss": loss / max(n_epoch, 1),
-                        "num-examples": float(len(self.items))}
+            if not in_place:
+                q[idx], b[idx] = q_e, b_e
+        return p, bu, loss, epoch_users
 
     def _trace(self, epoch_users: list, epoch_rows: list[np.ndarray], touched: np.ndarray,
                q0: np.ndarray, b0: np.ndarray, mean: float, explicit: bool,
@@ -276,6 +273,50 @@ class Device:
         return {"num-users": 1.0, f"hr@{k}": float(n_hits > 0),
                 f"ndcg@{k}": float((hits * discounts[: len(top)]).sum() / ideal),
                 f"recall@{k}": n_hits / len(test_items), f"precision@{k}": n_hits / k}
+
+
+@dataclass(frozen=True)
+class _Examples:
+    """A round's examples: the rows it touches (``touched``, sorted item ids) and, per
+    epoch, its examples as indices into them (``rows``) with their targets. ``distinct``:
+    no row appears twice within an epoch (every implicit round; a rating device that
+    rated each item once)."""
+
+    explicit: bool
+    touched: np.ndarray
+    rows: list[np.ndarray]
+    targets: list[np.ndarray]
+    distinct: bool
+
+    def counts(self) -> np.ndarray:
+        """How many examples each touched row had, per epoch (the update's weights)."""
+        if self.distinct and self.explicit:
+            return np.ones(len(self.touched), dtype=np.float32)
+        return (np.bincount(np.concatenate(self.rows), minlength=len(self.touched))
+                .astype(np.float32) / len(self.rows))
+
+
+def _summed_batches(rows_e: np.ndarray, target_e: np.ndarray, order: np.ndarray | None,
+                    size: int, p: np.ndarray, bu: float, q: np.ndarray, b: np.ndarray,
+                    mean: float, reg: Regularization, lr: float, last: bool
+                    ) -> tuple[np.ndarray, float, float]:
+    """One epoch of ratings where an item was rated more than once: each batch's rows
+    summed before the step. Returns the user vector and the epoch's loss (when ``last``)."""
+    order = np.arange(len(rows_e)) if order is None else order
+    loss = 0.0
+    for i in range(0, len(rows_e), size):
+        li = rows_e[order[i:i + size]]
+        y = target_e[order[i:i + size]]
+        g = mse_grads_one_user(mean, p, bu, q[li], b[li], y, reg, with_loss=last)
+        bu = bu - lr * g.user_bias
+        p = p - lr * g.user_factors
+        rows, gq = sum_rows(li, g.item_factors)
+        q[rows] -= lr * gq
+        rows, gb = sum_rows(li, g.item_bias)
+        b[rows] -= lr * gb
+        if last:
+            loss += g.loss
+    return p, bu, loss
 
 
 def _fit_user(p: np.ndarray, bu: float, q: np.ndarray, b: np.ndarray, target: np.ndarray,

@@ -80,6 +80,31 @@ def test_one_local_gd_step_is_minus_lr_times_the_gradient():
     assert metrics["num-examples"] == 3
 
 
+def test_an_item_rated_twice_sums_its_examples_gradients_in_one_gd_step():
+    """Ratings of one item more than once (a device's repeated purchases): the step sums
+    the item's per-example gradients, and its weight is its examples per epoch."""
+    items = np.array([7, 2, 7, 11, 7])
+    values = np.array([4.0, 1.0, 2.0, 5.0, 3.0], np.float32)
+    p0 = np.array([0.1, -0.2, 0.3, 0.0], np.float32)
+    dev = Device(items, values, state=UserState(p0.copy(), 0.1))
+    cfg = TrainConfig(loss="mse", optimizer="gd", local_epochs=1, lr=0.05, reg=0.1,
+                      reg_bias=0.01)
+    update, metrics = dev.train(Q, B, 3.5, cfg)
+    order = np.argsort(items, kind="stable")  # the device keeps its events sorted by item
+    it, va = items[order], values[order]
+    g = mse_grads(3.5, np.tile(p0, (5, 1)), np.full(5, 0.1), Q[it], B[it], va,
+                  Regularization(0.1, 0.01))
+    assert update.ids.tolist() == [2, 7, 11]
+    for row, item in enumerate((2, 7, 11)):
+        mine = it == item
+        np.testing.assert_allclose(update.rows[row], 0.05 * g.item_factors[mine].sum(0),
+                                   rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(update.bias[row], 0.05 * g.item_bias[mine].sum(),
+                                   rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dev.user.factors, p0 - 0.05 * g.user_factors.sum(0), rtol=1e-5)
+    assert update.counts.tolist() == [1, 3, 1] and metrics["num-examples"] == 5
+
+
 @pytest.mark.parametrize("optimizer", ["gd", "sgd", "online"])
 def test_local_training_lowers_the_local_loss(optimizer):
     items = np.arange(0, 30, 2)
