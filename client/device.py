@@ -21,6 +21,7 @@ from fedrec.common.losses import (
     mse_user_grads,
 )
 from fedrec.common.metrics import top_k
+from fedrec.common.mf import known_ids
 from fedrec.common.optim import sum_rows
 from fedrec.common.schema import ItemUpdate, TrainConfig
 
@@ -78,6 +79,7 @@ class Device:
         device, never sent).
         """
         n_items, k = factors.shape
+        known_ids("item", self.positives, n_items)  # (an app filters events past its table)
         self._ensure_user(k, config)
         reg = Regularization(config.reg, config.reg_bias)
         ex = self._examples(n_items, config, pool, one_draw=bool(reply_rows))

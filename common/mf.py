@@ -16,11 +16,14 @@ the rows with a step rule of :mod:`fedrec.common.optim`. Losses: ``mse`` on expl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
+from fedrec.common.atomic import atomic_open
 from fedrec.common.losses import (
     LOSSES,
     Loss,
@@ -123,6 +126,8 @@ class MatrixFactorization:
         user, item, value = self._check_rows(user, item, value)
         n_users = int(n_users if n_users is not None else (user.max() + 1 if len(user) else 0))
         n_items = int(n_items if n_items is not None else (item.max() + 1 if len(item) else 0))
+        known_ids("user", user, n_users)
+        known_ids("item", item, n_items)
         self._init(n_users, n_items, value)
         if not cfg.explicit:
             self._sampler = NegativeSampler(user, item, n_items, alpha=cfg.negative_alpha)
@@ -216,7 +221,11 @@ class MatrixFactorization:
         if explicit:
             self.rating_range = (float(value.min()), float(value.max()))
         self._rng = np.random.default_rng(cfg.seed + 1)
-        self._rules = {
+        self._rules = self._fresh_rules()
+
+    def _fresh_rules(self) -> dict[str, StepRule]:
+        cfg = self.config
+        return {
             "user_factors": make_step_rule(cfg.step_rule, cfg.lr, self.users.factors.shape),
             "user_bias": make_step_rule(cfg.step_rule, cfg.lr, self.users.bias.shape),
             "item_factors": make_step_rule(cfg.step_rule, cfg.lr, self.items.factors.shape),
@@ -291,6 +300,8 @@ class MatrixFactorization:
         self._check_fitted()
         user, item = np.asarray(user), np.asarray(item)
         U, It = self.users, self.items
+        known_ids("user", user, U.n_users)
+        known_ids("item", item, It.n_items)
         dot = np.einsum("ij,ij->i", U.factors[user], It.factors[item])
         if not self.config.explicit:
             return It.bias[item] + dot
@@ -303,11 +314,83 @@ class MatrixFactorization:
         Ranking needs only the item-dependent part, ``b_i + p_u·q_i``.
         """
         self._check_fitted()
+        known_ids("user", users, self.users.n_users)
         return self.users.factors[users] @ self.items.factors.T + self.items.bias[None, :]
+
+    # ---- persistence ------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted tables and the config to ``path`` (``.npz``) through a temp file
+        and a rename: a crash leaves the old file or the new one, never half of one."""
+        self._check_fitted()
+        U, It = self.users, self.items
+        with atomic_open(path, "wb") as out:
+            np.savez(out, user_factors=U.factors, user_bias=U.bias,
+                     item_factors=It.factors, item_bias=It.bias,
+                     mean=np.array(It.mean, np.float64),
+                     rating_range=np.array(self.rating_range, np.float64),
+                     config=np.array(json.dumps(self.config.to_dict())))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> MatrixFactorization:
+        """A model saved by :meth:`save`, every array checked (shapes, dtypes, finite);
+        ValueError naming the file and the field otherwise. It predicts as the saved one
+        did; further ``partial_fit`` starts fresh step-rule state."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError) as exc:
+            raise ValueError(f"{path}: not a saved model ({exc})") from None
+        want = ("user_factors", "user_bias", "item_factors", "item_bias", "mean",
+                "rating_range", "config")
+        missing = [k for k in want if k not in arrays]
+        if missing:
+            raise ValueError(f"{path}: field {missing[0]!r} is missing")
+        try:
+            config = MFConfig(**json.loads(str(arrays["config"])))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: field 'config': {exc}") from None
+        k = config.n_factors
+        shapes = {"user_factors": (None, k), "item_factors": (None, k), "user_bias": (None,),
+                  "item_bias": (None,), "mean": (), "rating_range": (2,)}
+        for name, shape in shapes.items():
+            a = arrays[name]
+            if a.dtype.kind != "f" or a.ndim != len(shape) or any(
+                    want_n is not None and got != want_n
+                    for got, want_n in zip(a.shape, shape, strict=True)):
+                raise ValueError(f"{path}: field {name!r} must be float {shape}; found "
+                                 f"{a.dtype} {a.shape}")
+            if name != "rating_range" and not np.isfinite(a).all():
+                raise ValueError(f"{path}: field {name!r} holds non-finite values")
+        for rows, bias in (("user_factors", "user_bias"), ("item_factors", "item_bias")):
+            if len(arrays[rows]) != len(arrays[bias]):
+                raise ValueError(f"{path}: fields {rows!r} and {bias!r} differ in rows")
+        model = cls(config)
+        model.users = UserParams(arrays["user_factors"].astype(np.float32),
+                                 arrays["user_bias"].astype(np.float32))
+        model.items = ItemParams(arrays["item_factors"].astype(np.float32),
+                                 arrays["item_bias"].astype(np.float32),
+                                 float(arrays["mean"]))
+        low, high = (float(v) for v in arrays["rating_range"])
+        model.rating_range = (low, high)
+        model._rng = np.random.default_rng(config.seed + 1)
+        model._rules = model._fresh_rules()
+        model._running_mean = None
+        return model
 
     def _check_fitted(self) -> None:
         if self.users is None or self.items is None:
             raise RuntimeError("the model is not fitted yet; call fit() first")
+
+
+def known_ids(field: str, ids: np.ndarray, n: int) -> None:
+    """ValueError naming ``field`` unless every id is in ``[0, n)``: a user or item the
+    model does not have is refused, never wrapped around or read past a table."""
+    ids = np.asarray(ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        bad = ids[(ids < 0) | (ids >= n)]
+        raise ValueError(f"{field} {int(bad[0])} is unknown: the model has {n} {field}s "
+                         f"(ids 0..{n - 1})")
 
 
 def _choice(name: str, value: str, allowed: Iterable[str]) -> None:

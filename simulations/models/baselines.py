@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedrec.common.mf import known_ids
+
 
 class GlobalMean:
     """Predicts the training mean rating for every pair."""
@@ -53,6 +55,8 @@ class BiasBaseline:
         return self
 
     def predict(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+        known_ids("user", user, len(self.user_bias))
+        known_ids("item", item, len(self.item_bias))
         pred = self.mean + self.user_bias[user] + self.item_bias[item]
         return np.clip(pred, *self.range)
 

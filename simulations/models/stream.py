@@ -78,9 +78,20 @@ class _Replay:
         return sums
 
 
+def _known(u: int, i: int, n_users: int, n_items: int) -> None:
+    """A per-event check (two comparisons): ValueError naming the user or item a model
+    sized to the timeline does not have."""
+    if not 0 <= u < n_users:
+        raise ValueError(f"user {u} is unknown: the model has {n_users} users")
+    if not 0 <= i < n_items:
+        raise ValueError(f"item {i} is unknown: the model has {n_items} items")
+
+
 class OnlineMF:
     """Biased MF with one SGD step per event on the user's and the item's rows (BCE with
-    sampled negatives for implicit data); tables grow as users and items appear."""
+    sampled negatives for implicit data); tables sized to the timeline's users and items
+    (an item is scored and trained once listed: ``n_listed``); an id outside them is
+    refused by name."""
 
     def __init__(self, n_users: int, n_items: int, n_factors: int, explicit: bool,
                  lr: float, reg: float, reg_bias: float, negatives: int = 4,
@@ -100,11 +111,13 @@ class OnlineMF:
         return self.total / self.count if self.count else 0.0
 
     def score(self, u: int, i: int, n_listed: int) -> float | np.ndarray:
+        _known(u, i, len(self.bu), len(self.bi))
         if self.explicit:
             return self.mean + self.bu[u] + self.bi[i] + self.p[u] @ self.q[i]
         return self.q[:n_listed] @ self.p[u] + self.bi[:n_listed]
 
     def learn(self, u: int, i: int, value: float, n_listed: int) -> None:
+        _known(u, i, len(self.bu), len(self.bi))
         p, lr = self.p[u].copy(), self.lr
         if self.explicit:
             self.total += value
@@ -132,6 +145,7 @@ class OnlineBias:
         self.total, self.count = 0.0, 0
 
     def score(self, u: int, i: int, n_listed: int) -> float:
+        _known(u, i, len(self.bu), len(self.bi))
         mean = self.total / self.count if self.count else 0.0
         return mean + self.bu[u] + self.bi[i]
 
