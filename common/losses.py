@@ -66,6 +66,23 @@ def loss_named(name: str, *, on_devices: bool = False) -> Loss:
     return loss
 
 
+class NamesLoss:
+    """A config that names its loss (``loss``, the name on the wire and in files): the
+    loss as a concept, and the feedback it learns from."""
+
+    loss: str
+
+    @property
+    def loss_kind(self) -> Loss:
+        """The loss as a concept (:class:`Loss`)."""
+        return loss_named(self.loss)
+
+    @property
+    def explicit(self) -> bool:
+        """Whether the model learns ratings rather than implicit feedback (its loss's)."""
+        return self.loss_kind.explicit
+
+
 def for_feedback(explicit: bool) -> Loss:
     """The loss devices train for a kind of feedback: ratings or implicit events."""
     return MSE if explicit else BCE

@@ -26,11 +26,10 @@ import numpy as np
 from fedrec.common.atomic import atomic_open
 from fedrec.common.losses import (
     LOSSES,
-    Loss,
+    NamesLoss,
     Regularization,
     bce_grads,
     bpr_grads,
-    loss_named,
     mse_grads,
 )
 from fedrec.common.negatives import NegativeSampler
@@ -45,7 +44,7 @@ class NonFiniteError(FloatingPointError):
 
 
 @dataclass(frozen=True)
-class MFConfig:
+class MFConfig(NamesLoss):
     """Hyper-parameters of :class:`MatrixFactorization`, stored as passed."""
 
     n_factors: int = 64
@@ -73,16 +72,6 @@ class MFConfig:
             raise ValueError(f"negatives must be >= 1 for loss {self.loss!r}. "
                              f"Found {self.negatives}.")
         Regularization(self.reg, self.reg_bias)
-
-    @property
-    def loss_kind(self) -> Loss:
-        """The loss as a concept (:class:`fedrec.common.losses.Loss`)."""
-        return loss_named(self.loss)
-
-    @property
-    def explicit(self) -> bool:
-        """Whether the model learns ratings rather than implicit feedback (its loss's)."""
-        return self.loss_kind.explicit
 
     @property
     def regularization(self) -> Regularization:

@@ -17,14 +17,14 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from fedrec.common.losses import Loss, loss_named
+from fedrec.common.losses import NamesLoss, loss_named
 from fedrec.common.mf import OPTIMIZERS
 
 UPDATE_KEYS = ("ids", "rows", "bias", "counts")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(NamesLoss):
     """Local training of one device for one round."""
 
     # The defaults of local training, here only: RunSettings takes its own from these.
@@ -64,16 +64,6 @@ class TrainConfig:
         if self.negative_pool < 1 and self.explicit:
             raise ValueError("negative_pool applies to implicit feedback (a rating model "
                              "samples no negatives)")
-
-    @property
-    def loss_kind(self) -> Loss:
-        """The loss as a concept (:class:`fedrec.common.losses.Loss`)."""
-        return loss_named(self.loss)
-
-    @property
-    def explicit(self) -> bool:
-        """Whether the model learns ratings rather than implicit feedback (its loss's)."""
-        return self.loss_kind.explicit
 
     def to_dict(self) -> dict[str, int | float | str]:
         return asdict(self)
