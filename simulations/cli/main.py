@@ -6,10 +6,14 @@
 ``fedrec bench stream``    replay a timeline: federated and centralized models, prequential
 ``fedrec bench privacy``   each privacy mode: quality, bytes, time, epsilon, attack AUC
 ``fedrec bench edge``      the embedded client: record+update and top-10 latency, memory, disk
+``fedrec bench attack``    poisoning attacks by malicious devices, defences off and on
+``fedrec bench hostile``   every kind of hostile reply, refused by name, changing nothing
+``fedrec bench mean-shift`` how far one hostile device moves the global mean
 ``fedrec simulate``        federated training on one machine beside the centralized model
 ``fedrec download NAME``   fetch a MovieLens archive, verify its checksum, unpack it
 ``fedrec data info NAME``  what a dataset holds: sizes, event types, activity imbalance
 ``fedrec keys``            a CA, the SuperLink's TLS certificate, SuperNodes' ECDSA keys
+``fedrec catalogue``       check, show and change a shop's catalogue file
 """
 
 from __future__ import annotations
