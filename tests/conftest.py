@@ -81,3 +81,13 @@ def low_rank_ratings(n_users: int = 60, n_items: int = 40, density: float = 0.5,
     r = np.clip(3 + (p[u] * q[i]).sum(1) * 0.7 + rng.normal(0, 0.1, len(u)), 1, 5)
     order = rng.permutation(len(u))
     return make_interactions(u[order], i[order], r[order], n_users=n_users, n_items=n_items)
+
+
+def shop_csv_file(tmp_path_factory, **config) -> Path:
+    """A generated shop's event log written as CSV in a fresh temp folder
+    (``ShopConfig(**config)``)."""
+    from fedrec.common.data.csvlog import write_csv_log
+    from fedrec.common.data.synthetic import ShopConfig, generate_shop
+
+    path = tmp_path_factory.mktemp("shop") / "shop.csv"
+    return write_csv_log(generate_shop(ShopConfig(**config)), path)

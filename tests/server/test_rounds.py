@@ -13,8 +13,6 @@ from flwr.common.logger import FLOWER_LOGGER
 
 from fedrec.client.app import app as client_app
 from fedrec.common import records
-from fedrec.common.data.csvlog import write_csv_log
-from fedrec.common.data.synthetic import ShopConfig, generate_shop
 from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
@@ -23,15 +21,14 @@ from fedrec.server.item_model import ItemModel
 from fedrec.server.listings import TimedListings, grow_table
 from fedrec.server.rounds import RoundLoop
 from fedrec.simulations.engines.inprocess import InProcessGrid
+from tests.conftest import shop_csv_file
 
 FLOWER_LOGGER.setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
-    path = tmp_path_factory.mktemp("shop") / "shop.csv"
-    return write_csv_log(generate_shop(ShopConfig(n_users=40, n_items=60, n_events=1_500,
-                                                  seed=3)), path)
+    return shop_csv_file(tmp_path_factory, n_users=40, n_items=60, n_events=1_500, seed=3)
 
 
 def _settings(shop, **kw) -> RunSettings:
