@@ -21,8 +21,8 @@ from fedrec.common.losses import (
     mse_user_grads,
 )
 from fedrec.common.metrics import top_k
-from fedrec.common.mf import known_ids
 from fedrec.common.optim import sum_rows
+from fedrec.common.params import known_ids
 from fedrec.common.schema import ItemUpdate, TrainConfig
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -91,14 +91,17 @@ class EdgeSettings:
     negatives: int = 4
     init_std: float = 0.1
     seed: int = 0
-    loss: Loss = field(init=False, repr=False, compare=False)  # the kind's, set on init
 
     def __post_init__(self) -> None:
         if self.kind not in ("implicit", "explicit"):
             raise ValueError(f"kind must be implicit or explicit. Found {self.kind!r}.")
-        object.__setattr__(self, "loss", for_feedback(self.kind == "explicit"))
         if not self.lr > 0 or self.reg < 0 or self.negatives < 0:
             raise ValueError("lr must be > 0, reg and negatives >= 0")
+
+    @property
+    def loss(self) -> Loss:
+        """The loss the device's online step trains: its kind of feedback's."""
+        return for_feedback(self.kind == "explicit")
 
 
 class UnknownItemError(ValueError):

@@ -33,7 +33,7 @@ from fedrec.common.metrics import (
     prequential_sums,
     rank_among,
 )
-from fedrec.common.mf import known_ids
+from fedrec.common.params import known_ids
 from fedrec.common.schema import ItemUpdate, TrainConfig
 
 MODES = ("incremental", "recursive")
@@ -169,10 +169,10 @@ class StreamDevice:
         if self.user is None or self.user.factors.shape != (k,):
             self.user = UserState(
                 self.rng.normal(0.0, config.init_std, size=k).astype(np.float32), 0.0)
-        # (events arrive only for listed items: one past the table is refused by name)
-        known_ids("item", self.items[self.cursor.seen:self.arrived(until)], len(factors))
-        self._table = WorkingTable(factors, bias)  # the device's copy of the item side
         start, stop = self.cursor.seen, self.arrived(until)
+        # (events arrive only for listed items: one past the table is refused by name)
+        known_ids("item", self.items[start:stop], len(factors))
+        self._table = WorkingTable(factors, bias)  # the device's copy of the item side
         sums = prequential_sums()
         if stop > start:
             new = np.zeros(stop - start, dtype=bool)

@@ -58,12 +58,12 @@ LOSSES: dict[str, Loss] = {loss.name: loss for loss in (MSE, BCE, BPR)}
 def loss_named(name: str, *, on_devices: bool = False) -> Loss:
     """The loss called ``name``; ValueError naming the choices otherwise (with
     ``on_devices``, only the losses devices train)."""
-    choices = [n for n, loss in LOSSES.items() if loss.on_devices or not on_devices]
     loss = LOSSES.get(name) if isinstance(name, str) else None
-    if loss is None or name not in choices:
-        where = "" if loss is None else " on devices (only the centralized model trains it)"
-        raise ValueError(f"loss must be one of {', '.join(choices)}{where}. Found {name!r}.")
-    return loss
+    if loss is not None and (loss.on_devices or not on_devices):
+        return loss  # (the common case: one lookup, on every config property read)
+    choices = [n for n, known in LOSSES.items() if known.on_devices or not on_devices]
+    where = "" if loss is None else " on devices (only the centralized model trains it)"
+    raise ValueError(f"loss must be one of {', '.join(choices)}{where}. Found {name!r}.")
 
 
 class NamesLoss:

@@ -34,7 +34,7 @@ from fedrec.common.losses import (
 )
 from fedrec.common.negatives import NegativeSampler
 from fedrec.common.optim import STEP_RULES, StepRule, make_step_rule, sum_rows
-from fedrec.common.params import ItemParams, UserParams
+from fedrec.common.params import ItemParams, UserParams, known_ids
 
 OPTIMIZERS = ("gd", "sgd", "online")
 
@@ -361,6 +361,9 @@ class MatrixFactorization:
                                  arrays["item_bias"].astype(np.float32),
                                  float(arrays["mean"]))
         low, high = (float(v) for v in arrays["rating_range"])
+        if not low <= high:  # (NaN fails too; ±inf is an implicit model's open range)
+            raise ValueError(f"{path}: field 'rating_range' must be low <= high; found "
+                             f"{low}, {high}")
         model.rating_range = (low, high)
         model._rng = np.random.default_rng(config.seed + 1)
         model._rules = model._fresh_rules()
@@ -370,16 +373,6 @@ class MatrixFactorization:
     def _check_fitted(self) -> None:
         if self.users is None or self.items is None:
             raise RuntimeError("the model is not fitted yet; call fit() first")
-
-
-def known_ids(field: str, ids: np.ndarray, n: int) -> None:
-    """ValueError naming ``field`` unless every id is in ``[0, n)``: a user or item the
-    model does not have is refused, never wrapped around or read past a table."""
-    ids = np.asarray(ids)
-    if ids.size and (ids.min() < 0 or ids.max() >= n):
-        bad = ids[(ids < 0) | (ids >= n)]
-        raise ValueError(f"{field} {int(bad[0])} is unknown: the model has {n} {field}s "
-                         f"(ids 0..{n - 1})")
 
 
 def _choice(name: str, value: str, allowed: Iterable[str]) -> None:

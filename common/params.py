@@ -81,3 +81,13 @@ def _check_shape(n_rows: int, n_factors: int) -> None:
         raise ValueError(f"Number of rows must be >= 0. Found {n_rows}.")
     if n_factors < 1:
         raise ValueError(f"Number of factors must be >= 1. Found {n_factors}.")
+
+
+def known_ids(field: str, ids: np.ndarray, n: int) -> None:
+    """ValueError naming ``field`` unless every id is in ``[0, n)``: a user or item the
+    model does not have is refused, never wrapped around or read past a table."""
+    ids = np.asarray(ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        bad = ids[(ids < 0) | (ids >= n)]
+        raise ValueError(f"{field} {int(bad[0])} is unknown: the model has {n} {field}s "
+                         f"(ids 0..{n - 1})")

@@ -38,6 +38,7 @@ from fedrec.server.wait import wait_for_nodes
 
 ConfigValue = int | float | str | bool | bytes  # what a driver adds to a round's config
 
+
 class FedRec(FedAvg):
     """Sparse federated matrix factorisation over Flower's message API."""
 

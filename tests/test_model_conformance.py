@@ -315,7 +315,8 @@ def test_every_kept_model_is_in_the_round_trip():
         "stream-device-bce", "online-mf-explicit", "online-mf-implicit", "online-bias"}
 
 
-@pytest.mark.parametrize("damage", ["missing", "shape", "nan", "config", "not-npz"])
+@pytest.mark.parametrize("damage", ["missing", "shape", "nan", "config", "not-npz",
+                                    "range-nan", "config-list"])
 def test_a_damaged_saved_model_is_refused_naming_the_field(damage, tmp_path):
     m = _mf("mse", 0).fit(DATA.user, DATA.item, DATA.value, N_USERS, N_ITEMS)
     path = m.save(tmp_path / "model.npz")
@@ -329,12 +330,17 @@ def test_a_damaged_saved_model_is_refused_naming_the_field(damage, tmp_path):
         arrays["user_factors"][0, 0] = np.nan
     elif damage == "config":
         arrays["config"] = np.array('{"loss": "hinge"}')
+    elif damage == "config-list":
+        arrays["config"] = np.array("[1, 2]")
+    elif damage == "range-nan":
+        arrays["rating_range"] = np.array([np.nan, 5.0])
     if damage == "not-npz":
         path.write_bytes(b"not a model")
     else:
         with path.open("wb") as out:
             np.savez(out, **arrays)
     field = {"missing": "item_bias", "shape": "item_factors", "nan": "user_factors",
-             "config": "config", "not-npz": "not a saved model"}[damage]
+             "config": "config", "not-npz": "not a saved model", "range-nan": "rating_range",
+             "config-list": "config"}[damage]
     with pytest.raises(ValueError, match=field):
         MatrixFactorization.load(path)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedrec.common.mf import known_ids
+from fedrec.common.params import known_ids
 
 
 class GlobalMean:
