@@ -198,7 +198,8 @@ def _prepare(content: RecordDict, context: Context, run_config: Mapping,
     config, extra = records.record_to_config(content[records.CONFIG])
     rc = RoundConfig.parse(extra) if rc is None else rc
     table = synced_table(content[records.ITEMS], context, _keeper(store, keeper))
-    rows = within(local_rows(context, run_config, store, config.explicit), table.n_items)
+    rows = within(local_rows(context, run_config, store, config.explicit), table.n_items
+                  ).holding_out(config.validation_events)
     device = Device(rows.train_items, rows.train_values, seed=_seed(rc, context),
                     state=_load_user(context, store))
     return Prepared(config, extra, rc, table, rows, device)
@@ -409,13 +410,18 @@ def refitted(content: RecordDict, context: Context, run_config: Mapping) -> Prep
 def _evaluate(content: RecordDict, context: Context, run_config: Mapping) -> dict[str, float]:
     p = refitted(content, context, run_config)
     mean = float(p.round.need("mean"))
-    if p.config.explicit:
-        metrics = p.device.evaluate_ratings(
-            p.factors, p.bias, mean, p.rows.test_items, p.rows.test_values,
-            p.round.rating_range)
-    else:
-        metrics = p.device.evaluate_ranking(p.factors, p.bias, p.rows.test_items)
+    # The round scores the test rows, or (early stopping) the slice held out of training.
+    rows = p.rows
+    items, values = ((rows.valid_items, rows.valid_values)
+                     if p.round.evaluate_on == "validation" else
+                     (rows.test_items, rows.test_values))
     mode = privacy.mode(p.round.privacy)
+    if p.config.explicit:
+        metrics = p.device.evaluate_ratings(p.factors, p.bias, mean, items, values,
+                                            p.round.rating_range)
+    else:  # (a padded mode hides how active a device is: no segment, no tail counts)
+        metrics = p.device.evaluate_ranking(p.factors, p.bias, items, segments=None
+                                            if mode.padded else p.round.segments)
     return layers.evaluation(mode, metrics) if mode.runner == "fedrec" else metrics
 
 

@@ -24,6 +24,7 @@ from fedrec.common.metrics import top_k
 from fedrec.common.optim import sum_rows
 from fedrec.common.params import known_ids
 from fedrec.common.schema import ItemUpdate, TrainConfig
+from fedrec.common.segments import Segments
 
 
 @dataclass
@@ -259,8 +260,11 @@ class Device:
                 "num-examples": float(len(items))}
 
     def evaluate_ranking(self, factors: np.ndarray, bias: np.ndarray, test_items: np.ndarray,
-                         k: int = 10) -> dict[str, float]:
-        """Full-ranking metrics over every item this device has not trained on."""
+                         k: int = 10, segments: Segments | None = None) -> dict[str, float]:
+        """Full-ranking metrics over every item this device has not trained on. With
+        ``segments`` (:mod:`fedrec.common.segments`, from the evaluation round's config),
+        also the device's segment by its count of training events, and how many of its
+        recommended places (``recs``), hits and held-out items are tail items."""
         test_items = np.unique(test_items)
         if not len(test_items):
             return {"num-users": 0.0}
@@ -272,9 +276,18 @@ class Device:
         discounts = 1.0 / np.log2(np.arange(2, k + 2))
         ideal = discounts[: min(len(test_items), k)].sum()
         n_hits = float(hits.sum())
-        return {"num-users": 1.0, f"hr@{k}": float(n_hits > 0),
-                f"ndcg@{k}": float((hits * discounts[: len(top)]).sum() / ideal),
-                f"recall@{k}": n_hits / len(test_items), f"precision@{k}": n_hits / k}
+        out = {"num-users": 1.0, f"hr@{k}": float(n_hits > 0),
+               f"ndcg@{k}": float((hits * discounts[: len(top)]).sum() / ideal),
+               f"recall@{k}": n_hits / len(test_items), f"precision@{k}": n_hits / k}
+        if segments is not None:
+            tail = segments.tail_mask(len(factors))
+            placed = np.isfinite(scores[top])
+            out.update({"segment": float(segments.segment(len(self.items))),
+                        "recs": float(placed.sum()),
+                        "tail-recs": float((tail[top] & placed).sum()),
+                        "tail-hits": float((tail[top] & hits).sum()),
+                        "tail-test": float(tail[test_items[test_items < len(tail)]].sum())})
+        return out
 
 
 @dataclass(frozen=True)

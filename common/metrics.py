@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from fedrec.common.data.interactions import Interactions
+from fedrec.common.segments import Segments, tail_figures, user_figures, with_k
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
@@ -102,11 +103,14 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def ranking_metrics(score_fn: ScoreFn, train: Interactions, test: Interactions, k: int = 10,
-                    batch_users: int | None = None) -> dict[str, float]:
+                    batch_users: int | None = None, segments: Segments | None = None
+                    ) -> dict[str, float]:
     """HR@K, NDCG@K, Recall@K, Precision@K and coverage over all non-training items.
 
     ``score_fn(users)`` returns a (len(users), n_items) score matrix. Users are scored in
-    batches sized to keep each matrix near 8M entries.
+    batches sized to keep each matrix near 8M entries. With ``segments``
+    (:mod:`fedrec.common.segments`), also light and heavy users' HR and NDCG and the
+    tail's share of recommended places and recall.
     """
     n_items = test.n_items
     tr_order, tr_off = train.by_user()
@@ -116,6 +120,8 @@ def ranking_metrics(score_fn: ScoreFn, train: Interactions, test: Interactions, 
     if batch_users is None:
         batch_users = max(1, 8_000_000 // max(n_items, 1))
     hits_at = np.zeros((len(users), k), dtype=bool)
+    tail = segments.tail_mask(n_items) if segments is not None else None
+    tail_recs = recs = tail_hits = 0
     recommended = np.zeros(n_items, dtype=bool)
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     for start in range(0, len(users), batch_users):
@@ -124,13 +130,18 @@ def ranking_metrics(score_fn: ScoreFn, train: Interactions, test: Interactions, 
         rows_tr = _rows_of(batch, tr_off)
         scores[rows_tr[0], train.item[tr_order[rows_tr[1]]]] = -np.inf
         top = top_k(scores, k)
-        recommended[top[np.isfinite(np.take_along_axis(scores, top, axis=1))]] = True
+        placed = np.isfinite(np.take_along_axis(scores, top, axis=1))
+        recommended[top[placed]] = True
         is_test = np.zeros_like(scores, dtype=bool)
         rows_te = _rows_of(batch, te_off)
         is_test[rows_te[0], test.item[te_order[rows_te[1]]]] = True
         # (a catalogue smaller than k fills fewer places: the rest are no hits)
-        hits_at[start:start + len(batch), :top.shape[1]] = np.take_along_axis(is_test, top,
-                                                                             axis=1)
+        hit = np.take_along_axis(is_test, top, axis=1)
+        hits_at[start:start + len(batch), :top.shape[1]] = hit
+        if tail is not None:
+            recs += int(placed.sum())
+            tail_recs += int((tail[top] & placed).sum())
+            tail_hits += int((tail[top] & hit).sum())
     n_test = test_counts[users]
     hits = hits_at.sum(axis=1)
     dcg = (hits_at * discounts[: hits_at.shape[1]]).sum(axis=1)
@@ -138,7 +149,7 @@ def ranking_metrics(score_fn: ScoreFn, train: Interactions, test: Interactions, 
     if not len(users):
         return {f"hr@{k}": 0.0, f"ndcg@{k}": 0.0, f"recall@{k}": 0.0, f"precision@{k}": 0.0,
                 f"coverage@{k}": 0.0, "users": 0}
-    return {
+    out = {
         f"hr@{k}": float(np.mean(hits > 0)),
         f"ndcg@{k}": float(np.mean(dcg / ideal)),
         f"recall@{k}": float(np.mean(hits / n_test)),
@@ -146,6 +157,14 @@ def ranking_metrics(score_fn: ScoreFn, train: Interactions, test: Interactions, 
         f"coverage@{k}": float(recommended.mean()) if n_items else 0.0,
         "users": len(users),
     }
+    if segments is not None:
+        user_counts = np.diff(tr_off)[users]
+        figures = user_figures(hits, dcg / ideal, segments.segment(user_counts))
+        pairs = np.unique(test.user.astype(np.int64) * n_items + test.item)  # (distinct)
+        figures.update(tail_figures(tail_recs, recs, tail_hits,
+                                    float(tail[pairs % n_items].sum())))
+        out.update(with_k(figures, k))
+    return out
 
 
 def _rows_of(batch: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

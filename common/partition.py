@@ -6,7 +6,7 @@ computed once per process and cached, so thousands of simulated devices share it
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -18,12 +18,28 @@ from fedrec.common.stream import Timeline
 
 @dataclass(frozen=True)
 class UserRows:
-    """One user's training and held-out rows (dense item ids and values)."""
+    """One user's training and held-out rows (dense item ids and values); with a
+    validation slice (:meth:`holding_out`), the training rows it was taken from."""
 
     train_items: np.ndarray
     train_values: np.ndarray
     test_items: np.ndarray
     test_values: np.ndarray
+    valid_items: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    valid_values: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+
+    def holding_out(self, n: int, keep: int = 2) -> UserRows:
+        """The rows with the user's latest ``n`` training events moved to a validation
+        slice (what early stopping scores rounds on: never the test rows). A user who
+        would keep fewer than ``keep`` training events holds out nothing."""
+        if n < 0:
+            raise ValueError(f"validation events must be >= 0. Found {n}.")
+        if not n or len(self.train_items) - n < keep:
+            return self
+        cut = len(self.train_items) - n
+        return replace(self, train_items=self.train_items[:cut],
+                       train_values=self.train_values[:cut],
+                       valid_items=self.train_items[cut:], valid_values=self.train_values[cut:])
 
 
 class Partitions:

@@ -234,13 +234,28 @@ def _ranked(values: Mapping[str, float]) -> bool:
     return values["num-users"] == 1
 
 
-def _ranking_schema(k: int) -> MetricSchema:
+def _ranking_schema(k: int, segments: bool = False) -> MetricSchema:
+    # With segments (fedrec.common.segments, sent in the round's config): the device's
+    # segment and its tail counts, each bounded by what it ranked.
+    segment_metrics = (
+        Metric("segment", 2.0, whole=True, when=_ranked),
+        Metric("recs", float(k), whole=True, when=_ranked),
+        Metric("tail-recs", _up_to("recs"), whole=True, when=_ranked),
+        Metric("tail-test", _events, whole=True, when=_ranked),
+        Metric("tail-hits", _up_to("tail-test"), whole=True, when=_ranked),
+    ) if segments else ()
+    segment_checks = (
+        Check("tail-hits", lambda v: v.get("tail-hits", 0) <= min(
+            v.get("tail-recs", 0), round(v.get(f"precision@{k}", 0) * k)),
+              "more tail hits than tail items recommended, or than hits"),
+    ) if segments else ()
     return MetricSchema("evaluate (ranking)", (
         Metric("num-users", 1.0, whole=True),
         Metric(f"hr@{k}", 1.0, whole=True, when=_ranked),
         Metric(f"ndcg@{k}", 1.0, when=_ranked),
         Metric(f"recall@{k}", 1.0, when=_ranked),
         Metric(f"precision@{k}", 1.0, when=_ranked),
+        *segment_metrics,
     ), checks=(
         Check("hits", lambda v: v.get(f"hr@{k}", 0) == (v.get(f"precision@{k}", 0) > 0)
               == (v.get(f"recall@{k}", 0) > 0) == (v.get(f"ndcg@{k}", 0) > 0),
@@ -248,17 +263,24 @@ def _ranking_schema(k: int) -> MetricSchema:
         Check("precision", lambda v: abs(v.get(f"precision@{k}", 0) * k
                                          - round(v.get(f"precision@{k}", 0) * k)) < 1e-6,
               f"precision@{k} is a number of hits over {k}"),
+        *segment_checks,
     ))
 
 
 EVALUATE_RANKING = _ranking_schema(10)
 
 
-def evaluate_schema(explicit: bool, k: int = 10) -> MetricSchema:
-    """The schema of an evaluation reply in an explicit (ratings) or implicit run."""
+EVALUATE_RANKING_SEGMENTS = _ranking_schema(10, segments=True)
+
+
+def evaluate_schema(explicit: bool, k: int = 10, segments: bool = False) -> MetricSchema:
+    """The schema of an evaluation reply in an explicit (ratings) or implicit run;
+    ``segments``: the round's config carried segments (:mod:`fedrec.common.segments`)."""
     if explicit:
         return EVALUATE_RATINGS
-    return EVALUATE_RANKING if k == 10 else _ranking_schema(k)
+    if k == 10:
+        return EVALUATE_RANKING_SEGMENTS if segments else EVALUATE_RANKING
+    return _ranking_schema(k, segments)
 
 
 def _rated(values: Mapping[str, float]) -> bool:

@@ -6,7 +6,8 @@ the wrong type, is refused by name, so a server cannot send what no device reads
 device never guesses. Each key belongs to the kind of round that sends it: every round
 (``privacy``, ``mean``, ``seed``, ``server-round``, the rating scale), a mode's layers
 (``decoy-rows``, ``dp-clip``, ``dp-noise``), a timeline replay's tick (``until`` …), the
-secagg mode (``secagg-*``) and the secagg+dp mode (``ddp-*``).
+secagg mode (``secagg-*``) and the secagg+dp mode (``ddp-*``); an evaluation round may
+carry the imbalance segments (``segment-*``, :mod:`fedrec.common.segments`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+
+from fedrec.common.segments import CONFIG_KEYS as SEGMENT_KEYS
+from fedrec.common.segments import Segments
 
 # key → (field, type, what it is)
 KEYS: dict[str, tuple[str, type, str]] = {
@@ -25,6 +29,8 @@ KEYS: dict[str, tuple[str, type, str]] = {
     "rating-max": ("rating_max", float, "the highest rating of the scale"),
     "negative-pool-seed": ("negative_pool_seed", int,
                            "the round's public negative pool (common.negatives), by its seed"),
+    "evaluate-on": ("evaluate_on", str, "an evaluation round: 'test' (the default) or "
+                    "'validation' (the devices' held-out slice, early stopping's)"),
     "decoy-rows": ("decoy_rows", int, "decoy: the rows every train reply names"),
     "dp-clip": ("dp_clip", float, "dp: the L2 bound of the whole update"),
     "dp-noise": ("dp_noise", float, "dp: the noise multiplier (std = dp-noise · dp-clip)"),
@@ -54,6 +60,9 @@ KEYS: dict[str, tuple[str, type, str]] = {
 
 
 UNBOUNDED = ("rating-min", "rating-max")
+# What an evaluation round scores: the held-out test rows, or the validation slice devices
+# hold out of training for early stopping (common.partition.UserRows.holding_out).
+EVALUATE_ON = ("test", "validation")
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,7 @@ class RoundConfig:
     rating_min: float | None = None
     rating_max: float | None = None
     negative_pool_seed: int | None = None
+    evaluate_on: str | None = None
     decoy_rows: int | None = None
     dp_clip: float | None = None
     dp_noise: float | None = None
@@ -90,13 +100,21 @@ class RoundConfig:
     ddp_ratings: int | None = None
     ddp_sketch_items: int | None = None
     ddp_sketch_width: int | None = None
+    segments: Segments | None = None  # (the segment-* keys, checked together)
+
+    def __post_init__(self) -> None:
+        if self.evaluate_on not in (None, *EVALUATE_ON):
+            raise ValueError(f"round config: 'evaluate-on' must be one of "
+                             f"{', '.join(EVALUATE_ON)}, found {self.evaluate_on!r}")
 
     @classmethod
     def parse(cls, extra: Mapping) -> RoundConfig:
         """The round's keys (what is left of a config once the TrainConfig's are taken),
         each checked: unknown keys and wrong types are refused by name."""
-        values = {}
+        values: dict = {"segments": Segments.from_config(extra)}
         for key, value in extra.items():
+            if key in SEGMENT_KEYS:
+                continue
             if key not in KEYS:
                 raise ValueError(f"round config: unknown key {key!r}")
             name, kind, _ = KEYS[key]
@@ -106,8 +124,9 @@ class RoundConfig:
     def to_dict(self) -> dict[str, int | float | str]:
         """The keys that are set, as a config record holds them."""
         by_field = {name: key for key, (name, _, _) in KEYS.items()}
-        return {by_field[f.name]: getattr(self, f.name) for f in fields(self)
-                if getattr(self, f.name) is not None}
+        out = {by_field[f.name]: getattr(self, f.name) for f in fields(self)
+               if f.name in by_field and getattr(self, f.name) is not None}
+        return {**out, **(self.segments.to_config() if self.segments is not None else {})}
 
     @property
     def rating_range(self) -> tuple[float, float]:

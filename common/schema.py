@@ -43,6 +43,9 @@ class TrainConfig(NamesLoss):
     # the catalogue (fedrec.common.negatives; the round config names the pool); 1: the whole
     # catalogue.
     negative_pool: float = 1.0
+    # Early stopping (fedrec.server.stopping): the latest events each device holds out of
+    # training, the validation slice the server's stopping rule is scored on; 0: none.
+    validation_events: int = 0
 
     def __post_init__(self) -> None:
         loss_named(self.loss, on_devices=True)  # (refused by name: not one devices train)
@@ -54,6 +57,9 @@ class TrainConfig(NamesLoss):
                 raise ValueError(f"{name} must be >= 1. Found {getattr(self, name)}.")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0. Found {self.lr}.")
+        if self.validation_events < 0:
+            raise ValueError(f"validation_events must be >= 0. Found "
+                             f"{self.validation_events}.")
         if self.user_steps < 0 or not self.user_lr > 0:
             raise ValueError("user_steps must be >= 0 and user_lr > 0.")
         if self.reg < 0 or self.reg_bias < 0 or self.init_std < 0:

@@ -48,6 +48,9 @@ class RunSettings:
     user_lr: float = TrainConfig.user_lr
     negative_pool: float = TrainConfig.negative_pool  # share of the catalogue (1: all)
     negative_pool_rounds: int = 1  # rounds that draw from one pool
+    # Early stopping (fedrec.server.stopping): evaluations without a better validation
+    # figure before the run stops and keeps its best table; 0: off (every round runs).
+    stop_patience: int = 0
     server_optimizer: str = "adam"
     server_lr: float = 0.01
     weighting: str = "uniform"
@@ -116,6 +119,11 @@ class RunSettings:
         if self.negative_pool_rounds < 1:
             raise ValueError(f"negative_pool_rounds must be >= 1. Found "
                              f"{self.negative_pool_rounds}.")
+        if self.stop_patience < 0:
+            raise ValueError(f"stop_patience must be >= 0. Found {self.stop_patience}.")
+        if self.stop_patience and (self.mode.runner != "fedrec" or not self.num_rounds):
+            raise ValueError(f"stop-patience needs a sparse mode and a number of rounds "
+                             f"(privacy={self.privacy}, num-rounds={self.num_rounds})")
         if self.decoy_rows < 0:
             raise ValueError(f"decoy_rows must be >= 0. Found {self.decoy_rows}.")
         defence_names(self.defences)
@@ -144,7 +152,8 @@ class RunSettings:
                            reg_bias=self.reg_bias, batch_size=self.batch_size,
                            negatives=self.negatives, init_std=self.init_std,
                            user_steps=self.user_steps, user_lr=self.user_lr,
-                           negative_pool=self.negative_pool)
+                           negative_pool=self.negative_pool,
+                           validation_events=1 if self.stop_patience else 0)
 
     def to_run_config(self) -> dict[str, int | float | str]:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}

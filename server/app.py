@@ -21,6 +21,7 @@ from fedrec.common.atomic import atomic_open
 from fedrec.common.keyfile import read_key_file
 from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
+from fedrec.common.segments import Segments
 from fedrec.common.settings import RunSettings
 from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.defences import build_defences
@@ -31,6 +32,7 @@ from fedrec.server.mean import fallback_mean, query_mean
 from fedrec.server.rounds import RoundLoop
 from fedrec.server.secagg import SecAggFedRec, run_secagg
 from fedrec.server.secagg_dp import DdpConfig, SecAggDpFedRec, run_secagg_dp
+from fedrec.server.stopping import EarlyStop
 from fedrec.server.strategy import FedRec
 from fedrec.server.wait import wait_for_nodes
 
@@ -65,6 +67,18 @@ def item_categories(settings: RunSettings) -> np.ndarray | None:
         return None
     category = m.argmax(axis=1)
     return category.astype(np.int16 if category.max() < 2**15 else np.int64)
+
+
+def training_segments(settings: RunSettings) -> Segments | None:
+    """The imbalance segments a simulation's evaluation reports (light and heavy users,
+    the tail: :mod:`fedrec.common.segments`), drawn up from the dataset's training split
+    as the centralized model's are, so both are measured alike; None for ratings (they
+    report errors, not rankings) and in padded modes (a segment tells activity)."""
+    if settings.explicit or settings.mode.padded:  # (a padded mode hides activity)
+        return None
+    parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
+                                 settings.data_dir, settings.validation)
+    return Segments.of(parts.split.train)
 
 
 def open_checkpoint(settings: RunSettings) -> Checkpoint | None:
@@ -187,6 +201,9 @@ def run_fedrec(grid: Grid, settings: RunSettings) -> FedRec:
         categories = item_categories(settings)
         if categories is not None and len(categories) == strategy.model.n_items:
             strategy.static["category"] = categories
+        strategy.segments = training_segments(settings)
+    if settings.stop_patience:
+        strategy.stopper = EarlyStop.for_run(settings.stop_patience, settings.explicit)
     log(INFO, "fedrec: %s items, %s factors, global mean %.4f, from round %s", n_items,
         settings.factors, strategy.model.params.mean, strategy.round_offset + 1)
     remaining = settings.num_rounds - strategy.round_offset if settings.num_rounds \

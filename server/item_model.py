@@ -71,6 +71,25 @@ class ItemModel:
         self.round = round_number
         return True
 
+    def restore(self, factors: np.ndarray, bias: np.ndarray, round_number: int) -> int:
+        """Put earlier rows back (early stopping's best table: the first ``len(factors)``
+        rows; rows added since keep theirs). Each row that differs gets ``round_number``
+        as its version, so delta sync sends it; the optimiser state is left as it is.
+        Returns how many rows changed."""
+        n = len(factors)
+        if n > self.n_items or factors.shape[1:] != self.params.factors.shape[1:] \
+                or bias.shape != (n,):
+            raise ValueError(f"rows to restore must be (m <= {self.n_items}, "
+                             f"{self.params.n_factors}) and (m,). Found {factors.shape} and "
+                             f"{bias.shape}.")
+        p = self.params
+        changed = np.flatnonzero((p.factors[:n] != factors).any(axis=1) | (p.bias[:n] != bias))
+        p.factors[changed] = factors[changed]
+        p.bias[changed] = bias[changed]
+        self.version[changed] = round_number
+        self.round = max(self.round, round_number)
+        return len(changed)
+
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, float | int | str]]:
         """Everything the model is, as arrays and scalars (what a checkpoint stores)."""
         arrays = {"factors": self.params.factors, "bias": self.params.bias,

@@ -74,11 +74,46 @@ class RoundLoop:
 
     # ---- a run -----------------------------------------------------------------------
     def run(self, num_rounds: int) -> None:
-        """``num_rounds`` rounds of training and evaluation (the deployment's loop)."""
+        """``num_rounds`` rounds of training and evaluation (the deployment's loop); with
+        early stopping (the strategy's ``stopper``), the scheduled evaluations score the
+        devices' validation slices, the run stops when they stop improving, and the best
+        table is scored on the test rows at the end."""
         s = self.strategy
         start = time.time()
         for server_round in range(1, num_rounds + 1):
             log(INFO, "[ROUND %s]", server_round + s.round_offset)
             self.train(server_round)
-            self.evaluate(server_round)
+            if s.stopper is None:
+                self.evaluate(server_round)
+            elif self._validate(server_round, last=server_round == num_rounds):
+                break
+        if s.stopper is not None:
+            self._finish_stopped(server_round)
         log(INFO, "rounds finished in %.2f s", time.time() - start)
+
+    def _validate(self, server_round: int, last: bool) -> bool:
+        """A scheduled validation round; whether the stopping rule says stop."""
+        s = self.strategy
+        absolute = server_round + s.round_offset
+        if absolute % s.evaluate_every and not last:
+            return False
+        replies = self.grid.send_and_receive(s.evaluation(absolute, self.grid, "validation"),
+                                             timeout=self.timeout)
+        result = s.aggregate_evaluate(server_round, replies)
+        stop = s.stopper.observe(absolute, dict(result) if result else None, s.model)
+        if stop:
+            log(INFO, "early stopping: no better %s on validation for %s evaluations "
+                "(best %.4f at round %s)", s.stopper.metric, s.stopper.patience,
+                s.stopper.best, s.stopper.best_round)
+        return stop
+
+    def _finish_stopped(self, server_round: int) -> None:
+        """Put the best validated table back and score it on the test rows."""
+        s = self.strategy
+        absolute = server_round + s.round_offset
+        restored = s.stopper.restore(s.model, absolute)
+        s.history.append({"round": absolute, "stopping": {**s.stopper.summary(),
+                                                          "restored-rows": restored}})
+        replies = self.grid.send_and_receive(s.evaluation(absolute, self.grid),
+                                             timeout=self.timeout)
+        s.aggregate_evaluate(server_round, replies)

@@ -24,7 +24,9 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from fedrec.common import records
 from fedrec.common.negatives import pool_seed
 from fedrec.common.replies import TRAIN, Bounds, MetricSchema, evaluate_schema
+from fedrec.common.round_config import EVALUATE_ON
 from fedrec.common.schema import InvalidReplyError, ItemUpdate, TrainConfig, validate_update
+from fedrec.common.segments import Segments, pool_segments
 from fedrec.common.weighting import check_weighting
 from fedrec.server.aggregate import Accumulator
 from fedrec.server.checkpoint import Checkpoint
@@ -34,6 +36,7 @@ from fedrec.server.layers import ServerLayer
 from fedrec.server.listings import ListingSource
 from fedrec.server.publish import PublishedTable
 from fedrec.server.replies import Outbox, Refusals
+from fedrec.server.stopping import EarlyStop
 from fedrec.server.wait import wait_for_nodes
 
 ConfigValue = int | float | str | bool | bytes  # what a driver adds to a round's config
@@ -108,6 +111,12 @@ class FedRec(FedAvg):
         # A server that runs on a schedule: a round starts at most every round_every s.
         self.round_every, self._next_start = float(round_every), 0.0
         self._started = 0.0  # when the round in progress started (Unix seconds)
+        # Imbalance segments (fedrec.common.segments): when set, evaluation rounds send them
+        # and the pooled figures add light and heavy users and the tail.
+        self.segments: Segments | None = None
+        self._evaluating = "test"  # what the evaluation round in progress scores
+        # Early stopping (fedrec.server.stopping), when the run has it.
+        self.stopper: EarlyStop | None = None
         for layer in self.layers:
             self.max_norm = layer.norm_bound(self.max_norm, model.params.n_factors)
 
@@ -292,10 +301,25 @@ class FedRec(FedAvg):
         server_round += self.round_offset
         if server_round % self.evaluate_every and server_round != self.num_rounds:
             return []
+        return self.evaluation(server_round, grid)
+
+    def evaluation(self, server_round: int, grid: Grid, on: str = "test") -> list[Message]:
+        """An evaluation round's messages (``server_round`` counted over the whole run):
+        the devices score the test rows, or (``on="validation"``, early stopping) the
+        slice they hold out of training; the pooled figures go to the round's history
+        under ``evaluate`` or ``validation``."""
+        if on not in EVALUATE_ON:
+            raise ValueError(f"evaluate on one of {', '.join(EVALUATE_ON)}. Found {on!r}.")
         wait_for_nodes(grid, self.min_available_nodes, self.wait_timeout)
+        config = self.round_config(server_round)
+        if self.segments is not None and not self.train_config.explicit and on == "test":
+            config = ConfigRecord({**config, **self.segments.to_config()})
+        if on != "test":
+            config = ConfigRecord({**config, "evaluate-on": on})
         messages = list(super().configure_evaluate(server_round, self.items_record(),
-                                                   self.round_config(server_round), grid))
+                                                   config, grid))
         self.outbox[MessageType.EVALUATE] = Outbox(messages, "evaluate")
+        self._evaluating = on
         return messages
 
     # ---- what comes back ---------------------------------------------------------------
@@ -448,18 +472,24 @@ class FedRec(FedAvg):
         replies = self.outbox[MessageType.EVALUATE].match(list(replies), self.refusals,
                                                           server_round)
         ok, _ = self._check_and_log_replies(replies, is_train=False, validate=False)
-        rows = checked_evaluations(ok, evaluate_schema(self.train_config.explicit),
+        segments = (self.segments is not None and not self.train_config.explicit
+                    and self._evaluating == "test")
+        rows = checked_evaluations(ok, evaluate_schema(self.train_config.explicit,
+                                                       segments=segments),
                                    self.bounds, self.refusals, server_round)
         refused = self.refusals.total() - before
         result = pool_evaluation(rows)
+        if result and segments:
+            result.update(pool_segments(rows, 10))
         if not result:
             return None
         if refused:
             result["refused"] = float(refused)
+        key = "evaluate" if self._evaluating == "test" else "validation"
         if self.history and self.history[-1]["round"] == server_round:
-            self.history[-1]["evaluate"] = result
+            self.history[-1][key] = result
         else:
-            self.history.append({"round": server_round, "evaluate": result})
+            self.history.append({"round": server_round, key: result})
         return MetricRecord(result) if result else None
 
 

@@ -68,8 +68,14 @@ class Mode:
         return "decoy" in self.layers
 
 
-# What every reply of the sparse modes holds (plain and its layers).
+# The imbalance segments of a simulation's ranking evaluation (common.segments).
+SEGMENT_FIELDS = ("metrics.segment", "metrics.recs", "metrics.tail-recs", "metrics.tail-test",
+                  "metrics.tail-hits")
+# What every reply of the sparse modes holds (plain and its layers); the modes that do not
+# pad replies also report segments (a padded one hides how active a device is).
 SPARSE_REPLIES = Replies(TRAIN_FIELDS, RATING_FIELDS + RANKING_FIELDS, QUERY_FIELDS)
+SEGMENTED_REPLIES = Replies(TRAIN_FIELDS, RATING_FIELDS + RANKING_FIELDS + SEGMENT_FIELDS,
+                            QUERY_FIELDS)
 
 
 def _discover() -> dict[str, Mode]:

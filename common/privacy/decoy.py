@@ -17,9 +17,10 @@ MODE = Mode(
         "Each device's update padded to decoy-rows rows (the real ones among decoys drawn "
         "by popularity), its training loss, and num-examples fixed at 1; evaluation "
         "replies with no held-out counts or error sums (ranking metrics are the device's "
-        "own ratios; rating replies its mean squared and absolute error, counted as one "
-        "example, so the pooled RMSE averages over users, not ratings); query replies as "
-        "in plain (whether it has ratings, and their mean)."),
+        "own ratios, with no segment or tail counts; rating replies its mean squared and "
+        "absolute error, counted as one example, so the pooled RMSE averages over users, "
+        "not ratings); query replies as in plain (whether it has ratings, and their "
+        "mean)."),
     replies=SPARSE_REPLIES,
     settings=SETTINGS,
     unsupported=POOL,

@@ -3,7 +3,7 @@ sends (:mod:`fedrec.common.privacy.gaussian`); the server accounts ε over the r
 
 from typing import Any
 
-from fedrec.common.privacy import SPARSE_REPLIES, Mode
+from fedrec.common.privacy import SEGMENTED_REPLIES, Mode
 
 SETTINGS = ("dp_clip", "dp_noise", "dp_delta", "dp_epsilon")
 
@@ -27,7 +27,7 @@ MODE = Mode(
         "Each device's noised update and the ids of its rows (its positives and sampled "
         "negatives: membership stays visible), its training loss and number of training "
         "events un-noised; evaluation and query replies as in plain."),
-    replies=SPARSE_REPLIES,
+    replies=SEGMENTED_REPLIES,
     settings=SETTINGS,
     layers=("dp",),
     check=check,

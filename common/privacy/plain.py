@@ -1,6 +1,6 @@
 """``plain``: no protection beyond what never leaves a device (raw events, user vectors)."""
 
-from fedrec.common.privacy import SPARSE_REPLIES, Mode
+from fedrec.common.privacy import SEGMENTED_REPLIES, Mode
 
 MODE = Mode(
     name="plain",
@@ -10,7 +10,10 @@ MODE = Mode(
         "and sampled negatives; with negative-pool < 1 the negatives come from a public "
         "pool, so its positives outside the pool stand apart), how their rows and biases "
         "moved, its number of training events and its training loss; its held-out error "
-        "sums and count (ratings) or ranking metrics; for a rating model, whether it has "
-        "ratings and their mean."),
-    replies=SPARSE_REPLIES,
+        "sums and count (ratings) or ranking metrics (in a simulation's evaluation also "
+        "its segment: light, middle or heavy by its count of training events, and how "
+        "many of its recommended places, hits and held-out items are tail items); with "
+        "stop-patience, the same figures for the latest training event it holds out; for "
+        "a rating model, whether it has ratings and their mean."),
+    replies=SEGMENTED_REPLIES,
 )

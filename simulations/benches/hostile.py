@@ -285,16 +285,26 @@ def _relation_cases(explicit: bool, rating_range: tuple[float, float]) -> list[C
                  _metric_set({"rated": 0.0, "rating-mean": hi})),
         ]
     else:
+        # (a simulation's evaluation rounds carry the imbalance segments: an honest reply
+        # has a segment and tail counts, common.segments)
+        seg = {"segment": 0.0, "recs": 10.0, "tail-recs": 1.0, "tail-test": 1.0,
+               "tail-hits": 0.0}
+        hit = {"num-users": 1.0, "hr@10": 1.0, "ndcg@10": 0.5, "recall@10": 0.5,
+               "precision@10": 0.1}
         out += [
             Case(f"{ev}: hr@10 = 40,000", ev, "metric-range:hr@10",
                  _metric_set({"num-users": 1.0, "hr@10": 40_000.0, "ndcg@10": 1.0,
-                              "recall@10": 1.0, "precision@10": 1.0})),
+                              "recall@10": 1.0, "precision@10": 1.0, **seg})),
             Case(f"{ev}: a hit without precision", ev, "metric-check:hits",
-                 _metric_set({"num-users": 1.0, "hr@10": 1.0, "ndcg@10": 0.5,
-                              "recall@10": 0.5, "precision@10": 0.0})),
+                 _metric_set({**hit, "precision@10": 0.0, **seg})),
             Case(f"{ev}: precision@10 = 0.15", ev, "metric-check:precision",
-                 _metric_set({"num-users": 1.0, "hr@10": 1.0, "ndcg@10": 0.5,
-                              "recall@10": 0.5, "precision@10": 0.15})),
+                 _metric_set({**hit, "precision@10": 0.15, **seg})),
+            Case(f"{ev}: segment 7", ev, "metric-range:segment",
+                 _metric_set({**hit, **seg, "segment": 7.0})),
+            Case(f"{ev}: more tail hits than hits", ev, "metric-check:tail-hits",
+                 _metric_set({**hit, **seg, "tail-recs": 3.0, "tail-test": 3.0,
+                              "tail-hits": 2.0})),
+            Case(f"{ev}: no segment", ev, "metric-missing:segment", _metric_set(hit)),
             Case(f"{ev}: num-users 5", ev, "metric-range:num-users",
                  _metric_set({"num-users": 5.0})),
             Case(f"{ev}: metrics without a user", ev, "metric-unexpected:hr@10",

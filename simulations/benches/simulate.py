@@ -103,6 +103,9 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
                     settings.ddp_user_reg, explicit=settings.explicit)
         rounds = history["rounds"]
         evals = [{"round": r["round"], **r["evaluate"]} for r in rounds if "evaluate" in r]
+        valid = [{"round": r["round"], **r["validation"]} for r in rounds
+                 if "validation" in r]
+        stopping = next((r["stopping"] for r in rounds if "stopping" in r), None)
         train = [{"round": r["round"], **r["train"]} for r in rounds if "train" in r]
         record: dict = {
             "bench": "simulate", "dataset": settings.dataset, "protocol": settings.protocol,
@@ -112,7 +115,9 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
             "models": {"federated-mf": {**(solved if solved is not None else
                                            _last_evaluation(evals, settings.explicit)),
                                         "fit_s": federated_s}},
-            "rounds": {"evaluate": evals, "train": train},
+            "rounds": {"evaluate": evals, "train": train,
+                       **({"validation": valid} if valid else {})},
+            **({"stopping": stopping} if stopping is not None else {}),
             "rejected": history["rejected"],
             "privacy": settings.privacy, "epsilon": history.get("epsilon"),
             "delta": history.get("delta"),
@@ -123,7 +128,8 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
         if central is not None:
             if progress:
                 progress("centralized model", total, total)
-            record["models"]["centralized-mf"] = central.result()
+            record["models"].update(central.result())
+            record["below_baseline"] = below_baseline(record)
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -139,17 +145,48 @@ def _last_evaluation(evals: list[dict], explicit: bool) -> dict[str, float]:
     return last
 
 
-def centralized_reference(settings: RunSettings) -> dict[str, float]:
-    """The same model trained centrally on the same split: the protocol's centralized preset
-    with the run's number of factors. Returns its metrics and fit time."""
+def baseline_name(explicit: bool) -> str:
+    """The simple baseline a federated model must beat: user+item biases for ratings,
+    popularity for implicit feedback."""
+    return "bias" if explicit else "popularity"
+
+
+def centralized_reference(settings: RunSettings) -> dict[str, dict[str, float]]:
+    """The same model trained centrally on the same split (the protocol's centralized
+    preset with the run's number of factors) and the simple baseline
+    (:func:`baseline_name`). Returns each one's metrics and fit time."""
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
-                                 settings.data_dir)
-    model = make_model("centralized-mf", mf_config(settings.protocol, seed=settings.seed,
-                                                   n_factors=settings.factors))
-    start = time.perf_counter()
-    fit(model, parts.split.train, None)
-    fit_s = time.perf_counter() - start
-    return {**evaluate(model, parts.split), "fit_s": fit_s}
+                                 settings.data_dir, settings.validation)
+    out = {}
+    for name in ("centralized-mf", baseline_name(settings.explicit)):
+        model = make_model(name, mf_config(settings.protocol, seed=settings.seed,
+                                           n_factors=settings.factors))
+        start = time.perf_counter()
+        fit(model, parts.split.train, None)
+        fit_s = time.perf_counter() - start
+        out[name] = {**evaluate(model, parts.split), "fit_s": fit_s}
+    return out
+
+
+def below_baseline(record: dict) -> str | None:
+    """Why the federated model is worse than the simple baseline of the same run, or None
+    when it is not (or there is no baseline to compare)."""
+    explicit = record["protocol"].startswith("explicit")
+    key = headline(explicit)
+    fed = record["models"].get("federated-mf", {}).get(key)
+    base = record["models"].get(baseline_name(explicit), {}).get(key)
+    if fed is None or base is None or not np.isfinite(fed):
+        return None
+    worse = fed > base if explicit else fed < base
+    if not worse:
+        return None
+    stopping = record.get("stopping")
+    hint = ("early stopping kept the best validated round and it is still below: too few "
+            "events per device for factors to beat counting them"
+            if stopping else "try --set stop-patience=2 (a run that keeps its best "
+            "validated round) or fewer rounds")
+    return (f"federated {key} {fed:.4f} is worse than {baseline_name(explicit)}'s "
+            f"{base:.4f} on the same split: {hint}")
 
 
 def plot(record: dict, path: Path) -> Path:
@@ -165,9 +202,16 @@ def plot(record: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     ax.plot([e["round"] for e in evals], [e[key] for e in evals], marker="o",
             label="federated MF")
+    valid = record["rounds"].get("validation", [])
+    if valid:
+        ax.plot([e["round"] for e in valid], [e.get(key, np.nan) for e in valid],
+                marker=".", linestyle=":", label="federated MF, validation slice")
     central = record["models"].get("centralized-mf", {}).get(key)
     if central is not None:
         ax.axhline(central, color="tab:red", linestyle="--", label="centralized MF")
+    base = record["models"].get(baseline_name(explicit), {}).get(key)
+    if base is not None:
+        ax.axhline(base, color="tab:gray", linestyle="--", label=baseline_name(explicit))
     ax.set_xlabel("round")
     ax.set_ylabel(key.upper() if explicit else key)
     ax.set_title(f"{record['dataset']} · {record['protocol']} · "

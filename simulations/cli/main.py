@@ -36,6 +36,7 @@ from fedrec.common.data.interactions import EventType, Interactions
 from fedrec.common.data.registry import DATASETS, ENV_VAR, DatasetNotFoundError, load_dataset
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.privacy import NAMES as PRIVACY
+from fedrec.common.segments import segments_line
 from fedrec.common.settings import RunSettings
 from fedrec.common.split import PROTOCOLS, is_explicit
 from fedrec.simulations.benches.data import bench_data
@@ -687,8 +688,16 @@ def _run_simulate(args: argparse.Namespace) -> int:
         key = "rmse" if args.protocol.startswith("explicit") else "ndcg@10"
         for model, metrics in record["models"].items():
             print(f"{model:16s} {key} {metrics[key]:.4f}   ({metrics['fit_s']:.1f} s)")
+            if "light-ndcg@10" in metrics:
+                print(f"{'':16s} {segments_line(metrics)}")
+        if record.get("stopping"):
+            st = record["stopping"]
+            print(f"early stopping: best validation {st['metric']} {st['best']:.4f} at round "
+                  f"{st['best-round']}, kept")
         if record.get("epsilon") is not None:
             print(f"privacy: dp, epsilon {record['epsilon']:.3f} at delta {record['delta']:g}")
+        if record.get("below_baseline"):
+            print(f"warning: {record['below_baseline']}")
         print(f"results: {path}\nplot:    {png}")
     return 0
 

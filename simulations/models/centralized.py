@@ -15,6 +15,7 @@ from typing import Any
 from fedrec.common.data.interactions import Interactions
 from fedrec.common.metrics import mae, ranking_metrics, rmse
 from fedrec.common.mf import MatrixFactorization, MFConfig
+from fedrec.common.segments import Segments
 from fedrec.common.split import Split
 from fedrec.simulations.models.baselines import BiasBaseline, GlobalMean, Popularity
 
@@ -38,7 +39,8 @@ def evaluate(model: Any, s: Split) -> dict[str, float]:
     if s.explicit:
         pred = model.predict(s.test.user, s.test.item)
         return {"rmse": rmse(pred, s.test.value), "mae": mae(pred, s.test.value)}
-    metrics = ranking_metrics(model.score_items, s.train, s.test, k=K)
+    metrics = ranking_metrics(model.score_items, s.train, s.test, k=K,
+                              segments=Segments.of(s.train))
     metrics.pop("users")
     return metrics
 

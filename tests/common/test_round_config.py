@@ -16,6 +16,7 @@ from fedrec.server.secagg_dp import from_sum
 def test_every_key_parses_and_round_trips() -> None:
     values = {str: "x", int: 3, float: 0.5}
     extra = {key: values[kind] for key, (_, kind, _) in KEYS.items()}
+    extra["evaluate-on"] = "validation"  # (one of EVALUATE_ON)
     rc = RoundConfig.parse(extra)
     assert rc.to_dict() == extra
     assert RoundConfig.parse({}).privacy == "plain"
@@ -34,6 +35,7 @@ def test_every_key_parses_and_round_trips() -> None:
     ("ddp-mu", -math.inf, "'ddp-mu' must be finite"),
     ("rating-max", math.nan, "'rating-max' must be finite"),
     ("privacy", 1, "'privacy' must be str"),
+    ("evaluate-on", "train", "'evaluate-on' must be one of test, validation"),
 ])
 def test_a_wrong_key_or_value_is_refused_by_name(key, value, reason) -> None:
     with pytest.raises(ValueError, match=reason):

@@ -115,8 +115,16 @@ def test_every_message_is_free_of_raw_data(shop_csv, ratings_csv, tmp_path, prot
         allowed = {"train-loss", "num-examples", "num-users", "hr@10", "ndcg@10",
                    "recall@10", "precision@10", "sq-err", "abs-err", "rated",
                    "rating-mean"}
+        # The imbalance segments (common.segments), outside the padded modes only: a
+        # device's segment tells how active it is.
+        segment_keys = {"segment", "recs", "tail-recs", "tail-test", "tail-hits"}
+        if not s.mode.padded:
+            allowed |= segment_keys
         for metrics in content.metric_records.values():
             assert set(metrics) <= allowed
+            if not s.mode.padded and protocol.startswith("implicit") \
+                    and metrics.get("num-users") == 1 and "hr@10" in metrics:
+                assert segment_keys <= set(metrics)
     assert inspected >= 4 * parts.n_users * 0.9
     evals = [r["evaluate"] for r in history["rounds"] if "evaluate" in r]
     assert len(evals) == 2
@@ -349,3 +357,58 @@ def test_a_device_that_lost_its_table_gets_it_whole_again(shop_csv):
     assert "base" not in records.record_to_arrays(strategy.table_record(strategy.acked.get(1001)))
     moved = records.record_to_arrays(strategy.table_record(strategy.acked[1002]))
     assert moved["ids"].tolist() == [1, 2] and int(moved["version"][0]) == 1
+
+
+def test_an_implicit_run_reports_light_and_heavy_users_and_the_tail(shop_csv, tmp_path):
+    """Devices get the segments with the evaluation round, report their segment and tail
+    counts, and the server pools them: the users it counts per segment are exactly those
+    the training split puts there."""
+    from fedrec.common.segments import HEAVY, LIGHT, Segments
+
+    s = settings_for(shop_csv, "implicit-80-20", num_rounds=3, evaluate_every=3)
+    _, history, _ = run(s, tmp_path)
+    result = history["rounds"][-1]["evaluate"]
+    parts = simulated_partitions(s.dataset, s.protocol, 0, "")
+    segments = Segments.of(parts.split.train)
+    tested = np.bincount(parts.split.test.user, minlength=parts.n_users) > 0
+    counts = np.bincount(parts.split.train.user, minlength=parts.n_users)[tested]
+    assert result["light-users"] == (segments.segment(counts) == LIGHT).sum() > 0
+    assert result["heavy-users"] == (segments.segment(counts) == HEAVY).sum() > 0
+    for key in ("light-hr@10", "light-ndcg@10", "heavy-hr@10", "heavy-ndcg@10",
+                "tail-share@10", "tail-recall@10"):
+        assert 0.0 <= result[key] <= 1.0, key
+    assert "refused" not in result
+
+
+def test_early_stopping_keeps_the_best_validated_table(shop_csv, tmp_path):
+    """stop-patience: devices train without their latest event and score it in the
+    validation rounds; the run stops once that stops improving and puts back the table
+    of its best validation round, which is the table a run stopped at that round had."""
+    kw = {"num_rounds": 30, "evaluate_every": 1, "fraction_train": 1.0, "lr": 0.3}
+    seen = []
+    (tmp_path / "a").mkdir()
+    s = settings_for(shop_csv, "implicit-80-20", stop_patience=2, **kw)
+    grid, history, model = run(s, tmp_path / "a", observer=lambda d, m: seen.append((d, m)))
+    rounds = history["rounds"]
+    stopping = next(r["stopping"] for r in rounds if "stopping" in r)
+    best = stopping["best-round"]
+    last = max(r["round"] for r in rounds if "train" in r)
+    assert last == best + 2 < 30  # stopped two evaluations after its best
+    assert [r["round"] for r in rounds if "validation" in r] == list(range(1, last + 1))
+    assert [r["round"] for r in rounds if "evaluate" in r] == [last]  # test rows: once
+    # Every device trained without its latest training event (users with 3 or more).
+    parts = simulated_partitions(s.dataset, s.protocol, 0, "")
+    counts = np.bincount(parts.split.train.user, minlength=parts.n_users)
+    node_of = {nid: ctx.node_config["partition-id"] for nid, ctx in grid.contexts.items()}
+    trained = [(m.content[records.METRICS]["num-examples"],
+                counts[node_of[m.metadata.src_node_id]]) for d, m in seen
+               if d == "to-server" and m.metadata.message_type == MessageType.TRAIN]
+    assert len(trained) == last * parts.n_users
+    assert all(n == (c - 1 if c >= 3 else c) for n, c in trained)
+    # The same run stopped at its best round has the table the stopped run kept.
+    (tmp_path / "b").mkdir()
+    at_best = settings_for(shop_csv, "implicit-80-20", stop_patience=1000,
+                           **{**kw, "num_rounds": best})
+    _, _, model_b = run(at_best, tmp_path / "b")
+    np.testing.assert_array_equal(model["factors"], model_b["factors"])
+    np.testing.assert_array_equal(model["bias"], model_b["bias"])

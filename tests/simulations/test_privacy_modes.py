@@ -204,6 +204,11 @@ def test_the_registry_describes_every_mode_fully() -> None:
         assert m.runner in ("fedrec", "secagg", "secagg+dp")
     with pytest.raises(ValueError, match="privacy must be one of"):
         privacy.mode("hidden")
+    # The imbalance segments tell how active a device is: listed exactly for the sparse
+    # modes that do not pad their replies.
+    for m in privacy.MODES.values():
+        segments = set(privacy.SEGMENT_FIELDS) <= set(m.replies.evaluate)
+        assert segments == (m.runner == "fedrec" and not m.padded), m.name
 
 
 PADDED = [name for name in MODES if privacy.mode(name).padded]

@@ -1,0 +1,87 @@
+"""Early stopping: the rule, the best table put back, and the validation slice devices hold
+out of training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedrec.common.params import ItemParams
+from fedrec.common.partition import UserRows
+from fedrec.common.settings import RunSettings
+from fedrec.server.item_model import ItemModel
+from fedrec.server.stopping import EarlyStop
+
+
+def _model(n: int = 6, k: int = 3) -> ItemModel:
+    rng = np.random.default_rng(0)
+    return ItemModel(ItemParams.init(n, k, rng, 0.1), "sgd", 1.0)
+
+
+def test_the_rule_stops_after_patience_evaluations_without_a_better_figure():
+    model = _model()
+    stop = EarlyStop.for_run(2, explicit=False)
+    assert stop.metric == "ndcg@10"
+    assert not stop.observe(1, {"ndcg@10": 0.10}, model)
+    assert not stop.observe(2, {"ndcg@10": 0.20}, model)
+    assert not stop.observe(3, {"ndcg@10": 0.19}, model)  # worse: waits once
+    assert not stop.observe(4, {"ndcg@10": 0.25}, model)  # better: waiting starts over
+    assert not stop.observe(5, None, model)  # no figure (no validation event): no gain
+    assert stop.observe(6, {"ndcg@10": 0.25 * (1 + 1e-6)}, model)  # a negligible gain
+    assert (stop.best, stop.best_round) == (0.25, 4)
+    assert stop.summary()["validation"] == [[1, 0.10], [2, 0.20], [3, 0.19], [4, 0.25],
+                                            [6, 0.25 * (1 + 1e-6)]]
+
+
+def test_for_ratings_lower_error_is_better():
+    model = _model()
+    stop = EarlyStop.for_run(1, explicit=True)
+    assert not stop.observe(1, {"rmse": 1.0}, model)
+    assert not stop.observe(2, {"rmse": 0.9}, model)
+    assert stop.observe(3, {"rmse": 0.95}, model)
+    assert stop.best_round == 2
+    with pytest.raises(ValueError, match="stop-patience must be >= 1"):
+        EarlyStop.for_run(0, explicit=True)
+
+
+def test_restore_puts_the_best_table_back_and_versions_the_rows_it_changes():
+    model = _model()
+    stop = EarlyStop.for_run(1, explicit=False)
+    stop.observe(1, {"ndcg@10": 0.3}, model)
+    best_f, best_b = model.params.factors.copy(), model.params.bias.copy()
+    model.params.factors[[1, 4]] += 1.0  # two rows move after the best round
+    model.params.bias[2] += 1.0
+    model.version[[1, 2, 4]] = 2
+    model.grow(np.ones((2, 3)), np.ones(2), 2)  # and two items are listed
+    assert stop.observe(2, {"ndcg@10": 0.1}, model)
+    changed = stop.restore(model, 3)
+    assert changed == 3
+    np.testing.assert_array_equal(model.params.factors[:6], best_f)
+    np.testing.assert_array_equal(model.params.bias[:6], best_b)
+    np.testing.assert_array_equal(model.params.factors[6:], np.ones((2, 3)))  # kept
+    np.testing.assert_array_equal(model.version, [0, 3, 3, 0, 3, 0, 2, 2])
+    assert EarlyStop.for_run(1, explicit=False).restore(model, 4) == 0  # nothing kept
+
+
+def test_a_device_holds_its_latest_training_events_out():
+    rows = UserRows(np.array([5, 3, 9, 1]), np.array([1, 1, 1, 1], np.float32),
+                    np.array([7]), np.array([1], np.float32))
+    held = rows.holding_out(1)
+    np.testing.assert_array_equal(held.train_items, [5, 3, 9])
+    np.testing.assert_array_equal(held.valid_items, [1])
+    np.testing.assert_array_equal(held.test_items, [7])  # the test rows are untouched
+    assert rows.holding_out(0) is rows
+    assert rows.holding_out(3) is rows  # it would keep one event: holds nothing out
+    with pytest.raises(ValueError, match="validation events must be >= 0"):
+        rows.holding_out(-1)
+
+
+def test_stop_patience_is_refused_where_it_cannot_work():
+    assert RunSettings(stop_patience=2).train_config().validation_events == 1
+    assert RunSettings().train_config().validation_events == 0
+    with pytest.raises(ValueError, match="stop-patience needs"):
+        RunSettings(stop_patience=2, num_rounds=0)
+    with pytest.raises(ValueError, match="stop-patience needs"):
+        RunSettings(stop_patience=2, privacy="secagg")
+    with pytest.raises(ValueError, match="stop_patience must be >= 0"):
+        RunSettings(stop_patience=-1)
