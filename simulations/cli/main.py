@@ -278,6 +278,22 @@ def _parser() -> argparse.ArgumentParser:
     _output_args(shift)
     shift.set_defaults(run=_run_bench_mean_shift)
 
+    tune_p = bench_sub.add_parser(
+        "tune", help="choose a federated run's settings on the validation split",
+        description="Every combination of a grid of run settings, each a full federated "
+                    "simulation on the validation split (the training events split again: "
+                    "no test event seen), beside the simple baseline; prints the best. How "
+                    "a preset is chosen.")
+    _dataset_args(tune_p)
+    tune_p.add_argument("--protocol", choices=PROTOCOLS, default="implicit-80-20")
+    tune_p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        required=True, help="a setting's values to try, e.g. "
+                                            "server-lr=0.01,0.03 (repeatable)")
+    tune_p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="run-config values held fixed (over the dataset's preset)")
+    _output_args(tune_p)
+    tune_p.set_defaults(run=_run_bench_tune)
+
     tune_ddp = bench_sub.add_parser(
         "tune-ddp", help="choose secagg+dp's settings on the validation split",
         description="Every combination of secagg+dp's learner settings (factors, row set, "
@@ -410,6 +426,13 @@ def _parser() -> argparse.ArgumentParser:
     _dataset_args(info, positional=True)
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_run_info)
+    export = data_sub.add_parser(
+        "export", help="write a dataset's events as a CSV event log (what csv:PATH reads), "
+        "e.g. a synthetic shop of another shape to try a run on; items without events, item "
+        "features and listing times are not in an event log")
+    _dataset_args(export, positional=True)
+    export.add_argument("--out", type=Path, required=True, help="the CSV file to write")
+    export.set_defaults(run=_run_export)
     catalogue_cli.add_parser(sub)
     return parser
 
@@ -813,6 +836,39 @@ def _run_bench_hostile(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _grid(pairs: list[str]) -> dict[str, tuple]:
+    grid = {}
+    for key, values in _pairs(pairs):
+        grid[key.replace("-", "_")] = tuple(RunSettings.parse_value(key, v.strip())
+                                            for v in values.split(",") if v.strip())
+    return grid
+
+
+def _run_bench_tune(args: argparse.Namespace) -> int:
+    from fedrec.simulations.benches.tune import tune
+
+    settings = _settings(args)
+    grid = _grid(args.grid)
+    with progress_bar(f"tune {args.dataset}", args.quiet) as update:
+        record = {"bench": "tune", "dataset": args.dataset, "protocol": args.protocol,
+                  "settings": settings.to_run_config(), **tune(settings, grid, update)}
+    record["env"] = environment()
+    path = write_json(record, args.out or RESULTS_DIR / f"tune-{_stem(args.dataset)}-"
+                                                       f"{args.protocol}.json")
+    if args.json:
+        print(json.dumps(record))
+    else:
+        metric = record["metric"]
+        for t in record["trials"]:
+            chosen = ", ".join(f"{k}={t[k]}" for k in grid)
+            print(f"{chosen:40s} {metric} {t[metric]:.4f}")
+        base = record["baseline"]
+        print(f"{base['name']:40s} {metric} {base.get(metric, float('nan')):.4f}")
+        print(f"best: {record['best']} (validation {metric} {record['validation']:.4f})\n"
+              f"results: {path}")
+    return 0
+
+
 def _run_bench_tune_ddp(args: argparse.Namespace) -> int:
     from fedrec.simulations.benches.ddp_runs import tune
 
@@ -820,13 +876,7 @@ def _run_bench_tune_ddp(args: argparse.Namespace) -> int:
                        data_dir=str(args.data_dir or os.environ.get(ENV_VAR) or ""),
                        privacy="secagg+dp", dp_epsilon=args.epsilon).to_run_config()
     settings = _with_sets(base, args.set)
-    grid = None
-    if args.grid:
-        grid = {}
-        for key, values in _pairs(args.grid):
-            name = key.replace("-", "_")
-            grid[name] = tuple(RunSettings.parse_value(key, v.strip())
-                               for v in values.split(",") if v.strip())
+    grid = _grid(args.grid) if args.grid else None
     with progress_bar(f"tune secagg+dp {args.dataset}", args.quiet) as update:
         record = {"bench": "tune-ddp", "dataset": args.dataset, "epsilon": args.epsilon,
                   "settings": settings.to_run_config(),
@@ -968,6 +1018,17 @@ def _gini(counts: np.ndarray) -> float:
 def _run_info(args: argparse.Namespace) -> int:
     info = dataset_info(load_dataset(args.dataset, args.data_dir))
     print(json.dumps(info, indent=None if args.json else 2))
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from fedrec.common.data.csvlog import write_csv_log
+
+    data = load_dataset(args.dataset, args.data_dir)
+    path = write_csv_log(data, args.out)
+    # (an event log names only items with events; item features and listing times stay out)
+    print(f"{len(data):,} events of {len(np.unique(data.user)):,} users on "
+          f"{len(np.unique(data.item)):,} items: {path}")
     return 0
 
 

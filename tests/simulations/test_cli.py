@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fedrec.simulations.benches.quality import bench_quality
@@ -72,6 +73,20 @@ def test_data_info_reports_imbalance(csv_log, capsys):
     assert 0 <= info["rows_per_user"]["gini"] < 1
 
 
+def test_data_export_writes_a_log_that_reads_back_the_same(tmp_path, capsys):
+    from fedrec.common.data.registry import load_dataset
+
+    out = tmp_path / "shop.csv"
+    name = "synthetic:n_users=40,n_items=25,n_events=600,seed=3"
+    assert main(["data", "export", name, "--out", str(out)]) == 0
+    original, back = load_dataset(name), load_dataset(f"csv:{out}")
+    items = len(np.unique(original.item))  # (an event log names the items with events)
+    assert f"events of 40 users on {items} items" in capsys.readouterr().out
+    assert len(back) == len(original) and back.n_users == 40 and back.n_items == items
+    np.testing.assert_array_equal(back.timestamp, original.timestamp)
+    np.testing.assert_array_equal(back.value, original.value)
+
+
 def test_console_script_runs_as_a_subprocess(csv_log, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "fedrec.simulations.cli.main", "bench", "quality", "--dataset",
@@ -113,7 +128,10 @@ def test_simulate_writes_json_and_a_plot_beside_the_centralized_model(csv_log, t
     assert code == 0
     record = json.loads(capsys.readouterr().out)
     assert record["bench"] == "simulate" and record["devices"] == 30
-    assert {"federated-mf", "centralized-mf"} <= set(record["models"])
+    assert {"federated-mf", "centralized-mf", "bias"} <= set(record["models"])
+    rmse = {name: m["rmse"] for name, m in record["models"].items()}
+    # The record says when the federated model is worse than the biases, and only then.
+    assert (record["below_baseline"] is not None) == (rmse["federated-mf"] > rmse["bias"])
     assert [e["round"] for e in record["rounds"]["evaluate"]] == [1, 2]
     assert record["settings"]["factors"] == 4
     assert record["upload_bytes_per_device_round"] > 0
@@ -232,3 +250,30 @@ def test_bench_tune_ddp_takes_a_grid_and_refuses_a_bad_one(csv_log, tmp_path, ca
                       "fraction-train")):
         assert main([*base, *bad]) == 2
         assert why in capsys.readouterr().err
+
+
+def test_bench_tune_runs_every_combination_on_the_validation_split(csv_log, tmp_path,
+                                                                    capsys):
+    from fedrec.common.settings import RunSettings
+    from fedrec.simulations.benches.simulate import simulate
+
+    out = tmp_path / "tune.json"
+    code = main(["bench", "tune", "--dataset", f"csv:{csv_log}", "--protocol",
+                 "explicit-80-20", "--grid", "factors=2,4", "--grid", "lr=0.01,0.02",
+                 "--set", "num-rounds=2", "--set", "evaluate-every=2", "--json", "--quiet",
+                 "--out", str(out)])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    trials = record["trials"]
+    assert [(t["factors"], t["lr"]) for t in trials] == [(2, 0.01), (2, 0.02), (4, 0.01),
+                                                          (4, 0.02)]
+    best = min(trials, key=lambda t: t["rmse"])
+    assert record["best"] == {"factors": best["factors"], "lr": best["lr"]}
+    assert record["baseline"]["name"] == "bias" and record["baseline"]["rmse"] > 0
+    # A trial is the simulation on the validation split, figure for figure.
+    again = simulate(RunSettings.from_run_config({**record["settings"], "factors": 2,
+                                                  "lr": 0.01, "validation": True}),
+                     centralized=False)
+    assert again["models"]["federated-mf"]["rmse"] == trials[0]["rmse"]
+    assert main(["bench", "tune", "--dataset", f"csv:{csv_log}", "--grid", "colour=1,2"]) == 2
+    assert "unknown run-config keys: colour" in capsys.readouterr().err
