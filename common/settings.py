@@ -121,9 +121,9 @@ class RunSettings:
                              f"{self.negative_pool_rounds}.")
         if self.stop_patience < 0:
             raise ValueError(f"stop_patience must be >= 0. Found {self.stop_patience}.")
-        if self.stop_patience and (self.mode.runner != "fedrec" or not self.num_rounds):
-            raise ValueError(f"stop-patience needs a sparse mode and a number of rounds "
-                             f"(privacy={self.privacy}, num-rounds={self.num_rounds})")
+        if self.stop_patience and not self.num_rounds:
+            raise ValueError("stop-patience needs a number of rounds (num-rounds=0 runs "
+                             "until stopped)")
         if self.decoy_rows < 0:
             raise ValueError(f"decoy_rows must be >= 0. Found {self.decoy_rows}.")
         defence_names(self.defences)

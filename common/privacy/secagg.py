@@ -11,7 +11,7 @@ SETTINGS = ("secagg_shares", "secagg_threshold")
 # strategy.
 # (The negative pool is for runs whose devices sync rows: secagg sends whole tables.)
 STATEFUL = ("checkpoint", "checkpoint_key_file", "checkpoint_fresh", "sync", "sync_threshold",
-            "negative_pool", "negative_pool_rounds")
+            "negative_pool", "negative_pool_rounds", "stop_patience")
 
 
 def check_shares(settings: Any) -> None:

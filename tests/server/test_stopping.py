@@ -81,7 +81,7 @@ def test_stop_patience_is_refused_where_it_cannot_work():
     assert RunSettings().train_config().validation_events == 0
     with pytest.raises(ValueError, match="stop-patience needs"):
         RunSettings(stop_patience=2, num_rounds=0)
-    with pytest.raises(ValueError, match="stop-patience needs"):
+    with pytest.raises(ValueError, match="stop-patience is not supported with privacy=secagg"):
         RunSettings(stop_patience=2, privacy="secagg")
     with pytest.raises(ValueError, match="stop_patience must be >= 0"):
         RunSettings(stop_patience=-1)

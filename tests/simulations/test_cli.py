@@ -132,7 +132,11 @@ def test_simulate_writes_json_and_a_plot_beside_the_centralized_model(csv_log, t
     rmse = {name: m["rmse"] for name, m in record["models"].items()}
     # The record says when the federated model is worse than the biases, and only then.
     assert (record["below_baseline"] is not None) == (rmse["federated-mf"] > rmse["bias"])
-    assert [e["round"] for e in record["rounds"]["evaluate"]] == [1, 2]
+    # A csv: shop's preset keeps its best validated round (early stopping): every
+    # scheduled evaluation scores the devices' validation slices, the test rows once.
+    assert [e["round"] for e in record["rounds"]["validation"]] == [1, 2]
+    assert [e["round"] for e in record["rounds"]["evaluate"]] == [2]
+    assert record["stopping"]["patience"] == 3 and record["stopping"]["best-round"] in (1, 2)
     assert record["settings"]["factors"] == 4
     assert record["upload_bytes_per_device_round"] > 0
     png = out.with_suffix(".png")
