@@ -284,14 +284,7 @@ def _parser() -> argparse.ArgumentParser:
                     "simulation on the validation split (the training events split again: "
                     "no test event seen), beside the simple baseline; prints the best. How "
                     "a preset is chosen.")
-    _dataset_args(tune_p)
-    tune_p.add_argument("--protocol", choices=PROTOCOLS, default="implicit-80-20")
-    tune_p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                        required=True, help="a setting's values to try, e.g. "
-                                            "server-lr=0.01,0.03 (repeatable)")
-    tune_p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="run-config values held fixed (over the dataset's preset)")
-    _output_args(tune_p)
+    _grid_args(tune_p, "e.g. server-lr=0.01,0.03 (repeatable)", required=True)
     tune_p.set_defaults(run=_run_bench_tune)
 
     tune_ddp = bench_sub.add_parser(
@@ -300,19 +293,12 @@ def _parser() -> argparse.ArgumentParser:
                     "rounds, item and user regularisation) at one epsilon, on the "
                     "validation split (the training events split again: no test event "
                     "seen), with clear sums; prints the best. How the presets were chosen.")
-    _dataset_args(tune_ddp)
-    tune_ddp.add_argument("--protocol", choices=PROTOCOLS, default="implicit-80-20")
+    _grid_args(tune_ddp, "e.g. ddp-item-reg=10,20 (repeatable; replaces the default grid)")
     tune_ddp.add_argument("--epsilon", type=float, default=8.0)
-    tune_ddp.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                          help="a setting's values to try, e.g. ddp-item-reg=10,20 "
-                               "(repeatable; replaces the default grid)")
-    tune_ddp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                          help="run-config values held fixed, e.g. fraction-train=0.3")
     tune_ddp.add_argument("--fast", action="store_true",
                           help="implicit models: every round's devices summed in one "
                                "vectorised step, the noise drawn once (seconds, not hours, "
                                "for 100,000 devices; checked against the Flower run)")
-    _output_args(tune_ddp)
     tune_ddp.set_defaults(run=_run_bench_tune_ddp)
 
     data_bench = bench_sub.add_parser(
@@ -435,6 +421,20 @@ def _parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_run_export)
     catalogue_cli.add_parser(sub)
     return parser
+
+
+def _grid_args(parser: argparse.ArgumentParser, example: str, required: bool = False
+               ) -> None:
+    """A tuning bench's options: the dataset and protocol, the grid, the settings held
+    fixed, the output."""
+    _dataset_args(parser)
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="implicit-80-20")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        required=required, help=f"a setting's values to try, {example}")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="run-config values held fixed (over the preset), e.g. "
+                             "fraction-train=0.3")
+    _output_args(parser)
 
 
 def _dataset_args(parser: argparse.ArgumentParser, positional: bool = False) -> None:
@@ -844,6 +844,16 @@ def _grid(pairs: list[str]) -> dict[str, tuple]:
     return grid
 
 
+def _write_record(record: dict, args: argparse.Namespace, default: str) -> Path:
+    """The record with its environment, written to ``--out`` (or ``default`` under the
+    results folder), and printed as JSON with ``--json``; returns where it went."""
+    record["env"] = environment()
+    path = write_json(record, args.out or RESULTS_DIR / default)
+    if args.json:
+        print(json.dumps(record))
+    return path
+
+
 def _run_bench_tune(args: argparse.Namespace) -> int:
     from fedrec.simulations.benches.tune import tune
 
@@ -852,12 +862,8 @@ def _run_bench_tune(args: argparse.Namespace) -> int:
     with progress_bar(f"tune {args.dataset}", args.quiet) as update:
         record = {"bench": "tune", "dataset": args.dataset, "protocol": args.protocol,
                   "settings": settings.to_run_config(), **tune(settings, grid, update)}
-    record["env"] = environment()
-    path = write_json(record, args.out or RESULTS_DIR / f"tune-{_stem(args.dataset)}-"
-                                                       f"{args.protocol}.json")
-    if args.json:
-        print(json.dumps(record))
-    else:
+    path = _write_record(record, args, f"tune-{_stem(args.dataset)}-{args.protocol}.json")
+    if not args.json:
         metric = record["metric"]
         for t in record["trials"]:
             chosen = ", ".join(f"{k}={t[k]}" for k in grid)
@@ -881,12 +887,9 @@ def _run_bench_tune_ddp(args: argparse.Namespace) -> int:
         record = {"bench": "tune-ddp", "dataset": args.dataset, "epsilon": args.epsilon,
                   "settings": settings.to_run_config(),
                   **tune(settings, grid, progress=update, fast=args.fast)}
-    record["env"] = environment()
-    path = write_json(record, args.out or RESULTS_DIR / f"tune-ddp-{_stem(args.dataset)}-"
-                                                       f"{args.protocol}-eps{args.epsilon:g}.json")
-    if args.json:
-        print(json.dumps(record))
-    else:
+    path = _write_record(record, args, f"tune-ddp-{_stem(args.dataset)}-{args.protocol}-"
+                                       f"eps{args.epsilon:g}.json")
+    if not args.json:
         metric = "RMSE" if settings.explicit else "NDCG@10"
         print(f"best at epsilon {args.epsilon:g}: {record['best']} (validation {metric} "
               f"{record['validation']:.4f}, {len(record['trials'])} tried)\nresults: {path}")
