@@ -49,7 +49,12 @@ from fedrec.client.sync import (
 from fedrec.common import privacy, records
 from fedrec.common.data.interactions import EventType
 from fedrec.common.negatives import negative_pool
-from fedrec.common.partition import UserRows, simulated_partitions, simulated_timeline
+from fedrec.common.partition import (
+    UserRows,
+    simulated_partitions,
+    simulated_segments,
+    simulated_timeline,
+)
 from fedrec.common.round_config import RoundConfig
 from fedrec.common.schema import ItemUpdate, TrainConfig
 from fedrec.common.secagg import Block, densify, mean_vector
@@ -229,9 +234,12 @@ def _stream_train(msg: Message, rc: RoundConfig, context: Context, run_config: M
     mean = float(rc.need("mean"))
     seen_before = cursor.seen
     pool = None if config.explicit else round_pool(config, rc, len(factors))
+    segments = simulated_segments(str(c.get("dataset", RunSettings.dataset)),
+                                  config.explicit, str(c.get("data-dir", RunSettings.data_dir)))
     scores = device.arrive(int(rc.need("until")), factors, bias, mean, config,
                            table.static.get("listed"),
-                           7.0 if rc.new_days is None else rc.new_days, rc.rating_range, pool)
+                           7.0 if rc.new_days is None else rc.new_days, rc.rating_range, pool,
+                           segments)
     new = slice(seen_before, device.cursor.seen)
     rating_sum = float(device.values[new].sum()) if config.explicit else 0.0
     update, metrics = device.train(factors, bias, mean, config, str(rc.need("stream_mode")),

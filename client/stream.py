@@ -35,6 +35,7 @@ from fedrec.common.metrics import (
 )
 from fedrec.common.params import known_ids
 from fedrec.common.schema import ItemUpdate, TrainConfig
+from fedrec.common.segments import Segments
 
 MODES = ("incremental", "recursive")
 K = 10
@@ -153,7 +154,8 @@ class StreamDevice:
     def arrive(self, until: int, factors: np.ndarray, bias: np.ndarray, mean: float,
                config: TrainConfig, listed: np.ndarray | None = None, new_days: float = 7.0,
                rating_range: tuple[float, float] = (-np.inf, np.inf),
-               pool: np.ndarray | None = None) -> dict[str, float]:
+               pool: np.ndarray | None = None, segments: Segments | None = None
+               ) -> dict[str, float]:
         """Score, then learn, every event before position ``until`` not seen yet; returns
         the pooled score sums.
 
@@ -163,7 +165,9 @@ class StreamDevice:
         time per item) marks events on items younger than ``new_days`` days, whose scores
         are also summed apart (``new-*`` keys). ``pool``: the round's public negative pool
         (:func:`~fedrec.common.negatives.negative_pool`), the only items negatives are drawn
-        from when given.
+        from when given. ``segments`` (:mod:`fedrec.common.segments`, a bench's
+        instrument): the scores are also summed for the device's user segment (by its
+        events in the whole timeline) and for events on tail items.
         """
         k = factors.shape[1]
         if self.user is None or self.user.factors.shape != (k,):
@@ -179,15 +183,21 @@ class StreamDevice:
             if listed is not None:
                 age = self.times[start:stop] - listed[self.items[start:stop]]
                 new = age < new_days * 86_400
+            group, tail = None, np.zeros(stop - start, dtype=bool)
+            if segments is not None:
+                group = segments.group(len(self.items))
+                tail = segments.tail_mask(len(factors))[self.items[start:stop]]
             if config.explicit:
-                self._arrive_ratings(start, stop, mean, config, new, rating_range, sums)
+                self._arrive_ratings(start, stop, mean, config, new, rating_range, sums,
+                                     group, tail)
             else:
-                self._arrive_implicit(start, stop, config, new, sums, pool)
+                self._arrive_implicit(start, stop, config, new, sums, pool, group, tail)
             self.cursor.seen = stop
         return {f"pq-{key}": v for key, v in sums.items()}
 
     def _arrive_ratings(self, start: int, stop: int, mean: float, config: TrainConfig,
-                        new: np.ndarray, rating_range: tuple[float, float], sums: dict) -> None:
+                        new: np.ndarray, rating_range: tuple[float, float], sums: dict,
+                        group: str | None, tail: np.ndarray) -> None:
         p = self.user.factors.astype(np.float64)
         bu = float(self.user.bias)
         lr, reg, reg_b = config.lr, config.reg, config.reg_bias
@@ -199,14 +209,16 @@ class StreamDevice:
             i = at[j]
             q = q_all[i]
             pred = mean + bu + b_all[i] + q @ p
-            add_rating_score(sums, min(max(pred, low), high) - self.values[start + j], new[j])
+            add_rating_score(sums, min(max(pred, low), high) - self.values[start + j], new[j],
+                             group, bool(tail[j]))
             p, bu, q_all[i], b_all[i] = online_rating_step(
                 p, bu, q, b_all[i], pred - self.values[start + j], lr, reg, reg_b)
             w.counts[i] += 1
         self.user = UserState(p.astype(np.float32), bu)
 
     def _arrive_implicit(self, start: int, stop: int, config: TrainConfig, new: np.ndarray,
-                         sums: dict, pool: np.ndarray | None = None) -> None:
+                         sums: dict, pool: np.ndarray | None, group: str | None,
+                         tail: np.ndarray) -> None:
         p = self.user.factors.astype(np.float64)
         lr, reg, reg_b = config.lr, config.reg, config.reg_bias
         w = self._table
@@ -216,7 +228,8 @@ class StreamDevice:
         for j in range(stop - start):
             item = self.items[start + j]
             if not seen[item]:  # a first interaction: rank it among the unseen items
-                add_rank_score(sums, rank_among(w.scores(p), item, seen), new[j], K)
+                add_rank_score(sums, rank_among(w.scores(p), item, seen), new[j], K, group,
+                               bool(tail[j]))
                 seen[item] = True
             # One BCE step: this positive and negatives drawn uniformly from the catalogue.
             # (Not only from items this user has not touched: that would concentrate the

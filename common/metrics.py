@@ -31,8 +31,12 @@ def mae(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(np.abs(np.asarray(pred, np.float64) - truth)))
 
 
+# The groups an event is also summed in (fedrec.common.segments): its user's segment
+# (light or heavy; the middle third is not summed apart) and whether its item is in the tail.
+GROUPS = ("light", "heavy", "tail")
 PREQUENTIAL_KEYS = ("n", "sq-err", "abs-err", "hits", "ndcg", "new-n", "new-hits",
-                    "new-ndcg", "new-sq-err")
+                    "new-ndcg", "new-sq-err",
+                    *(f"{g}-{key}" for g in GROUPS for key in ("n", "sq-err", "hits", "ndcg")))
 
 
 def prequential_sums() -> dict[str, float]:
@@ -40,19 +44,30 @@ def prequential_sums() -> dict[str, float]:
     return dict.fromkeys(PREQUENTIAL_KEYS, 0.0)
 
 
-def add_rating_score(sums: dict[str, float], err: float, new: bool) -> None:
+def _groups(user: str | None, tail: bool) -> tuple[str, ...]:
+    return ((user,) if user else ()) + (("tail",) if tail else ())
+
+
+def add_rating_score(sums: dict[str, float], err: float, new: bool, user: str | None = None,
+                     tail: bool = False) -> None:
     """Add one rating's error (of the prediction clipped to the scale); ``new`` marks an
-    event on a recently listed item, also summed apart."""
+    event on a recently listed item, also summed apart; so are events of a ``light`` or
+    ``heavy`` ``user`` and on a ``tail`` item."""
     sums["n"] += 1
     sums["sq-err"] += err * err
     sums["abs-err"] += abs(err)
     if new:
         sums["new-n"] += 1
         sums["new-sq-err"] += err * err
+    for g in _groups(user, tail):
+        sums[f"{g}-n"] += 1
+        sums[f"{g}-sq-err"] += err * err
 
 
-def add_rank_score(sums: dict[str, float], rank: int, new: bool, k: int = 10) -> None:
-    """Add one held-out item ranked at 0-based ``rank`` (HR@k and NDCG@k)."""
+def add_rank_score(sums: dict[str, float], rank: int, new: bool, k: int = 10,
+                   user: str | None = None, tail: bool = False) -> None:
+    """Add one held-out item ranked at 0-based ``rank`` (HR@k and NDCG@k); ``new``,
+    ``user`` and ``tail`` as in :func:`add_rating_score`."""
     hit, gain = hit_and_gain(rank, k)
     sums["n"] += 1
     sums["hits"] += hit
@@ -61,6 +76,10 @@ def add_rank_score(sums: dict[str, float], rank: int, new: bool, k: int = 10) ->
         sums["new-n"] += 1
         sums["new-hits"] += hit
         sums["new-ndcg"] += gain
+    for g in _groups(user, tail):
+        sums[f"{g}-n"] += 1
+        sums[f"{g}-hits"] += hit
+        sums[f"{g}-ndcg"] += gain
 
 
 def rank_among(scores: np.ndarray, item: int, excluded: np.ndarray) -> int:

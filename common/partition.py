@@ -12,6 +12,7 @@ from functools import lru_cache
 import numpy as np
 
 from fedrec.common.data.registry import load_dataset
+from fedrec.common.segments import Segments
 from fedrec.common.split import Split, split, validation_split
 from fedrec.common.stream import Timeline
 
@@ -87,3 +88,12 @@ def simulated_timeline(dataset: str, explicit: bool, data_dir: str | None = None
     if not len(data):
         raise ValueError(f"dataset {dataset!r} has no {'rating ' if explicit else ''}events")
     return Timeline(data)
+
+
+@lru_cache(maxsize=4)
+def simulated_segments(dataset: str, explicit: bool, data_dir: str | None = None
+                       ) -> Segments:
+    """The imbalance segments a replay of ``dataset`` is measured with: users and items by
+    their events in the whole timeline (:mod:`fedrec.common.segments`; an instrument of
+    the bench, the same for every model, never used to learn)."""
+    return Segments.of(simulated_timeline(dataset, explicit, data_dir).data)

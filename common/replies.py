@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedrec.common.metrics import PREQUENTIAL_KEYS
+from fedrec.common.metrics import GROUPS, PREQUENTIAL_KEYS
 from fedrec.common.schema import InvalidReplyError
 
 MAX_EVENTS = 1_000_000  # the most events a device may claim for itself (a shopper's lifetime)
@@ -213,6 +213,12 @@ STREAM_TRAIN = MetricSchema("stream train", (
     Metric(_PQ + "new-hits", _up_to(_PQ + "new-n"), whole=True),
     Metric(_PQ + "new-ndcg", _up_to(_PQ + "new-n")),
     Metric(_PQ + "new-sq-err", _times(_PQ + "new-n", _width2)),
+    # the same sums over light and heavy users' events and tail items' (common.segments)
+    *(metric for g in GROUPS for metric in (
+        Metric(f"{_PQ}{g}-n", _up_to(_PQ + "n"), whole=True),
+        Metric(f"{_PQ}{g}-sq-err", _times(f"{_PQ}{g}-n", _width2)),
+        Metric(f"{_PQ}{g}-hits", _up_to(f"{_PQ}{g}-n"), whole=True),
+        Metric(f"{_PQ}{g}-ndcg", _up_to(f"{_PQ}{g}-n")))),
     Metric("stored-events", _events, whole=True),
     Metric("device-s", MAX_SECONDS),
 ))

@@ -93,6 +93,11 @@ class Segments:
         return np.where(counts <= self.light_max, LIGHT,
                         np.where(counts >= self.heavy_min, HEAVY, MIDDLE))
 
+    def group(self, count: int) -> str | None:
+        """The reported segment (``light`` or ``heavy``) of a user with ``count`` events;
+        None for the middle third."""
+        return NAMES.get(int(self.segment(count)))
+
     def tail_mask(self, n_items: int) -> np.ndarray:
         """Whether each item of an ``n_items`` catalogue is in the tail (items listed
         after the head was drawn up are tail items)."""

@@ -652,6 +652,10 @@ def _run_bench_stream(args: argparse.Namespace) -> int:
                       "first contact)" if m.get("sync") == "delta" else "")
             print(f"{model:30s} {key} {m[key]:.4f}  after warm-up "
                   f"{m['after_warmup'][key]:.4f}  ({m['compute_s']:.1f} s){shares}")
+            groups = [f"{g} {m[f'{g}-{key}']:.4f}" for g in ("light", "heavy", "tail")
+                      if f"{g}-{key}" in m]
+            if groups:
+                print(f"{'':30s} users light/heavy, tail items: {', '.join(groups)}")
         print(f"results: {path}\nplot:    {png}")
     return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedrec.common.metrics import PREQUENTIAL_KEYS
+from fedrec.common.metrics import GROUPS, PREQUENTIAL_KEYS
 
 K = 10
 KEYS = PREQUENTIAL_KEYS
@@ -43,6 +43,16 @@ class Sums:
                    f"ndcg@{K}": float(get["ndcg"] / n) if n else float("nan"),
                    f"new_item_hr@{K}": float(get["new-hits"] / new_n) if new_n
                    else float("nan")}
+        for g in GROUPS:  # light and heavy users, tail items (fedrec.common.segments)
+            gn = get[f"{g}-n"]
+            if not gn:
+                continue
+            if explicit:
+                out[f"{g}-rmse"] = float(np.sqrt(get[f"{g}-sq-err"] / gn))
+            else:
+                out[f"{g}-hr@{K}"] = float(get[f"{g}-hits"] / gn)
+                out[f"{g}-ndcg@{K}"] = float(get[f"{g}-ndcg"] / gn)
+            out[f"{g}-scored"] = int(gn)
         return {**out, "scored": int(n), "new_item_scored": int(new_n)}
 
     def curve(self, window_ticks: int, explicit: bool) -> list[float]:

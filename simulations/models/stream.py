@@ -31,6 +31,7 @@ import numpy as np
 from fedrec.common.losses import online_bce_step, online_rating_step
 from fedrec.common.metrics import add_rank_score, add_rating_score, prequential_sums, rank_among
 from fedrec.common.mf import MatrixFactorization, MFConfig
+from fedrec.common.segments import Segments
 from fedrec.common.stream import Tick, Timeline
 from fedrec.simulations.engines.prequential import K, Sums
 
@@ -47,6 +48,12 @@ class _Replay:
         self.new_days = new_days
         self.seen = (None if explicit
                      else np.zeros((timeline.n_users, timeline.n_items), dtype=bool))
+        # The instrument every model of the bench is measured with (common.segments): users
+        # by their events in the stream, items by theirs.
+        segments = Segments.of(timeline.data)
+        self.group = [segments.group(c) for c in np.bincount(timeline.data.user,
+                                                              minlength=timeline.n_users)]
+        self.tail = segments.tail_mask(timeline.n_items)
 
     def run(self, score: Callable[[int, int, int], object], learn: Callable[[int], None],
             progress: Progress | None = None, before_tick: Callable[[Tick], None] | None = None
@@ -62,13 +69,14 @@ class _Replay:
                 u, i = int(d.user[e]), int(d.item[e])
                 new = (d.timestamp[e] - listed[i]) < self.new_days * 86_400
                 n_listed = self.t.listed_by(int(d.timestamp[e]))
+                group, tail = self.group[u], bool(self.tail[i])
                 if self.explicit:
                     pred = min(max(float(score(u, i, n_listed)), self.low), self.high)
-                    add_rating_score(acc, pred - float(d.value[e]), new)
+                    add_rating_score(acc, pred - float(d.value[e]), new, group, tail)
                 elif not self.seen[u, i]:
                     scores = np.asarray(score(u, i, n_listed), dtype=np.float64).copy()
                     add_rank_score(acc, rank_among(scores, i, self.seen[u, :len(scores)]),
-                                   new, K)
+                                   new, K, group, tail)
                 if self.seen is not None:
                     self.seen[u, i] = True
                 learn(e)

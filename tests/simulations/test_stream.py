@@ -13,6 +13,7 @@ from fedrec.common import records
 from fedrec.common.data.csvlog import write_csv_log
 from fedrec.common.data.synthetic import ShopConfig, generate_shop
 from fedrec.common.partition import simulated_timeline
+from fedrec.common.segments import Segments
 from fedrec.simulations.benches.stream import bench_stream
 from fedrec.simulations.cli.main import main
 from fedrec.simulations.engines.replay import FederatedStream, StreamSettings
@@ -46,10 +47,26 @@ def test_every_model_scores_every_event_once_on_the_same_stream(shop, kind):
     assert set(record["models"]) >= {"federated-incremental", "federated-recursive",
                                      "centralized-incremental", "static", "periodic-retrain"}
     key = "rmse" if kind == "explicit" else "hr@10"
+    # Light and heavy users (by their events in the stream) and tail items: every model,
+    # federated or not, sums the same events in each (devices report their own).
+    segments = Segments.of(d)
+    group = np.array([segments.group(c) or "" for c in np.bincount(d.user)])[d.user]
+    tail = segments.tail_mask(timeline.n_items)[d.item]
+    first = np.ones(len(d), dtype=bool)
+    if kind == "implicit":
+        first[:] = False
+        first[np.unique(d.user.astype(np.int64) * timeline.n_items + d.item,
+                        return_index=True)[1]] = True
+    want = {"light": (first & (group == "light")).sum(),
+            "heavy": (first & (group == "heavy")).sum(), "tail": (first & tail).sum()}
+    assert min(want.values()) > 0
     for name, m in record["models"].items():
         assert m["scored"] == expected, name
         assert np.isfinite(m[key]), name
         assert len(record["curves"][name]) == record["ticks"]
+        for g, count in want.items():
+            assert m[f"{g}-scored"] == count, (name, g)
+            assert np.isfinite(m[f"{g}-{key}"]), (name, g)
     fed = record["models"]["federated-incremental"]
     assert fed["rejected"] == {} and fed["upload_bytes"] > 0 and fed["rounds"] == record["ticks"]
     assert fed["latency"]["rounds"] == 1.0
@@ -116,7 +133,9 @@ def test_stream_messages_carry_no_raw_events_or_user_vectors(shop, kind):
     allowed = {"train-loss", "num-examples", "rating-sum", "rating-count", "stored-events",
                "device-s"} | {f"pq-{k}" for k in ("n", "sq-err", "abs-err", "hits", "ndcg",
                                                   "new-n", "new-hits", "new-ndcg",
-                                                  "new-sq-err")}
+                                                  "new-sq-err")} | {
+        f"pq-{g}-{k}" for g in ("light", "heavy", "tail")  # (sums over segments)
+        for k in ("n", "sq-err", "hits", "ndcg")}
     replies = 0
     for direction, msg in seen:
         content = msg.content
