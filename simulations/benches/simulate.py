@@ -183,7 +183,7 @@ def below_baseline(record: dict) -> str | None:
     stopping = record.get("stopping")
     hint = ("early stopping kept the best validated round and it is still below: too few "
             "events per device for factors to beat counting them"
-            if stopping else "try --set stop-patience=2 (a run that keeps its best "
+            if stopping else "try --set stop-patience=3 (a run that keeps its best "
             "validated round) or fewer rounds")
     return (f"federated {key} {fed:.4f} is worse than {baseline_name(explicit)}'s "
             f"{base:.4f} on the same split: {hint}")
