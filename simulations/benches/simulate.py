@@ -200,8 +200,10 @@ def plot(record: dict, path: Path) -> Path:
     key = headline(explicit)
     evals = record["rounds"]["evaluate"]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    stopping = record.get("stopping")
     ax.plot([e["round"] for e in evals], [e[key] for e in evals], marker="o",
-            label="federated MF")
+            label="federated MF" if not stopping else
+            f"federated MF, test (round {stopping['best-round']}'s table, kept)")
     valid = record["rounds"].get("validation", [])
     if valid:
         ax.plot([e["round"] for e in valid], [e.get(key, np.nan) for e in valid],
