@@ -52,6 +52,7 @@ class Segments:
         if head.ndim != 1 or (len(head) and (head.dtype.kind not in "iu" or head.min() < 0
                                              or (np.diff(head) <= 0).any())):
             raise ValueError("segments: head must be distinct item ids >= 0, sorted")
+        object.__setattr__(self, "_masks", {})  # tail masks by catalogue size
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Segments) and self.light_max == other.light_max
@@ -98,11 +99,20 @@ class Segments:
         None for the middle third."""
         return NAMES.get(int(self.segment(count)))
 
+    def groups(self, counts: np.ndarray) -> list[str | None]:
+        """:meth:`group` of each of ``counts``."""
+        names = np.array([NAMES.get(code) for code in (LIGHT, MIDDLE, HEAVY)], dtype=object)
+        return names[self.segment(counts)].tolist()
+
     def tail_mask(self, n_items: int) -> np.ndarray:
         """Whether each item of an ``n_items`` catalogue is in the tail (items listed
-        after the head was drawn up are tail items)."""
-        mask = np.ones(n_items, dtype=bool)
-        mask[self.head[self.head < n_items]] = False
+        after the head was drawn up are tail items); read only."""
+        mask = self._masks.get(n_items)
+        if mask is None:  # (a replay's devices ask every message: made once per size)
+            mask = np.ones(n_items, dtype=bool)
+            mask[self.head[self.head < n_items]] = False
+            mask.flags.writeable = False
+            self._masks[n_items] = mask
         return mask
 
     def to_config(self) -> dict[str, int | list[int]]:

@@ -80,6 +80,7 @@ class RoundLoop:
         table is scored on the test rows at the end."""
         s = self.strategy
         start = time.time()
+        server_round = 0  # (the last round run: none when num_rounds is 0)
         for server_round in range(1, num_rounds + 1):
             log(INFO, "[ROUND %s]", server_round + s.round_offset)
             self.train(server_round)
@@ -87,7 +88,7 @@ class RoundLoop:
                 self.evaluate(server_round)
             elif self._validate(server_round, last=server_round == num_rounds):
                 break
-        if s.stopper is not None:
+        if s.stopper is not None and server_round:
             self._finish_stopped(server_round)
         log(INFO, "rounds finished in %.2f s", time.time() - start)
 

@@ -311,16 +311,22 @@ class FedRec(FedAvg):
         if on not in EVALUATE_ON:
             raise ValueError(f"evaluate on one of {', '.join(EVALUATE_ON)}. Found {on!r}.")
         wait_for_nodes(grid, self.min_available_nodes, self.wait_timeout)
+        self._evaluating = on
         config = self.round_config(server_round)
-        if self.segments is not None and not self.train_config.explicit and on == "test":
+        if self._with_segments():
             config = ConfigRecord({**config, **self.segments.to_config()})
         if on != "test":
             config = ConfigRecord({**config, "evaluate-on": on})
         messages = list(super().configure_evaluate(server_round, self.items_record(),
                                                    config, grid))
         self.outbox[MessageType.EVALUATE] = Outbox(messages, "evaluate")
-        self._evaluating = on
         return messages
+
+    def _with_segments(self) -> bool:
+        """Whether the evaluation round in progress carries the imbalance segments: a
+        ranking run's test rounds, when the run has segments."""
+        return (self.segments is not None and not self.train_config.explicit
+                and self._evaluating == "test")
 
     # ---- what comes back ---------------------------------------------------------------
     def accept(self, reply: Message, server_round: int = 0
@@ -472,8 +478,7 @@ class FedRec(FedAvg):
         replies = self.outbox[MessageType.EVALUATE].match(list(replies), self.refusals,
                                                           server_round)
         ok, _ = self._check_and_log_replies(replies, is_train=False, validate=False)
-        segments = (self.segments is not None and not self.train_config.explicit
-                    and self._evaluating == "test")
+        segments = self._with_segments()
         rows = checked_evaluations(ok, evaluate_schema(self.train_config.explicit,
                                                        segments=segments),
                                    self.bounds, self.refusals, server_round)

@@ -16,7 +16,12 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from fedrec.common.settings import RunSettings
-from fedrec.simulations.benches.simulate import baseline_name, headline, simulate
+from fedrec.simulations.benches.simulate import (
+    baseline_name,
+    centralized_reference,
+    headline,
+    simulate,
+)
 
 Progress = Callable[[str, int, int], None]
 KEPT = ("ndcg@10", "hr@10", "rmse", "mae", "light-ndcg@10", "heavy-ndcg@10",
@@ -37,16 +42,13 @@ def tune(settings: RunSettings, grid: dict[str, tuple], progress: Progress | Non
     names = list(grid)
     combos = list(itertools.product(*(grid[name] for name in names)))
     metric = headline(settings.explicit)
+    base = baseline_name(settings.explicit)  # (the same split for every trial: fitted once)
+    baseline = centralized_reference(replace(settings, validation=True), (base,))[base]
     trials = []
-    baseline = None
     for i, values in enumerate(combos):
         chosen = dict(zip(names, values, strict=True))
         trial = replace(settings, validation=True, **chosen)
-        record = simulate(trial, centralized=baseline is None)
-        fed = record["models"]["federated-mf"]
-        if baseline is None:  # (the same split for every trial: fitted once)
-            baseline = {k: v for k, v in record["models"][baseline_name(settings.explicit)]
-                        .items() if k in KEPT}
+        fed = simulate(trial, centralized=False)["models"]["federated-mf"]
         trials.append({**chosen, **{k: v for k, v in fed.items() if k in KEPT},
                        "fit_s": fed["fit_s"]})
         if progress:
@@ -55,4 +57,4 @@ def tune(settings: RunSettings, grid: dict[str, tuple], progress: Progress | Non
     best = max(trials, key=lambda t: sign * t[metric])
     return {"metric": metric, "best": {name: best[name] for name in names},
             "validation": best[metric], "trials": trials,
-            "baseline": {"name": baseline_name(settings.explicit), **(baseline or {})}}
+            "baseline": {"name": base, **{k: v for k, v in baseline.items() if k in KEPT}}}

@@ -51,8 +51,8 @@ class _Replay:
         # The instrument every model of the bench is measured with (common.segments): users
         # by their events in the stream, items by theirs.
         segments = Segments.of(timeline.data)
-        self.group = [segments.group(c) for c in np.bincount(timeline.data.user,
-                                                              minlength=timeline.n_users)]
+        self.group = segments.groups(np.bincount(timeline.data.user,
+                                                 minlength=timeline.n_users))
         self.tail = segments.tail_mask(timeline.n_items)
 
     def run(self, score: Callable[[int, int, int], object], learn: Callable[[int], None],

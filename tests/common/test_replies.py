@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from fedrec.client.device import Device
 from fedrec.common.replies import (
     EVALUATE_RANKING,
+    EVALUATE_RANKING_SEGMENTS,
     EVALUATE_RATINGS,
     QUERY,
     STREAM_TRAIN,
@@ -21,7 +22,8 @@ from fedrec.common.replies import (
 from fedrec.common.schema import InvalidReplyError, TrainConfig
 
 BOUNDS = Bounds((1.0, 5.0))
-SCHEMAS = (TRAIN, STREAM_TRAIN, EVALUATE_RATINGS, EVALUATE_RANKING, QUERY)
+SCHEMAS = (TRAIN, STREAM_TRAIN, EVALUATE_RATINGS, EVALUATE_RANKING,
+           EVALUATE_RANKING_SEGMENTS, QUERY)
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +99,32 @@ def test_a_stream_round_claims_at_most_the_round_s_events():
         STREAM_TRAIN.validate(values, Bounds((1.0, 5.0), round_events=2))
     with pytest.raises(InvalidReplyError, match="metric-range:rating-sum"):
         STREAM_TRAIN.validate({**values, "rating-sum": 16.0}, Bounds((1.0, 5.0)))
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"pq-light-n": 4.0}, "metric-range:pq-light-n"),  # more than the events scored
+    ({"pq-tail-n": 1.5}, "metric-whole:pq-tail-n"),
+    ({"pq-heavy-hits": 3.0}, "metric-range:pq-heavy-hits"),  # more hits than events
+    ({"pq-tail-ndcg": float("nan")}, "metric-nonfinite:pq-tail-ndcg"),
+    ({"pq-light-sq-err": 2 * 16.0 + 1.0}, "metric-range:pq-light-sq-err"),
+    ({"pq-heavy-n": [1.0]}, "metric-type:pq-heavy-n"),
+    ({"pq-tail-hits": None}, "metric-type:pq-tail-hits"),
+    ({"pq-light-ndcg": "DELETE"}, "metric-missing:pq-light-ndcg"),
+])
+def test_a_stream_round_s_segment_sums_are_bounded_by_what_it_scored(change, reason):
+    """The light/heavy/tail sums of a replay device (common.segments) are each bounded by
+    the round's scored events, refused by name otherwise."""
+    values = dict.fromkeys(STREAM_TRAIN.keys, 0.0)
+    values.update({"num-examples": 3.0, "rating-count": 3.0, "rating-sum": 12.0,
+                   "pq-n": 3.0, "pq-hits": 1.0, "pq-ndcg": 0.5, "pq-light-n": 2.0,
+                   "pq-light-hits": 1.0, "pq-light-ndcg": 0.5, "pq-light-sq-err": 2.0,
+                   "pq-tail-n": 1.0, "pq-heavy-n": 2.0, "pq-heavy-hits": 2.0})
+    assert STREAM_TRAIN.validate(values, BOUNDS)
+    bad = {**values, **change}
+    bad = {k: v for k, v in bad.items() if v != "DELETE"}
+    with pytest.raises(InvalidReplyError) as info:
+        STREAM_TRAIN.validate(bad, BOUNDS)
+    assert info.value.reason == reason
 
 
 anything = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
