@@ -292,10 +292,12 @@ class StreamDevice:
                             w.counts[at].astype(np.float32))
         self.cursor.trained = self.cursor.seen
         self._table = None
-        return update, {**metrics, "stored-events": float(self.stored_events(mode, buffer))}
+        return update, {**metrics,
+                        "stored-events": float(self.stored_events(mode, buffer, replay))}
 
-    def stored_events(self, mode: str, buffer: int) -> int:
-        """Events the device must keep for its mode after this round."""
+    def stored_events(self, mode: str, buffer: int, replay: float = 1.0) -> int:
+        """Events the device must keep for its mode after this round (an incremental
+        device that replays nothing keeps none)."""
         if mode == "incremental":
-            return min(self.cursor.seen, buffer)
+            return min(self.cursor.seen, buffer) if replay > 0 else 0
         return self.cursor.seen - self.cursor.trained

@@ -56,7 +56,7 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
     ticks = s.ticks(timeline)
     explicit = s.explicit
     rr = rating_range(timeline, explicit)
-    n = len(timeline)
+    n = ticks[-1].stop if ticks else 0  # the events replayed (a prefix, or all)
     window_ticks = max(1, round(len(ticks) * s.window_events / max(1, n)))
     warm_tick = next((t.index for t in ticks if t.start >= s.warmup * n), len(ticks))
     after = slice(warm_tick, None)

@@ -154,6 +154,9 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--others-share", type=float, default=0.0,
                         help="random devices without new events per round, as a share of "
                              "those with new events")
+    stream.add_argument("--prefix", type=float, default=1.0,
+                        help="replay only this first share of the timeline (e.g. 0.2, the "
+                             "warm-up prefix settings are chosen on)")
     stream.add_argument("--window", type=int, default=10_000,
                         help="sliding window of the curves, in events")
     stream.add_argument("--workers", type=int, default=1,
@@ -631,7 +634,7 @@ def _run_bench_stream(args: argparse.Namespace) -> int:
         mode=args.mode, buffer=args.buffer or STREAM_BUFFER[args.kind],
         replay=STREAM_REPLAY[args.kind] if args.replay is None else args.replay,
         others_share=args.others_share, window_events=args.window,
-        run=run)
+        prefix=args.prefix, run=run)
     models = tuple(m.strip() for m in args.models.split(",")) if args.models else None
     with progress_bar(f"stream {args.dataset} {args.kind}", args.quiet) as update:
         record = bench_stream(settings, models, update, workers=args.workers,

@@ -72,6 +72,7 @@ class StreamSettings:
     warmup: float = 0.2
     retrain_every: float = 0.2
     retrain_epochs: int = 10
+    prefix: float = 1.0  # share of the timeline replayed (a warm-up prefix to tune on)
     run: RunSettings = field(default_factory=RunSettings)
 
     def __post_init__(self) -> None:
@@ -87,15 +88,25 @@ class StreamSettings:
                 or not 0 < self.retrain_every <= 1:
             raise ValueError("others_share must be >= 0, warmup in (0, 1), "
                              "retrain_every in (0, 1]")
+        if not 0 < self.prefix <= 1:
+            raise ValueError(f"prefix must be in (0, 1]. Found {self.prefix!r}.")
 
     @property
     def explicit(self) -> bool:
         return self.kind == "explicit"
 
     def ticks(self, timeline: Timeline) -> list[Tick]:
+        """The replay's ticks: the whole timeline's, or with ``prefix`` < 1 those that end
+        within its first ``prefix`` share of events (at least one): the clock stops there,
+        so no model, federated or not, sees or is scored on a later event."""
         if self.tick_seconds:
-            return timeline.ticks(seconds=self.tick_seconds)
-        return timeline.ticks(events=self.tick_events)
+            ticks = timeline.ticks(seconds=self.tick_seconds)
+        else:
+            ticks = timeline.ticks(events=self.tick_events)
+        if self.prefix < 1:
+            cut = self.prefix * len(timeline)
+            ticks = ticks[:max(1, sum(1 for t in ticks if t.stop <= cut))]
+        return ticks
 
     def run_settings(self) -> RunSettings:
         """The federated model's settings (the protocol only picks the loss)."""
@@ -229,7 +240,7 @@ class FederatedStream:
                 self.step(tick)
                 if progress is not None:
                     progress(f"federated {self.s.mode}/{self.s.init}", tick.stop,
-                             len(self.timeline))
+                             self.ticks[-1].stop)
         finally:
             FLOWER_LOGGER.setLevel(level)
             if isinstance(self.grid, InProcessGrid):

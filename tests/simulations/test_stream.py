@@ -298,3 +298,33 @@ def test_a_malformed_variant_is_refused_by_name(shop, tmp_path, spec, problem, c
         raise SystemExit(code)
     text = str(info.value) + capsys.readouterr().err
     assert problem in text
+
+
+def test_a_prefix_replays_the_first_ticks_exactly_and_scores_no_later_event(shop):
+    """``prefix`` (the warm-up share settings are chosen on) stops the clock: every model
+    scores exactly the events of the first ticks, and the federated replay's sums over them
+    are the full replay's, tick for tick (nothing later leaks back)."""
+    full_s = settings(shop, "explicit", tick_events=20)
+    part_s = replace(full_s, prefix=0.3)
+    timeline = simulated_timeline(shop, True, "")
+    ticks = part_s.ticks(timeline)
+    assert 0 < len(ticks) < len(full_s.ticks(timeline))
+    assert ticks[-1].stop <= 0.3 * len(timeline) < ticks[-1].stop + full_s.tick_events
+    models = ("federated-incremental", "centralized-incremental", "online-bias",
+              "periodic-retrain")
+    record = bench_stream(part_s, models)
+    assert record["ticks"] == len(ticks) and record["settings"]["prefix"] == 0.3
+    for name in models:
+        if name != "periodic-retrain":  # (no model before its first fit)
+            assert record["models"][name]["scored"] == ticks[-1].stop, name
+    n = ticks[-1].stop  # retrained every 20 % of what is replayed
+    assert record["models"]["periodic-retrain"]["fits"] == len(range(int(0.2 * n), n,
+                                                                      int(0.2 * n)))
+    part = FederatedStream(part_s)
+    part.replay()
+    whole = FederatedStream(full_s)
+    whole.replay()
+    for t in range(len(ticks)):
+        np.testing.assert_array_equal(part.sums.table[t], whole.sums.table[t])
+    with pytest.raises(ValueError, match="prefix must be in"):
+        replace(full_s, prefix=0.0)
