@@ -4,7 +4,11 @@ Each item's update is the weighted mean over the devices that touched it. Weight
 (:mod:`fedrec.common.weighting`), against imbalance: ``uniform`` (every device counts once)
 and ``capped`` (by the number of the device's examples on that item, at most ``cap``). ``sum`` adds
 the devices' updates instead of averaging them: in a stream, each is a run of online SGD
-steps, and applied in full they compose as the steps of one learner would.
+steps, and applied in full they compose as the steps of one learner would. Except on a
+round's public negative pool (:func:`~fedrec.common.negatives.negative_pool`), whose rows
+the strategy folds by their mean (:meth:`Aggregate.averaged`): every device's negatives of
+the round land on those few rows, each step taken against the same stale row, and summed
+they pile up into one step many times an online learner's.
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ class Aggregate:
     bias: np.ndarray  # (m,)
     weight: np.ndarray  # (m,) total weight behind each row
     devices: np.ndarray  # (m,) how many devices touched each row
+
+    def averaged(self, ids: np.ndarray) -> Aggregate:
+        """This aggregate with the rows of ``ids`` divided by the number of devices that
+        moved each (a ``sum`` fold's rows made means; the others left as they are)."""
+        on = np.isin(self.ids, ids)
+        scale = np.where(on, 1.0 / np.maximum(self.devices, 1.0), 1.0)
+        return Aggregate(self.ids, self.rows * scale[:, None], self.bias * scale, self.weight,
+                         self.devices)
 
     def without(self, ids: np.ndarray) -> Aggregate:
         """This aggregate less the rows of ``ids``."""

@@ -22,7 +22,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from fedrec.common import records
-from fedrec.common.negatives import pool_seed
+from fedrec.common.negatives import negative_pool, pool_seed
 from fedrec.common.replies import TRAIN, Bounds, MetricSchema, evaluate_schema
 from fedrec.common.round_config import EVALUATE_ON
 from fedrec.common.schema import InvalidReplyError, ItemUpdate, TrainConfig, validate_update
@@ -238,6 +238,15 @@ class FedRec(FedAvg):
         return records.config_to_record(
             self.train_config, mean=float(self.model.params.mean), seed=self.seed, **extra)
 
+    def round_pool(self, server_round: int) -> np.ndarray | None:
+        """The public negative pool devices drew from in ``server_round`` (the round
+        number its config was sent with), or None when they drew from the whole catalogue."""
+        share = self.train_config.negative_pool
+        if share >= 1:
+            return None
+        return negative_pool(share, pool_seed(self.seed, server_round, self.pool_rounds),
+                             self.model.n_items)
+
     @property
     def epsilon(self) -> float | None:
         """ε spent so far (dp mode), at the run's δ."""
@@ -387,6 +396,9 @@ class FedRec(FedAvg):
             acc.add(update)
             self.accepted_metrics.append(metrics)
         agg = acc.result()
+        pool = self.round_pool(server_round)
+        if pool is not None and self.weighting == "sum":  # (aggregate.py says why)
+            agg = agg.averaged(pool)
         if self.listings is not None and len(self.listings.hidden):
             agg = agg.without(self.listings.hidden)  # hidden items are never trained
         for layer in self.layers:

@@ -8,14 +8,18 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from flwr.clientapp import ClientApp
 
 from fedrec.client.app import round_pool
 from fedrec.common.negatives import negative_pool, pool_seed
 from fedrec.common.privacy import for_mode
 from fedrec.common.round_config import RoundConfig
-from fedrec.common.schema import TrainConfig
+from fedrec.common.schema import ItemUpdate, TrainConfig
 from fedrec.common.settings import RunSettings
+from fedrec.server.aggregate import aggregate
 from fedrec.server.app import build_strategy
+from fedrec.simulations.engines.inprocess import InProcessGrid, TaskIdentity
+from tests.replies import sent, train_reply, update_arrays
 
 POOLED = RunSettings(negative_pool=0.05, negative_pool_rounds=2)
 
@@ -77,3 +81,42 @@ def test_a_server_sending_a_malformed_pool_share_is_refused_by_name(bad) -> None
     values = {**POOLED.train_config().to_dict(), "negative_pool": bad}
     with pytest.raises(ValueError, match="negative_pool must be a number in"):
         TrainConfig.from_dict(values)
+
+
+def test_a_sum_fold_averages_the_pool_rows_and_sums_the_rest() -> None:
+    """Streams fold devices' steps by ``sum``; a round's pool rows take every device's
+    negatives at once, so the server folds those rows by their mean over the devices that
+    moved them (each step was taken against the same stale row) and every other row by its
+    sum, as before. Without a pool, or with a weighting that averages anyway, nothing
+    changes."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    n_items = 2_000
+    settings = RunSettings(factors=8, negative_pool=0.05, weighting="sum", seed=3,
+                           defences="", server_optimizer="sgd", server_lr=1.0)
+    strategy = build_strategy(settings, n_items, 0.0, (-np.inf, np.inf))
+    pool = strategy.round_pool(1)
+    np.testing.assert_array_equal(pool, negative_pool(0.05, pool_seed(3, 1, 1), n_items))
+    own = np.setdiff1d(np.arange(n_items), pool)[:1]  # a row outside the pool
+    ids = np.sort(np.r_[own, pool[:2]])
+    grid = InProcessGrid(ClientApp(), 4, {})
+    asked = sent(strategy, grid, [1001, 1002, 1003])
+    before = strategy.model.params.factors.copy()
+    steps = (0.01, 0.02, 0.06)
+    replies = [train_reply(asked[node], update_arrays(ids, 8, step))
+               for node, step in zip((1001, 1002, 1003), steps, strict=True)]
+    _, metrics = strategy.aggregate_train(1, replies)
+    assert metrics["accepted"] == 3
+    moved = before - strategy.model.params.factors  # the server's SGD step of lr 1
+    np.testing.assert_allclose(moved[own], sum(steps), rtol=1e-5)
+    np.testing.assert_allclose(moved[pool[:2]], sum(steps) / 3, rtol=1e-5)
+    untouched = np.setdiff1d(np.arange(n_items), ids)
+    np.testing.assert_array_equal(moved[untouched], 0.0)
+    # The fold itself: only the named rows become means.
+    updates = [ItemUpdate(ids, np.full((3, 8), v, np.float32), np.zeros(3, np.float32),
+                          np.ones(3, np.float32)) for v in steps]
+    summed = aggregate(updates, "sum")
+    mean = summed.averaged(pool)
+    np.testing.assert_allclose(mean.rows[np.isin(ids, pool)], sum(steps) / 3, rtol=1e-6)
+    np.testing.assert_array_equal(mean.rows[~np.isin(ids, pool)],
+                                  summed.rows[~np.isin(ids, pool)])
+    assert build_strategy(RunSettings(), n_items, 0.0, (-np.inf, np.inf)).round_pool(1) is None
