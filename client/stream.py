@@ -30,6 +30,7 @@ from fedrec.common.losses import online_bce_step, online_rating_step
 from fedrec.common.metrics import (
     add_rank_score,
     add_rating_score,
+    add_top_share,
     prequential_sums,
     rank_among,
 )
@@ -183,15 +184,17 @@ class StreamDevice:
             if listed is not None:
                 age = self.times[start:stop] - listed[self.items[start:stop]]
                 new = age < new_days * 86_400
-            group, tail = None, np.zeros(stop - start, dtype=bool)
+            group, tail, tail_items = None, np.zeros(stop - start, dtype=bool), None
             if segments is not None:
                 group = segments.group(len(self.items))
-                tail = segments.tail_mask(len(factors))[self.items[start:stop]]
+                tail_items = segments.tail_mask(len(factors))
+                tail = tail_items[self.items[start:stop]]
             if config.explicit:
                 self._arrive_ratings(start, stop, mean, config, new, rating_range, sums,
                                      group, tail)
             else:
-                self._arrive_implicit(start, stop, config, new, sums, pool, group, tail)
+                self._arrive_implicit(start, stop, config, new, sums, pool, group, tail,
+                                      tail_items)
             self.cursor.seen = stop
         return {f"pq-{key}": v for key, v in sums.items()}
 
@@ -218,7 +221,7 @@ class StreamDevice:
 
     def _arrive_implicit(self, start: int, stop: int, config: TrainConfig, new: np.ndarray,
                          sums: dict, pool: np.ndarray | None, group: str | None,
-                         tail: np.ndarray) -> None:
+                         tail: np.ndarray, tail_items: np.ndarray | None = None) -> None:
         p = self.user.factors.astype(np.float64)
         lr, reg, reg_b = config.lr, config.reg, config.reg_bias
         w = self._table
@@ -228,8 +231,11 @@ class StreamDevice:
         for j in range(stop - start):
             item = self.items[start + j]
             if not seen[item]:  # a first interaction: rank it among the unseen items
-                add_rank_score(sums, rank_among(w.scores(p), item, seen), new[j], K, group,
+                scores = w.scores(p)
+                add_rank_score(sums, rank_among(scores, item, seen), new[j], K, group,
                                bool(tail[j]))
+                if tail_items is not None:  # the tail's share of the top K shown
+                    add_top_share(sums, scores, tail_items, K)
                 seen[item] = True
             # One BCE step: this positive and negatives drawn uniformly from the catalogue.
             # (Not only from items this user has not touched: that would concentrate the

@@ -36,7 +36,8 @@ def mae(pred: np.ndarray, truth: np.ndarray) -> float:
 GROUPS = ("light", "heavy", "tail")
 PREQUENTIAL_KEYS = ("n", "sq-err", "abs-err", "hits", "ndcg", "new-n", "new-hits",
                     "new-ndcg", "new-sq-err",
-                    *(f"{g}-{key}" for g in GROUPS for key in ("n", "sq-err", "hits", "ndcg")))
+                    *(f"{g}-{key}" for g in GROUPS for key in ("n", "sq-err", "hits", "ndcg")),
+                    "recs", "tail-recs")
 
 
 def prequential_sums() -> dict[str, float]:
@@ -91,6 +92,21 @@ def rank_among(scores: np.ndarray, item: int, excluded: np.ndarray) -> int:
     above = int((scores > target).sum())
     ties = int((scores == target).sum()) - 1
     return above + ties // 2
+
+
+def add_top_share(sums: dict[str, float], ranked: np.ndarray, tail: np.ndarray,
+                  k: int = 10) -> None:
+    """Add the top ``k`` places of one ranking to the recommendations counted (``recs``)
+    and those of them on ``tail`` items (``tail-recs``): the tail's share of what was
+    recommended. ``ranked`` holds the scores :func:`rank_among` left (the items it
+    excluded at -inf, never counted)."""
+    candidates = int(np.isfinite(ranked).sum()) if np.isneginf(ranked).any() else len(ranked)
+    n = min(k, candidates)
+    if n <= 0:
+        return
+    top = np.argpartition(-ranked, n - 1)[:n]
+    sums["recs"] += n
+    sums["tail-recs"] += int(tail[top].sum())
 
 
 def hit_and_gain(rank: int, k: int = 10) -> tuple[bool, float]:

@@ -219,6 +219,9 @@ STREAM_TRAIN = MetricSchema("stream train", (
         Metric(f"{_PQ}{g}-sq-err", _times(f"{_PQ}{g}-n", _width2)),
         Metric(f"{_PQ}{g}-hits", _up_to(f"{_PQ}{g}-n"), whole=True),
         Metric(f"{_PQ}{g}-ndcg", _up_to(f"{_PQ}{g}-n")))),
+    # the top-10 places of its rankings, and those on tail items (common.segments)
+    Metric(_PQ + "recs", _times(_PQ + "n", lambda bounds: 10.0), whole=True),
+    Metric(_PQ + "tail-recs", _up_to(_PQ + "recs"), whole=True),
     Metric("stored-events", _events, whole=True),
     Metric("device-s", MAX_SECONDS),
 ))

@@ -657,6 +657,8 @@ def _run_bench_stream(args: argparse.Namespace) -> int:
                   f"{m['after_warmup'][key]:.4f}  ({m['compute_s']:.1f} s){shares}")
             groups = [f"{g} {m[f'{g}-{key}']:.4f}" for g in ("light", "heavy", "tail")
                       if f"{g}-{key}" in m]
+            if "tail-share@10" in m:
+                groups.append(f"tail share of top-10 {100 * m['tail-share@10']:.1f} %")
             if groups:
                 print(f"{'':30s} users light/heavy, tail items: {', '.join(groups)}")
         print(f"results: {path}\nplot:    {png}")

@@ -53,6 +53,8 @@ class Sums:
                 out[f"{g}-hr@{K}"] = float(get[f"{g}-hits"] / gn)
                 out[f"{g}-ndcg@{K}"] = float(get[f"{g}-ndcg"] / gn)
             out[f"{g}-scored"] = int(gn)
+        if not explicit and get["recs"]:  # the tail's share of the top-K places shown
+            out[f"tail-share@{K}"] = float(get["tail-recs"] / get["recs"])
         return {**out, "scored": int(n), "new_item_scored": int(new_n)}
 
     def curve(self, window_ticks: int, explicit: bool) -> list[float]:

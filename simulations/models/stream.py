@@ -29,7 +29,13 @@ from collections.abc import Callable
 import numpy as np
 
 from fedrec.common.losses import online_bce_step, online_rating_step
-from fedrec.common.metrics import add_rank_score, add_rating_score, prequential_sums, rank_among
+from fedrec.common.metrics import (
+    add_rank_score,
+    add_rating_score,
+    add_top_share,
+    prequential_sums,
+    rank_among,
+)
 from fedrec.common.mf import MatrixFactorization, MFConfig
 from fedrec.common.segments import Segments
 from fedrec.common.stream import Tick, Timeline
@@ -77,6 +83,7 @@ class _Replay:
                     scores = np.asarray(score(u, i, n_listed), dtype=np.float64).copy()
                     add_rank_score(acc, rank_among(scores, i, self.seen[u, :len(scores)]),
                                    new, K, group, tail)
+                    add_top_share(acc, scores, self.tail[:len(scores)], K)
                 if self.seen is not None:
                     self.seen[u, i] = True
                 learn(e)

@@ -10,7 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fedrec.common.metrics import hit_and_gain, mae, rank_among, ranking_metrics, rmse, top_k
+from fedrec.common.metrics import (
+    add_top_share,
+    hit_and_gain,
+    mae,
+    prequential_sums,
+    rank_among,
+    ranking_metrics,
+    rmse,
+    top_k,
+)
 from tests.conftest import make_interactions
 
 
@@ -111,3 +120,23 @@ def test_a_catalogue_smaller_than_k_is_ranked_whole():
     out = ranking_metrics(lambda users: scores[users], train, test, k=10)
     assert out["hr@10"] == 1.0 and out["precision@10"] == pytest.approx(0.1)
     assert out["recall@10"] == 1.0 and out["ndcg@10"] == pytest.approx(1.0)
+
+
+def test_the_tail_share_counts_the_top_places_of_the_candidates_only() -> None:
+    """add_top_share against a brute-force sort: the top k of the items rank_among left
+    (excluded items at -inf never count), and fewer places when fewer candidates remain."""
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        n = int(rng.integers(3, 40))
+        scores = rng.normal(size=n)
+        excluded = rng.random(n) < 0.4
+        item = int(rng.integers(n))
+        excluded[item] = False
+        tail = rng.random(n) < 0.5
+        ranked = scores.copy()
+        rank_among(ranked, item, excluded)
+        sums = prequential_sums()
+        add_top_share(sums, ranked, tail, 10)
+        order = [i for i in np.argsort(-scores, kind="stable") if not excluded[i]][:10]
+        assert sums["recs"] == len(order)
+        assert sums["tail-recs"] == int(tail[order].sum())

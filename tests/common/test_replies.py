@@ -110,15 +110,22 @@ def test_a_stream_round_claims_at_most_the_round_s_events():
     ({"pq-heavy-n": [1.0]}, "metric-type:pq-heavy-n"),
     ({"pq-tail-hits": None}, "metric-type:pq-tail-hits"),
     ({"pq-light-ndcg": "DELETE"}, "metric-missing:pq-light-ndcg"),
+    ({"pq-recs": 31.0}, "metric-range:pq-recs"),  # more than 10 places per event scored
+    ({"pq-tail-recs": 21.0}, "metric-range:pq-tail-recs"),  # more than the places counted
+    ({"pq-recs": 2.5}, "metric-whole:pq-recs"),
+    ({"pq-tail-recs": float("inf")}, "metric-nonfinite:pq-tail-recs"),
+    ({"pq-tail-recs": "DELETE"}, "metric-missing:pq-tail-recs"),
 ])
 def test_a_stream_round_s_segment_sums_are_bounded_by_what_it_scored(change, reason):
     """The light/heavy/tail sums of a replay device (common.segments) are each bounded by
-    the round's scored events, refused by name otherwise."""
+    the round's scored events (and the top-10 places it counts by ten a scored event, the
+    tail's by those), refused by name otherwise."""
     values = dict.fromkeys(STREAM_TRAIN.keys, 0.0)
     values.update({"num-examples": 3.0, "rating-count": 3.0, "rating-sum": 12.0,
                    "pq-n": 3.0, "pq-hits": 1.0, "pq-ndcg": 0.5, "pq-light-n": 2.0,
                    "pq-light-hits": 1.0, "pq-light-ndcg": 0.5, "pq-light-sq-err": 2.0,
-                   "pq-tail-n": 1.0, "pq-heavy-n": 2.0, "pq-heavy-hits": 2.0})
+                   "pq-tail-n": 1.0, "pq-heavy-n": 2.0, "pq-heavy-hits": 2.0,
+                   "pq-recs": 20.0, "pq-tail-recs": 4.0})
     assert STREAM_TRAIN.validate(values, BOUNDS)
     bad = {**values, **change}
     bad = {k: v for k, v in bad.items() if v != "DELETE"}

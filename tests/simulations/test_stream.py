@@ -63,6 +63,10 @@ def test_every_model_scores_every_event_once_on_the_same_stream(shop, kind):
     for name, m in record["models"].items():
         assert m["scored"] == expected, name
         assert np.isfinite(m[key]), name
+        if kind == "implicit":  # the tail's share of the top-10 places every model showed
+            assert 0.0 <= m["tail-share@10"] <= 1.0, name
+        else:
+            assert "tail-share@10" not in m
         assert len(record["curves"][name]) == record["ticks"]
         for g, count in want.items():
             assert m[f"{g}-scored"] == count, (name, g)
@@ -135,7 +139,7 @@ def test_stream_messages_carry_no_raw_events_or_user_vectors(shop, kind):
                                                   "new-n", "new-hits", "new-ndcg",
                                                   "new-sq-err")} | {
         f"pq-{g}-{k}" for g in ("light", "heavy", "tail")  # (sums over segments)
-        for k in ("n", "sq-err", "hits", "ndcg")}
+        for k in ("n", "sq-err", "hits", "ndcg")} | {"pq-recs", "pq-tail-recs"}
     replies = 0
     for direction, msg in seen:
         content = msg.content
