@@ -98,15 +98,12 @@ def add_top_share(sums: dict[str, float], ranked: np.ndarray, tail: np.ndarray,
                   k: int = 10) -> None:
     """Add the top ``k`` places of one ranking to the recommendations counted (``recs``)
     and those of them on ``tail`` items (``tail-recs``): the tail's share of what was
-    recommended. ``ranked`` holds the scores :func:`rank_among` left (the items it
-    excluded at -inf, never counted)."""
-    candidates = int(np.isfinite(ranked).sum()) if np.isneginf(ranked).any() else len(ranked)
-    n = min(k, candidates)
-    if n <= 0:
-        return
-    top = np.argpartition(-ranked, n - 1)[:n]
-    sums["recs"] += n
-    sums["tail-recs"] += int(tail[top].sum())
+    recommended. ``ranked`` holds the scores :func:`rank_among` left; a place at -inf
+    (an excluded item) is not a recommendation, as in a device's batch evaluation."""
+    top = top_k(ranked[None, :], k)[0]
+    placed = np.isfinite(ranked[top])
+    sums["recs"] += int(placed.sum())
+    sums["tail-recs"] += int((tail[top] & placed).sum())
 
 
 def hit_and_gain(rank: int, k: int = 10) -> tuple[bool, float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedrec.common.metrics import GROUPS, PREQUENTIAL_KEYS
+from fedrec.common.segments import tail_figures, with_k
 
 K = 10
 KEYS = PREQUENTIAL_KEYS
@@ -53,8 +54,8 @@ class Sums:
                 out[f"{g}-hr@{K}"] = float(get[f"{g}-hits"] / gn)
                 out[f"{g}-ndcg@{K}"] = float(get[f"{g}-ndcg"] / gn)
             out[f"{g}-scored"] = int(gn)
-        if not explicit and get["recs"]:  # the tail's share of the top-K places shown
-            out[f"tail-share@{K}"] = float(get["tail-recs"] / get["recs"])
+        if not explicit:  # the tail's share of the top-K places shown
+            out.update(with_k(tail_figures(get["tail-recs"], get["recs"], 0.0, 0.0), K))
         return {**out, "scored": int(n), "new_item_scored": int(new_n)}
 
     def curve(self, window_ticks: int, explicit: bool) -> list[float]:

@@ -330,5 +330,17 @@ def test_a_prefix_replays_the_first_ticks_exactly_and_scores_no_later_event(shop
     whole.replay()
     for t in range(len(ticks)):
         np.testing.assert_array_equal(part.sums.table[t], whole.sums.table[t])
-    with pytest.raises(ValueError, match="prefix must be in"):
-        replace(full_s, prefix=0.0)
+    for bad in (0.0, -0.2, 1.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="prefix must be in"):
+            replace(full_s, prefix=bad)
+
+
+@pytest.mark.parametrize("bad", ["0", "-0.2", "1.5", "nan", "inf", "a fifth"])
+def test_a_bad_prefix_on_the_command_line_is_refused_by_name(shop, tmp_path, bad, capsys):
+    out = tmp_path / "x.json"
+    with pytest.raises((ValueError, SystemExit)) as info:
+        code = main(["bench", "stream", "--dataset", shop, "--kind", "explicit", "--models",
+                     "online-bias", "--quiet", "--prefix", bad, "--out", str(out)])
+        raise SystemExit(code)
+    assert "prefix" in str(info.value) + capsys.readouterr().err
+    assert not out.exists()  # refused before any replay, nothing written
