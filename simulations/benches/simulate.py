@@ -151,18 +151,19 @@ def baseline_name(explicit: bool) -> str:
     return "bias" if explicit else "popularity"
 
 
-def centralized_reference(settings: RunSettings, names: tuple[str, ...] | None = None
+def centralized_reference(settings: RunSettings, names: tuple[str, ...] | None = None,
+                          overrides: dict[str, object] | None = None
                           ) -> dict[str, dict[str, float]]:
     """The same model trained centrally on the same split (the protocol's centralized
-    preset with the run's number of factors) and the simple baseline
-    (:func:`baseline_name`), or only the models ``names``. Returns each one's metrics and
-    fit time."""
+    preset with the run's number of factors, and ``overrides`` of its fields) and the
+    simple baseline (:func:`baseline_name`), or only the models ``names``. Returns each
+    one's metrics and fit time."""
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
                                  settings.data_dir, settings.validation)
     out = {}
     for name in names or ("centralized-mf", baseline_name(settings.explicit)):
-        model = make_model(name, mf_config(settings.protocol, seed=settings.seed,
-                                           n_factors=settings.factors))
+        config = {"seed": settings.seed, "n_factors": settings.factors, **(overrides or {})}
+        model = make_model(name, mf_config(settings.protocol, **config))
         start = time.perf_counter()
         fit(model, parts.split.train, None)
         fit_s = time.perf_counter() - start

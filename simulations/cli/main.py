@@ -288,6 +288,12 @@ def _parser() -> argparse.ArgumentParser:
                     "no test event seen), beside the simple baseline; prints the best. How "
                     "a preset is chosen.")
     _grid_args(tune_p, "e.g. server-lr=0.01,0.03 (repeatable)", required=True)
+    tune_p.add_argument("--model", choices=("federated-mf", "centralized-mf"),
+                        default="federated-mf",
+                        help="what to tune: the federated run (grid keys are run-config "
+                             "keys) or the centralized reference it is compared with (grid "
+                             "keys are its fields: lr, reg, reg-bias, epochs, n-factors, "
+                             "negatives, batch-size, ...)")
     tune_p.set_defaults(run=_run_bench_tune)
 
     tune_ddp = bench_sub.add_parser(
@@ -864,14 +870,20 @@ def _write_record(record: dict, args: argparse.Namespace, default: str) -> Path:
 
 
 def _run_bench_tune(args: argparse.Namespace) -> int:
-    from fedrec.simulations.benches.tune import tune
+    from fedrec.simulations.benches.tune import parse_mf_value, tune, tune_centralized
 
     settings = _settings(args)
-    grid = _grid(args.grid)
+    if args.model == "centralized-mf":
+        grid = {key.replace("-", "_"): tuple(parse_mf_value(key, v.strip())
+                                             for v in values.split(",") if v.strip())
+                for key, values in _pairs(args.grid)}
+        run, stem = tune_centralized, "tune-centralized"
+    else:
+        grid, run, stem = _grid(args.grid), tune, "tune"
     with progress_bar(f"tune {args.dataset}", args.quiet) as update:
         record = {"bench": "tune", "dataset": args.dataset, "protocol": args.protocol,
-                  "settings": settings.to_run_config(), **tune(settings, grid, update)}
-    path = _write_record(record, args, f"tune-{_stem(args.dataset)}-{args.protocol}.json")
+                  "settings": settings.to_run_config(), **run(settings, grid, update)}
+    path = _write_record(record, args, f"{stem}-{_stem(args.dataset)}-{args.protocol}.json")
     if not args.json:
         metric = record["metric"]
         for t in record["trials"]:

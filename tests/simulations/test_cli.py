@@ -281,3 +281,49 @@ def test_bench_tune_runs_every_combination_on_the_validation_split(csv_log, tmp_
     assert again["models"]["federated-mf"]["rmse"] == trials[0]["rmse"]
     assert main(["bench", "tune", "--dataset", f"csv:{csv_log}", "--grid", "colour=1,2"]) == 2
     assert "unknown run-config keys: colour" in capsys.readouterr().err
+
+
+def test_bench_tune_centralized_fits_every_combination_on_the_validation_split(
+        csv_log, tmp_path, capsys):
+    from fedrec.common.settings import RunSettings
+    from fedrec.simulations.benches.simulate import centralized_reference
+
+    out = tmp_path / "tune.json"
+    code = main(["bench", "tune", "--model", "centralized-mf", "--dataset", f"csv:{csv_log}",
+                 "--protocol", "explicit-80-20", "--grid", "lr=0.005,0.02",
+                 "--grid", "epochs=2,5", "--json", "--quiet", "--out", str(out)])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    trials = record["trials"]
+    assert [(t["lr"], t["epochs"]) for t in trials] == [(0.005, 2), (0.005, 5), (0.02, 2),
+                                                        (0.02, 5)]
+    best = min(trials, key=lambda t: t["rmse"])
+    assert record["best"] == {"lr": best["lr"], "epochs": best["epochs"]}
+    assert record["model"] == "centralized-mf" and record["baseline"]["name"] == "bias"
+    # A trial is the centralized reference on the validation split, with those fields.
+    settings = RunSettings.from_run_config({**record["settings"], "validation": True})
+    again = centralized_reference(settings, ("centralized-mf",), {"lr": 0.02, "epochs": 5})
+    assert again["centralized-mf"]["rmse"] == trials[3]["rmse"]
+    # The settings differ, so the figures must too (the grid reached the model).
+    assert len({t["rmse"] for t in trials}) == 4
+    base = ["bench", "tune", "--model", "centralized-mf", "--dataset", f"csv:{csv_log}",
+            "--protocol", "explicit-80-20", "--quiet", "--out", str(tmp_path / "bad.json")]
+    for bad, why in ((["--grid", "lr=fast"], "'lr'"), (["--grid", "lr=nan"], "'lr'"),
+                     (["--grid", "colour=1"], "colour"), (["--grid", "loss=bce"], "loss"),
+                     (["--grid", "epochs=0"], "epochs")):
+        assert main([*base, *bad]) == 2
+        assert why in capsys.readouterr().err
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_bench_tune_records_each_trials_curve_and_best_round(csv_log, tmp_path, capsys):
+    code = main(["bench", "tune", "--dataset", f"csv:{csv_log}", "--protocol",
+                 "explicit-80-20", "--grid", "factors=2", "--set", "num-rounds=4",
+                 "--set", "stop-patience=0",
+                 "--set", "evaluate-every=2", "--json", "--quiet",
+                 "--out", str(tmp_path / "t.json")])
+    assert code == 0
+    trial = json.loads(capsys.readouterr().out)["trials"][0]
+    assert [r for r, _ in trial["curve"]] == [2, 4]
+    assert trial["curve"][-1][1] == trial["rmse"]
+    assert trial["best_round"] == min(trial["curve"], key=lambda rv: rv[1])[0]
