@@ -57,6 +57,7 @@ class RoundTrace:
     whole_ratings: bool  # explicit: every rating is a whole number
     positives: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     rating_range: tuple[float, float] = (-np.inf, np.inf)
+    negative_weight: float = 1.0  # implicit: a negative's loss weight, as the real rows had
 
 
 def pad(update: ItemUpdate, rows: int, factors: np.ndarray, bias: np.ndarray,
@@ -166,7 +167,8 @@ def _virtual_rows(ids: np.ndarray, factors: np.ndarray, bias: np.ndarray, trace:
         if trace.explicit:
             g = mse_grads_one_user(trace.mean, p, bu, q, b, target, trace.reg)
         else:
-            g = bce_grads_one_user(p, q, b, target, trace.reg)
+            g = bce_grads_one_user(p, q, b, target, trace.reg,
+                                   negative_weight=trace.negative_weight)
         q -= trace.lr * g.item_factors
         b -= trace.lr * g.item_bias
     return q0 - q, b0 - b, np.ones(len(ids))

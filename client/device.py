@@ -19,6 +19,7 @@ from fedrec.common.losses import (
     bce_grads_one_user,
     mse_grads_one_user,
     mse_user_grads,
+    negative_weights,
 )
 from fedrec.common.metrics import top_k
 from fedrec.common.optim import sum_rows
@@ -173,7 +174,8 @@ class Device:
                     g = mse_grads_one_user(mean, p, bu, qb, bb, y, reg, with_loss=last)
                     bu = bu - lr * g.user_bias
                 else:
-                    g = bce_grads_one_user(p, qb, bb, y, reg, with_loss=last)
+                    g = bce_grads_one_user(p, qb, bb, y, reg, with_loss=last,
+                                           negative_weight=config.negative_weight)
                 p = p - lr * g.user_factors
                 qb -= lr * g.item_factors
                 bb -= lr * g.item_bias
@@ -196,7 +198,7 @@ class Device:
         whole = bool(explicit and np.all(self.values == np.round(self.values)))
         return decoy.RoundTrace(explicit, config.lr, reg, mean, epoch_users,
                                 residuals.astype(np.float64), whole,
-                                self.positives, rating_range)
+                                self.positives, rating_range, config.negative_weight)
 
     def refit_user(self, factors: np.ndarray, bias: np.ndarray, mean: float,
                    config: TrainConfig) -> None:
@@ -351,10 +353,14 @@ def _fit_user(p: np.ndarray, bu: float, q: np.ndarray, b: np.ndarray, target: np
     signs = (2.0 * target - 1.0).astype(q.dtype)
     half_b = 0.5 * b
     decay = 1.0 - step * reg.factors * len(target)
+    w = negative_weights(target, config.negative_weight)
+    w = None if w is None else w.astype(q.dtype)
     for _ in range(config.user_steps):
         s = q @ (0.5 * p)
         s += half_b
         np.tanh(s, out=s)
         s -= signs
+        if w is not None:
+            s *= w
         p = decay * p - (0.5 * step) * (s @ q)
     return p, bu

@@ -83,7 +83,8 @@ def shop_catalogue_state(catalogue: Catalogue, now: float | None = None
 @dataclass(frozen=True)
 class EdgeSettings:
     """The device's online step: ``kind`` of feedback it learns from, step size, L2, and
-    sampled negatives per implicit event."""
+    sampled negatives per implicit event, each weighing ``negative_weight`` against the
+    event (:func:`fedrec.common.losses.negative_weights`)."""
 
     kind: str = "implicit"
     lr: float = 0.05
@@ -91,12 +92,17 @@ class EdgeSettings:
     negatives: int = 4
     init_std: float = 0.1
     seed: int = 0
+    negative_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("implicit", "explicit"):
             raise ValueError(f"kind must be implicit or explicit. Found {self.kind!r}.")
         if not self.lr > 0 or self.reg < 0 or self.negatives < 0:
             raise ValueError("lr must be > 0, reg and negatives >= 0")
+        if not (isinstance(self.negative_weight, int | float)
+                and np.isfinite(self.negative_weight) and self.negative_weight > 0):
+            raise ValueError(f"negative_weight must be a finite number > 0. Found "
+                             f"{self.negative_weight!r}.")
 
     @property
     def loss(self) -> Loss:
@@ -259,7 +265,7 @@ class EdgeClient:
             labels = np.r_[1.0, np.zeros(len(rows) - 1)]
             p, _, _ = online_bce_step(p, self.factors[rows].astype(np.float64),
                                       self.bias[rows].astype(np.float64), labels, s.lr,
-                                      s.reg, 0.0)
+                                      s.reg, 0.0, negative_weight=s.negative_weight)
         self.user = np.append(p, bu).astype(np.float32)
 
     def _negatives(self, item: int) -> np.ndarray:

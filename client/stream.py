@@ -247,8 +247,9 @@ class StreamDevice:
             rows = w.slots(np.concatenate([[item], negs]))
             label = np.zeros(len(rows))
             label[0] = 1.0
-            p, w.q[rows], w.b[rows] = online_bce_step(p, w.q[rows], w.b[rows], label, lr,
-                                                      reg, reg_b)
+            p, w.q[rows], w.b[rows] = online_bce_step(
+                p, w.q[rows], w.b[rows], label, lr, reg, reg_b,
+                negative_weight=config.negative_weight)
             w.counts[rows] += 1
         self.user = UserState(p.astype(np.float32), float(self.user.bias))
 

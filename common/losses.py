@@ -6,6 +6,7 @@ touches (the per-example form of stochastic MF, as in Funk SVD and Surprise):
 
 * ``mse``: ``½ w (r̂ − r)² + ½ λ (‖p_u‖² + ‖q_i‖²) + ½ λ_b (b_u² + b_i²)``
 * ``bce``: ``w (softplus(s) − y s) + ½ λ (‖p_u‖² + ‖q_i‖²) + ½ λ_b b_i²`` with ``y ∈ {0, 1}``
+  (devices weigh a sampled negative's ``w`` by ``negative_weight``: :func:`negative_weights`)
 * ``bpr``: ``w softplus(−(s⁺ − s⁻)) + ½ λ (‖p_u‖² + ‖q⁺‖² + ‖q⁻‖²) + ½ λ_b (b⁺² + b⁻²)``
 
 Gradients are returned per example, not yet summed per row: the caller decides how rows that
@@ -241,17 +242,31 @@ def mse_grads_one_user(mean: float, p: np.ndarray, bu: float, q: np.ndarray, b: 
     )
 
 
+def negative_weights(label: np.ndarray, negative_weight: float) -> np.ndarray | None:
+    """Each example's weight in a BCE loss whose sampled negatives (label 0) weigh
+    ``negative_weight`` against a positive's 1; None when every weight is 1."""
+    if negative_weight == 1.0:
+        return None
+    return np.where(np.asarray(label) > 0, 1.0, float(negative_weight))
+
+
 def bce_grads_one_user(p: np.ndarray, q: np.ndarray, b: np.ndarray, label: np.ndarray,
-                       reg: Regularization, with_loss: bool = True) -> OneUserGrads:
-    """:func:`bce_grads` for n examples of one user, the user's gradient summed. Without
+                       reg: Regularization, with_loss: bool = True,
+                       negative_weight: float = 1.0) -> OneUserGrads:
+    """:func:`bce_grads` for n examples of one user, the user's gradient summed, each
+    sampled negative weighted ``negative_weight`` (:func:`negative_weights`). Without
     ``with_loss`` the loss is not computed (reported as NaN)."""
     s = q @ p
     s += b
     ds = sigmoid(s)
     ds -= label
+    w = negative_weights(label, negative_weight)
+    if w is not None:
+        ds *= w
     n = len(label)
+    data = softplus(s) - label * s if with_loss else None
     return OneUserGrads(
-        loss=float((softplus(s) - label * s).sum()) if with_loss else np.nan,
+        loss=float((data if w is None else w * data).sum()) if with_loss else np.nan,
         user_factors=ds @ q + (reg.factors * n) * p,
         user_bias=0.0,
         item_factors=ds[:, None] * p + reg.factors * q,
@@ -272,12 +287,15 @@ def mse_user_grads(mean: float, p: np.ndarray, bu: float, q: np.ndarray, b: np.n
 
 
 def bce_user_grads(p: np.ndarray, q: np.ndarray, b: np.ndarray, label: np.ndarray,
-                   reg: Regularization) -> np.ndarray:
+                   reg: Regularization, negative_weight: float = 1.0) -> np.ndarray:
     """The user's half of :func:`bce_grads_one_user` alone (``p_u``, summed)."""
     ds = q @ p
     ds += b
     ds = sigmoid(ds)
     ds -= label
+    w = negative_weights(label, negative_weight)
+    if w is not None:
+        ds *= w
     return ds @ q + (reg.factors * len(label)) * p
 
 
@@ -292,11 +310,16 @@ def online_rating_step(p: np.ndarray, bu: float, q: np.ndarray, bi: float, err: 
 
 
 def online_bce_step(p: np.ndarray, q: np.ndarray, b: np.ndarray, label: np.ndarray, lr: float,
-                    reg: float, reg_bias: float, bias_lr: float | None = None
+                    reg: float, reg_bias: float, bias_lr: float | None = None,
+                    negative_weight: float = 1.0
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One online SGD step of one user on rows ``q, b`` (a positive and its sampled
-    negatives, ``label`` 1 or 0): the new ``(p_u, q, b)``, all moved from the old values."""
+    negatives, ``label`` 1 or 0, each negative's loss weighted ``negative_weight``): the new
+    ``(p_u, q, b)``, all moved from the old values."""
     blr = lr if bias_lr is None else bias_lr
     ds = sigmoid(q @ p + b) - label
+    w = negative_weights(label, negative_weight)
+    if w is not None:
+        ds = ds * w
     return (p - lr * (ds @ q + reg * len(label) * p), q - lr * (ds[:, None] * p + reg * q),
             b - blr * (ds + reg_bias * b))

@@ -13,6 +13,7 @@ are all there is.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -43,6 +44,10 @@ class TrainConfig(NamesLoss):
     # the catalogue (fedrec.common.negatives; the round config names the pool); 1: the whole
     # catalogue.
     negative_pool: float = 1.0
+    # Implicit feedback: each sampled negative's loss weighs this against a positive's 1
+    # (fedrec.common.losses.negative_weights): many negatives at a small weight spread the
+    # same push over more of the catalogue.
+    negative_weight: float = 1.0
     # Early stopping (fedrec.server.stopping): the latest events each device holds out of
     # training, the validation slice the server's stopping rule is scored on; 0: none.
     validation_events: int = 0
@@ -69,6 +74,13 @@ class TrainConfig(NamesLoss):
             raise ValueError(f"negative_pool must be a number in (0, 1]. Found {pool!r}.")
         if self.negative_pool < 1 and self.explicit:
             raise ValueError("negative_pool applies to implicit feedback (a rating model "
+                             "samples no negatives)")
+        weight = self.negative_weight
+        if (isinstance(weight, bool) or not isinstance(weight, int | float)
+                or not math.isfinite(weight) or not weight > 0):
+            raise ValueError(f"negative_weight must be a finite number > 0. Found {weight!r}.")
+        if self.negative_weight != 1 and self.explicit:
+            raise ValueError("negative_weight applies to implicit feedback (a rating model "
                              "samples no negatives)")
 
     def to_dict(self) -> dict[str, int | float | str]:

@@ -48,6 +48,7 @@ class RunSettings:
     user_lr: float = TrainConfig.user_lr
     negative_pool: float = TrainConfig.negative_pool  # share of the catalogue (1: all)
     negative_pool_rounds: int = 1  # rounds that draw from one pool
+    negative_weight: float = TrainConfig.negative_weight  # a sampled negative's loss weight
     # Early stopping (fedrec.server.stopping): evaluations without a better validation
     # figure before the run stops and keeps its best table; 0: off (every round runs).
     stop_patience: int = 0
@@ -153,6 +154,7 @@ class RunSettings:
                            negatives=self.negatives, init_std=self.init_std,
                            user_steps=self.user_steps, user_lr=self.user_lr,
                            negative_pool=self.negative_pool,
+                           negative_weight=self.negative_weight,
                            validation_events=1 if self.stop_patience else 0)
 
     def to_run_config(self) -> dict[str, int | float | str]:

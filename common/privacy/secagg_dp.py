@@ -14,7 +14,7 @@ SETTINGS = ("secagg_shares", "secagg_threshold", "dp_delta", "dp_epsilon", "ddp_
 # The learner solves rows exactly (alternating least squares over every item): the
 # gradient learner's knobs mean nothing here, and there is no federated evaluation.
 LEARNER = ("optimizer", "local_epochs", "lr", "reg", "reg_bias", "batch_size", "negatives",
-           "user_steps", "user_lr",
+           "negative_weight", "user_steps", "user_lr",
            "server_optimizer", "server_lr", "weighting", "cap", "max_norm", "evaluate_every",
            "fraction_evaluate")
 

@@ -30,7 +30,8 @@ from fedrec.simulations.models.presets import mf_config
 def _centralized_config(s: StreamSettings) -> dict:
     r = s.run
     return {"n_factors": r.factors, "lr": r.lr, "reg": r.reg, "reg_bias": r.reg_bias,
-            "negatives": r.negatives, "init_std": r.init_std, "seed": r.seed}
+            "negatives": r.negatives, "negative_weight": r.negative_weight,
+            "init_std": r.init_std, "seed": r.seed}
 
 
 ENGINES = ("inprocess", "ray")
@@ -114,7 +115,8 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
                 fit_at = list(range(step, n, step))
             sums, fit_s = sb.frozen_replay(timeline, ticks, explicit, rr, s.new_days, cfg,
                                            fit_at, 0.0 if name == "static" else s.run.lr,
-                                           s.run.negatives, report)
+                                           s.run.negatives, report,
+                                           negative_weight=s.run.negative_weight)
             extra = {"fit_s": fit_s, "fits": len(fit_at),
                      "first_fit_tick": next((t.index for t in ticks if t.start >= fit_at[0]),
                                             len(ticks))}

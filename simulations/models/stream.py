@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fedrec.common.losses import online_bce_step, online_rating_step
+from fedrec.common.losses import negative_weights, online_bce_step, online_rating_step
 from fedrec.common.metrics import (
     add_rank_score,
     add_rating_score,
@@ -110,7 +110,8 @@ class OnlineMF:
 
     def __init__(self, n_users: int, n_items: int, n_factors: int, explicit: bool,
                  lr: float, reg: float, reg_bias: float, negatives: int = 4,
-                 init_std: float = 0.1, seed: int = 0, bias_lr: float | None = None) -> None:
+                 init_std: float = 0.1, seed: int = 0, bias_lr: float | None = None,
+                 negative_weight: float = 1.0) -> None:
         rng = np.random.default_rng(seed)
         self.rng = rng
         self.p = rng.normal(0, init_std, (n_users, n_factors))
@@ -118,7 +119,7 @@ class OnlineMF:
         self.bu, self.bi = np.zeros(n_users), np.zeros(n_items)
         self.explicit, self.lr, self.reg, self.reg_bias = explicit, lr, reg, reg_bias
         self.bias_lr = lr if bias_lr is None else bias_lr
-        self.negatives = negatives
+        self.negatives, self.negative_weight = negatives, negative_weight
         self.total, self.count = 0.0, 0
 
     @property
@@ -146,7 +147,8 @@ class OnlineMF:
         rows = np.unique(rows) if len(np.unique(rows)) != len(rows) else rows
         label = (rows == i).astype(np.float64)
         self.p[u], self.q[rows], self.bi[rows] = online_bce_step(
-            p, self.q[rows], self.bi[rows], label, lr, self.reg, self.reg_bias, self.bias_lr)
+            p, self.q[rows], self.bi[rows], label, lr, self.reg, self.reg_bias, self.bias_lr,
+            self.negative_weight)
 
 
 class OnlineBias:
@@ -221,10 +223,11 @@ class _Frozen:
     device does and as a deployed batch model serves users it has not been trained on."""
 
     def __init__(self, n_users: int, n_factors: int, explicit: bool, fold_lr: float,
-                 negatives: int, seed: int = 0) -> None:
+                 negatives: int, seed: int = 0, negative_weight: float = 1.0) -> None:
         self.model: MatrixFactorization | None = None
         self.n_items = 0
         self.explicit, self.fold_lr, self.negatives = explicit, fold_lr, negatives
+        self.negative_weight = negative_weight
         self.p = np.zeros((n_users, n_factors))
         self.bu = np.zeros(n_users)
         self.rng = np.random.default_rng(seed)
@@ -278,19 +281,22 @@ class _Frozen:
             return
         q = self.model.items.factors[rows].astype(np.float64)
         s = q @ p + self.model.items.bias[rows]
-        ds = 0.5 * np.tanh(0.5 * s) + 0.5 - (rows == i)
-        self.p[u] = p - lr * (ds @ q)
+        label = (rows == i).astype(np.float64)
+        ds = 0.5 * np.tanh(0.5 * s) + 0.5 - label
+        w = negative_weights(label, self.negative_weight)
+        self.p[u] = p - lr * ((ds if w is None else ds * w) @ q)
 
 
 def frozen_replay(timeline: Timeline, ticks: list[Tick], explicit: bool,
                   rating_range: tuple[float, float], new_days: float, config: MFConfig,
                   fit_at: list[int], fold_lr: float, negatives: int,
-                  progress: Progress | None = None) -> tuple[Sums, float]:
+                  progress: Progress | None = None, negative_weight: float = 1.0
+                  ) -> tuple[Sums, float]:
     """MF fitted from scratch on every event before each position in ``fit_at`` (once, for
     the static model; periodically, for the retrained one), users folded in between.
     Returns the sums and the seconds spent fitting."""
     frozen = _Frozen(timeline.n_users, config.n_factors, explicit, fold_lr, negatives,
-                     config.seed)
+                     config.seed, negative_weight)
     d = timeline.data
     pending = sorted(set(fit_at))
     fit_s = [0.0]

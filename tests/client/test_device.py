@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -213,3 +215,40 @@ def test_online_steps_are_minus_lr_times_the_one_user_gradients():
     assert new_bu == pytest.approx(0.4 - 0.2 * g.user_bias)
     np.testing.assert_allclose(new_q, q[0] - 0.2 * g.item_factors[0])
     assert new_bi == pytest.approx(b[0] - 0.2 * g.item_bias[0])
+
+
+def test_a_gd_step_and_user_steps_weigh_negatives_by_negative_weight():
+    """Implicit local training with ``negative_weight``: one GD epoch is −lr times the
+    weighted BCE gradient (tested against finite differences), and the user-only steps are
+    the plain loop over the weighted user gradient."""
+    from fedrec.common.losses import bce_grads_one_user
+
+    items = np.array([2, 7, 11])
+    p0 = np.array([0.1, -0.2, 0.3, 0.05], np.float32)
+    cfg = TrainConfig(loss="bce", optimizer="gd", local_epochs=1, lr=0.05, reg=0.01,
+                      reg_bias=0.0, negatives=2, negative_weight=0.3)
+    dev = Device(items, np.ones(3, np.float32), state=UserState(p0.copy(), 0.0), seed=6)
+    update, _ = dev.train(Q, B, 0.0, cfg)
+    label = np.isin(update.ids, items).astype(float)
+    assert (label == 0).sum() > 0  # negatives were drawn
+    g = bce_grads_one_user(p0.astype(np.float64), Q[update.ids].astype(np.float64),
+                           B[update.ids].astype(np.float64), label,
+                           Regularization(0.01, 0.0), negative_weight=0.3)
+    np.testing.assert_allclose(update.rows, 0.05 * g.item_factors, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(update.bias, 0.05 * g.item_bias, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(dev.user.factors, p0 - 0.05 * g.user_factors, rtol=1e-4)
+
+    rng = np.random.default_rng(3)
+    q, b = rng.normal(0, 0.3, (12, 4)), rng.normal(0, 0.1, 12)
+    y = (rng.random(12) < 0.3).astype(float)
+    reg = Regularization(0.05, 0.0)
+    steps = TrainConfig(loss="bce", user_steps=5, user_lr=0.8, negative_weight=0.3)
+    want = rng.normal(0, 0.1, 4)
+    p = want.copy()
+    for _ in range(5):
+        want = want - 0.8 / 12 * bce_user_grads(want, q, b, y, reg, negative_weight=0.3)
+    got, _ = _fit_user(p, 0.0, q, b, y, 0.0, False, reg, steps)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    unweighted, _ = _fit_user(p, 0.0, q, b, y, 0.0, False, reg, replace(steps,
+                                                                        negative_weight=1.0))
+    assert not np.allclose(got, unweighted)

@@ -102,3 +102,23 @@ def test_an_event_stored_before_the_first_sync_beyond_the_table_breaks_nothing(t
         again = EdgeClient(store)  # reopened, from the store
         assert len(again.recommend(k=20).items) == 10
         assert len(store) == 1  # nothing lost
+
+
+def test_an_edge_negative_weight_moves_the_user_vector_less_toward_negatives(tmp_path):
+    """The edge client's online step weighs its sampled negatives like a device's: the same
+    event and seed, the user vector's step is the positive's pull plus the weighted push
+    (so at weight w it is exactly pull + w × the unweighted push); a bad weight is refused."""
+    factors, bias, _ = clustered_table()
+    moves = {}
+    for weight in (1.0, 0.5, 0.0001):
+        with DeviceStore(tmp_path / f"d{weight}.db", key=KEY, create=True) as store:
+            app = EdgeClient(store, EdgeSettings(lr=0.2, seed=1, negative_weight=weight))
+            app.set_table(factors, bias)
+            app.record(0, EventType.PURCHASE)
+            moves[weight] = app.user[:-1].astype(np.float64)
+    pull = moves[0.0001]  # (all but the positive's pull)
+    np.testing.assert_allclose(moves[0.5] - pull, 0.5 * (moves[1.0] - pull), rtol=1e-3,
+                               atol=1e-6)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="negative_weight must be a finite number > 0"):
+            EdgeSettings(negative_weight=bad)

@@ -122,3 +122,26 @@ def test_with_a_pool_a_streaming_device_moves_only_its_items_and_the_pools_rows(
     named = set(update.ids.tolist())
     assert set(items.tolist()) <= named <= set(items.tolist()) | set(pool.tolist())
     assert len(named - set(items.tolist())) >= 3
+
+
+def test_a_negative_weight_scales_what_a_streaming_device_pushes_on_its_negatives():
+    """One implicit event, the same seed (so the same negatives): the event's row moves as
+    it would unweighted, every negative row by ``negative_weight`` of its unweighted move,
+    in the update the device uploads; in replayed (batch) steps too."""
+    updates = {}
+    for weight in (1.0, 0.25):
+        cfg = TrainConfig(loss="bce", optimizer="online", local_epochs=1, lr=0.2, reg=0.0,
+                          reg_bias=0.0, negatives=6, negative_weight=weight)
+        dev = StreamDevice(np.array([3]), np.ones(1, np.float32), np.array([1]), seed=4,
+                           state=UserState(np.full(4, 0.2, np.float32), 0.0))
+        dev.arrive(1, Q, B, 0.0, cfg)
+        updates[weight] = dev.train(Q, B, 0.0, cfg, "recursive", buffer=4)[0]
+    one, quarter = updates[1.0], updates[0.25]
+    np.testing.assert_array_equal(one.ids, quarter.ids)
+    assert len(one.ids) > 2  # the event's row and its negatives
+    event = one.ids == 3
+    np.testing.assert_allclose(quarter.rows[event], one.rows[event], rtol=1e-6)
+    np.testing.assert_allclose(quarter.rows[~event], 0.25 * one.rows[~event], rtol=1e-5,
+                               atol=1e-8)
+    np.testing.assert_allclose(quarter.bias[~event], 0.25 * one.bias[~event], rtol=1e-5,
+                               atol=1e-8)

@@ -115,3 +115,57 @@ def test_softplus_and_sigmoid_are_stable(x):
 def test_regularization_rejects_negative_strength():
     with pytest.raises(ValueError, match="must be >= 0"):
         Regularization(-0.1, 0.0)
+
+
+@pytest.mark.parametrize("weight", [0.125, 1.0, 3.0])
+def test_one_user_bce_with_a_negative_weight_matches_finite_differences(weight):
+    """Devices' BCE (one user, negatives weighted): every gradient against finite
+    differences of the weighted loss, and the user-only and online forms equal to it."""
+    from fedrec.common.losses import (
+        bce_grads_one_user,
+        bce_user_grads,
+        negative_weights,
+        online_bce_step,
+    )
+
+    rng = np.random.default_rng(4)
+    p, q, b = rng.normal(size=4), rng.normal(size=(6, 4)), rng.normal(size=6)
+    label = np.array([1.0, 0.0, 0.0, 1.0, 0.0, 0.0])
+    w = np.where(label > 0, 1.0, weight)
+    if weight != 1:
+        np.testing.assert_array_equal(negative_weights(label, weight), w)
+    assert negative_weights(label, 1.0) is None  # (the unweighted path is untouched)
+
+    def f():
+        s = q @ p + b
+        return float((w * (softplus(s) - label * s)).sum()
+                     + 0.5 * REG.factors * (len(label) * (p ** 2).sum() + (q ** 2).sum())
+                     + 0.5 * REG.bias * (b ** 2).sum())
+
+    g = bce_grads_one_user(p, q, b, label, REG, negative_weight=weight)
+    np.testing.assert_allclose(g.user_factors, _fd(f, p), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(g.item_factors, _fd(f, q), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(g.item_bias, _fd(f, b), rtol=1e-5, atol=1e-7)
+    s = q @ p + b
+    assert g.loss == pytest.approx(float((w * (softplus(s) - label * s)).sum()))
+    np.testing.assert_allclose(bce_user_grads(p, q, b, label, REG, negative_weight=weight),
+                               g.user_factors, rtol=1e-12)
+    new_p, new_q, new_b = online_bce_step(p, q, b, label, 0.2, REG.factors, REG.bias,
+                                          negative_weight=weight)
+    np.testing.assert_allclose(new_p, p - 0.2 * g.user_factors)
+    np.testing.assert_allclose(new_q, q - 0.2 * g.item_factors)
+    np.testing.assert_allclose(new_b, b - 0.2 * g.item_bias)
+
+
+def test_a_negative_weight_scales_the_push_on_negatives_only():
+    from fedrec.common.losses import online_bce_step
+
+    rng = np.random.default_rng(9)
+    p, q, b = rng.normal(size=3), rng.normal(size=(5, 3)), rng.normal(size=5)
+    label = np.array([1.0, 0.0, 0.0, 0.0, 0.0])
+    _, q1, b1 = online_bce_step(p, q, b, label, 0.3, 0.0, 0.0)
+    _, qw, bw = online_bce_step(p, q, b, label, 0.3, 0.0, 0.0, negative_weight=0.25)
+    np.testing.assert_allclose(qw[0] - q[0], q1[0] - q[0])  # the event's row: as before
+    np.testing.assert_allclose(bw[0] - b[0], b1[0] - b[0])
+    np.testing.assert_allclose(qw[1:] - q[1:], 0.25 * (q1[1:] - q[1:]))  # negatives: a quarter
+    np.testing.assert_allclose(bw[1:] - b[1:], 0.25 * (b1[1:] - b[1:]))

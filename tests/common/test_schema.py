@@ -110,6 +110,9 @@ def test_run_config_values_are_read_as_their_field_s_type(key, value, expected):
     ("fold", -1, "fold must be >= 0"),
     ("secagg-bucket", 1, "secagg-bucket >= 2"),
     ("weighting", "count", "would outweigh every other device"),
+    ("negative-weight", 0, "negative_weight must be a finite number > 0"),
+    ("negative-weight", "-0.5", "negative_weight must be a finite number > 0"),
+    ("negative-weight", "nan", "expected a finite number"),
 ])
 def test_a_bad_run_config_value_is_refused_by_its_key(key, value, problem):
     config = {key: value}
@@ -124,3 +127,21 @@ def test_a_bad_run_config_value_is_refused_by_its_key(key, value, problem):
                                    np.array([3, 4], np.int64)])
 def test_encoded_size_is_the_size_of_the_encoding(array):
     assert encoded_size(array) == len(encode_array(array).data)
+
+
+def test_a_negative_weight_reaches_devices_and_only_where_negatives_are_drawn():
+    s = RunSettings.from_run_config({"negative-weight": "0.25", "negatives": 16})
+    cfg = s.train_config()
+    assert cfg.negative_weight == 0.25 and cfg.negatives == 16
+    back, _ = record_to_config(config_to_record(cfg, mean=0.0, seed=1))
+    assert back.negative_weight == 0.25  # (on the wire to devices, as sent)
+    for bad in (0.0, -1.0, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="negative_weight must be a finite number > 0"):
+            TrainConfig(loss="bce", negative_weight=bad)
+    with pytest.raises(ValueError, match="negative_weight applies to implicit feedback"):
+        TrainConfig(loss="mse", negative_weight=0.5)
+    with pytest.raises(ValueError, match="negative_weight applies to implicit feedback"):
+        RunSettings(protocol="explicit-80-20", negative_weight=0.5)
+    with pytest.raises(ValueError, match="negative-weight is not supported with "
+                                         "privacy=secagg\\+dp"):
+        RunSettings(privacy="secagg+dp", dp_epsilon=8.0, negative_weight=0.5)
