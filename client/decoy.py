@@ -162,7 +162,11 @@ def _virtual_rows(ids: np.ndarray, factors: np.ndarray, bias: np.ndarray, trace:
     if trace.explicit:
         target = _virtual_ratings(trace.mean + bu0 + b0 + q0 @ p0, trace, rng)
     else:
-        target = (rng.random(len(ids)) < sigmoid(b0 + q0 @ p0)).astype(np.float64)
+        # A label drawn so the weighted BCE step has zero mean: with a negative weighing w,
+        # P(1) = σw / (1 − σ + σw) (σ itself when w = 1).
+        s = sigmoid(b0 + q0 @ p0)
+        w = trace.negative_weight
+        target = (rng.random(len(ids)) < s * w / (1.0 - s + s * w)).astype(np.float64)
     for p, bu in trace.epoch_users:  # every decoy visited every epoch, like every real row
         if trace.explicit:
             g = mse_grads_one_user(trace.mean, p, bu, q, b, target, trace.reg)

@@ -70,10 +70,12 @@ def test_a_device_with_more_real_rows_than_asked_keeps_its_positives():
     assert len(update.ids) == 25 and np.isin(update.ids, d.positives).all()
 
 
-@pytest.mark.parametrize("explicit", [True, False])
-def test_decoys_carry_zero_mean_data_gradients(explicit):
+@pytest.mark.parametrize(("explicit", "negative_weight"), [(True, 1.0), (False, 1.0),
+                                                         (False, 0.25)])
+def test_decoys_carry_zero_mean_data_gradients(explicit, negative_weight):
     """Averaged over the device's random draws, a decoy moves an item's bias by nothing
-    (with L2 off): its virtual label or rating is drawn around the model's own prediction."""
+    (with L2 off): its virtual label or rating is drawn around the model's own prediction
+    (implicit, with negatives weighted: so that the weighted step has zero mean)."""
     factors, bias = table(1)
     ids = np.arange(0, N_ITEMS, 3)
     p = np.random.default_rng(5).normal(0, 0.5, K)
@@ -81,7 +83,7 @@ def test_decoys_carry_zero_mean_data_gradients(explicit):
         explicit=explicit, lr=0.05, reg=Regularization(0.0, 0.0), mean=3.0,
         epoch_users=[(p, 0.1), (p, 0.1)], residuals=np.array([-1.2, -0.3, 0.4, 0.9]),
         whole_ratings=True,
-        rating_range=(-100.0, 100.0))
+        rating_range=(-100.0, 100.0), negative_weight=negative_weight)
     draws = [decoy._virtual_rows(ids, factors, bias, trace, np.random.default_rng(s))[1]
              for s in range(3000)]
     draws = np.array(draws)  # (draws, items)
