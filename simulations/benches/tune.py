@@ -34,21 +34,12 @@ def tune(settings: RunSettings, grid: dict[str, tuple], progress: Progress | Non
          ) -> dict:
     """Every combination of ``grid`` (setting → values) over ``settings``, each on the
     validation split; the record: every trial's figures and the best combination."""
-    empty = [name for name, values in grid.items() if not len(values)]
-    if not grid or empty:
-        raise ValueError(f"tune: every grid setting needs at least one value; "
-                         f"{', '.join(empty) or 'the grid'} has none")
-    unknown = sorted(set(grid) - set(RunSettings.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"tune: unknown settings {', '.join(unknown)}")
-    names = list(grid)
-    combos = list(itertools.product(*(grid[name] for name in names)))
+    combos = _combinations(grid, set(RunSettings.__dataclass_fields__), "settings")
     metric = headline(settings.explicit)
     base = baseline_name(settings.explicit)  # (the same split for every trial: fitted once)
     baseline = centralized_reference(replace(settings, validation=True), (base,))[base]
     trials = []
-    for i, values in enumerate(combos):
-        chosen = dict(zip(names, values, strict=True))
+    for i, chosen in enumerate(combos):
         trial = replace(settings, validation=True, **chosen)
         run = simulate(trial, centralized=False)
         fed = run["models"]["federated-mf"]
@@ -59,7 +50,7 @@ def tune(settings: RunSettings, grid: dict[str, tuple], progress: Progress | Non
         if progress:
             progress(f"tuning on the validation split: {chosen}", i + 1, len(combos))
     best = _best(trials, metric)
-    return {"metric": metric, "best": {name: best[name] for name in names},
+    return {"metric": metric, "best": {name: best[name] for name in grid},
             "validation": best[metric], "trials": trials,
             "baseline": {"name": base, **{k: v for k, v in baseline.items() if k in KEPT}}}
 
@@ -71,23 +62,13 @@ def tune_centralized(settings: RunSettings, grid: dict[str, tuple],
     ``fedrec simulate`` fits it), each fitted on the validation split's training events and
     scored on its held-out ones; the record, as :func:`tune`'s."""
     allowed = {f.name for f in fields(MFConfig)} - {"loss", "seed"}
-    empty = [name for name, values in grid.items() if not len(values)]
-    if not grid or empty:
-        raise ValueError(f"tune: every grid setting needs at least one value; "
-                         f"{', '.join(empty) or 'the grid'} has none")
-    unknown = sorted(set(grid) - allowed)
-    if unknown:
-        raise ValueError(f"tune: unknown centralized-mf settings {', '.join(unknown)} "
-                         f"(known: {', '.join(sorted(allowed))})")
-    names = list(grid)
-    combos = list(itertools.product(*(grid[name] for name in names)))
+    combos = _combinations(grid, allowed, "centralized-mf settings")
     metric = headline(settings.explicit)
     validation = replace(settings, validation=True)
     base = baseline_name(settings.explicit)
     baseline = centralized_reference(validation, (base,))[base]
     trials = []
-    for i, values in enumerate(combos):
-        chosen = dict(zip(names, values, strict=True))
+    for i, chosen in enumerate(combos):
         fit = centralized_reference(validation, ("centralized-mf",), chosen)["centralized-mf"]
         trials.append({**chosen, **{k: v for k, v in fit.items() if k in KEPT},
                        "fit_s": fit["fit_s"]})
@@ -96,7 +77,7 @@ def tune_centralized(settings: RunSettings, grid: dict[str, tuple],
                      len(combos))
     best = _best(trials, metric)
     return {"metric": metric, "model": "centralized-mf",
-            "best": {name: best[name] for name in names}, "validation": best[metric],
+            "best": {name: best[name] for name in grid}, "validation": best[metric],
             "trials": trials,
             "baseline": {"name": base, **{k: v for k, v in baseline.items() if k in KEPT}}}
 
@@ -117,6 +98,22 @@ def parse_mf_value(key: str, text: str) -> object:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{key!r}: {text!r} is not a finite number")
     return value
+
+
+def _combinations(grid: dict[str, tuple], allowed: set[str], what: str) -> list[dict]:
+    """Every combination of ``grid`` as one mapping each, in the grid's order; a setting
+    with no values or outside ``allowed`` refused by name."""
+    empty = [name for name, values in grid.items() if not len(values)]
+    if not grid or empty:
+        raise ValueError(f"tune: every grid setting needs at least one value; "
+                         f"{', '.join(empty) or 'the grid'} has none")
+    unknown = sorted(set(grid) - allowed)
+    if unknown:
+        raise ValueError(f"tune: unknown {what} {', '.join(unknown)} "
+                         f"(known: {', '.join(sorted(allowed))})")
+    names = list(grid)
+    return [dict(zip(names, values, strict=True))
+            for values in itertools.product(*(grid[name] for name in names))]
 
 
 def _sign(metric: str) -> float:
