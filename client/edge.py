@@ -99,8 +99,9 @@ class EdgeSettings:
             raise ValueError(f"kind must be implicit or explicit. Found {self.kind!r}.")
         if not self.lr > 0 or self.reg < 0 or self.negatives < 0:
             raise ValueError("lr must be > 0, reg and negatives >= 0")
-        if not (isinstance(self.negative_weight, int | float)
-                and np.isfinite(self.negative_weight) and self.negative_weight > 0):
+        weight = self.negative_weight
+        if (isinstance(weight, bool) or not isinstance(weight, int | float)
+                or not np.isfinite(weight) or not weight > 0):
             raise ValueError(f"negative_weight must be a finite number > 0. Found "
                              f"{self.negative_weight!r}.")
 

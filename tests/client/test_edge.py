@@ -119,6 +119,6 @@ def test_an_edge_negative_weight_moves_the_user_vector_less_toward_negatives(tmp
     pull = moves[0.0001]  # (all but the positive's pull)
     np.testing.assert_allclose(moves[0.5] - pull, 0.5 * (moves[1.0] - pull), rtol=1e-3,
                                atol=1e-6)
-    for bad in (0.0, -1.0, float("nan"), float("inf")):
+    for bad in (0.0, -1.0, float("nan"), float("inf"), True, "0.5"):
         with pytest.raises(ValueError, match="negative_weight must be a finite number > 0"):
             EdgeSettings(negative_weight=bad)
