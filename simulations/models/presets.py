@@ -67,8 +67,12 @@ def mf_config(protocol: str, **overrides: object) -> MFConfig:
 # against 0.2172 and 0.2464). Its factors (32 or 128: 0.2566, 0.2412) and local epochs (1 or
 # 4: 0.2604, 0.2554) are within 1 % of it or worse. Its rounds, NOT yet as validated: run
 # to 80 rounds and scored every 5, validation NDCG@10 peaks at round 30 (0.2646) and is
-# 0.2595 (-1.9 %) at the preset's 40. Not changed yet: the README's quality, privacy,
-# secure-sum and attack figures on ML-100K all rest on 40 rounds, and must be re-run with it.
+# 0.2595 (-1.9 %) at the preset's 40. A negative weight (`--grid negative-weight=0.25,0.5`)
+# does better: 0.2652 and 0.2697 (+3.9 %), each still rising at round 40 (so 40 rounds
+# hold there), light users 0.2350 and 0.2394 (preset 0.2319), but the tail's share of the
+# top 10 falls, 0.4 % and 1.8 % (preset 2.8 %). Not changed yet: the README's quality,
+# privacy, secure-sum and attack figures on ML-100K all rest on this preset, and must be
+# re-run with any change.
 FEDERATED_EXPLICIT = RunSettings(
     protocol="explicit-5fold", num_rounds=30, evaluate_every=10, factors=100, optimizer="sgd",
     local_epochs=2, lr=0.01, reg=0.1, reg_bias=0.01, batch_size=32, server_optimizer="sgd",
