@@ -70,7 +70,8 @@ def mf_config(protocol: str, **overrides: object) -> MFConfig:
 # 0.2595 (-1.9 %) at the preset's 40. A negative weight (`--grid negative-weight=0.25,0.5`)
 # does better: 0.2652 and 0.2697 (+3.9 %), each still rising at round 40 (so 40 rounds
 # hold there), light users 0.2350 and 0.2394 (preset 0.2319), but the tail's share of the
-# top 10 falls, 0.4 % and 1.8 % (preset 2.8 %). Not changed yet: the README's quality,
+# top 10 falls, 0.4 % and 1.8 % (preset 2.8 %); at weight 2 everything is worse (0.2494,
+# light users 0.2277, tail 2.5 %). Not changed yet: the README's quality,
 # privacy, secure-sum and attack figures on ML-100K all rest on this preset, and must be
 # re-run with any change.
 FEDERATED_EXPLICIT = RunSettings(
