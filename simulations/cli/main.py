@@ -51,16 +51,14 @@ from fedrec.simulations.benches.simulate import ENGINES, plot, simulate
 from fedrec.simulations.benches.stream import ALL_MODELS, bench_stream
 from fedrec.simulations.benches.stream import plot as stream_plot
 from fedrec.simulations.cli import catalogue as catalogue_cli
-from fedrec.simulations.engines.replay import KINDS, StreamSettings
+from fedrec.simulations.engines.replay import KINDS
 from fedrec.simulations.models.presets import (
-    STREAM_BUFFER,
     STREAM_EXPLICIT,
     STREAM_IMPLICIT,
-    STREAM_REPLAY,
-    STREAM_TICK_EVENTS,
     ddp_preset,
     mf_config,
     preset_settings,
+    stream_settings,
 )
 
 
@@ -632,15 +630,12 @@ def _run_bench_stream(args: argparse.Namespace) -> int:
     base = (STREAM_EXPLICIT if explicit else STREAM_IMPLICIT).to_run_config()
     run = _with_sets(dict(base), args.set)
     variants = _variants(base, args.set, args.variant)
-    settings = StreamSettings(
-        dataset=args.dataset, kind=args.kind,
-        data_dir=str(args.data_dir or os.environ.get(ENV_VAR) or ""),
-        tick_events=args.tick_events or STREAM_TICK_EVENTS[args.kind],
-        tick_seconds=args.tick_seconds,
-        mode=args.mode, buffer=args.buffer or STREAM_BUFFER[args.kind],
-        replay=STREAM_REPLAY[args.kind] if args.replay is None else args.replay,
-        others_share=args.others_share, window_events=args.window,
-        prefix=args.prefix, run=run)
+    settings = stream_settings(
+        args.dataset, args.kind, data_dir=str(args.data_dir or os.environ.get(ENV_VAR) or ""),
+        tick_events=args.tick_events, tick_seconds=args.tick_seconds,
+        mode=args.mode, buffer=args.buffer, replay=args.replay,
+        others_share=args.others_share, window_events=args.window, prefix=args.prefix,
+        run=run)
     models = tuple(m.strip() for m in args.models.split(",")) if args.models else None
     with progress_bar(f"stream {args.dataset} {args.kind}", args.quiet) as update:
         record = bench_stream(settings, models, update, workers=args.workers,

@@ -15,10 +15,14 @@ best of those tried or within 0.1 % of it (below).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from fedrec.common.mf import MFConfig
 from fedrec.common.settings import RunSettings
 from fedrec.common.split import is_explicit
+
+if TYPE_CHECKING:
+    from fedrec.simulations.engines.replay import StreamSettings
 
 # Checked on ML-100K explicit-5fold fold 0's validation split (`fedrec bench tune --model
 # centralized-mf --dataset ml-100k --protocol explicit-5fold --grid lr=0.005,0.01,0.02 --grid
@@ -204,3 +208,21 @@ STREAM_BUFFER = {"explicit": 100, "implicit": 100}
 # Older events an incremental device replays per new one (chosen above: none, for both
 # kinds; the incremental device is then the recursive one and keeps no events).
 STREAM_REPLAY = {"explicit": 0.0, "implicit": 0.0}
+
+
+def stream_settings(dataset: str, kind: str, **overrides: object) -> StreamSettings:
+    """The preset replay of ``dataset`` as ``kind`` feedback (``fedrec bench stream``'s
+    defaults: the run, ticks, buffer and replay above), with ``overrides`` (those that are
+    not None) of :class:`~fedrec.simulations.engines.replay.StreamSettings`'s fields. What a
+    researcher who replays a stream in code should start from: the library's own defaults
+    are neutral, not the presets."""
+    from fedrec.simulations.engines.replay import StreamSettings
+
+    if kind not in STREAM_TICK_EVENTS:
+        raise ValueError(f"kind must be one of {', '.join(STREAM_TICK_EVENTS)}. Found "
+                         f"{kind!r}.")
+    preset = {"run": STREAM_EXPLICIT if kind == "explicit" else STREAM_IMPLICIT,
+              "tick_events": STREAM_TICK_EVENTS[kind], "buffer": STREAM_BUFFER[kind],
+              "replay": STREAM_REPLAY[kind]}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return StreamSettings(dataset=dataset, kind=kind, **{**preset, **given})

@@ -112,6 +112,38 @@ def test_bench_stream_command_writes_json_and_a_plot(shop, tmp_path, capsys):
     assert record == json.loads(out.read_text()) | {"env": record["env"]}
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert record["models"]["federated-incremental"]["hr@10"] >= 0
+    # The command replays exactly the preset a researcher gets in code, with its options.
+    from fedrec.simulations.models.presets import STREAM_IMPLICIT, stream_settings
+
+    want = stream_settings(shop, "implicit", tick_events=200,
+                           run=replace(STREAM_IMPLICIT, factors=4),
+                           data_dir=record["settings"]["data_dir"])  # (FEDREC_DATA, if set)
+    assert record["settings"] == want.to_dict()
+
+
+def test_the_stream_preset_in_code_is_the_command_s_and_refuses_what_it_does_not_know():
+    from fedrec.simulations.models.presets import (
+        STREAM_BUFFER,
+        STREAM_EXPLICIT,
+        STREAM_IMPLICIT,
+        STREAM_REPLAY,
+        STREAM_TICK_EVENTS,
+        stream_settings,
+    )
+
+    for kind, run in (("explicit", STREAM_EXPLICIT), ("implicit", STREAM_IMPLICIT)):
+        s = stream_settings("ml-100k", kind)
+        assert (s.run, s.tick_events, s.buffer, s.replay) == (
+            run, STREAM_TICK_EVENTS[kind], STREAM_BUFFER[kind], STREAM_REPLAY[kind])
+        assert s.kind == kind and s.dataset == "ml-100k"
+    s = stream_settings("synthetic", "implicit", replay=None, buffer=7, prefix=0.5)
+    assert (s.replay, s.buffer, s.prefix) == (STREAM_REPLAY["implicit"], 7, 0.5)
+    with pytest.raises(ValueError, match="kind must be one of explicit, implicit"):
+        stream_settings("ml-100k", "ratings")
+    with pytest.raises(ValueError, match="tick_events and buffer must be >= 1"):
+        stream_settings("ml-100k", "implicit", tick_events=0)
+    with pytest.raises(TypeError, match="colour"):
+        stream_settings("ml-100k", "implicit", colour=1)
 
 
 def test_daily_ticks_and_device_compute_are_reported(shop):
