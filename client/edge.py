@@ -31,7 +31,13 @@ import numpy as np
 from fedrec.client.store import DeviceStore
 from fedrec.common.catalogue import Catalogue, read_catalogue
 from fedrec.common.data.interactions import EventType
-from fedrec.common.losses import Loss, for_feedback, online_bce_step, online_rating_step
+from fedrec.common.losses import (
+    Loss,
+    check_negative_weight,
+    for_feedback,
+    online_bce_step,
+    online_rating_step,
+)
 
 # Names of the device's state entries in its store.
 USER = "user"  # [p_u | b_u]
@@ -99,11 +105,7 @@ class EdgeSettings:
             raise ValueError(f"kind must be implicit or explicit. Found {self.kind!r}.")
         if not self.lr > 0 or self.reg < 0 or self.negatives < 0:
             raise ValueError("lr must be > 0, reg and negatives >= 0")
-        weight = self.negative_weight
-        if (isinstance(weight, bool) or not isinstance(weight, int | float)
-                or not np.isfinite(weight) or not weight > 0):
-            raise ValueError(f"negative_weight must be a finite number > 0. Found "
-                             f"{self.negative_weight!r}.")
+        check_negative_weight(self.negative_weight)
 
     @property
     def loss(self) -> Loss:

@@ -242,6 +242,15 @@ def mse_grads_one_user(mean: float, p: np.ndarray, bu: float, q: np.ndarray, b: 
     )
 
 
+def check_negative_weight(value: object) -> float:
+    """``value`` as a negative weight: a finite number > 0 (not a bool, not text); refused
+    by name otherwise."""
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not np.isfinite(value) or not value > 0):
+        raise ValueError(f"negative_weight must be a finite number > 0. Found {value!r}.")
+    return float(value)
+
+
 def negative_weights(label: np.ndarray, negative_weight: float) -> np.ndarray | None:
     """Each example's weight in a BCE loss whose sampled negatives (label 0) weigh
     ``negative_weight`` against a positive's 1; None when every weight is 1."""

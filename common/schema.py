@@ -13,12 +13,11 @@ are all there is.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from fedrec.common.losses import NamesLoss, loss_named
+from fedrec.common.losses import NamesLoss, check_negative_weight, loss_named
 from fedrec.common.mf import OPTIMIZERS
 
 UPDATE_KEYS = ("ids", "rows", "bias", "counts")
@@ -75,10 +74,7 @@ class TrainConfig(NamesLoss):
         if self.negative_pool < 1 and self.explicit:
             raise ValueError("negative_pool applies to implicit feedback (a rating model "
                              "samples no negatives)")
-        weight = self.negative_weight
-        if (isinstance(weight, bool) or not isinstance(weight, int | float)
-                or not math.isfinite(weight) or not weight > 0):
-            raise ValueError(f"negative_weight must be a finite number > 0. Found {weight!r}.")
+        check_negative_weight(self.negative_weight)
         if self.negative_weight != 1 and self.explicit:
             raise ValueError("negative_weight applies to implicit feedback (a rating model "
                              "samples no negatives)")

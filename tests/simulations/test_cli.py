@@ -327,3 +327,16 @@ def test_bench_tune_records_each_trials_curve_and_best_round(csv_log, tmp_path, 
     assert [r for r, _ in trial["curve"]] == [2, 4]
     assert trial["curve"][-1][1] == trial["rmse"]
     assert trial["best_round"] == min(trial["curve"], key=lambda rv: rv[1])[0]
+
+
+def test_a_diverged_trial_is_never_the_best_and_its_rounds_never_chosen():
+    from fedrec.simulations.benches.tune import _best, _best_round
+
+    nan = float("nan")
+    trials = [{"lr": 1.0, "rmse": nan}, {"lr": 0.1, "rmse": 0.95}, {"lr": 0.01, "rmse": 0.97}]
+    assert _best(trials, "rmse")["lr"] == 0.1  # lower is better, NaN never wins
+    ranked = [{"lr": 1.0, "ndcg@10": nan}, {"lr": 0.1, "ndcg@10": 0.2}]
+    assert _best(ranked, "ndcg@10")["lr"] == 0.1  # higher is better, NaN never wins
+    assert _best_round([[5, nan], [10, 0.93], [15, 0.94]], "rmse") == 10
+    assert _best_round([[5, nan]], "rmse") is None
+    assert _best_round([], "ndcg@10") is None
