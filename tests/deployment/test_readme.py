@@ -29,6 +29,7 @@ MARKER = "<!-- deployment script: tests/deployment/test_readme.py runs this bloc
 FIRST_LINE = 'FEDREC=$PWD WORK=$PWD/deploy PORT=9400 NODE_PORTS="9411 9412 9413"'
 SERVICES = ("flower-superlink", "fedrec superlink", "flower-supernode", "flower-superexec")
 TIMEOUT = 600.0
+GRACE = 15.0  # seconds the script has to end once one of its services has gone
 
 
 def readme_script() -> str:
@@ -47,7 +48,7 @@ def services(group: int) -> dict[int, str]:
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) != group:
+            if int(fields[2]) != group or fields[0] == "Z":  # (a zombie has died)
                 continue
             cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except (OSError, ValueError, IndexError):
@@ -57,6 +58,18 @@ def services(group: int) -> dict[int, str]:
         if any(name in cmd for name in SERVICES) and not cmd.startswith("bash "):
             found[int(stat.parent.name)] = cmd.strip()
     return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` still runs (not a zombie). A service that starts a program forks
+    first: for a moment the child carries the service's command line, then it runs the
+    program (SuperExec's ``flwr-clientapp``) under the same pid. Such a pid left the list
+    of services without dying, and must not fail the test."""
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def logs(work: Path) -> str:
@@ -80,10 +93,13 @@ def run_watched(script: str, cwd: Path, env: dict, work: Path
                             f"{out_path.read_text()[-3000:]}{logs(work)}")
             alive = services(proc.pid)
             seen.update(alive)
-            gone = {pid: cmd for pid, cmd in seen.items() if pid not in alive}
+            gone = {pid: cmd for pid, cmd in seen.items()
+                    if pid not in alive and not running(pid)}
+            for pid in [pid for pid in seen if pid not in alive and pid not in gone]:
+                del seen[pid]  # still running as another program (see running)
             if gone:  # the script's last line stops them all: give it time to end
                 try:
-                    proc.wait(timeout=15)
+                    proc.wait(timeout=GRACE)
                 except subprocess.TimeoutExpired:
                     pytest.fail("a process of the README script died while it ran: "
                                 f"{next(iter(gone.values()))}\n"
@@ -147,3 +163,28 @@ def test_the_readme_deployment_trains_across_three_supernodes(tmp_path):
                            capture_output=True, text=True)
     assert again.returncode == 1 and "File exists" in again.stderr, again.stderr
     assert not again.stdout and (work / "catalogue.csv").read_bytes() == before
+
+
+# ---- the watcher itself: a service that starts a program is not one that died ----------
+_SERVICE = 'python3 -c "import os, sys, time; time.sleep(1.5); {then}" flower-superexec-fake'
+
+
+def test_the_watcher_lets_a_service_run_another_program_under_its_pid(tmp_path,
+                                                                      monkeypatch):
+    """SuperExec forks and runs flwr-clientapp: for a while the pid carries the service's
+    command line, then another program's. (The intermittent failure of the README test
+    before the watcher asked whether the pid still ran.)"""
+    monkeypatch.setitem(globals(), "GRACE", 1.0)  # the script runs on past it
+    script = (_SERVICE.format(then="os.execvp('sleep', ['sleep', '2'])") + " &\n"
+              "sleep 5\nwait\n")
+    code, _ = run_watched(script, tmp_path, dict(os.environ), tmp_path)
+    assert code == 0
+
+
+def test_the_watcher_fails_at_once_when_a_service_dies(tmp_path, monkeypatch):
+    monkeypatch.setitem(globals(), "GRACE", 1.0)  # (what run_watched reads)
+    script = _SERVICE.format(then="sys.exit(3)") + " &\nsleep 30\n"
+    start = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match="died while it ran: python3"):
+        run_watched(script, tmp_path, dict(os.environ), tmp_path)
+    assert time.monotonic() - start < 20  # not the script's 30 s
