@@ -224,10 +224,11 @@ def _edge_roundtrip(kind: str) -> Callable:
 
 
 # ---- the replay's online models ---------------------------------------------------------
-def _online_mf_run(explicit: bool) -> Callable:
+def _online_mf_run(explicit: bool, item_rule: str = "sgd", item_rule_lr: float = 1.0
+                   ) -> Callable:
     def run(seed: int, x: dict, tmp: Path) -> dict[str, np.ndarray]:
         m = OnlineMF(N_USERS, N_ITEMS, K, explicit, lr=0.05, reg=0.01, reg_bias=0.0,
-                     negatives=2, seed=seed)
+                     negatives=2, seed=seed, item_rule=item_rule, item_rule_lr=item_rule_lr)
         scores = []
         for u, i, v in zip(x["user"].tolist(), x["item"].tolist(), x["value"].tolist(),
                            strict=True):
@@ -267,6 +268,10 @@ MODELS: dict[str, Adapter] = {
         lambda: OnlineMF(N_USERS, N_ITEMS, K, True, 0.05, 0.01, 0.0)), None),
     "online-mf-implicit": Adapter(_online_mf_run(False), _online_unknown(
         lambda: OnlineMF(N_USERS, N_ITEMS, K, False, 0.05, 0.01, 0.0)), None),
+    "online-mf-implicit-adagrad": Adapter(_online_mf_run(False, "adagrad", 0.2),
+                                          _online_unknown(lambda: OnlineMF(
+                                              N_USERS, N_ITEMS, K, False, 0.05, 0.01, 0.0,
+                                              item_rule="adagrad", item_rule_lr=0.2)), None),
     "online-bias": Adapter(_online_bias_run, lambda tmp: OnlineBias(N_USERS, N_ITEMS).learn(
         N_USERS, 0, 4.0), None, random=False),
 }
@@ -312,7 +317,8 @@ def test_every_kept_model_is_in_the_round_trip():
     models live for one replay, and an implicit streaming device keeps exactly what the
     rating one does (user vector and cursor; its negatives are drawn afresh)."""
     assert {n for n, m in MODELS.items() if m.roundtrip is None} == {
-        "stream-device-bce", "online-mf-explicit", "online-mf-implicit", "online-bias"}
+        "stream-device-bce", "online-mf-explicit", "online-mf-implicit",
+        "online-mf-implicit-adagrad", "online-bias"}
 
 
 @pytest.mark.parametrize("damage", ["missing", "shape", "nan", "config", "not-npz",

@@ -31,7 +31,8 @@ def _centralized_config(s: StreamSettings) -> dict:
     r = s.run
     return {"n_factors": r.factors, "lr": r.lr, "reg": r.reg, "reg_bias": r.reg_bias,
             "negatives": r.negatives, "negative_weight": r.negative_weight,
-            "init_std": r.init_std, "seed": r.seed}
+            "init_std": r.init_std, "seed": r.seed,
+            "item_rule": r.server_optimizer, "item_rule_lr": r.server_lr}
 
 
 ENGINES = ("inprocess", "ray")

@@ -37,6 +37,7 @@ from fedrec.common.metrics import (
     rank_among,
 )
 from fedrec.common.mf import MatrixFactorization, MFConfig
+from fedrec.common.optim import make_step_rule
 from fedrec.common.segments import Segments
 from fedrec.common.stream import Tick, Timeline
 from fedrec.simulations.engines.prequential import K, Sums
@@ -111,7 +112,8 @@ class OnlineMF:
     def __init__(self, n_users: int, n_items: int, n_factors: int, explicit: bool,
                  lr: float, reg: float, reg_bias: float, negatives: int = 4,
                  init_std: float = 0.1, seed: int = 0, bias_lr: float | None = None,
-                 negative_weight: float = 1.0) -> None:
+                 negative_weight: float = 1.0, item_rule: str = "sgd",
+                 item_rule_lr: float = 1.0) -> None:
         rng = np.random.default_rng(seed)
         self.rng = rng
         self.p = rng.normal(0, init_std, (n_users, n_factors))
@@ -121,6 +123,13 @@ class OnlineMF:
         self.bias_lr = lr if bias_lr is None else bias_lr
         self.negatives, self.negative_weight = negatives, negative_weight
         self.total, self.count = 0.0, 0
+        # The item side's step rule, as the federated server applies it to a round's summed
+        # moves (common.optim): here each event's move is its own round. SGD at 1 is the
+        # plain online step.
+        self._rules = None
+        if item_rule != "sgd" or item_rule_lr != 1.0:
+            self._rules = (make_step_rule(item_rule, item_rule_lr, self.q.shape),
+                           make_step_rule(item_rule, item_rule_lr, self.bi.shape))
 
     @property
     def mean(self) -> float:
@@ -139,16 +148,26 @@ class OnlineMF:
             self.total += value
             self.count += 1
             err = self.mean + self.bu[u] + self.bi[i] + p @ self.q[i] - value
-            self.p[u], self.bu[u], self.q[i], self.bi[i] = online_rating_step(
+            self.p[u], self.bu[u], q, b = online_rating_step(
                 p, self.bu[u], self.q[i].copy(), self.bi[i], err, lr, self.reg,
                 self.reg_bias, self.bias_lr)
+            self._move(np.array([i]), np.atleast_2d(q), np.atleast_1d(b))
             return
         rows = np.concatenate([[i], self.rng.integers(0, n_listed, self.negatives)])
         rows = np.unique(rows) if len(np.unique(rows)) != len(rows) else rows
         label = (rows == i).astype(np.float64)
-        self.p[u], self.q[rows], self.bi[rows] = online_bce_step(
+        self.p[u], q, b = online_bce_step(
             p, self.q[rows], self.bi[rows], label, lr, self.reg, self.reg_bias, self.bias_lr,
             self.negative_weight)
+        self._move(rows, q, b)
+
+    def _move(self, rows: np.ndarray, q: np.ndarray, b: np.ndarray) -> None:
+        """Move item ``rows`` (unique) to the step's ``q, b``, through the item rule."""
+        if self._rules is None:
+            self.q[rows], self.bi[rows] = q, b
+            return
+        self._rules[0].step(self.q, rows, self.q[rows] - q)
+        self._rules[1].step(self.bi, rows, self.bi[rows] - b)
 
 
 class OnlineBias:

@@ -380,3 +380,28 @@ def test_a_bad_prefix_on_the_command_line_is_refused_by_name(shop, tmp_path, bad
         raise SystemExit(code)
     assert "prefix" in str(info.value) + capsys.readouterr().err
     assert not out.exists()  # refused before any replay, nothing written
+
+
+@pytest.mark.parametrize("explicit", [True, False])
+def test_the_centralized_online_model_moves_items_through_the_server_s_step_rule(explicit):
+    """``centralized-incremental`` is the federated model without rounds: its item side takes
+    the run's server step rule, each event's move standing for a round's. SGD at 1 is the
+    plain online step; Adagrad's first step on a row is lr · move / |move| per coordinate."""
+    from fedrec.simulations.models.stream import OnlineMF
+
+    def model(rule: str, lr: float) -> OnlineMF:
+        return OnlineMF(3, 6, 4, explicit, lr=0.1, reg=0.01, reg_bias=0.0, negatives=3,
+                        seed=5, item_rule=rule, item_rule_lr=lr)
+
+    plain, sgd, ada = model("sgd", 1.0), model("sgd", 1.0), model("adagrad", 0.2)
+    assert sgd._rules is None and ada._rules is not None
+    q0, b0 = plain.q.copy(), plain.bi.copy()
+    for m in (plain, sgd, ada):
+        m.learn(1, 2, 4.0, 6)
+    assert np.array_equal(plain.q, sgd.q) and np.array_equal(plain.bi, sgd.bi)
+    move, bias_move = q0 - plain.q, b0 - plain.bi
+    rows = np.flatnonzero((move != 0).any(axis=1))
+    assert 2 in rows and len(rows) >= (1 if explicit else 2)
+    np.testing.assert_allclose(q0 - ada.q, 0.2 * move / (np.abs(move) + 1e-8), atol=1e-6)
+    np.testing.assert_allclose(b0 - ada.bi, 0.2 * bias_move / (np.abs(bias_move) + 1e-8),
+                               atol=1e-6)
