@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from fedrec.common import privacy
 from fedrec.common.defences import DEFAULT, defence_names
 from fedrec.common.losses import for_feedback
+from fedrec.common.optim import STEP_RULES
 from fedrec.common.schema import TrainConfig
 from fedrec.common.split import PROTOCOLS, is_explicit
 from fedrec.common.weighting import check_weighting
@@ -54,6 +55,9 @@ class RunSettings:
     stop_patience: int = 0
     server_optimizer: str = "adam"
     server_lr: float = 0.01
+    # The item biases' own server step rule and step ("" and 0: the factors' rule and step).
+    server_bias_optimizer: str = ""
+    server_bias_lr: float = 0.0
     weighting: str = "uniform"
     cap: float = 10.0
     max_norm: float = 10.0
@@ -108,6 +112,16 @@ class RunSettings:
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]. Found {getattr(self, name)}.")
         check_weighting(self.weighting)
+        if self.server_optimizer not in STEP_RULES:
+            raise ValueError(f"server_optimizer must be one of {', '.join(STEP_RULES)}. "
+                             f"Found {self.server_optimizer!r}.")
+        if self.server_bias_optimizer not in ("", *STEP_RULES):
+            raise ValueError(f"server_bias_optimizer must be one of {', '.join(STEP_RULES)}, "
+                             f"or empty (the factors' rule). Found "
+                             f"{self.server_bias_optimizer!r}.")
+        if not (math.isfinite(self.server_bias_lr) and self.server_bias_lr >= 0):
+            raise ValueError(f"server_bias_lr must be > 0, or 0 (the factors' step). Found "
+                             f"{self.server_bias_lr}.")
         for name in ("server_lr", "cap", "max_norm", "round_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0. Found {getattr(self, name)}.")

@@ -20,14 +20,19 @@ from fedrec.server.aggregate import Aggregate
 class ItemModel:
     """Item table + row versions + server optimiser state."""
 
-    def __init__(self, params: ItemParams, step_rule: str = "sgd", lr: float = 1.0) -> None:
+    def __init__(self, params: ItemParams, step_rule: str = "sgd", lr: float = 1.0,
+                 bias_rule: str | None = None, bias_lr: float | None = None) -> None:
+        """``bias_rule``, ``bias_lr``: the biases' own step rule and step (None: the
+        factors')."""
         self.params = params
         self.version = np.zeros(params.n_items, dtype=np.int64)
         self.round = 0
         self.refused_steps = 0  # steps undone because they diverged
         self.step_rule, self.lr = step_rule, lr
+        self.bias_step_rule = step_rule if bias_rule is None else bias_rule
+        self.bias_lr = lr if bias_lr is None else bias_lr
         self._factor_rule = make_step_rule(step_rule, lr, params.factors.shape)
-        self._bias_rule = make_step_rule(step_rule, lr, params.bias.shape)
+        self._bias_rule = make_step_rule(self.bias_step_rule, self.bias_lr, params.bias.shape)
 
     @property
     def n_items(self) -> int:
@@ -96,8 +101,10 @@ class ItemModel:
                   "version": self.version}
         for prefix, rule in self._rules():
             arrays.update({prefix + k: v for k, v in rule.state().items()})
-        meta = {"step-rule": self.step_rule, "lr": self.lr, "round": self.round,
-                "mean": float(self.params.mean), "refused-steps": self.refused_steps}
+        meta = {"step-rule": self.step_rule, "lr": self.lr,
+                "bias-step-rule": self.bias_step_rule, "bias-lr": self.bias_lr,
+                "round": self.round, "mean": float(self.params.mean),
+                "refused-steps": self.refused_steps}
         return arrays, meta
 
     def _rules(self) -> tuple:
@@ -120,11 +127,16 @@ class ItemModel:
             if not np.isfinite(array).all():
                 raise ValueError(f"{name} holds NaN or infinity")
         rule, lr, mean = meta["step-rule"], meta["lr"], meta["mean"]
-        if rule not in STEP_RULES:
-            raise ValueError(f"step-rule must be one of {', '.join(STEP_RULES)}. "
-                             f"Found {rule!r}.")
-        if not (_number(lr) and 0 < lr < 1e6):
-            raise ValueError(f"lr must be a finite number in (0, 1e6). Found {lr!r}.")
+        # (a checkpoint written before the biases had their own rule: the factors')
+        bias_rule, bias_lr = meta.get("bias-step-rule", rule), meta.get("bias-lr", lr)
+        for key, value in (("step-rule", rule), ("bias-step-rule", bias_rule)):
+            if value not in STEP_RULES:
+                raise ValueError(f"{key} must be one of {', '.join(STEP_RULES)}. "
+                                 f"Found {value!r}.")
+        for key, value in (("lr", lr), ("bias-lr", bias_lr)):
+            if not (_number(value) and 0 < value < 1e6):
+                raise ValueError(f"{key} must be a finite number in (0, 1e6). "
+                                 f"Found {value!r}.")
         if not _number(mean):
             raise ValueError(f"mean must be a finite number. Found {mean!r}.")
         for name in ("round", "refused-steps"):
@@ -134,7 +146,7 @@ class ItemModel:
             raise ValueError(f"row versions must be in [0, {meta['round']}]. Found "
                              f"[{version.min()}, {version.max()}].")
         params = ItemParams(np.array(factors), np.array(bias), float(mean))
-        model = cls(params, str(rule), float(lr))
+        model = cls(params, str(rule), float(lr), str(bias_rule), float(bias_lr))
         model.version = np.array(version)
         model.round, model.refused_steps = int(meta["round"]), int(meta["refused-steps"])
         for prefix, step_rule in model._rules():

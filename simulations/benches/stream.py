@@ -32,7 +32,9 @@ def _centralized_config(s: StreamSettings) -> dict:
     return {"n_factors": r.factors, "lr": r.lr, "reg": r.reg, "reg_bias": r.reg_bias,
             "negatives": r.negatives, "negative_weight": r.negative_weight,
             "init_std": r.init_std, "seed": r.seed,
-            "item_rule": r.server_optimizer, "item_rule_lr": r.server_lr}
+            "item_rule": r.server_optimizer, "item_rule_lr": r.server_lr,
+            "bias_rule": r.server_bias_optimizer or None,
+            "bias_rule_lr": r.server_bias_lr or None}
 
 
 ENGINES = ("inprocess", "ray")

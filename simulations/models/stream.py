@@ -113,7 +113,8 @@ class OnlineMF:
                  lr: float, reg: float, reg_bias: float, negatives: int = 4,
                  init_std: float = 0.1, seed: int = 0, bias_lr: float | None = None,
                  negative_weight: float = 1.0, item_rule: str = "sgd",
-                 item_rule_lr: float = 1.0) -> None:
+                 item_rule_lr: float = 1.0, bias_rule: str | None = None,
+                 bias_rule_lr: float | None = None) -> None:
         rng = np.random.default_rng(seed)
         self.rng = rng
         self.p = rng.normal(0, init_std, (n_users, n_factors))
@@ -123,13 +124,15 @@ class OnlineMF:
         self.bias_lr = lr if bias_lr is None else bias_lr
         self.negatives, self.negative_weight = negatives, negative_weight
         self.total, self.count = 0.0, 0
-        # The item side's step rule, as the federated server applies it to a round's summed
-        # moves (common.optim): here each event's move is its own round. SGD at 1 is the
-        # plain online step.
+        # The item side's step rules (factors, biases; the biases' None: the factors'), as
+        # the federated server applies them to a round's summed moves (common.optim): here
+        # each event's move is its own round. SGD at 1 is the plain online step.
+        bias_rule = item_rule if bias_rule is None else bias_rule
+        bias_rule_lr = item_rule_lr if bias_rule_lr is None else bias_rule_lr
         self._rules = None
-        if item_rule != "sgd" or item_rule_lr != 1.0:
+        if (item_rule, item_rule_lr, bias_rule, bias_rule_lr) != ("sgd", 1.0, "sgd", 1.0):
             self._rules = (make_step_rule(item_rule, item_rule_lr, self.q.shape),
-                           make_step_rule(item_rule, item_rule_lr, self.bi.shape))
+                           make_step_rule(bias_rule, bias_rule_lr, self.bi.shape))
 
     @property
     def mean(self) -> float:

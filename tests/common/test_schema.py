@@ -113,6 +113,10 @@ def test_run_config_values_are_read_as_their_field_s_type(key, value, expected):
     ("negative-weight", 0, "negative_weight must be a finite number > 0"),
     ("negative-weight", "-0.5", "negative_weight must be a finite number > 0"),
     ("negative-weight", "nan", "expected a finite number"),
+    ("server-optimizer", "rmsprop", "server_optimizer must be one of sgd, adagrad, adam"),
+    ("server-bias-optimizer", "rmsprop", "server_bias_optimizer must be one of"),
+    ("server-bias-lr", "-0.5", "server_bias_lr must be > 0, or 0"),
+    ("server-bias-lr", "inf", "expected a finite number"),
 ])
 def test_a_bad_run_config_value_is_refused_by_its_key(key, value, problem):
     config = {key: value}

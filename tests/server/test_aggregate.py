@@ -56,6 +56,34 @@ def test_item_model_moves_only_aggregated_rows_and_bumps_versions():
     assert model.version.tolist() == [0, 7, 0, 7, 0]
 
 
+def test_the_biases_take_their_own_server_rule_and_the_settings_reach_it():
+    """Adagrad on the factors, plain SGD at 0.5 on the biases: a row's factor step is
+    lr · g / |g| per coordinate at first, its bias step 0.5 · g however many steps came
+    before (a new listing's bias follows the evidence's size)."""
+    from fedrec.common.settings import RunSettings
+    from fedrec.server.app import new_model
+
+    params = ItemParams.init(5, 2, np.random.default_rng(0))
+    before = params.copy()
+    model = ItemModel(params, "adagrad", 0.2, "sgd", 0.5)
+    agg = aggregate([A])
+    for r in (1, 2):
+        model.apply(agg, round_number=r)
+    rows = agg.ids
+    g = agg.rows.astype(np.float32)
+    moved = before.factors[rows] - params.factors[rows]
+    expected = 0.2 * g / (np.abs(g) + 1e-8) + 0.2 * g / (np.sqrt(2 * g * g) + 1e-8)
+    np.testing.assert_allclose(moved, expected, atol=1e-6)
+    np.testing.assert_allclose(before.bias[rows] - params.bias[rows], 2 * 0.5 * agg.bias,
+                               atol=1e-6)
+    built = new_model(RunSettings(server_optimizer="adagrad", server_lr=0.2,
+                                  server_bias_optimizer="sgd", server_bias_lr=0.5), 5, 0.0)
+    assert (built.step_rule, built.lr, built.bias_step_rule, built.bias_lr) == (
+        "adagrad", 0.2, "sgd", 0.5)
+    same = new_model(RunSettings(server_optimizer="adam", server_lr=0.03), 5, 0.0)
+    assert (same.bias_step_rule, same.bias_lr) == ("adam", 0.03)  # unset: the factors'
+
+
 def test_a_diverging_server_step_is_undone_and_refused():
     params = ItemParams.init(5, 2, np.random.default_rng(0))
     before = params.copy()

@@ -16,8 +16,11 @@ from fedrec.server.item_model import ItemModel
 
 
 def trained_model(rule: str, seed: int = 0, rounds: int = 3) -> ItemModel:
+    """``rule``: the server's step rule, or ``FACTORS/BIASES`` (the biases' own, at 0.5)."""
     rng = np.random.default_rng(seed)
-    model = ItemModel(ItemParams.init(30, 4, rng, 0.1, mean=3.2), rule, 0.05)
+    factor_rule, _, bias_rule = rule.partition("/")
+    model = ItemModel(ItemParams.init(30, 4, rng, 0.1, mean=3.2), factor_rule, 0.05,
+                      bias_rule or None, 0.5 if bias_rule else None)
     for r in range(1, rounds + 1):
         model.apply(random_aggregate(rng), r)
     return model
@@ -28,7 +31,7 @@ def random_aggregate(rng: np.random.Generator) -> Aggregate:
     return Aggregate(ids, rng.normal(size=(8, 4)), rng.normal(size=8), np.ones(8), np.ones(8))
 
 
-@pytest.mark.parametrize("rule", ["sgd", "adagrad", "adam"])
+@pytest.mark.parametrize("rule", ["sgd", "adagrad", "adam", "adagrad/sgd", "sgd/adam"])
 def test_a_saved_model_comes_back_bit_for_bit_and_steps_on_identically(tmp_path, rule):
     model = trained_model(rule)
     cp = Checkpoint(tmp_path / "server.db")
@@ -156,6 +159,9 @@ def test_200_random_bit_flips_never_load_as_a_different_model(tmp_path):
     (None, {"mean": float("nan")}, "mean must be a finite number"),
     (None, {"lr": 1e30}, "lr must be a finite number in"),
     (None, {"step-rule": "rmsprop"}, "step-rule must be one of"),
+    (None, {"bias-lr": -1.0}, "bias-lr must be a finite number in"),
+    (None, {"bias-lr": "fast"}, "bias-lr must be a finite number in"),
+    (None, {"bias-step-rule": "rmsprop"}, "bias-step-rule must be one of"),
     (None, {"history": {"round": 1}}, "history must be a list"),
     (None, {"run": {"dp-rounds": -1}}, "dp-rounds"),
     (None, {"run": {"rejected": {"norm": "many"}}}, "rejected must map"),
@@ -239,3 +245,17 @@ def test_a_bad_checkpoint_key_file_or_option_is_named(tmp_path):
     with pytest.raises(ValueError, match="need a checkpoint"):
         open_checkpoint(RunSettings(checkpoint_fresh=True))
     assert not (tmp_path / "s.db").exists()  # nothing made on the way
+
+
+def test_a_checkpoint_from_before_the_biases_had_their_own_rule_loads_with_the_factors(
+        tmp_path):
+    path = tmp_path / "server.db"
+    model = trained_model("adagrad")
+    Checkpoint(path).save(model, 3, [{"round": 3}])
+    with sqlite3.connect(path) as conn:  # as an older fedrec wrote it
+        conn.execute("DELETE FROM meta WHERE name IN ('bias-step-rule', 'bias-lr')")
+    rewrite(path, meta={})  # resealed
+    loaded = Checkpoint(path).load()[0]
+    assert (loaded.bias_step_rule, loaded.bias_lr) == ("adagrad", 0.05)
+    np.testing.assert_array_equal(loaded.state()[0]["bias-rule.accum"],
+                                  model.state()[0]["bias-rule.accum"])

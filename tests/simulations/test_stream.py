@@ -405,3 +405,8 @@ def test_the_centralized_online_model_moves_items_through_the_server_s_step_rule
     np.testing.assert_allclose(q0 - ada.q, 0.2 * move / (np.abs(move) + 1e-8), atol=1e-6)
     np.testing.assert_allclose(b0 - ada.bi, 0.2 * bias_move / (np.abs(bias_move) + 1e-8),
                                atol=1e-6)
+    own = OnlineMF(3, 6, 4, explicit, lr=0.1, reg=0.01, reg_bias=0.0, negatives=3, seed=5,
+                   item_rule="adagrad", item_rule_lr=0.2, bias_rule="sgd", bias_rule_lr=0.5)
+    own.learn(1, 2, 4.0, 6)  # the biases' own rule: SGD at 0.5 on the same move
+    np.testing.assert_allclose(q0 - own.q, q0 - ada.q, atol=1e-12)
+    np.testing.assert_allclose(b0 - own.bi, 0.5 * bias_move, atol=1e-12)
