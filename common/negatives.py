@@ -18,7 +18,10 @@ from fedrec.common.hashing import GOLDEN, splitmix64
 class NegativeSampler:
     """Draws, for each requested user, one item outside that user's training positives.
 
-    ``alpha`` skews draws towards popular items (probability ∝ count^alpha; 0 is uniform).
+    ``alpha`` skews draws towards popular items (probability ∝ (count + 1)^alpha; 0 is
+    uniform). The one added keeps every item a possible negative: with count^alpha, an
+    item no training event names would never be drawn, never be pushed down, and rise to
+    the top of everyone's list (on ML-100K, alpha 0.05 took 76 % of the top 10).
     """
 
     def __init__(self, user: np.ndarray, item: np.ndarray, n_items: int,
@@ -41,7 +44,7 @@ class NegativeSampler:
         self.counts = np.bincount(item, minlength=self.n_items) + np.pad(
             self.counts, (0, self.n_items - len(self.counts)))
         if self.alpha:
-            weight = np.maximum(self.counts.astype(np.float64) ** self.alpha, 1e-12)
+            weight = (self.counts.astype(np.float64) + 1.0) ** self.alpha
             self.cdf = np.cumsum(weight) / weight.sum()
 
     def _draw(self, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 # 0.002, 0.005, 0.01 by L2 0.003, 0.01, 0.03 (NDCG@10 0.2629; next 0.2620); 15 or 60 epochs
 # give 0.2565, 0.2573; 32 or 128 factors 0.2620, 0.2560; 8 or 32 negatives 0.2383, 0.2641
 # (32: +0.5 %, within one split's noise, at twice the work an epoch; kept at 16).
+# Negatives skewed to popular items (`--grid negative-alpha=0.25,0.5,0.75`: draws ∝ (count
+# + 1)^alpha) give the tail more of the top 10 (1.5 %, 3.6 %, 14.2 %, against 0.7 %) at a
+# cost overall (0.2533, 0.2474, 0.2377) and to light users (0.2205, 0.2254, 0.2139, against
+# 0.2420): not taken.
 EXPLICIT = MFConfig(loss="mse", n_factors=100, optimizer="sgd", step_rule="sgd", lr=0.01,
                     reg=0.1, reg_bias=0.01, epochs=40, batch_size=128)
 IMPLICIT = MFConfig(loss="bce", n_factors=64, optimizer="sgd", step_rule="adam", lr=0.005,
@@ -79,9 +83,11 @@ def mf_config(protocol: str, **overrides: object) -> MFConfig:
 # --grid negative-weight=0.5,0.25`): 4 at 0.5, 0.25: 0.2572, 0.2520 (light 0.2331, 0.2191;
 # tail 2.1 %, 1.3 %); 16 at 0.5, 0.25: 0.2719, 0.2663 (light 0.2405, 0.2338; tail 0.9 %,
 # 0.1 %) at twice the work: a lighter negative weight buys the head and light users with
-# the tail's places, at every count tried. Not changed yet: the README's quality,
-# privacy, secure-sum and attack figures on ML-100K all rest on this preset, and must be
-# re-run with any change.
+# the tail's places, at every count tried. Adagrad on the server (`--grid
+# server-optimizer=adagrad --grid server-lr=0.03,0.1`, the streams' rule): 0.2537, 0.2613
+# (light 0.2169, 0.2322; tail 0.1 %, 1.9 %; best round 40, 30). Not changed yet: the
+# README's quality, privacy, secure-sum and attack figures on ML-100K all rest on this
+# preset, and must be re-run with any change.
 FEDERATED_EXPLICIT = RunSettings(
     protocol="explicit-5fold", num_rounds=30, evaluate_every=10, factors=100, optimizer="sgd",
     local_epochs=2, lr=0.01, reg=0.1, reg_bias=0.01, batch_size=32, server_optimizer="sgd",

@@ -36,6 +36,18 @@ def test_popularity_skew_prefers_popular_items():
     assert (neg == 0).mean() < 0.1
 
 
+def test_under_a_skew_an_item_no_training_event_names_is_still_a_negative():
+    """(count + 1)^alpha: the items of the catalogue never seen in training are drawn at
+    weight 1 (a count^alpha skew drew them never, and they rose to everyone's top 10)."""
+    item = np.repeat(np.arange(10), 30)  # items 10..49 appear in no training event
+    user = np.arange(len(item)) + 1
+    sampler = NegativeSampler(user, item, 50, alpha=0.5)
+    neg, _ = sampler.sample(np.zeros(20_000, int), np.random.default_rng(2))
+    unseen = (neg >= 10).mean()
+    expected = 40 / (40 + 10 * np.sqrt(31))
+    assert abs(unseen - expected) < 0.02 and np.unique(neg[neg >= 10]).size == 40
+
+
 # ---- the round's public negative pool ---------------------------------------------------
 
 
