@@ -154,7 +154,10 @@ class OnlineMF:
             self.p[u], self.bu[u], q, b = online_rating_step(
                 p, self.bu[u], self.q[i].copy(), self.bi[i], err, lr, self.reg,
                 self.reg_bias, self.bias_lr)
-            self._move(np.array([i]), np.atleast_2d(q), np.atleast_1d(b))
+            if self._rules is None:  # (the plain step, per rating: no arrays made)
+                self.q[i], self.bi[i] = q, b
+            else:
+                self._move(np.array([i]), np.atleast_2d(q), np.atleast_1d(b))
             return
         rows = np.concatenate([[i], self.rng.integers(0, n_listed, self.negatives)])
         rows = np.unique(rows) if len(np.unique(rows)) != len(rows) else rows
