@@ -14,6 +14,9 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 STEP_RULES = ("sgd", "adagrad", "adam")
+# The largest server step a run may ask for, and a checkpoint may hold (one bound for both,
+# so no run writes a checkpoint it cannot load again).
+MAX_LR = 1e6
 
 
 def sum_rows(rows: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

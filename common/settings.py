@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from fedrec.common import privacy
 from fedrec.common.defences import DEFAULT, defence_names
 from fedrec.common.losses import for_feedback
-from fedrec.common.optim import STEP_RULES
+from fedrec.common.optim import MAX_LR, STEP_RULES
 from fedrec.common.schema import TrainConfig
 from fedrec.common.split import PROTOCOLS, is_explicit
 from fedrec.common.weighting import check_weighting
@@ -119,9 +119,12 @@ class RunSettings:
             raise ValueError(f"server_bias_optimizer must be one of {', '.join(STEP_RULES)}, "
                              f"or empty (the factors' rule). Found "
                              f"{self.server_bias_optimizer!r}.")
-        if not (math.isfinite(self.server_bias_lr) and self.server_bias_lr >= 0):
-            raise ValueError(f"server_bias_lr must be > 0, or 0 (the factors' step). Found "
-                             f"{self.server_bias_lr}.")
+        if not (math.isfinite(self.server_bias_lr) and 0 <= self.server_bias_lr < MAX_LR):
+            raise ValueError(f"server_bias_lr must be in (0, {MAX_LR:g}), or 0 (the factors' "
+                             f"step). Found {self.server_bias_lr}.")
+        if not self.server_lr < MAX_LR:
+            raise ValueError(f"server_lr must be below {MAX_LR:g} (what a checkpoint holds). "
+                             f"Found {self.server_lr}.")
         for name in ("server_lr", "cap", "max_norm", "round_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0. Found {getattr(self, name)}.")
@@ -160,6 +163,12 @@ class RunSettings:
     @property
     def explicit(self) -> bool:
         return is_explicit(self.protocol)
+
+    @property
+    def server_bias_step(self) -> tuple[str, float]:
+        """The item biases' server step rule and step: their own, or else the factors'."""
+        return (self.server_bias_optimizer or self.server_optimizer,
+                self.server_bias_lr or self.server_lr)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(loss=for_feedback(self.explicit).name, optimizer=self.optimizer,

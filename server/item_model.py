@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from fedrec.common.optim import STEP_RULES, make_step_rule
+from fedrec.common.optim import MAX_LR, STEP_RULES, make_step_rule
 from fedrec.common.params import ItemParams
 from fedrec.server.aggregate import Aggregate
 
@@ -134,8 +134,8 @@ class ItemModel:
                 raise ValueError(f"{key} must be one of {', '.join(STEP_RULES)}. "
                                  f"Found {value!r}.")
         for key, value in (("lr", lr), ("bias-lr", bias_lr)):
-            if not (_number(value) and 0 < value < 1e6):
-                raise ValueError(f"{key} must be a finite number in (0, 1e6). "
+            if not (_number(value) and 0 < value < MAX_LR):
+                raise ValueError(f"{key} must be a finite number in (0, {MAX_LR:g}). "
                                  f"Found {value!r}.")
         if not _number(mean):
             raise ValueError(f"mean must be a finite number. Found {mean!r}.")

@@ -33,8 +33,7 @@ def _centralized_config(s: StreamSettings) -> dict:
             "negatives": r.negatives, "negative_weight": r.negative_weight,
             "init_std": r.init_std, "seed": r.seed,
             "item_rule": r.server_optimizer, "item_rule_lr": r.server_lr,
-            "bias_rule": r.server_bias_optimizer or None,
-            "bias_rule_lr": r.server_bias_lr or None}
+            "bias_rule": r.server_bias_step[0], "bias_rule_lr": r.server_bias_step[1]}
 
 
 ENGINES = ("inprocess", "ray")

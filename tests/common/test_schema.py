@@ -115,7 +115,9 @@ def test_run_config_values_are_read_as_their_field_s_type(key, value, expected):
     ("negative-weight", "nan", "expected a finite number"),
     ("server-optimizer", "rmsprop", "server_optimizer must be one of sgd, adagrad, adam"),
     ("server-bias-optimizer", "rmsprop", "server_bias_optimizer must be one of"),
-    ("server-bias-lr", "-0.5", "server_bias_lr must be > 0, or 0"),
+    ("server-bias-lr", "-0.5", r"server_bias_lr must be in \(0, 1e\+06\), or 0"),
+    ("server-bias-lr", "1e7", r"server_bias_lr must be in \(0, 1e\+06\), or 0"),
+    ("server-lr", "1e7", "server_lr must be below 1e\\+06"),
     ("server-bias-lr", "inf", "expected a finite number"),
 ])
 def test_a_bad_run_config_value_is_refused_by_its_key(key, value, problem):
