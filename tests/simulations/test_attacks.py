@@ -33,8 +33,10 @@ SHOP = "synthetic:n_users=600,n_items=400,n_events=20000"
 
 def shop_settings():
     """The shop's preset with the model these tests' thresholds were set on (32 factors, 4
-    negatives): what an attack can do is the subject here, not the preset of the day."""
-    return replace(preset_settings(SHOP, "implicit-80-20"), factors=32, negatives=4)
+    negatives at full weight): what an attack can do is the subject here, not the preset
+    of the day."""
+    return replace(preset_settings(SHOP, "implicit-80-20"), factors=32, negatives=4,
+                   negative_weight=1.0)
 
 
 @pytest.fixture(scope="module")
