@@ -32,7 +32,7 @@ from fedrec.common.losses import (
     bpr_grads,
     mse_grads,
 )
-from fedrec.common.negatives import NegativeSampler
+from fedrec.common.negatives import NegativeSampler, check_alpha
 from fedrec.common.optim import STEP_RULES, StepRule, make_step_rule, sum_rows
 from fedrec.common.params import ItemParams, UserParams, known_ids
 
@@ -71,6 +71,7 @@ class MFConfig(NamesLoss):
         if self.negatives < 1 and not self.explicit:
             raise ValueError(f"negatives must be >= 1 for loss {self.loss!r}. "
                              f"Found {self.negatives}.")
+        check_alpha(self.negative_alpha, "negative_alpha")
         Regularization(self.reg, self.reg_bias)
 
     @property

@@ -14,6 +14,22 @@ import numpy as np
 
 from fedrec.common.hashing import GOLDEN, splitmix64
 
+# The largest popularity skew: (count + 1)^alpha stays finite in float64 for any count a
+# catalogue holds (10^9 events: 10^90), and 1 is already plain popularity.
+MAX_ALPHA = 10.0
+
+
+def check_alpha(value: object, name: str = "alpha") -> float:
+    """``value`` as a popularity skew, or a ValueError naming ``name``: a real number in
+    [-MAX_ALPHA, MAX_ALPHA] (a NaN, an infinity or a huge skew would make the draws'
+    weights overflow and every draw the last item)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number. Found {value!r}.")
+    if not (np.isfinite(value) and abs(value) <= MAX_ALPHA):
+        raise ValueError(f"{name} must be a finite number in [-{MAX_ALPHA:g}, "
+                         f"{MAX_ALPHA:g}]. Found {value!r}.")
+    return float(value)
+
 
 class NegativeSampler:
     """Draws, for each requested user, one item outside that user's training positives.
@@ -28,7 +44,7 @@ class NegativeSampler:
                  alpha: float = 0.0, max_rounds: int = 50) -> None:
         if n_items < 1:
             raise ValueError(f"Number of items must be >= 1. Found {n_items}.")
-        self.alpha = alpha
+        self.alpha = check_alpha(alpha)
         self.max_rounds = max_rounds
         self.keys = np.empty(0, dtype=np.int64)
         self.counts = np.zeros(0, dtype=np.int64)

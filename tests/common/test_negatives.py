@@ -3,7 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedrec.common.negatives import MIN_POOL, NegativeSampler, negative_pool, pool_seed
+from fedrec.common.mf import MFConfig
+from fedrec.common.negatives import (
+    MAX_ALPHA,
+    MIN_POOL,
+    NegativeSampler,
+    negative_pool,
+    pool_seed,
+)
 
 
 def test_negatives_are_never_training_positives():
@@ -84,3 +91,25 @@ def test_a_pool_is_never_smaller_than_its_floor_and_share_one_is_the_whole_catal
             negative_pool(bad, 1, 1000)
     with pytest.raises(ValueError, match="negative-pool-rounds must be >= 1"):
         pool_seed(0, 1, 0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), 1e6, -11.0,
+                                 "0.5", None, [0.5], True])
+def test_a_skew_that_is_not_a_bounded_number_is_refused_by_name(bad):
+    """(count + 1)^1e6 overflowed, and every draw was the last item (item 0 here, with a
+    warning only); a NaN did the same. Refused where the value enters: the sampler and the
+    centralized model's config (what `fedrec bench tune --grid negative-alpha=...` makes)."""
+    item = np.repeat(np.arange(10), 30)
+    user = np.arange(len(item)) + 1
+    with pytest.raises(ValueError, match="alpha must be a"):
+        NegativeSampler(user, item, 50, alpha=bad)
+    with pytest.raises(ValueError, match="negative_alpha must be a"):
+        MFConfig(loss="bce", negative_alpha=bad)
+
+
+def test_the_largest_skew_allowed_still_draws_every_item_it_should():
+    item = np.repeat(np.arange(10), np.arange(1, 11) * 100)  # counts 100..1000
+    user = np.arange(len(item)) + 1
+    neg, _ = NegativeSampler(user, item, 50, alpha=MAX_ALPHA).sample(
+        np.zeros(2_000, int), np.random.default_rng(3))
+    assert np.isin(neg, np.arange(50)).all() and (neg == 9).mean() > 0.3
