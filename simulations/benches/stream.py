@@ -29,11 +29,12 @@ from fedrec.simulations.models.presets import mf_config
 
 def _centralized_config(s: StreamSettings) -> dict:
     r = s.run
+    bias_rule, bias_rule_lr = r.server_bias_step
     return {"n_factors": r.factors, "lr": r.lr, "reg": r.reg, "reg_bias": r.reg_bias,
             "negatives": r.negatives, "negative_weight": r.negative_weight,
             "init_std": r.init_std, "seed": r.seed,
             "item_rule": r.server_optimizer, "item_rule_lr": r.server_lr,
-            "bias_rule": r.server_bias_step[0], "bias_rule_lr": r.server_bias_step[1]}
+            "bias_rule": bias_rule, "bias_rule_lr": bias_rule_lr}
 
 
 ENGINES = ("inprocess", "ray")
