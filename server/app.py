@@ -205,10 +205,19 @@ def run_fedrec(grid: Grid, settings: RunSettings) -> FedRec:
         strategy.segments = training_segments(settings)
     if settings.stop_patience:
         strategy.stopper = EarlyStop.for_run(settings.stop_patience, settings.explicit)
+        if saved is not None:
+            try:
+                strategy.load_stop_state(saved[3], saved[1])
+            except ValueError as exc:
+                raise ValueError(f"{checkpoint.path}: {exc}") from None
     log(INFO, "fedrec: %s items, %s factors, global mean %.4f, from round %s", n_items,
         settings.factors, strategy.model.params.mean, strategy.round_offset + 1)
     remaining = settings.num_rounds - strategy.round_offset if settings.num_rounds \
         else UNTIL_STOPPED
+    if strategy.stopper is not None and strategy.stopper.stopped:
+        log(INFO, "early stopping: the run stopped at round %s (best round %s); it trains "
+            "no further", strategy.round_offset, strategy.stopper.best_round)
+        remaining = 0
     if remaining > 0:
         RoundLoop(strategy, grid, settings.round_timeout).run(remaining)
     return strategy

@@ -2,8 +2,9 @@
 with a digest (and the operator's MAC) and checked whole before anything in it is used.
 
 A :class:`Checkpoint` holds everything needed to resume training where it stopped: the item
-table, each row's version, the server optimiser's per-row state, μ, the last round applied
-and the run's history. :meth:`Checkpoint.save` replaces all of it in a single SQLite
+table, each row's version, the server optimiser's per-row state, μ, the last round applied,
+the run's history and its state (delta sync's memory, privacy spend, early stopping's
+rule and best table). :meth:`Checkpoint.save` replaces all of it in a single SQLite
 transaction (rollback journal, ``synchronous=FULL``): after a crash at any point, the file
 holds either the previous round's state or the new one, never a mix. Arrays are stored as
 ``.npy`` bytes and read back without unpickling.
@@ -41,6 +42,7 @@ from fedrec.server.item_model import ItemModel
 
 FORMAT = 2  # 2: sealed (digest, optional MAC). 1 had no seal and is refused.
 _DOMAIN = b"fedrec-checkpoint-2\n"
+RUN_ARRAY = "run/"  # the name prefix of the run's state arrays beside the model's
 
 
 class CheckpointError(ValueError):
@@ -73,14 +75,17 @@ class Checkpoint:
         return conn
 
     def save(self, model: ItemModel, server_round: int, history: list[dict],
-             run: dict | None = None) -> None:
-        """Replace the stored state with ``model`` after ``server_round``, atomically."""
+             run: dict | None = None, arrays: dict[str, np.ndarray] | None = None) -> None:
+        """Replace the stored state with ``model`` after ``server_round``, atomically.
+        ``run``: the run's state entries (JSON); ``arrays``: its state arrays (early
+        stopping's best table), given back by :meth:`load` as ``run["arrays"]``."""
         if self.fresh:
             self._set_aside()
-        arrays, meta = model.state()
+        model_arrays, meta = model.state()
         meta = {**meta, "format": FORMAT, "server-round": int(server_round),
                 "history": history, "run": run or {}}
-        blobs = {name: _npy(value) for name, value in arrays.items()}
+        blobs = {name: _npy(value) for name, value in model_arrays.items()}
+        blobs.update({RUN_ARRAY + name: _npy(value) for name, value in (arrays or {}).items()})
         texts = {k: json.dumps(v) for k, v in meta.items()}
         seal = {"sha256": hashlib.sha256(_canonical(blobs, texts)).hexdigest()}
         if self.key is not None:
@@ -129,11 +134,15 @@ class Checkpoint:
             raise self._error(f"inconsistent checkpoint ({exc})") from None
         if meta.get("format") != FORMAT:
             raise self._error(f"checkpoint format {meta.get('format')!r}, expected {FORMAT}")
+        run_arrays = {name[len(RUN_ARRAY):]: arrays.pop(name) for name in list(arrays)
+                      if name.startswith(RUN_ARRAY)}
         try:
             model = ItemModel.from_state(arrays, meta)
             server_round, history, run = _checked_meta(meta, model)
         except (KeyError, ValueError, TypeError) as exc:
             raise self._error(f"inconsistent checkpoint ({exc})") from None
+        if run_arrays:
+            run["arrays"] = run_arrays  # (their owners check them: EarlyStop.load)
         return model, server_round, history, run
 
     def _read(self) -> tuple[dict[str, bytes], dict[str, str], dict[str, str]]:

@@ -102,6 +102,7 @@ class RoundLoop:
                                              timeout=self.timeout)
         result = s.aggregate_evaluate(server_round, replies)
         stop = s.stopper.observe(absolute, dict(result) if result else None, s.model)
+        s.save_checkpoint(absolute)  # (the rule's new state: a restart goes on from it)
         if stop:
             log(INFO, "early stopping: no better %s on validation for %s evaluations "
                 "(best %.4f at round %s)", s.stopper.metric, s.stopper.patience,
@@ -113,8 +114,12 @@ class RoundLoop:
         s = self.strategy
         absolute = server_round + s.round_offset
         restored = s.stopper.restore(s.model, absolute)
-        s.history.append({"round": absolute, "stopping": {**s.stopper.summary(),
-                                                          "restored-rows": restored}})
+        stopping = {**s.stopper.summary(), "restored-rows": restored}
+        if s.history and s.history[-1]["round"] == absolute:  # (one entry per round)
+            s.history[-1]["stopping"] = stopping
+        else:
+            s.history.append({"round": absolute, "stopping": stopping})
         replies = self.grid.send_and_receive(s.evaluation(absolute, self.grid),
                                              timeout=self.timeout)
         s.aggregate_evaluate(server_round, replies)
+        s.save_checkpoint(absolute)  # the table the run ends with is its best

@@ -11,6 +11,11 @@ current round as its version, so delta sync sends it), and only then scores the 
 
 What the server learns is what any evaluation round tells it (pooled metrics of devices'
 held-out rows), here of the validation slice.
+
+The rule's state (its best figure and round, how long it has waited, its trace and the best
+table) is part of the server's checkpoint (:meth:`EarlyStop.state`, :meth:`EarlyStop.load`):
+a server killed and restarted mid-run stops where the run without the restart would have,
+and puts back the same table. Read back from disk it is checked like everything there.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
 from fedrec.server.item_model import ItemModel
 
 MIN_GAIN = 1e-4  # an improvement smaller than this (relative) does not count
+STATE = "early-stop"  # the checkpoint's run-state entry (and its arrays' name prefix)
 
 
 @dataclass
@@ -68,6 +75,79 @@ class EarlyStop:
         self.waited += 1
         return self.waited >= self.patience
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the rule has said stop (a resumed run trains no further)."""
+        return self.waited >= self.patience
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """The rule as a checkpoint keeps it: the best table (arrays, when there is one) and
+        the rest (JSON)."""
+        arrays = {} if self._factors is None or self._bias is None else {
+            "factors": self._factors, "bias": self._bias}
+        meta = {"metric": self.metric, "best": None if math.isnan(self.best) else self.best,
+                "best-round": self.best_round, "waited": self.waited,
+                "trace": [[r, v] for r, v in self.trace]}
+        return arrays, meta
+
+    def load(self, arrays: Mapping[str, np.ndarray], meta: Mapping, last_round: int,
+             n_items: int, n_factors: int) -> None:
+        """Take the state :meth:`state` gave, read back from a checkpoint of a run whose
+        last round is ``last_round`` and whose table is (``n_items``, ``n_factors``).
+        ValueError naming the field if anything in it could not have come from this rule;
+        nothing is taken then. This run's patience applies (an operator may change it)."""
+        def field_error(name: str, problem: str) -> ValueError:
+            return ValueError(f"early-stop.{name} {problem}")
+
+        if not isinstance(meta, Mapping):
+            raise field_error("state", f"must be a mapping. Found {type(meta).__name__}.")
+        if meta.get("metric") != self.metric:
+            raise field_error("metric", f"is {meta.get('metric')!r}, this run stops on "
+                              f"{self.metric!r}: the checkpoint is of another kind of run")
+        best = meta.get("best")
+        if best is not None and not _finite(best):
+            raise field_error("best", f"must be a finite number or null. Found {best!r}.")
+        best_round, waited = meta.get("best-round"), meta.get("waited")
+        if not _whole(best_round) or not 0 <= best_round <= last_round:
+            raise field_error("best-round", f"must be a whole number in [0, {last_round}]. "
+                              f"Found {best_round!r}.")
+        if not _whole(waited) or not 0 <= waited <= last_round:
+            raise field_error("waited", f"must be a whole number in [0, {last_round}]. "
+                              f"Found {waited!r}.")
+        trace = meta.get("trace")
+        if not isinstance(trace, list) or not all(
+                isinstance(p, list) and len(p) == 2 and _whole(p[0])
+                and 0 < p[0] <= last_round and _finite(p[1]) for p in trace) \
+                or any(b[0] <= a[0] for a, b in pairwise(trace)):
+            raise field_error("trace", f"must list [round, value] pairs, rounds increasing "
+                              f"in [1, {last_round}], values finite")
+        if (best is None) != (best_round == 0) or (best is not None and [
+                best_round, best] not in trace):
+            raise field_error("best", "and best-round must be a pair the trace holds (or "
+                              "null and 0 before any figure)")
+        factors, bias = arrays.get("factors"), arrays.get("bias")
+        if (factors is None) != (best is None) or (factors is None) != (bias is None):
+            raise field_error("factors", "and bias (the best table) must be there exactly "
+                              "when there is a best figure")
+        if factors is not None:
+            if factors.dtype != np.float32 or factors.ndim != 2 \
+                    or factors.shape[1] != n_factors or not 0 < len(factors) <= n_items:
+                raise field_error("factors", f"must be float32 (m <= {n_items}, "
+                                  f"{n_factors}). Found {factors.dtype} {factors.shape}.")
+            if bias.dtype != np.float32 or bias.shape != (len(factors),):
+                raise field_error("bias", f"must be float32 ({len(factors)},). Found "
+                                  f"{bias.dtype} {bias.shape}.")
+            if not (np.isfinite(factors).all() and np.isfinite(bias).all()):
+                raise field_error("factors", "or bias holds NaN or infinity")
+        unknown = sorted(set(arrays) - {"factors", "bias"})
+        if unknown:
+            raise field_error("arrays", f"holds unknown arrays {unknown}")
+        self.best = math.nan if best is None else float(best)
+        self.best_round, self.waited = int(best_round), int(waited)
+        self.trace = [(int(r), float(v)) for r, v in trace]
+        self._factors = None if factors is None else np.array(factors)
+        self._bias = None if bias is None else np.array(bias)
+
     def _better(self, value: float) -> bool:
         if math.isnan(self.best):
             return True
@@ -86,3 +166,12 @@ class EarlyStop:
         return {"metric": self.metric, "patience": self.patience, "best": self.best,
                 "best-round": self.best_round,
                 "validation": [[r, v] for r, v in self.trace]}
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -36,6 +36,7 @@ from fedrec.server.layers import ServerLayer
 from fedrec.server.listings import ListingSource
 from fedrec.server.publish import PublishedTable
 from fedrec.server.replies import Outbox, Refusals
+from fedrec.server.stopping import STATE as STOP_STATE
 from fedrec.server.stopping import EarlyStop
 from fedrec.server.wait import wait_for_nodes
 
@@ -436,16 +437,38 @@ class FedRec(FedAvg):
         self.history.append({"round": server_round, "train": summary})
         log(INFO, "round %s: %s accepted, %s rejected, %s failed, %s rows updated",
             server_round, accepted, summary["rejected"], len(errors), len(agg.ids))
-        if self.checkpoint is not None:
-            state: dict = {"rejected": dict(self.rejected), "dp-rounds": 0,
-                           "set-aside": dict(self.set_aside)}
-            for layer in self.layers:
-                state.update(layer.state())
-            if self.listings is not None:
-                state.update(self.listings.state(self.model.n_items))
-            state.update(self.sync_state())
-            self.checkpoint.save(self.model, server_round, self.history, state)
+        self.save_checkpoint(server_round)
         return self.items_record(), MetricRecord(summary)
+
+    def save_checkpoint(self, server_round: int) -> None:
+        """Save the model, history and run state after ``server_round`` (an absolute round;
+        nothing without a checkpoint): after every training round, and after a validation
+        round or early stopping changes the rule's state or the table."""
+        if self.checkpoint is None:
+            return
+        state: dict = {"rejected": dict(self.rejected), "dp-rounds": 0,
+                       "set-aside": dict(self.set_aside)}
+        for layer in self.layers:
+            state.update(layer.state())
+        if self.listings is not None:
+            state.update(self.listings.state(self.model.n_items))
+        state.update(self.sync_state())
+        arrays: dict[str, np.ndarray] = {}
+        if self.stopper is not None:
+            stop_arrays, state[STOP_STATE] = self.stopper.state()
+            arrays = {f"{STOP_STATE}.{k}": v for k, v in stop_arrays.items()}
+        self.checkpoint.save(self.model, server_round, self.history, state, arrays)
+
+    def load_stop_state(self, run: dict, last_round: int) -> None:
+        """Restore the stopping rule's state from a checkpoint's run state (the rule must be
+        set; a checkpoint without one leaves it fresh). ValueError naming the field."""
+        if self.stopper is None or STOP_STATE not in run:
+            return
+        prefix = STOP_STATE + "."
+        arrays = {k[len(prefix):]: v for k, v in run.get("arrays", {}).items()
+                  if k.startswith(prefix)}
+        self.stopper.load(arrays, run[STOP_STATE], last_round, self.model.n_items,
+                          self.model.params.n_factors)
 
     def sync_state(self) -> dict:
         """Delta sync's memory of the devices (a checkpoint's run-state entries): the table

@@ -85,3 +85,73 @@ def test_stop_patience_is_refused_where_it_cannot_work():
         RunSettings(stop_patience=2, privacy="secagg")
     with pytest.raises(ValueError, match="stop_patience must be >= 0"):
         RunSettings(stop_patience=-1)
+
+
+def _observed() -> tuple[EarlyStop, ItemModel]:
+    model = _model()
+    stop = EarlyStop.for_run(3, explicit=False)
+    stop.observe(1, {"ndcg@10": 0.1}, model)
+    model.params.factors += 1.0
+    stop.observe(2, {"ndcg@10": 0.2}, model)
+    stop.observe(3, {"ndcg@10": 0.15}, model)
+    return stop, model
+
+
+def test_the_rules_state_goes_through_a_checkpoint_whole(tmp_path):
+    from fedrec.server.checkpoint import Checkpoint
+
+    stop, model = _observed()
+    arrays, meta = stop.state()
+    ckpt = Checkpoint(tmp_path / "server.db", key=b"k" * 32)
+    ckpt.save(model, 3, [{"round": 3}], {"early-stop": meta},
+              {f"early-stop.{k}": v for k, v in arrays.items()})
+    _, last, _, run = ckpt.load()
+    again = EarlyStop.for_run(3, explicit=False)
+    again.load({k.split(".", 1)[1]: v for k, v in run["arrays"].items()}, run["early-stop"],
+               last, model.n_items, model.params.n_factors)
+    assert (again.best, again.best_round, again.waited, again.trace) == (
+        stop.best, stop.best_round, stop.waited, stop.trace)
+    model.params.factors += 5.0
+    assert again.restore(model, 4) == model.n_items
+    np.testing.assert_array_equal(model.params.factors, _observed()[1].params.factors)
+    # Before any figure: no table, and that is a state too.
+    fresh = EarlyStop.for_run(2, explicit=True)
+    arrays, meta = fresh.state()
+    assert arrays == {} and meta["best"] is None
+    fresh.load(arrays, meta, 0, 6, 3)
+    assert fresh.best_round == 0 and not fresh.stopped
+
+
+def _hostile_states():
+    stop, _ = _observed()
+    arrays, meta = stop.state()
+    f, b = arrays["factors"], arrays["bias"]
+    nan = f.copy()
+    nan[0, 0] = np.nan
+    yield "metric", arrays, {**meta, "metric": "rmse"}
+    yield "best", arrays, {**meta, "best": float("inf")}
+    yield "best", arrays, {**meta, "best": "0.2"}
+    yield "best", arrays, {**meta, "best": 0.9}  # not a figure the trace holds
+    yield "best-round", arrays, {**meta, "best-round": 7}  # after the last round
+    yield "best-round", arrays, {**meta, "best-round": 1.5}
+    yield "waited", arrays, {**meta, "waited": -1}
+    yield "waited", arrays, {**meta, "waited": True}
+    yield "trace", arrays, {**meta, "trace": [[2, 0.2], [1, 0.1]]}
+    yield "trace", arrays, {**meta, "trace": [[1, float("nan")]]}
+    yield "trace", arrays, {**meta, "trace": "[[1, 0.1]]"}
+    yield "factors", {}, meta  # a best figure without its table
+    yield "factors", {"factors": f.astype(np.float64), "bias": b}, meta
+    yield "factors", {"factors": f[:, :2], "bias": b}, meta
+    yield "factors", {"factors": np.vstack([f, f]), "bias": np.r_[b, b]}, meta  # too many
+    yield "bias", {"factors": f, "bias": b[:-1]}, meta
+    yield "factors", {"factors": nan, "bias": b}, meta
+    yield "arrays", {**arrays, "extra": b}, meta
+    yield "state", arrays, [meta]
+
+
+@pytest.mark.parametrize(("field", "arrays", "meta"), list(_hostile_states()))
+def test_a_damaged_rule_state_is_refused_by_name_and_nothing_is_taken(field, arrays, meta):
+    stop = EarlyStop.for_run(2, explicit=False)
+    with pytest.raises(ValueError, match=f"early-stop.{field} "):
+        stop.load(arrays, meta, 3, 6, 3)
+    assert stop.best_round == 0 and not stop.trace and stop.restore(_model(), 1) == 0

@@ -412,3 +412,69 @@ def test_early_stopping_keeps_the_best_validated_table(shop_csv, tmp_path):
     _, _, model_b = run(at_best, tmp_path / "b")
     np.testing.assert_array_equal(model["factors"], model_b["factors"])
     np.testing.assert_array_equal(model["bias"], model_b["bias"])
+
+
+class _Killed(RuntimeError):
+    """The server process killed (simulated: its grid fails mid-run)."""
+
+
+def test_a_server_killed_mid_run_stops_where_the_run_without_the_kill_stops(shop_csv,
+                                                                           tmp_path):
+    """Early stopping's state is in the checkpoint: a server killed after some validation
+    rounds and restarted (the devices keep theirs, as SuperNodes do) keeps its best figure,
+    its waiting and its best table, so it stops at the same round with the same table as
+    the run that was never killed (a restarted rule that forgot them would wait afresh and
+    end with a later table)."""
+    from flwr.app import Context
+
+    from fedrec.server.checkpoint import Checkpoint
+
+    kw = {"num_rounds": 30, "evaluate_every": 1, "fraction_train": 1.0, "lr": 0.3,
+          "stop_patience": 2}
+    (tmp_path / "whole").mkdir()
+    _, whole, model = run(settings_for(shop_csv, "implicit-80-20", **kw), tmp_path / "whole")
+    stopping = next(r["stopping"] for r in whole["rounds"] if "stopping" in r)
+    best, last = stopping["best-round"], max(r["round"] for r in whole["rounds"])
+    assert best >= 2 and last == best + 2
+    checkpoint = tmp_path / "server.db"
+    s = settings_for(shop_csv, "implicit-80-20", checkpoint=str(checkpoint), **kw)
+    parts = simulated_partitions(s.dataset, s.protocol, s.fold, "")
+    config = {**s.to_run_config(), "results-dir": str(tmp_path)}
+    kill_before = [best + 2]  # after the best round's validation and one more
+
+    def observe(direction, message):
+        if kill_before and direction == "to-device" and \
+                message.metadata.message_type == MessageType.TRAIN and \
+                message.content[records.CONFIG]["server-round"] == kill_before[0]:
+            raise _Killed(f"killed before round {kill_before[0]}")
+
+    grid = InProcessGrid(client_app, parts.n_users, config, observer=observe)
+
+    def server_process() -> None:
+        server_app(grid, Context(run_id=grid.run.run_id, node_id=0, node_config={},
+                                 state=RecordDict(), run_config=dict(config)))
+
+    try:
+        with pytest.raises(_Killed):
+            server_process()
+        _, saved_round, _, state = Checkpoint(checkpoint).load()
+        assert saved_round == best + 1
+        assert state["early-stop"]["best-round"] == best
+        assert state["early-stop"]["waited"] == 1
+        kill_before.clear()
+        server_process()  # restarted with the same checkpoint; the devices kept theirs
+    finally:
+        grid.close()
+    resumed = json.loads((tmp_path / "history.json").read_text())
+    assert next(r["stopping"] for r in resumed["rounds"] if "stopping" in r) == stopping
+    ended = np.load(tmp_path / "model.npz")
+    np.testing.assert_array_equal(ended["factors"], model["factors"])
+    np.testing.assert_array_equal(ended["bias"], model["bias"])
+    # The checkpoint holds the table the run ended with, and a restart of the stopped run
+    # trains no further.
+    saved, _, _, _ = Checkpoint(checkpoint).load()
+    np.testing.assert_array_equal(saved.params.factors, model["factors"])
+    seen = []
+    (tmp_path / "again").mkdir()
+    run(s, tmp_path / "again", observer=lambda d, m: seen.append(m))
+    assert not any(m.metadata.message_type == MessageType.TRAIN for m in seen)
