@@ -134,13 +134,13 @@ class ItemModel:
                 raise ValueError(f"{key} must be one of {', '.join(STEP_RULES)}. "
                                  f"Found {value!r}.")
         for key, value in (("lr", lr), ("bias-lr", bias_lr)):
-            if not (_number(value) and 0 < value < MAX_LR):
+            if not (is_finite_number(value) and 0 < value < MAX_LR):
                 raise ValueError(f"{key} must be a finite number in (0, {MAX_LR:g}). "
                                  f"Found {value!r}.")
-        if not _number(mean):
+        if not is_finite_number(mean):
             raise ValueError(f"mean must be a finite number. Found {mean!r}.")
         for name in ("round", "refused-steps"):
-            if not _count(meta[name]):
+            if not is_count(meta[name]):
                 raise ValueError(f"{name} must be a whole number >= 0. Found {meta[name]!r}.")
         if n and (version.min() < 0 or version.max() > meta["round"]):
             raise ValueError(f"row versions must be in [0, {meta['round']}]. Found "
@@ -169,10 +169,12 @@ class ItemModel:
         return np.flatnonzero(self.version > version)
 
 
-def _number(value: object) -> bool:
+def is_finite_number(value: object) -> bool:
+    """A real number (not a bool) that is finite: what a value read from disk must be."""
     return isinstance(value, int | float) and not isinstance(value, bool) \
         and math.isfinite(value)
 
 
-def _count(value: object) -> bool:
+def is_count(value: object) -> bool:
+    """A whole number >= 0 (an int, not a bool): a round, a count."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0

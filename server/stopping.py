@@ -27,7 +27,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from fedrec.server.item_model import ItemModel
+from fedrec.server.item_model import ItemModel, is_count, is_finite_number
 
 MIN_GAIN = 1e-4  # an improvement smaller than this (relative) does not count
 STATE = "early-stop"  # the checkpoint's run-state entry (and its arrays' name prefix)
@@ -73,7 +73,7 @@ class EarlyStop:
                 self._bias = model.params.bias.copy()
                 return False
         self.waited += 1
-        return self.waited >= self.patience
+        return self.stopped
 
     @property
     def stopped(self) -> bool:
@@ -105,19 +105,19 @@ class EarlyStop:
             raise field_error("metric", f"is {meta.get('metric')!r}, this run stops on "
                               f"{self.metric!r}: the checkpoint is of another kind of run")
         best = meta.get("best")
-        if best is not None and not _finite(best):
+        if best is not None and not is_finite_number(best):
             raise field_error("best", f"must be a finite number or null. Found {best!r}.")
         best_round, waited = meta.get("best-round"), meta.get("waited")
-        if not _whole(best_round) or not 0 <= best_round <= last_round:
+        if not is_count(best_round) or not 0 <= best_round <= last_round:
             raise field_error("best-round", f"must be a whole number in [0, {last_round}]. "
                               f"Found {best_round!r}.")
-        if not _whole(waited) or not 0 <= waited <= last_round:
+        if not is_count(waited) or not 0 <= waited <= last_round:
             raise field_error("waited", f"must be a whole number in [0, {last_round}]. "
                               f"Found {waited!r}.")
         trace = meta.get("trace")
         if not isinstance(trace, list) or not all(
-                isinstance(p, list) and len(p) == 2 and _whole(p[0])
-                and 0 < p[0] <= last_round and _finite(p[1]) for p in trace) \
+                isinstance(p, list) and len(p) == 2 and is_count(p[0])
+                and 0 < p[0] <= last_round and is_finite_number(p[1]) for p in trace) \
                 or any(b[0] <= a[0] for a, b in pairwise(trace)):
             raise field_error("trace", f"must list [round, value] pairs, rounds increasing "
                               f"in [1, {last_round}], values finite")
@@ -167,11 +167,3 @@ class EarlyStop:
                 "best-round": self.best_round,
                 "validation": [[r, v] for r, v in self.trace]}
 
-
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) \
-        and math.isfinite(value)
-
-
-def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

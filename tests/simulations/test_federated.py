@@ -478,3 +478,28 @@ def test_a_server_killed_mid_run_stops_where_the_run_without_the_kill_stops(shop
     (tmp_path / "again").mkdir()
     run(s, tmp_path / "again", observer=lambda d, m: seen.append(m))
     assert not any(m.metadata.message_type == MessageType.TRAIN for m in seen)
+
+
+@pytest.mark.parametrize(("field", "value"), [("best-round", 99), ("waited", None),
+                                              ("trace", "[[1, 0.1]]"), ("metric", "rmse")])
+def test_a_checkpoint_with_a_damaged_stop_state_is_refused_by_name_at_start(
+        shop_csv, tmp_path, field, value):
+    """The rule's state enters the server from disk: a sealed checkpoint whose state is
+    wrong (what a bug, or someone resealing an unkeyed file, leaves) stops the start with
+    the file and the field named, and the file is left as it was."""
+    from fedrec.server.checkpoint import Checkpoint
+
+    checkpoint = tmp_path / "server.db"
+    s = settings_for(shop_csv, "implicit-80-20", num_rounds=2, evaluate_every=1,
+                     stop_patience=5, checkpoint=str(checkpoint))
+    (tmp_path / "a").mkdir()
+    run(s, tmp_path / "a")
+    model, last, history, state = Checkpoint(checkpoint).load()
+    arrays = state.pop("arrays")
+    state["early-stop"][field] = value
+    Checkpoint(checkpoint).save(model, last, history, state, arrays)
+    before = checkpoint.read_bytes()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(ValueError, match=f"server.db: early-stop.{field} "):
+        run(replace(s, num_rounds=4), tmp_path / "b")
+    assert checkpoint.read_bytes() == before
