@@ -39,10 +39,14 @@ from pathlib import Path
 import numpy as np
 
 from fedrec.server.item_model import ItemModel
+from fedrec.server.stopping import STATE as STOP_STATE
 
 FORMAT = 2  # 2: sealed (digest, optional MAC). 1 had no seal and is refused.
 _DOMAIN = b"fedrec-checkpoint-2\n"
 RUN_ARRAY = "run/"  # the name prefix of the run's state arrays beside the model's
+# The parts of the server that keep arrays in a checkpoint (``run/OWNER.FIELD``); an array
+# under ``run/`` that none of them owns is refused on load, as an unknown model array is.
+RUN_ARRAY_OWNERS = (STOP_STATE,)
 
 
 class CheckpointError(ValueError):
@@ -75,17 +79,25 @@ class Checkpoint:
         return conn
 
     def save(self, model: ItemModel, server_round: int, history: list[dict],
-             run: dict | None = None, arrays: dict[str, np.ndarray] | None = None) -> None:
+             run: dict | None = None,
+             arrays: dict[str, dict[str, np.ndarray]] | None = None) -> None:
         """Replace the stored state with ``model`` after ``server_round``, atomically.
-        ``run``: the run's state entries (JSON); ``arrays``: its state arrays (early
-        stopping's best table), given back by :meth:`load` as ``run["arrays"]``."""
+        ``run``: the run's state entries (JSON); ``arrays``: its state arrays by owner (one
+        of :data:`RUN_ARRAY_OWNERS`; early stopping's best table), given back by
+        :meth:`load` the same way as ``run["arrays"]``."""
+        unknown = sorted(set(arrays or {}) - set(RUN_ARRAY_OWNERS))
+        if unknown:
+            raise ValueError(f"run arrays of {', '.join(map(repr, unknown))}: a checkpoint "
+                             f"keeps arrays of {', '.join(RUN_ARRAY_OWNERS)} only")
         if self.fresh:
             self._set_aside()
         model_arrays, meta = model.state()
         meta = {**meta, "format": FORMAT, "server-round": int(server_round),
                 "history": history, "run": run or {}}
         blobs = {name: _npy(value) for name, value in model_arrays.items()}
-        blobs.update({RUN_ARRAY + name: _npy(value) for name, value in (arrays or {}).items()})
+        blobs.update({f"{RUN_ARRAY}{owner}.{name}": _npy(value)
+                      for owner, owned in (arrays or {}).items()
+                      for name, value in owned.items()})
         texts = {k: json.dumps(v) for k, v in meta.items()}
         seal = {"sha256": hashlib.sha256(_canonical(blobs, texts)).hexdigest()}
         if self.key is not None:
@@ -134,15 +146,20 @@ class Checkpoint:
             raise self._error(f"inconsistent checkpoint ({exc})") from None
         if meta.get("format") != FORMAT:
             raise self._error(f"checkpoint format {meta.get('format')!r}, expected {FORMAT}")
-        run_arrays = {name[len(RUN_ARRAY):]: arrays.pop(name) for name in list(arrays)
-                      if name.startswith(RUN_ARRAY)}
+        run_arrays: dict[str, dict[str, np.ndarray]] = {}
+        for name in [n for n in arrays if n.startswith(RUN_ARRAY)]:
+            owner, _, field = name[len(RUN_ARRAY):].partition(".")
+            if owner not in RUN_ARRAY_OWNERS or not field:
+                raise self._error(f"array {name!r} belongs to no part of the server's "
+                                  f"state (it keeps {', '.join(RUN_ARRAY_OWNERS)})")
+            run_arrays.setdefault(owner, {})[field] = arrays.pop(name)
         try:
             model = ItemModel.from_state(arrays, meta)
             server_round, history, run = _checked_meta(meta, model)
         except (KeyError, ValueError, TypeError) as exc:
             raise self._error(f"inconsistent checkpoint ({exc})") from None
         if run_arrays:
-            run["arrays"] = run_arrays  # (their owners check them: EarlyStop.load)
+            run["arrays"] = run_arrays  # by owner (who checks them: EarlyStop.load)
         return model, server_round, history, run
 
     def _read(self) -> tuple[dict[str, bytes], dict[str, str], dict[str, str]]:

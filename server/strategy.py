@@ -453,10 +453,9 @@ class FedRec(FedAvg):
         if self.listings is not None:
             state.update(self.listings.state(self.model.n_items))
         state.update(self.sync_state())
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, dict[str, np.ndarray]] = {}
         if self.stopper is not None:
-            stop_arrays, state[STOP_STATE] = self.stopper.state()
-            arrays = {f"{STOP_STATE}.{k}": v for k, v in stop_arrays.items()}
+            arrays[STOP_STATE], state[STOP_STATE] = self.stopper.state()
         self.checkpoint.save(self.model, server_round, self.history, state, arrays)
 
     def load_stop_state(self, run: dict, last_round: int) -> None:
@@ -464,10 +463,8 @@ class FedRec(FedAvg):
         set; a checkpoint without one leaves it fresh). ValueError naming the field."""
         if self.stopper is None or STOP_STATE not in run:
             return
-        prefix = STOP_STATE + "."
-        arrays = {k[len(prefix):]: v for k, v in run.get("arrays", {}).items()
-                  if k.startswith(prefix)}
-        self.stopper.load(arrays, run[STOP_STATE], last_round, self.model.n_items,
+        self.stopper.load(run.get("arrays", {}).get(STOP_STATE, {}), run[STOP_STATE],
+                          last_round, self.model.n_items,
                           self.model.params.n_factors)
 
     def sync_state(self) -> dict:

@@ -184,6 +184,36 @@ def test_values_that_no_honest_run_writes_are_refused_by_name(tmp_path, arrays, 
         Checkpoint(path).load()
 
 
+@pytest.mark.parametrize("name", ["run/foo.factors", "run/early-stop", "run/.bias",
+                                  "run/early-stopx.bias"])
+def test_a_run_array_that_no_part_of_the_server_owns_is_refused_by_name(tmp_path, name):
+    """An array under run/ is state some part of the server keeps (early stopping's best
+    table); one nobody owns cannot have come from an honest run, and is not skipped."""
+    import io
+
+    path = tmp_path / "server.db"
+    model = trained_model("adam")
+    best = {"factors": model.params.factors.copy(), "bias": model.params.bias.copy()}
+    Checkpoint(path).save(model, 3, [{"round": 3}], {"dp-rounds": 0}, {"early-stop": best})
+    assert Checkpoint(path).load()[3]["arrays"]["early-stop"].keys() == best.keys()
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(3, np.float32))
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO arrays VALUES (?, ?)", (name, buf.getvalue()))
+    reseal(path)
+    with pytest.raises(CheckpointError, match=f"array '{name}' belongs to no part of the "
+                                              "server's state"):
+        Checkpoint(path).load()
+
+
+def test_saving_arrays_for_a_part_that_keeps_none_is_a_bug_caught_before_writing(tmp_path):
+    path = tmp_path / "server.db"
+    with pytest.raises(ValueError, match="run arrays of 'stopping'"):
+        Checkpoint(path).save(trained_model("sgd"), 1, [{"round": 1}], {},
+                              {"stopping": {"bias": np.zeros(3, np.float32)}})
+    assert not path.exists()
+
+
 def test_with_the_operator_s_key_a_resealed_change_is_refused(tmp_path):
     key, other = bytes(range(32)), bytes(range(1, 33))
     path = tmp_path / "server.db"

@@ -103,12 +103,11 @@ def test_the_rules_state_goes_through_a_checkpoint_whole(tmp_path):
     stop, model = _observed()
     arrays, meta = stop.state()
     ckpt = Checkpoint(tmp_path / "server.db", key=b"k" * 32)
-    ckpt.save(model, 3, [{"round": 3}], {"early-stop": meta},
-              {f"early-stop.{k}": v for k, v in arrays.items()})
+    ckpt.save(model, 3, [{"round": 3}], {"early-stop": meta}, {"early-stop": arrays})
     _, last, _, run = ckpt.load()
     again = EarlyStop.for_run(3, explicit=False)
-    again.load({k.split(".", 1)[1]: v for k, v in run["arrays"].items()}, run["early-stop"],
-               last, model.n_items, model.params.n_factors)
+    again.load(run["arrays"]["early-stop"], run["early-stop"], last, model.n_items,
+               model.params.n_factors)
     assert (again.best, again.best_round, again.waited, again.trace) == (
         stop.best, stop.best_round, stop.waited, stop.trace)
     model.params.factors += 5.0
