@@ -6,6 +6,7 @@ fails the test at once with its log."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -13,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +23,39 @@ BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Ports handed out come from a block of this worker's own (pytest-xdist runs tests in
+# several processes), below the kernel's ephemeral range: a port released here and bound
+# by the child a moment later cannot meanwhile be handed to another test's process, nor
+# picked by the kernel for an outgoing connection. Each block is walked in order, so one
+# worker does not hand out the same port twice while a run lasts.
+PORT_BLOCK = 1000
+PORT_BASE = 20000  # blocks 20000-31999: under Linux's default ephemeral range (32768-)
+_next_port = itertools.count()
+
+
+def _worker_block() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    n = int(worker[2:]) if worker[2:].isdigit() else 0
+    start = PORT_BASE + (n % 12) * PORT_BLOCK
+    return range(start, start + PORT_BLOCK)
+
+
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free on 127.0.0.1 (all bound at once, then released)."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
+    """``count`` distinct ports free on 127.0.0.1, from this worker's block: each one
+    bound (without SO_REUSEADDR, so a port some connection still holds is passed over)
+    and released before it is handed out."""
+    block, ports = _worker_block(), []
+    for _ in range(len(block)):
+        if len(ports) == count:
+            return ports
+        port = block[next(_next_port) % len(block)]
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    raise RuntimeError(f"no {count} free ports in {block.start}-{block.stop - 1}")
 
 
 def free_port() -> int:
