@@ -122,10 +122,10 @@ class RunSettings:
         if not (math.isfinite(self.server_bias_lr) and 0 <= self.server_bias_lr < MAX_LR):
             raise ValueError(f"server_bias_lr must be in (0, {MAX_LR:g}), or 0 (the factors' "
                              f"step). Found {self.server_bias_lr}.")
-        if not self.server_lr < MAX_LR:
-            raise ValueError(f"server_lr must be below {MAX_LR:g} (what a checkpoint holds). "
-                             f"Found {self.server_lr}.")
-        for name in ("server_lr", "cap", "max_norm", "round_timeout"):
+        if not 0 < self.server_lr < MAX_LR:
+            raise ValueError(f"server_lr must be > 0 and below {MAX_LR:g} (what a checkpoint "
+                             f"holds). Found {self.server_lr}.")
+        for name in ("cap", "max_norm", "round_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0. Found {getattr(self, name)}.")
         if self.fold < 0:

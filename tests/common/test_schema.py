@@ -105,7 +105,8 @@ def test_run_config_values_are_read_as_their_field_s_type(key, value, expected):
     ("factors", None, "expected a number"),
     ("factors", [8], "expected a number"),
     ("checkpoint", ["a"], "expected a string"),
-    ("server-lr", "-1", "server_lr must be > 0"),
+    ("server-lr", "-1", "server_lr must be > 0 and below"),
+    ("server-lr", "nan", "'server-lr': expected a finite number"),
     ("max-norm", 0, "max_norm must be > 0"),
     ("fold", -1, "fold must be >= 0"),
     ("secagg-bucket", 1, "secagg-bucket >= 2"),
@@ -117,7 +118,7 @@ def test_run_config_values_are_read_as_their_field_s_type(key, value, expected):
     ("server-bias-optimizer", "rmsprop", "server_bias_optimizer must be one of"),
     ("server-bias-lr", "-0.5", r"server_bias_lr must be in \(0, 1e\+06\), or 0"),
     ("server-bias-lr", "1e7", r"server_bias_lr must be in \(0, 1e\+06\), or 0"),
-    ("server-lr", "1e7", "server_lr must be below 1e\\+06"),
+    ("server-lr", "1e7", "server_lr must be > 0 and below 1e\\+06"),
     ("server-bias-lr", "inf", "expected a finite number"),
 ])
 def test_a_bad_run_config_value_is_refused_by_its_key(key, value, problem):
