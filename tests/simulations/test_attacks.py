@@ -106,6 +106,25 @@ def test_crafted_attacks_lift_the_target_with_defences_off_and_not_with_them_on(
 
 
 @pytest.mark.slow
+def test_at_the_shops_preset_model_the_crafted_attacks_stay_down_with_the_defaults():
+    """The tests above hold the model these thresholds were set on; the preset has since
+    grown (64 factors, 8 negatives at half weight) and lets attacks go further in the
+    README's table. The same bounds on the preset's own model, so a preset that opens a
+    hole fails here."""
+    settings = replace(preset_settings(SHOP, "implicit-80-20"), num_rounds=6,
+                       evaluate_every=6)
+    target = pick_target(simulated_partitions(SHOP, "implicit-80-20"), "tail")
+    none = run_attack(replace(settings, defences=OFF), None, 0.0, target)["rounds"][-1]
+    for name in ("push", "push-noise", "push-jitter", "pipattack"):
+        off = run_attack(replace(settings, defences=OFF), name, 0.05, target)["rounds"][-1]
+        on = run_attack(replace(settings, defences=DEFAULT), name, 0.05,
+                        target)["rounds"][-1]
+        assert off["target_rank"] < 0.2 * none["target_rank"], name  # it works unchecked
+        assert on["er@10"] <= 0.02, name
+        assert on["target_rank"] > 3 * off["target_rank"], name
+
+
+@pytest.mark.slow
 def test_copied_rows_are_set_aside_and_counted(bench):
     for name in ("push", "pipattack", "fedrecattack", "untargeted"):
         assert row(bench, name, DEFAULT)["set_aside"] > 0
