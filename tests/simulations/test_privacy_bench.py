@@ -39,9 +39,14 @@ def test_bench_privacy_runs_every_mode_and_dp_at_the_target_epsilon(tmp_path, ca
     assert secure["upload_bytes_per_device_round"] > record["modes"]["plain"][
         "upload_bytes_per_device_round"]
     cost = record["secagg_cost"]
-    assert cost["devices_per_round"] == 10 and cost["ratio"] > 1
+    # Which is slower is the bench's finding, not the test's: on a busy machine a 10-device
+    # round of either can take the longer (CI once measured secagg at 0.68x plain's). The
+    # test holds what does not depend on the machine: every stage timed, bytes counted.
+    assert cost["devices_per_round"] == 10 and cost["ratio"] > 0
+    assert cost["secagg"]["upload_ratio"] > 1  # a dense masked vector, keys and shares
     assert set(cost["secagg"]["stages"]) == {"setup", "share_keys", "collect_masked_vectors",
                                              "unmask", "server unmask and step"}
+    assert all(t >= 0 for t in cost["secagg"]["stages"].values())
     plain, dp = record["modes"]["plain"], record["modes"]["dp-eps8"]
     assert plain["epsilon"] is None and dp["epsilon"] == pytest.approx(8.0, rel=0.02)
     assert dp["epsilon"] <= 8.0 and dp["noise"] > 0
@@ -76,7 +81,8 @@ def test_bench_privacy_can_time_secagg_rounds_alone(tmp_path, capsys):
     assert "6 devices per round, 40 items" in out and "share_keys" in out
     record = json.loads((tmp_path / "cost.json").read_text())
     cost = record["secagg_cost"]
-    assert cost["ratio"] > 1 and "modes" not in record
+    # (the time ratio is measured, not asserted: it depends on how busy the machine is)
+    assert cost["ratio"] > 0 and cost["secagg"]["upload_ratio"] > 1 and "modes" not in record
     for mode in ("secagg", "secagg+dp"):  # every byte of a device's SecAgg+ stages counted
         assert cost[mode]["upload_bytes_per_device_round"] > 0
         assert cost[mode]["upload_ratio"] == pytest.approx(
