@@ -46,8 +46,6 @@ def free_ports(count: int) -> list[int]:
     and released before it is handed out."""
     block, ports = _worker_block(), []
     for _ in range(len(block)):
-        if len(ports) == count:
-            return ports
         port = block[next(_next_port) % len(block)]
         with socket.socket() as s:
             try:
@@ -55,6 +53,8 @@ def free_ports(count: int) -> list[int]:
             except OSError:
                 continue
         ports.append(port)
+        if len(ports) == count:
+            return ports
     raise RuntimeError(f"no {count} free ports in {block.start}-{block.stop - 1}")
 
 

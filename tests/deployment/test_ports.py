@@ -3,6 +3,7 @@ out twice by one worker, and workers drawing from disjoint blocks."""
 
 from __future__ import annotations
 
+import itertools
 import socket
 
 from tests.deployment import conftest
@@ -31,3 +32,15 @@ def test_each_worker_draws_from_its_own_block(monkeypatch):
         blocks.append(set(conftest._worker_block()))
         assert free_port() in blocks[-1]
     assert not (blocks[0] & blocks[1]) and not (blocks[1] & blocks[2])
+
+
+def test_a_block_with_exactly_enough_free_ports_is_enough(monkeypatch):
+    """The last free port of a walk through the block still counts (the walk used to
+    stop one short of it)."""
+    monkeypatch.setattr(conftest, "PORT_BLOCK", 3)
+    monkeypatch.setattr(conftest, "PORT_BASE", 29000)
+    monkeypatch.setattr(conftest, "_next_port", itertools.count())
+    block = conftest._worker_block()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", block[0]))
+        assert sorted(free_ports(2)) == [block[1], block[2]]
