@@ -14,8 +14,7 @@ them explicitly instead (Flower's Python simulation entry point passes no run co
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,9 +33,11 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 
 from fedrec.client import ddp, edge, held, layers
+from fedrec.client import pairs as pairs_device
 from fedrec.client.device import Device, UserState
 from fedrec.client.held import Held
-from fedrec.client.store import DeviceStore, read_key_file
+from fedrec.client.rows import device_store, local_rows
+from fedrec.client.store import DeviceStore
 from fedrec.client.stream import Cursor, StreamDevice
 from fedrec.client.sync import (
     HeldTable,
@@ -46,12 +47,10 @@ from fedrec.client.sync import (
     store_state,
     synced_table,
 )
-from fedrec.common import privacy, records
-from fedrec.common.data.interactions import EventType
+from fedrec.common import pairs, privacy, records
 from fedrec.common.negatives import negative_pool
 from fedrec.common.partition import (
     UserRows,
-    simulated_partitions,
     simulated_segments,
     simulated_timeline,
 )
@@ -61,53 +60,6 @@ from fedrec.common.secagg import Block, densify, mean_vector
 from fedrec.common.settings import RunSettings
 
 STREAM = "stream"  # context.state: ConfigRecord {seen, trained}, the device's timeline cursor
-
-
-@contextmanager
-def device_store(context: Context) -> Iterator[DeviceStore | None]:
-    """The device's encrypted store, open for one message, when the node was started with
-    ``store=PATH`` (and ``store-key-file=PATH``: 32 raw bytes, or 64 hex digits); None in
-    simulation."""
-    path = context.node_config.get("store")
-    if not path:
-        yield None
-        return
-    key_file = context.node_config.get("store-key-file")
-    if not key_file:
-        raise ValueError("node config has store= but no store-key-file=")
-    with DeviceStore(str(path), key=read_key_file(str(key_file))) as store:
-        yield store
-
-
-def store_rows(store: DeviceStore, explicit: bool) -> UserRows:
-    """Training rows from the store's events: ratings for an explicit model, every other
-    event (view, cart, purchase) as one positive for an implicit one. Nothing is held out
-    on a real device."""
-    events = store.events()
-    rating = events["event"] == int(EventType.RATING)
-    keep = rating if explicit else ~rating
-    items = events["item"][keep]
-    values = events["value"][keep] if explicit else np.ones(int(keep.sum()), np.float32)
-    empty = np.empty(0, np.int64)
-    return UserRows(items, values.astype(np.float32), empty, np.empty(0, np.float32))
-
-
-def local_rows(context: Context, run_config: Mapping, store: DeviceStore | None = None,
-               explicit: bool | None = None) -> UserRows:
-    """This node's user's rows: from its ``store`` on a real device, otherwise (simulation)
-    the partition named by ``partition-id``."""
-    if store is not None:
-        if explicit is None:
-            explicit = RunSettings.from_run_config(dict(run_config)).explicit
-        return store_rows(store, explicit)
-    c = run_config
-    parts = simulated_partitions(str(c.get("dataset", RunSettings.dataset)),
-                                 str(c.get("protocol", RunSettings.protocol)),
-                                 int(c.get("fold", RunSettings.fold)),
-                                 str(c.get("data-dir", RunSettings.data_dir)),
-                                 bool(RunSettings.parse_value(
-                                     "validation", c.get("validation", False))))
-    return parts.user(int(context.node_config["partition-id"]))
 
 
 def within(rows: UserRows, n_items: int) -> UserRows:
@@ -443,6 +395,8 @@ def query(msg: Message, context: Context, run_config: Mapping) -> Message:
     with a ``partition-id``) asked with a ``partition`` config record says which simulated
     user it is, so that a replay on an engine that numbers nodes itself (Ray) can address
     users; a real device has no partition and refuses."""
+    if pairs.RECORD in msg.content.config_records:  # the pairs model's count or scoring
+        return pairs_device.answer(msg, context, run_config)
     if PARTITION_QUERY in msg.content.config_records:
         if "partition-id" not in context.node_config:
             raise ValueError("asked for a partition id, but this device is not simulated")

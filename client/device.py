@@ -263,33 +263,42 @@ class Device:
 
     def evaluate_ranking(self, factors: np.ndarray, bias: np.ndarray, test_items: np.ndarray,
                          k: int = 10, segments: Segments | None = None) -> dict[str, float]:
-        """Full-ranking metrics over every item this device has not trained on. With
-        ``segments`` (:mod:`fedrec.common.segments`, from the evaluation round's config),
-        also the device's segment by its count of training events, and how many of its
-        recommended places (``recs``), hits and held-out items are tail items."""
-        test_items = np.unique(test_items)
-        if not len(test_items):
-            return {"num-users": 0.0}
+        """Full-ranking metrics over every item this device has not trained on
+        (:func:`rank_metrics` of the model's scores)."""
         p = self.user.factors if self.user is not None else np.zeros(factors.shape[1])
         scores = (factors @ p + bias).astype(np.float64)
-        scores[self.items] = -np.inf
-        top = top_k(scores[None, :], k)[0]
-        hits = np.isin(top, test_items)
-        discounts = 1.0 / np.log2(np.arange(2, k + 2))
-        ideal = discounts[: min(len(test_items), k)].sum()
-        n_hits = float(hits.sum())
-        out = {"num-users": 1.0, f"hr@{k}": float(n_hits > 0),
-               f"ndcg@{k}": float((hits * discounts[: len(top)]).sum() / ideal),
-               f"recall@{k}": n_hits / len(test_items), f"precision@{k}": n_hits / k}
-        if segments is not None:
-            tail = segments.tail_mask(len(factors))
-            placed = np.isfinite(scores[top])
-            out.update({"segment": float(segments.segment(len(self.items))),
-                        "recs": float(placed.sum()),
-                        "tail-recs": float((tail[top] & placed).sum()),
-                        "tail-hits": float((tail[top] & hits).sum()),
-                        "tail-test": float(tail[test_items[test_items < len(tail)]].sum())})
-        return out
+        return rank_metrics(scores, self.items, test_items, k, segments)
+
+
+def rank_metrics(scores: np.ndarray, trained: np.ndarray, test_items: np.ndarray,
+                 k: int = 10, segments: Segments | None = None) -> dict[str, float]:
+    """One device's full-ranking metrics from its ``scores`` over the catalogue, its
+    ``trained`` items left out of the ranking. With ``segments``
+    (:mod:`fedrec.common.segments`, from the evaluation round's config), also the device's
+    segment by its count of training events, and how many of its recommended places
+    (``recs``), hits and held-out items are tail items."""
+    test_items = np.unique(test_items)
+    if not len(test_items):
+        return {"num-users": 0.0}
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    scores[trained] = -np.inf
+    top = top_k(scores[None, :], k)[0]
+    hits = np.isin(top, test_items)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = discounts[: min(len(test_items), k)].sum()
+    n_hits = float(hits.sum())
+    out = {"num-users": 1.0, f"hr@{k}": float(n_hits > 0),
+           f"ndcg@{k}": float((hits * discounts[: len(top)]).sum() / ideal),
+           f"recall@{k}": n_hits / len(test_items), f"precision@{k}": n_hits / k}
+    if segments is not None:
+        tail = segments.tail_mask(len(scores))
+        placed = np.isfinite(scores[top])
+        out.update({"segment": float(segments.segment(len(trained))),
+                    "recs": float(placed.sum()),
+                    "tail-recs": float((tail[top] & placed).sum()),
+                    "tail-hits": float((tail[top] & hits).sum()),
+                    "tail-test": float(tail[test_items[test_items < len(tail)]].sum())})
+    return out
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from fedrec.common import privacy
+from fedrec.common import models, privacy
 from fedrec.common.defences import DEFAULT, defence_names
 from fedrec.common.losses import for_feedback
 from fedrec.common.optim import MAX_LR, STEP_RULES
@@ -91,6 +91,8 @@ class RunSettings:
     catalogue: str = ""
     rating_min: float = 1.0  # with a catalogue, explicit feedback: the rating scale
     rating_max: float = 5.0
+    model: str = "mf"  # the federated model (fedrec.common.models): mf, or pairs
+    pairs_cap: int = 200  # pairs: the distinct items a device counts at most (its latest)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -152,6 +154,7 @@ class RunSettings:
         if self.catalogue and self.mode.runner != "fedrec":
             raise ValueError(f"catalogue applies to the sparse modes; privacy={self.privacy} "
                              "runs over a fixed catalogue")
+        models.check_settings(self)
         self.train_config()  # validates the local-training fields
         privacy.check_settings(self)  # the mode, and every setting agreeing with it
 

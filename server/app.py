@@ -19,6 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedrec.common.atomic import atomic_open
 from fedrec.common.keyfile import read_key_file
+from fedrec.common.models import PAIRS
 from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.segments import Segments
@@ -29,6 +30,7 @@ from fedrec.server.item_model import ItemModel
 from fedrec.server.layers import build_layers
 from fedrec.server.listings import Listings
 from fedrec.server.mean import fallback_mean, query_mean
+from fedrec.server.pairs import PairsRun, run_pairs
 from fedrec.server.rounds import RoundLoop
 from fedrec.server.secagg import SecAggFedRec, run_secagg
 from fedrec.server.secagg_dp import DdpConfig, SecAggDpFedRec, run_secagg_dp
@@ -138,13 +140,18 @@ def resume_strategy(settings: RunSettings, saved: tuple, rating_range: tuple[flo
 
 
 def run(grid: Grid, settings: RunSettings, context: Context | None = None,
-        clear_sum: bool = False) -> FedRec | SecAggFedRec | SecAggDpFedRec:
+        clear_sum: bool = False) -> FedRec | SecAggFedRec | SecAggDpFedRec | PairsRun:
     """Run a whole federated training on ``grid``; returns the strategy (model + history).
     ``clear_sum`` (simulations only, never from a run config): secagg+dp sums the devices'
     noisy vectors as SecAgg+ would, without masks."""
     import random
 
     random.seed(settings.seed)  # FedAvg's node sampling draws from `random`
+    if settings.model == PAIRS.name:
+        run = run_pairs(grid, settings, catalogue(settings)[0], training_segments(settings))
+        if settings.results_dir:
+            run.save(Path(settings.results_dir), settings)
+        return run
     runner = settings.mode.runner
     if runner == "fedrec":
         strategy = run_fedrec(grid, settings)

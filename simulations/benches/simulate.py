@@ -22,6 +22,7 @@ from flwr.common.logger import FLOWER_LOGGER
 
 from fedrec.client.app import app as client_app
 from fedrec.client.app import build_client_app
+from fedrec.common.models import model_kind
 from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
@@ -48,6 +49,7 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
                          "a simulation needs a number of rounds")
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
                                  settings.data_dir)
+    kind = model_kind(settings.model)
     n_devices = parts.n_users
     per_round = max(1, int(n_devices * settings.fraction_train))
     total = settings.num_rounds * per_round
@@ -112,12 +114,16 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
             "engine": engine, "workers": workers, "devices": n_devices,
             "devices_per_round": per_round,
             "settings": settings.to_run_config(),
-            "models": {"federated-mf": {**(solved if solved is not None else
+            "model": settings.model,
+            "models": {kind.federated: {**(solved if solved is not None else
                                            _last_evaluation(evals, settings.explicit)),
                                         "fit_s": federated_s}},
             "rounds": {"evaluate": evals, "train": train,
                        **({"validation": valid} if valid else {})},
             **({"stopping": stopping} if stopping is not None else {}),
+            **({"pairs": {"weight": history["weight"],
+                          "validation": rounds[0].get("pairs-weights", {})}}
+               if kind.name == "pairs" and rounds else {}),
             "rejected": history["rejected"],
             "privacy": settings.privacy, "epsilon": history.get("epsilon"),
             "delta": history.get("delta"),
@@ -161,9 +167,10 @@ def centralized_reference(settings: RunSettings, names: tuple[str, ...] | None =
     parts = simulated_partitions(settings.dataset, settings.protocol, settings.fold,
                                  settings.data_dir, settings.validation)
     out = {}
-    for name in names or ("centralized-mf", baseline_name(settings.explicit)):
+    kind = model_kind(settings.model)
+    for name in names or (kind.centralized, baseline_name(settings.explicit)):
         config = {"seed": settings.seed, "n_factors": settings.factors, **(overrides or {})}
-        model = make_model(name, mf_config(settings.protocol, **config))
+        model = make_model(name, mf_config(settings.protocol, **config), settings.pairs_cap)
         start = time.perf_counter()
         fit(model, parts.split.train, None)
         fit_s = time.perf_counter() - start
@@ -176,7 +183,8 @@ def below_baseline(record: dict) -> str | None:
     when it is not (or there is no baseline to compare)."""
     explicit = record["protocol"].startswith("explicit")
     key = headline(explicit)
-    fed = record["models"].get("federated-mf", {}).get(key)
+    kind = model_kind(record.get("model", "mf"))
+    fed = record["models"].get(kind.federated, {}).get(key)
     base = record["models"].get(baseline_name(explicit), {}).get(key)
     if fed is None or base is None or not np.isfinite(fed):
         return None
@@ -185,10 +193,14 @@ def below_baseline(record: dict) -> str | None:
         return None
     stopping = record.get("stopping")
     hint = ("early stopping kept the best validated round and it is still below: too few "
-            "events per device for factors to beat counting them"
+            "events per device for factors to beat counting them (--set model=pairs counts "
+            "which items the same customers took)"
             if stopping else "try --set stop-patience=3 (a run that keeps its best "
             "validated round) or fewer rounds")
-    return (f"federated {key} {fed:.4f} is worse than {baseline_name(explicit)}'s "
+    if kind.name != "mf":
+        hint = "the model's one choice was made on the held-out slice and it is still below"
+    label = "federated" if kind.name == "mf" else f"federated {kind.name}"
+    return (f"{label} {key} {fed:.4f} is worse than {baseline_name(explicit)}'s "
             f"{base:.4f} on the same split: {hint}")
 
 
@@ -211,9 +223,11 @@ def plot(record: dict, path: Path) -> Path:
     if valid:
         ax.plot([e["round"] for e in valid], [e.get(key, np.nan) for e in valid],
                 marker=".", linestyle=":", label="federated MF, validation slice")
-    central = record["models"].get("centralized-mf", {}).get(key)
+    kind = model_kind(record.get("model", "mf"))
+    central = record["models"].get(kind.centralized, {}).get(key)
     if central is not None:
-        ax.axhline(central, color="tab:red", linestyle="--", label="centralized MF")
+        ax.axhline(central, color="tab:red", linestyle="--",
+                   label=f"centralized {kind.name.upper() if kind.name == 'mf' else kind.name}")
     base = record["models"].get(baseline_name(explicit), {}).get(key)
     if base is not None:
         ax.axhline(base, color="tab:gray", linestyle="--", label=baseline_name(explicit))

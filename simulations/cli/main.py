@@ -727,6 +727,11 @@ def _run_simulate(args: argparse.Namespace) -> int:
             st = record["stopping"]
             print(f"early stopping: best validation {st['metric']} {st['best']:.4f} at round "
                   f"{st['best-round']}, kept")
+        if record.get("pairs"):
+            chosen = record["pairs"]
+            print(f"pairs: popularity's weight {chosen['weight']:g}, chosen on the held-out "
+                  "slice (" + ", ".join(f"{w}: {v:.4f}" for w, v in chosen["validation"].items()
+                                        if v is not None) + ")")
         if record.get("epsilon") is not None:
             print(f"privacy: dp, epsilon {record['epsilon']:.3f} at delta {record['delta']:g}")
         if record.get("below_baseline"):

@@ -18,11 +18,13 @@ from fedrec.common.mf import MatrixFactorization, MFConfig
 from fedrec.common.segments import Segments
 from fedrec.common.split import Split
 from fedrec.simulations.models.baselines import BiasBaseline, GlobalMean, Popularity
+from fedrec.simulations.models.pairs import ItemPairs
 
 K = 10  # the cut-off of every ranking metric
 
 
-def make_model(name: str, config: MFConfig) -> Any:
+def make_model(name: str, config: MFConfig, cap: int = 200) -> Any:
+    """The model ``name``; ``cap``: the pairs model's distinct items a user."""
     if name == "global-mean":
         return GlobalMean()
     if name == "bias":
@@ -31,6 +33,8 @@ def make_model(name: str, config: MFConfig) -> Any:
         return Popularity()
     if name == "centralized-mf":
         return MatrixFactorization(config)
+    if name == "centralized-pairs":
+        return ItemPairs(cap)
     raise ValueError(f"Unknown model {name!r}.")
 
 
@@ -49,5 +53,7 @@ def fit(model: Any, train: Interactions, on_epoch: Callable[[int, float], None] 
     args = (train.user, train.item, train.value, train.n_users, train.n_items)
     if isinstance(model, MatrixFactorization):
         model.fit(*args, on_epoch=on_epoch)
+    elif isinstance(model, ItemPairs):
+        model.fit(train)
     else:
         model.fit(*args)
