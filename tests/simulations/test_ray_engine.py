@@ -80,3 +80,28 @@ def test_secagg_under_ray_gives_the_in_process_model(ray_engine, tmp_path):
     assert np.abs(a["bias"] - b["bias"]).max() <= bound
     rounds = json.loads((tmp_path / "ray" / "history.json").read_text())["rounds"]
     assert [r["train"]["accepted"] for r in rounds] == [n, n]
+
+
+@pytest.mark.slow
+def test_the_pairs_model_under_ray_gives_the_in_process_table(ray_engine, tmp_path):
+    """The pairs model's query messages (counts, then scoring with the table) run under the
+    Ray engine to the same table, weight and figures: counting is exact."""
+    shop = generate_shop(ShopConfig(n_users=30, n_items=40, n_events=1_200, seed=3))
+    path = write_csv_log(shop, tmp_path / "shop.csv")
+    n = simulated_partitions(f"csv:{path}", "implicit-80-20", 0, "").n_users
+    s = RunSettings(dataset=f"csv:{path}", num_rounds=2, evaluate_every=2, min_nodes=n,
+                    model="pairs")
+    for engine, run in (("inprocess", lambda cfg: run_in_process(server_app, client_app, n,
+                                                                    cfg)),
+                        ("ray", lambda cfg: ray_engine(n, cfg))):
+        run({**s.to_run_config(), "results-dir": str(tmp_path / engine)})
+    a = np.load(tmp_path / "inprocess" / "model.npz")
+    b = np.load(tmp_path / "ray" / "model.npz")
+    assert a["counts"].sum() > 0
+    np.testing.assert_array_equal(a["counts"], b["counts"])
+    assert float(a["weight"]) == float(b["weight"])
+    ha, hb = (json.loads((tmp_path / e / "history.json").read_text())["rounds"]
+              for e in ("inprocess", "ray"))
+    assert [r["train"]["accepted"] for r in hb] == [n, n]
+    assert ha[-1]["evaluate"]["ndcg@10"] == pytest.approx(hb[-1]["evaluate"]["ndcg@10"],
+                                                           abs=1e-12)
