@@ -11,6 +11,7 @@ syncs (fedrec's ClientApp, run by a SuperNode over the same store, trains and sy
 
     from fedrec.client.edge import EdgeClient
     from fedrec.client.store import DeviceStore
+from fedrec.common import pairs as pairs_model
 
     with DeviceStore("device.db", passphrase="...", create=True) as store:
         app = EdgeClient(store)
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fedrec.client.store import DeviceStore
+from fedrec.common import pairs as pairs_model
 from fedrec.common.catalogue import Catalogue, read_catalogue
 from fedrec.common.data.interactions import EventType
 from fedrec.common.losses import (
@@ -46,6 +48,9 @@ FACTORS, BIAS, META, CATEGORY = "item-factors", "item-bias", "item-meta", "item-
 # indices (-1 padded), the category names, the rows hidden now (not listed, or delisted).
 SKU, CATEGORIES, CATEGORY_NAMES, HIDDEN = ("item-sku", "item-categories", "category-names",
                                            "item-hidden")
+# The model the device last synced (b"mf" or b"pairs"), and the pairs model's table and
+# [weight, cap] (fedrec.common.pairs).
+MODEL, PAIRS_COUNTS, PAIRS_META = "model", "pairs-counts", "pairs-meta"
 
 
 def table_state(factors: np.ndarray, bias: np.ndarray, mean: float = 0.0,
@@ -55,11 +60,17 @@ def table_state(factors: np.ndarray, bias: np.ndarray, mean: float = 0.0,
     ``catalogue``: the shop's per-row and whole arrays, by entry name (:func:`catalogue_state`)."""
     state = {FACTORS: np.asarray(factors, dtype=np.float32),
              BIAS: np.asarray(bias, dtype=np.float32),
-             META: np.array([mean], dtype=np.float64)}
+             META: np.array([mean], dtype=np.float64), MODEL: np.array([b"mf"])}
     if categories is not None:
         state[CATEGORY] = np.asarray(categories, dtype=np.int64)
     state.update(catalogue or {})
     return state
+
+
+def pairs_state(counts: np.ndarray, weight: float, cap: int) -> dict[str, np.ndarray]:
+    """A pairs model's table (:mod:`fedrec.common.pairs`) as the store's state entries."""
+    return {PAIRS_COUNTS: np.asarray(counts, dtype=np.float32),
+            PAIRS_META: np.array([weight, cap], dtype=np.float64), MODEL: np.array([b"pairs"])}
 
 
 def catalogue_state(static: dict[str, np.ndarray], extras: dict[str, np.ndarray]
@@ -136,6 +147,7 @@ class EdgeClient:
         self.store, self.settings = store, settings or EdgeSettings()
         self._rng = np.random.default_rng(self.settings.seed)
         self.factors = self.bias = self.categories = None
+        self.pairs: tuple[np.ndarray, float, int] | None = None  # (counts, weight, cap)
         self.skus: tuple[str, ...] | None = None
         self.category_names: tuple[str, ...] = ()
         self.hidden = np.empty(0, dtype=np.int64)
@@ -145,6 +157,7 @@ class EdgeClient:
         vector = store.get(USER)
         self.user = None if vector is None else vector.astype(np.float32)
         events = store.events()
+        self._order = [int(i) for i in events["item"]]  # every event's item, in order
         self._touched: dict[int, set[int]] = {int(e): set() for e in EventType}
         for item, event in zip(events["item"], events["event"], strict=True):
             self._touched[int(event)].add(int(item))
@@ -152,8 +165,22 @@ class EdgeClient:
 
     # ---- the item table ------------------------------------------------------------------
     def reload_table(self) -> None:
-        """Read the item table the device last synced from the store (None before any)."""
-        self.factors, self.bias = self.store.get(FACTORS), self.store.get(BIAS)
+        """Read the item table the device last synced from the store (None before any):
+        the matrix factorisation's, or the pairs model's when that is what it synced last
+        (its table checked: ValueError naming the entry)."""
+        model = self.store.get(MODEL)
+        self.model = "mf" if model is None else bytes(model[0]).decode()
+        self.factors, self.bias, self.pairs = None, None, None
+        if self.model == "pairs":
+            meta = self.store.get(PAIRS_META)
+            counts = pairs_model.check_table(self.store.get(PAIRS_COUNTS))
+            if meta is None or meta.shape != (2,) or not (np.isfinite(meta[0]) and
+                                                         meta[0] >= 0 and meta[1] >= 1):
+                raise ValueError(f"{self.store.path}: state:{PAIRS_META} must be [weight >= "
+                                 f"0, cap >= 1]")
+            self.pairs = (counts, float(meta[0]), int(meta[1]))
+        else:
+            self.factors, self.bias = self.store.get(FACTORS), self.store.get(BIAS)
         meta = self.store.get(META)
         self.mean = float(meta[0]) if meta is not None else 0.0
         self.categories = self.store.get(CATEGORIES)
@@ -174,7 +201,7 @@ class EdgeClient:
         SKU from the start. A synced table's catalogue replaces it."""
         if not isinstance(catalogue, Catalogue):
             catalogue = read_catalogue(catalogue)
-        if self.factors is not None and catalogue.n_items < self.n_items:
+        if self.n_items and catalogue.n_items < self.n_items:
             raise ValueError(f"{catalogue.path}: {catalogue.n_items} items, fewer than the "
                              f"{self.n_items} rows of the table this device synced")
         self.store.put_many(shop_catalogue_state(catalogue))
@@ -199,8 +226,22 @@ class EdgeClient:
         self.store.put_many(table_state(factors, bias, mean, categories))
         self.reload_table()
 
+    def set_pairs(self, counts: np.ndarray, weight: float, cap: int = 200) -> None:
+        """Store a pairs model's table (the server's ``model.npz`` of a pairs run, fetched
+        by the app) and recommend with it from now on."""
+        counts = pairs_model.check_table(np.asarray(counts))
+        if not (np.isfinite(weight) and weight >= 0) or int(cap) < 1:
+            raise ValueError(f"weight must be >= 0 and cap >= 1. Found {weight}, {cap}.")
+        if self.skus is not None and len(counts) > len(self.skus):
+            raise ValueError(f"the table has {len(counts)} items, the catalogue this device "
+                             f"holds {len(self.skus)}: take the newer catalogue first")
+        self.store.put_many(pairs_state(counts, float(weight), int(cap)))
+        self.reload_table()
+
     @property
     def n_items(self) -> int:
+        if self.pairs is not None:
+            return len(self.pairs[0])
         return 0 if self.factors is None else len(self.factors)
 
     def row(self, item: int | str) -> int:
@@ -245,6 +286,7 @@ class EdgeClient:
             raise
         self._touched[int(kind)].add(item)
         self._seen.add(item)
+        self._order.append(item)
 
     def _ensure_user(self) -> None:
         k = self.factors.shape[1]
@@ -287,11 +329,44 @@ class EdgeClient:
         not offer now (hidden) are never ranked, and with ``category`` (a name of the shop's
         catalogue, or an index) only that category's items are. Before any table has been
         synced there is nothing to rank: the result is empty."""
-        if self.factors is None:
+        if self.factors is None and self.pairs is None:
             return Recommendation(np.empty(0, np.int64), np.empty(0),
                                   None if self.skus is None else ())
-        self._ensure_user()
-        scores = self.factors @ self.user[:-1] + self.bias
+        if self.pairs is not None:
+            counts, weight, cap = self.pairs
+            mine = np.array(self._order, np.int64)
+            mine = pairs_model.latest_distinct(mine[mine < len(counts)], cap)
+            scores = pairs_model.scores(counts, mine, weight)
+        else:
+            self._ensure_user()
+            scores = self.factors @ self.user[:-1] + self.bias
+        return self._top(scores, k, exclude, category)
+
+    def similar(self, item: int | str, k: int = 10, category: int | str | None = None
+                ) -> Recommendation:
+        """The ``k`` items most like ``item`` (a SKU, or a row), for a product page: by
+        the cosine of their pair counts under the pairs model ("customers who took this
+        also took"), of their factor rows under matrix factorisation. Hidden items and the
+        item itself are never ranked; nothing of the user's history is used."""
+        row = self.row(item)
+        if self.factors is None and self.pairs is None:
+            return Recommendation(np.empty(0, np.int64), np.empty(0),
+                                  None if self.skus is None else ())
+        if self.pairs is not None:
+            counts = self.pairs[0]
+            norm = np.sqrt(np.diag(counts)) + pairs_model.EPS
+            scores = counts[row] / norm[row] / norm
+        else:
+            q = self.factors.astype(np.float64)
+            norm = np.linalg.norm(q, axis=1) + 1e-12
+            scores = q @ q[row] / norm / norm[row]
+        scores = np.array(scores, dtype=np.float64)
+        scores[row] = -np.inf
+        return self._top(scores, k, (), category, never=np.array([row]))
+
+    def _top(self, scores: np.ndarray, k: int, exclude: Iterable[EventType | str],
+             category: int | str | None, never: np.ndarray | None = None) -> Recommendation:
+        """The best ``k`` of ``scores`` among the items allowed (see :meth:`recommend`)."""
         blocked = set()
         for kind in exclude:
             kind = EventType.parse(kind) if isinstance(kind, str) else EventType(kind)
@@ -301,6 +376,8 @@ class EdgeClient:
         blocked = np.fromiter(blocked, dtype=np.int64, count=len(blocked))
         allowed[blocked[blocked < self.n_items]] = False
         allowed[self.hidden[(self.hidden >= 0) & (self.hidden < self.n_items)]] = False
+        if never is not None:
+            allowed[never] = False
         if category is not None:
             allowed &= self._in_category(category)
         candidates = np.flatnonzero(allowed)

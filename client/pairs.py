@@ -7,6 +7,9 @@ simulation, its encrypted store on a real device). The server says how many it h
 for the device, which tells the device whether its last reply arrived: a reply lost on the
 way is sent again, and a server that lost its table (counted 0) gets every item afresh.
 
+On a real device (one with a store) the table and weight of every test round are kept in
+the store, for the app's :class:`~fedrec.client.edge.EdgeClient` to recommend with.
+
 Every device holds its latest event out (:meth:`~fedrec.common.partition.UserRows.holding_out`):
 the server counts without it first, scores it to choose popularity's weight, then asks
 for it too (``include="all"``) before the test rows are scored.
@@ -19,6 +22,7 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
+from fedrec.client import edge
 from fedrec.client.device import rank_metrics
 from fedrec.client.rows import device_store, local_rows
 from fedrec.common import pairs, records
@@ -99,6 +103,8 @@ def evaluate(msg: Message, cfg: ConfigRecord, context: Context, run_config: Mapp
     segments = Segments.from_config(cfg)
     with device_store(context) as store:
         rows = held_rows(context, run_config, store)
+        if store is not None and on == "test":  # the app recommends with it (EdgeClient)
+            store.put_many(edge.pairs_state(table, float(weight), cap))
     if on == "validation":
         trained, test = rows.train_items, rows.valid_items
     else:
