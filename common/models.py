@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedrec.common.defences import DEFAULT, OFF
+
 
 @dataclass(frozen=True)
 class ModelKind:
@@ -37,6 +39,9 @@ PAIRS = ModelKind("pairs", True, ("plain",), "item-to-item counts: how many devi
                   "each pair of items; a device scores by cosine similarity to its items "
                   "plus weighted popularity")
 MODELS: dict[str, ModelKind] = {m.name: m for m in (MF, PAIRS)}
+# The pairs model's ``defences`` values: the run's default (which for pairs means its own
+# defence, ``copies``: fedrec.server.defences.copies), ``copies``, or none.
+PAIRS_DEFENCES = (DEFAULT, "copies", OFF, "")
 
 
 def model_kind(name: str) -> ModelKind:
@@ -61,6 +66,10 @@ def check_settings(settings: object) -> None:
             if getattr(settings, key):
                 raise ValueError(f"model=pairs does not take {key}= yet (a fixed catalogue, "
                                  "no checkpoint)")
+        if settings.defences not in PAIRS_DEFENCES:  # type: ignore[attr-defined]
+            raise ValueError(f"model=pairs: defences must be one of "
+                             f"{', '.join(map(repr, PAIRS_DEFENCES))} (the default turns "
+                             f"on its own, copies). Found {settings.defences!r}.")
         if not settings.num_rounds:  # type: ignore[attr-defined]
             raise ValueError("model=pairs needs a number of rounds (num-rounds=0 runs until "
                              "stopped)")

@@ -113,6 +113,11 @@ class PairCounts:
             self.counts[np.ix_(new, old)] += 1.0
             self.counts[np.ix_(old, new)] += 1.0
 
+    def remove(self, items: np.ndarray) -> None:
+        """Take one device's whole counted set back out (its pairs, its own counts)."""
+        if len(items):
+            self.counts[np.ix_(items, items)] -= 1.0
+
     def table(self) -> np.ndarray:
         """What devices are sent: the counts as float32 (exact below 2**24 devices)."""
         return self.counts.astype(np.float32)

@@ -146,7 +146,8 @@ class RunSettings:
                              "until stopped)")
         if self.decoy_rows < 0:
             raise ValueError(f"decoy_rows must be >= 0. Found {self.decoy_rows}.")
-        defence_names(self.defences)
+        if self.model == "mf":  # (the pairs model's defences: common.models)
+            defence_names(self.defences)
         if not (math.isfinite(self.rating_min) and math.isfinite(self.rating_max)
                 and self.rating_min < self.rating_max):
             raise ValueError(f"rating-min must be below rating-max, both finite. Found "

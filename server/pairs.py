@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from logging import INFO
+from logging import INFO, WARNING
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +35,12 @@ from flwr.serverapp import Grid
 
 from fedrec.common import pairs, records
 from fedrec.common.atomic import atomic_open
+from fedrec.common.defences import OFF
 from fedrec.common.replies import Bounds, evaluate_schema
 from fedrec.common.schema import InvalidReplyError
 from fedrec.common.segments import Segments, pool_segments
 from fedrec.common.settings import RunSettings
+from fedrec.server.defences.copies import Copies
 from fedrec.server.replies import Outbox, Refusals
 from fedrec.server.strategy import checked_evaluations, pool_evaluation
 from fedrec.server.wait import wait_for_nodes
@@ -50,7 +52,7 @@ class PairsRun:
     """The table, each device's counted items, the chosen weight and the run's history."""
 
     def __init__(self, n_items: int, cap: int, weights: tuple[float, ...] = pairs.WEIGHTS,
-                 segments: Segments | None = None) -> None:
+                 segments: Segments | None = None, defence: Copies | None = None) -> None:
         self.counts = pairs.PairCounts.empty(n_items)
         self.cap, self.weights, self.segments = cap, tuple(weights), segments
         self.counted: dict[int, np.ndarray] = {}
@@ -58,8 +60,10 @@ class PairsRun:
         self.history: list[dict] = []
         self.weight: float | None = None
         self.epsilon = None  # (plain mode: no guarantee to report)
-        self.defences: list = []
-        self.set_aside: dict = {}
+        self.defence = defence
+        self.defences: list = [] if defence is None else [defence]
+        self.set_aside: dict[str, int] = {} if defence is None else {defence.name: 0}
+        self.aside: set[int] = set()  # nodes set aside: their counts taken out
 
     @property
     def rejected(self) -> dict[str, int]:
@@ -82,6 +86,9 @@ class PairsRun:
                 failed += 1
                 continue
             node = int(reply.metadata.src_node_id)
+            if node in self.aside:  # (set aside: nothing it sends is counted again)
+                self.refusals.refuse(server_round, "train", reply, "set-aside")
+                continue
             counted = self.counted.get(node, np.empty(0, np.int64))
             try:
                 got = records.reply_records(reply.content, {pairs.RECORD: ArrayRecord})
@@ -102,10 +109,29 @@ class PairsRun:
             accepted += 1
             items += len(new)
             upload += int(new.nbytes)
-        return {"accepted": float(accepted),
-                "rejected": float(self.refusals.total() - before),
-                "failed": float(failed), "items-counted": float(items),
-                "upload-bytes": float(upload)}
+        summary = {"accepted": float(accepted),
+                   "rejected": float(self.refusals.total() - before),
+                   "failed": float(failed), "items-counted": float(items),
+                   "upload-bytes": float(upload)}
+        if self.defence is not None:
+            summary["set-aside"] = float(self.screen())
+        return summary
+
+    def screen(self) -> int:
+        """Set aside the devices the defence finds among all counted sets: their pairs
+        subtracted (the table is a sum of sets), their node kept out. How many it set
+        aside now."""
+        nodes = [n for n in sorted(self.counted) if n not in self.aside]
+        found = self.defence.copies([self.counted[n] for n in nodes], self.counts.n_items)
+        for i in found:
+            node = nodes[int(i)]
+            self.counts.remove(self.counted.pop(node))
+            self.aside.add(node)
+        self.set_aside[self.defence.name] += len(found)
+        if len(found):
+            log(WARNING, "pairs: %s devices set aside as near copies of each other (%s)",
+                len(found), self.defence.name)
+        return len(found)
 
     # ---- scoring ---------------------------------------------------------------------
     def evaluation_messages(self, nodes: list[int], weight: float, on: str
@@ -167,7 +193,9 @@ class PairsRun:
         with atomic_open(folder / "model.npz", "wb") as out:
             np.savez(out, counts=self.counts.counts, weight=np.array(self.weight))
         history = {"settings": settings.to_run_config(), "rounds": self.history,
-                   "rejected": self.rejected, "defences": [], "set_aside": {},
+                   "rejected": self.rejected,
+                   "defences": [d.name for d in self.defences], "set_aside": self.set_aside,
+                   "set_aside_nodes": sorted(self.aside),
                    "epsilon": None, "delta": None, "weight": self.weight}
         with atomic_open(folder / "history.json") as out:
             json.dump(history, out, indent=1)
@@ -191,7 +219,8 @@ def run_pairs(grid: Grid, settings: RunSettings, n_items: int,
     """A whole ``pairs`` run on ``grid`` (:class:`PairsRun`)."""
     start = time.perf_counter()
     wait_for_nodes(grid, settings.min_nodes, settings.round_timeout)
-    run = PairsRun(n_items, settings.pairs_cap, segments=segments)
+    defence = None if settings.defences in (OFF, "") else Copies()
+    run = PairsRun(n_items, settings.pairs_cap, segments=segments, defence=defence)
     run.run(grid, settings)
     log(INFO, "pairs: %s rounds in %.1f s", settings.num_rounds, time.perf_counter() - start)
     return run

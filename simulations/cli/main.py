@@ -34,6 +34,7 @@ from fedrec.common.data.download import SOURCES, ChecksumError, download_dataset
 from fedrec.common.data.errors import DataFormatError
 from fedrec.common.data.interactions import EventType, Interactions
 from fedrec.common.data.registry import DATASETS, ENV_VAR, DatasetNotFoundError, load_dataset
+from fedrec.common.defences import DEFAULT, OFF
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.privacy import NAMES as PRIVACY
 from fedrec.common.segments import segments_line
@@ -265,6 +266,25 @@ def _parser() -> argparse.ArgumentParser:
     atk.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     _output_args(atk)
     atk.set_defaults(run=_run_bench_attack)
+
+    patk = bench_sub.add_parser(
+        "pairs-attack", help="pushes on the pairs model, its defence off and on",
+        description="Malicious simulated devices claim a tail item with popular ones "
+                    "(fedrec.simulations.attacks.pairs_push) beside the honest devices of "
+                    "generated 2,000-event shops, on the in-process engine with the real "
+                    "ServerApp (model=pairs), with the copies defence off and on. Prints "
+                    "the mean over shops of honest users' ER@10 of the target, its median "
+                    "rank, honest NDCG@10 and the devices set aside; writes JSON.")
+    patk.add_argument("--shops", type=int, default=5,
+                      help="generated shops, seeds 1..N (150 customers, 115 SKUs, 2,000 "
+                           "events each)")
+    patk.add_argument("--dataset", default=None,
+                      help="one dataset instead of the generated shops")
+    patk.add_argument("--attacks", default="push,push-jitter,push-subset")
+    patk.add_argument("--fractions", default="0.01,0.05,0.1")
+    patk.add_argument("--rounds", type=int, default=2)
+    _output_args(patk)
+    patk.set_defaults(run=_run_bench_pairs_attack)
 
     shift = bench_sub.add_parser(
         "mean-shift", help="how far one hostile device moves μ, plain and secagg",
@@ -830,6 +850,34 @@ def _run_bench_attack(args: argparse.Namespace) -> int:
         print(markdown(record) if args.markdown else "\n".join(table_lines(record)))
         print(f"results: {path}")
         print(f"plot:    {picture}")
+    return 0
+
+
+def _run_bench_pairs_attack(args: argparse.Namespace) -> int:
+    from fedrec.simulations.benches.pairs_attack import bench_pairs_attack, shops, table_lines
+
+    if args.shops < 1 or args.rounds < 1:
+        raise ValueError(f"--shops and --rounds must be >= 1. Found {args.shops}, "
+                         f"{args.rounds}.")
+    try:
+        fractions = [float(f) for f in args.fractions.split(",")]
+    except ValueError:
+        raise ValueError(f"--fractions takes numbers in (0, 1], comma-separated. Found "
+                         f"{args.fractions!r}.") from None
+    if not all(0 < f <= 1 for f in fractions):
+        raise ValueError(f"--fractions takes numbers in (0, 1]. Found {args.fractions!r}.")
+    datasets = [args.dataset] if args.dataset else shops(args.shops)
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    with progress_bar("pairs attacks", args.quiet) as update:
+        record = bench_pairs_attack(datasets, attacks, fractions, [OFF, DEFAULT],
+                                    args.rounds, progress=update)
+    record["env"] = environment()
+    path = write_json(record, args.out or RESULTS_DIR / "pairs-attack.json")
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print("\n".join(table_lines(record)))
+        print(f"results: {path}")
     return 0
 
 

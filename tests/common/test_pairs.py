@@ -123,5 +123,36 @@ def test_the_model_is_one_named_thing_with_its_settings_checked():
         RunSettings(model="pairs", checkpoint="/tmp/x.sqlite")
     with pytest.raises(ValueError, match="pairs_cap"):
         RunSettings(model="pairs", pairs_cap=0)
+    with pytest.raises(ValueError, match="defences must be one of"):
+        RunSettings(model="pairs", defences="clip")
+    with pytest.raises(ValueError, match="defences"):
+        RunSettings(model="mf", defences="copies")
     RunSettings(model="pairs")
+    RunSettings(model="pairs", defences="off")
+    RunSettings(model="pairs", defences="copies")
     RunSettings(model="mf", privacy="secagg")
+
+
+def test_copies_sets_aside_groups_of_near_copies_and_no_one_else():
+    from fedrec.server.defences.copies import Copies
+
+    rng = np.random.default_rng(0)
+    honest = [np.unique(rng.choice(50, rng.integers(1, 9), replace=False)) for _ in range(60)]
+    push = [np.array([3, 7, 9, 40])] * 3  # three copies
+    near = [np.array([3, 7, 9, 40, 41]), np.array([3, 7, 9, 40, 42])]  # J 0.8 to the copies
+    pair = [np.array([20, 21, 22, 23])] * 2  # two copies: fewer than a group
+    small = [np.array([5, 6])] * 5  # below min_size: never compared
+    sets = honest + push + near + pair + small
+    found = set(Copies().copies(sets, 50).tolist())
+    assert found == set(range(60, 65))
+    assert Copies(tau=0.9).copies(near + [push[0]] * 2, 50).tolist() == []  # (J 0.8 < 0.9)
+    # blocks of one device give what one block gives
+    assert set(Copies(block=1).copies(sets, 50).tolist()) == found
+    assert Copies().copies([], 50).tolist() == []
+
+
+def test_a_device_set_aside_has_its_whole_set_taken_back_out():
+    sets = [np.array([0, 2, 5]), np.array([1, 2]), np.array([0, 5, 6])]
+    c = pairs.PairCounts.of_sets(sets, 8)
+    c.remove(sets[2])
+    np.testing.assert_array_equal(c.counts, pairs.PairCounts.of_sets(sets[:2], 8).counts)

@@ -164,3 +164,75 @@ def test_the_hostile_run_fails_when_a_check_is_dropped(small, tmp_path, monkeypa
     expected = [np.arange(n_items) if u == 6 else held_in if u == 5 else items
                 for u, items in enumerate(sets) if u not in (0, 1, 2, 3, 4)]
     assert not np.array_equal(table, pairs.PairCounts.of_sets(expected, n_items).counts)
+
+
+COLLUDERS = (10, 11, 12, 13)  # each claims the same set: a tail item with popular ones
+
+
+def _colluding_app(push: np.ndarray) -> ClientApp:
+    app = ClientApp()
+
+    @app.query()
+    def _query(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        cfg = msg.content.config_records.get(pairs.RECORD)
+        if pid not in COLLUDERS or cfg is None or cfg["task"] != pairs.COUNT:
+            return device_query(msg, context, context.run_config)
+        new = push if cfg["counted"] == 0 else np.empty(0, np.int64)
+        return Message(RecordDict({pairs.RECORD: records.arrays_to_record({"new": new})}),
+                       reply_to=msg)
+
+    return app
+
+
+@pytest.mark.parametrize("defences", ["clip,coordination", "off"])
+def test_copies_sets_colluding_devices_aside_and_takes_their_counts_out(small, tmp_path,
+                                                                        defences):
+    settings = _settings(small, defences=defences)
+    parts = simulated_partitions(settings.dataset, settings.protocol)
+    push = np.array([1, 2, 3, 4, 5, 50], np.int64)
+    config = {**settings.to_run_config(), "results-dir": str(tmp_path)}
+    run_in_process(server_app, _colluding_app(push), parts.n_users, config)
+    history = json.loads((tmp_path / "history.json").read_text())
+    table = np.load(tmp_path / "model.npz")["counts"]
+    sets = ItemPairs(settings.pairs_cap).fit(parts.split.train).items
+    honest = [items for u, items in enumerate(sets) if u not in COLLUDERS]
+    n = parts.n_items
+    if defences == "off":
+        np.testing.assert_array_equal(table, pairs.PairCounts.of_sets(
+            honest + [push] * len(COLLUDERS), n).counts)
+        assert history["set_aside"] == {}
+        return
+    np.testing.assert_array_equal(table, pairs.PairCounts.of_sets(honest, n).counts)
+    assert history["set_aside"] == {"copies": len(COLLUDERS)}
+    assert [r["train"]["set-aside"] for r in history["rounds"]] == [4.0, 0.0]
+    assert history["rejected"] == {"set-aside": len(COLLUDERS)}  # round 2: not counted
+
+
+def test_the_pairs_attack_bench_measures_a_push_and_the_defence_stopping_it():
+    from fedrec.simulations.benches.pairs_attack import bench_pairs_attack, shops, table_lines
+
+    record = bench_pairs_attack(shops(1), ["push", "push-jitter"], [0.1],
+                                ["off", "clip,coordination"])
+    rows = {(r["attack"], r["defences"]): r for r in record["table"]}
+    none, off, on = rows["none", "default"], rows["push", "off"], rows["push", "default"]
+    assert off["er@10"] > 0.1 and off["target_rank"] < none["target_rank"]
+    assert on["er@10"] <= none["er@10"] + 0.01
+    assert on["malicious_set_aside"] == on["malicious"] == 15 and on["honest_set_aside"] == 0
+    assert on["ndcg@10"] == pytest.approx(none["ndcg@10"], abs=1e-12)
+    assert ("push-jitter", "default") in rows and len(table_lines(record)) == 6
+
+
+def test_the_pairs_attack_command_writes_its_table_and_refuses_bad_values(tmp_path, capsys):
+    from fedrec.simulations.cli.main import main
+
+    out = tmp_path / "pa.json"
+    assert main(["bench", "pairs-attack", "--shops", "1", "--attacks", "push",
+                 "--fractions", "0.05", "--quiet", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert {r["attack"] for r in record["runs"]} == {"none", "push"}
+    assert "ER@10" in capsys.readouterr().out
+    for bad in (["--fractions", "2"], ["--fractions", "x"], ["--shops", "0"],
+                ["--attacks", "shove"]):
+        assert main(["bench", "pairs-attack", "--quiet", *bad]) == 2, bad
+        assert "error" in capsys.readouterr().err.lower()
