@@ -2,10 +2,12 @@
 distinct items into the server's table, and scores with the table it is sent.
 
 Both tasks come as query messages with a ``pairs`` config record. A count names the items
-this device has not counted yet; the device keeps which it has (``context.state`` in
-simulation, its encrypted store on a real device). The server says how many it has counted
-for the device, which tells the device whether its last reply arrived: a reply lost on the
-way is sent again, and a server that lost its table (counted 0) gets every item afresh.
+this device has not counted yet, and those that left its latest ``cap``; the device keeps
+which it has (``context.state`` in simulation, its encrypted store on a real device). The
+server says how many items it has counted for the device and their fingerprint
+(:func:`~fedrec.common.pairs.digest`), which tells the device whether its last reply
+arrived: a reply lost on the way is sent again, and a server that lost its table (counted
+0) gets every item afresh.
 
 On a real device (one with a store) the table and weight of every test round are kept in
 the store, for the app's :class:`~fedrec.client.edge.EdgeClient` to recommend with.
@@ -58,7 +60,8 @@ def _int(cfg: ConfigRecord, key: str, low: int) -> int:
 
 
 def count(msg: Message, cfg: ConfigRecord, context: Context, run_config: Mapping) -> Message:
-    """The items this device has not counted (the latest ``cap`` distinct ones in all)."""
+    """The items this device has not counted, and those that left its latest ``cap``
+    distinct items: its counted set becomes exactly those."""
     include = str(cfg.get("include", ""))
     if include not in pairs.INCLUDE:
         raise ValueError(f"pairs.include: expected one of {', '.join(pairs.INCLUDE)}, "
@@ -70,18 +73,21 @@ def count(msg: Message, cfg: ConfigRecord, context: Context, run_config: Mapping
         items = rows.train_items if include == "train" else \
             np.concatenate([rows.train_items, rows.valid_items])
         items = items[items < n_items]
+        server_digest = _int(cfg, "digest", 0)
         counted, sent = _load(context, store, COUNTED), _load(context, store, SENT)
-        if len(sent) == server_counted:
+        if len(sent) == server_counted and pairs.digest(sent) == server_digest:
             counted = sent  # the last reply arrived
-        elif len(counted) != server_counted:
+        elif len(counted) != server_counted or pairs.digest(counted) != server_digest:
             if server_counted:
                 raise ValueError(f"pairs.counted: the server counted {server_counted} items "
-                                 f"of this device, which has no record of which")
+                                 f"of this device, not the ones it has a record of")
             counted = np.empty(0, np.int64)  # the server starts over
         target = pairs.latest_distinct(items, cap)
-        new = np.setdiff1d(target, counted)[: max(0, cap - len(counted))].astype(np.int64)
-        _store(context, store, {COUNTED: counted, SENT: np.union1d(counted, new)})
-    return Message(RecordDict({pairs.RECORD: records.arrays_to_record({"new": new})}),
+        new = np.setdiff1d(target, counted).astype(np.int64)
+        drop = np.setdiff1d(counted, target).astype(np.int64)  # left its latest cap
+        _store(context, store, {COUNTED: counted, SENT: target})
+    reply = {"new": new, **({"drop": drop} if len(drop) else {})}
+    return Message(RecordDict({pairs.RECORD: records.arrays_to_record(reply)}),
                    reply_to=msg)
 
 

@@ -19,9 +19,11 @@ every device holds out (its latest event), never on test events.
 
 What a device contributes, and what bounds it: its distinct items (the latest ``cap`` of
 them), each counted once, however often it took them. A device sends the items it has not
-counted yet (``new``); the server, which keeps every device's counted items, adds the pairs
-among ``new`` and between ``new`` and those. So one device moves any entry of ``C`` by at
-most 1 over a whole run, and names at most ``cap`` items, whatever it sends (checked in
+counted yet (``new``) and those that left its latest ``cap`` (``drop``); the server, which
+keeps every device's counted items, adds the pairs among ``new`` and between ``new`` and
+those it keeps, and takes a dropped item's pairs back out. A device's share of the table is
+always the pairs of its current set. So one device's share of any entry of ``C``
+is 0 or 1 at any time, and names at most ``cap`` items, whatever it sends (checked in
 :func:`check_contribution`).
 
 In plain mode the server learns each device's distinct items (as it learns the items a
@@ -31,6 +33,7 @@ devices are sent is the sum over devices.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,22 +63,40 @@ def latest_distinct(items: np.ndarray, cap: int) -> np.ndarray:
     return np.sort(latest)
 
 
-def check_contribution(new: object, counted: np.ndarray, n_items: int, cap: int) -> None:
-    """A device's reply to a count: the ``new`` item ids it has not counted, where the
-    server has ``counted`` (sorted) for it. Refused by field (:class:`InvalidReplyError`)
-    unless ``new`` is an int64 vector of distinct ids in range, none counted already, and
-    the device's items stay within ``cap``."""
-    if not isinstance(new, np.ndarray) or new.dtype != np.int64 or new.ndim != 1:
-        raise InvalidReplyError("pairs.new", "expected a 1-d int64 array")
-    if len(new) and (new.min() < 0 or new.max() >= n_items):
-        raise InvalidReplyError("pairs.new", f"ids outside [0, {n_items})")
-    if len(np.unique(new)) != len(new):
-        raise InvalidReplyError("pairs.new", "repeated ids")
+def digest(items: np.ndarray) -> int:
+    """A short fingerprint of a sorted id set (56 bits of its SHA-256): what the server
+    says it counted for a device, so the device knows whether its last reply arrived."""
+    data = np.asarray(items, dtype="<i8").tobytes()
+    return int.from_bytes(hashlib.sha256(data).digest()[:7], "big")
+
+
+def _ids(name: str, ids: object, n_items: int) -> None:
+    if not isinstance(ids, np.ndarray) or ids.dtype != np.int64 or ids.ndim != 1:
+        raise InvalidReplyError(f"pairs.{name}", "expected a 1-d int64 array")
+    if len(ids) and (ids.min() < 0 or ids.max() >= n_items):
+        raise InvalidReplyError(f"pairs.{name}", f"ids outside [0, {n_items})")
+    if len(np.unique(ids)) != len(ids):
+        raise InvalidReplyError(f"pairs.{name}", "repeated ids")
+
+
+def check_contribution(new: object, counted: np.ndarray, n_items: int, cap: int,
+                       drop: object | None = None) -> None:
+    """A device's reply to a count: the ``new`` item ids it has not counted, and the
+    counted ones it ``drop``s (they left its latest ``cap``), where the server has
+    ``counted`` (sorted) for it. Refused by field (:class:`InvalidReplyError`) unless both
+    are int64 vectors of distinct ids in range, ``new`` names none counted already,
+    ``drop`` only counted ones, and the device's items stay within ``cap``."""
+    _ids("new", new, n_items)
+    if drop is not None:
+        _ids("drop", drop, n_items)
+        if len(np.setdiff1d(drop, counted)):
+            raise InvalidReplyError("pairs.drop", "names items this device has not counted")
     if len(np.intersect1d(new, counted)):
         raise InvalidReplyError("pairs.new", "names items this device has counted already")
-    if len(counted) + len(new) > cap:
-        raise InvalidReplyError("pairs.new", f"{len(counted)} + {len(new)} items is over "
-                                f"the cap of {cap} a device")
+    kept = len(counted) - (0 if drop is None else len(drop))
+    if kept + len(new) > cap:
+        raise InvalidReplyError("pairs.new", f"{kept} + {len(new)} items is over the cap "
+                                f"of {cap} a device")
 
 
 @dataclass

@@ -11,11 +11,14 @@ A run of ``R`` rounds:
    a live shop their new behaviour), and the scheduled rounds (every ``evaluate-every``,
    and the last) score the test rows at the chosen weight.
 
-A count is a query message (the ``pairs`` config record: the task, the cap and how many
-items the server has counted for that device); its reply is the device's new item ids,
+A count asks every connected device (``fraction-train`` does not apply: a count is a few ids,
+and the table must be whole); scoring asks ``fraction-evaluate`` of them. A count is a
+query message (the ``pairs`` config record: the task, the cap and how many
+items the server has counted for that device); its reply is the device's new item ids
+(and those that left its latest ``cap``),
 checked where they enter (:func:`~fedrec.common.pairs.check_contribution`): a reply that
 fails is refused with the field named and counted, and changes nothing. The server keeps
-each device's counted items, so one device moves any count by at most 1 in a whole run.
+each device's counted items, so one device's share of any count is 0 or 1.
 Evaluations carry the table (float32, ``n²`` values) and come back as the same per-device
 ranking metrics a matrix-factorisation run pools, checked by the same schema.
 """
@@ -74,7 +77,8 @@ class PairsRun:
         return [Message(RecordDict({pairs.RECORD: ConfigRecord({
             "task": pairs.COUNT, "include": include, "cap": self.cap,
             "n-items": self.counts.n_items,
-            "counted": len(self.counted.get(node, ()))})}),
+            "counted": len(self.counted.get(node, ())),
+            "digest": pairs.digest(self.counted.get(node, np.empty(0, np.int64)))})}),
             dst_node_id=node, message_type=MessageType.QUERY) for node in nodes]
 
     def fold(self, replies: list[Message], server_round: int) -> dict[str, float]:
@@ -93,17 +97,22 @@ class PairsRun:
             try:
                 got = records.reply_records(reply.content, {pairs.RECORD: ArrayRecord})
                 arrays = records.record_to_arrays(got[pairs.RECORD])
-                if set(arrays) != {"new"}:
-                    raise InvalidReplyError("pairs.arrays", f"expected exactly 'new', found "
-                                            f"{sorted(arrays)}")
-                new = arrays["new"]
-                pairs.check_contribution(new, counted, self.counts.n_items, self.cap)
+                if "new" not in arrays or not set(arrays) <= {"new", "drop"}:
+                    raise InvalidReplyError("pairs.arrays", f"expected 'new' (and 'drop'), "
+                                            f"found {sorted(arrays)[:5]}")
+                new, drop = arrays["new"], arrays.get("drop")
+                pairs.check_contribution(new, counted, self.counts.n_items, self.cap, drop)
             except InvalidReplyError as exc:
                 self.refusals.refuse(server_round, "train", reply, exc.reason, str(exc))
                 continue
             except (TypeError, ValueError, KeyError, OverflowError) as exc:
                 self.refusals.refuse(server_round, "train", reply, "decode", str(exc)[:200])
                 continue
+            if drop is not None and len(drop):  # its share becomes its current set's
+                kept = np.setdiff1d(counted, drop).astype(np.int64)
+                self.counts.remove(counted)
+                self.counts.add(kept, np.empty(0, np.int64))
+                counted = kept
             self.counts.add(new, counted)
             self.counted[node] = np.union1d(counted, new).astype(np.int64)
             accepted += 1
@@ -163,9 +172,10 @@ class PairsRun:
         timeout = settings.round_timeout
         for server_round in range(1, settings.num_rounds + 1):
             nodes = sorted(grid.get_node_ids())
-            sampled = _sample(nodes, settings.fraction_train, rng)
             include = "train" if server_round == 1 else "all"
-            outbox = Outbox(self.count_messages(sampled, include), "train")
+            # Every connected device counts (fraction-train does not apply: a count is a
+            # few ids, and a device with nothing new sends none), so the table is whole.
+            outbox = Outbox(self.count_messages(nodes, include), "train")
             replies = outbox.match(grid.send_and_receive(outbox.messages, timeout=timeout),
                                    self.refusals, server_round)
             entry: dict = {"round": server_round, "train": self.fold(replies, server_round)}

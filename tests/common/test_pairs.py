@@ -63,6 +63,50 @@ def test_every_hostile_contribution_is_refused_by_field(new, reason, needle):
     assert err.value.reason == reason and needle in str(err.value)
 
 
+@pytest.mark.parametrize("drop, needle", [
+    (np.array([4, 5], np.int64), "not counted"),
+    (np.array([4, 4], np.int64), "repeated"),
+    (np.array([4.0]), "int64"),
+    (np.array([40], np.int64), "outside"),
+])
+def test_a_hostile_drop_is_refused_by_field(drop, needle):
+    with pytest.raises(InvalidReplyError) as err:
+        pairs.check_contribution(np.array([1], np.int64), np.array([4, 9], np.int64), 20, 8,
+                                 drop)
+    assert err.value.reason == "pairs.drop" and needle in str(err.value)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_sliding_window_of_counts_is_the_table_of_the_latest_sets(seed):
+    """Devices whose latest ``cap`` items change (new ones in, old ones dropped) leave the
+    table of their current sets, whatever the order of the changes."""
+    rng = np.random.default_rng(seed)
+    n, cap = 25, 5
+    streams = [rng.integers(0, n, rng.integers(1, 30)) for _ in range(20)]
+    table = pairs.PairCounts.empty(n)
+    counted = [np.empty(0, np.int64) for _ in streams]
+    for step in range(1, 31):
+        for d, stream in enumerate(streams):
+            target = pairs.latest_distinct(stream[:step], cap)
+            new, drop = np.setdiff1d(target, counted[d]), np.setdiff1d(counted[d], target)
+            pairs.check_contribution(new, counted[d], n, cap, drop)
+            if len(drop):
+                kept = np.setdiff1d(counted[d], drop)
+                table.remove(counted[d])
+                table.add(kept, np.empty(0, np.int64))
+                counted[d] = kept
+            table.add(new, counted[d])
+            counted[d] = np.union1d(counted[d], new)
+    final = [pairs.latest_distinct(s, cap) for s in streams]
+    np.testing.assert_array_equal(table.counts, pairs.PairCounts.of_sets(final, n).counts)
+
+
+def test_the_digest_tells_sets_apart():
+    a, b = np.array([1, 2, 3]), np.array([1, 2, 4])
+    assert pairs.digest(a) == pairs.digest(a.copy()) != pairs.digest(b)
+    assert 0 <= pairs.digest(np.empty(0, np.int64)) < 2**56
+
+
 def test_a_device_at_its_cap_is_accepted_up_to_it():
     pairs.check_contribution(np.arange(6, dtype=np.int64), np.array([10, 11], np.int64),
                              20, 8)

@@ -60,6 +60,29 @@ def test_a_federation_learns_the_centralized_table_and_scores_alike(small, tmp_p
     assert train[0]["items-counted"] > 0 and train[0]["accepted"] == parts.n_users
 
 
+def test_every_device_counts_whatever_share_of_devices_trains(small):
+    """A run whose fraction-train samples 30 % of devices still counts every device: the
+    table (and the figures) are the centralized model's."""
+    record = simulate(_settings(small, fraction_train=0.3, num_rounds=2))
+    fed, central = record["models"]["federated-pairs"], record["models"]["centralized-pairs"]
+    assert fed["ndcg@10"] == pytest.approx(central["ndcg@10"], abs=1e-12)
+    n = simulated_partitions(f"csv:{small}", "implicit-80-20").n_users
+    assert [t["accepted"] for t in record["rounds"]["train"]] == [n, n]
+
+
+def test_a_device_over_its_cap_keeps_its_latest_items_counted(small, tmp_path):
+    """With a cap of 3, a device's held-out event pushes an older item out in round 2: it
+    is dropped, and the table is the centralized one of every device's latest 3 items."""
+    settings = _settings(small, pairs_cap=3, results_dir=str(tmp_path))
+    record = simulate(settings)
+    parts = simulated_partitions(settings.dataset, settings.protocol)
+    model = ItemPairs(3).fit(parts.split.train)
+    np.testing.assert_array_equal(np.load(tmp_path / "model.npz")["counts"], model.counts)
+    fed, central = record["models"]["federated-pairs"], record["models"]["centralized-pairs"]
+    assert fed["ndcg@10"] == pytest.approx(central["ndcg@10"], abs=1e-12)
+    assert record["rejected"] == {}
+
+
 def test_on_a_2000_event_shop_pairs_beats_popularity(tmp_path_factory):
     """The README's generated log (150 customers, 115 SKUs, seed 1), where matrix
     factorisation is level with popularity."""
@@ -151,10 +174,10 @@ def test_the_hostile_run_fails_when_a_check_is_dropped(small, tmp_path, monkeypa
     """With items already counted let through, the resend is folded twice."""
     strict = pairs.check_contribution
 
-    def lax(new, counted, n_items, cap):
+    def lax(new, counted, n_items, cap, drop=None):
         if len(np.intersect1d(new, counted)):
             return
-        strict(new, counted, n_items, cap)
+        strict(new, counted, n_items, cap, drop)
 
     monkeypatch.setattr(server_pairs.pairs, "check_contribution", lax)
     history, table, sets, n_items = _hostile_run(small, tmp_path)
