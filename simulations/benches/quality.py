@@ -20,7 +20,7 @@ from fedrec.simulations.models.centralized import evaluate, fit, make_model
 from fedrec.simulations.models.presets import mf_config, preset_settings
 
 EXPLICIT_MODELS = ("global-mean", "bias", "centralized-mf", "federated-mf")
-IMPLICIT_MODELS = ("popularity", "centralized-mf", "federated-mf")
+IMPLICIT_MODELS = ("popularity", "centralized-mf", "federated-mf", "centralized-pairs")
 DEFAULT_MODELS = ("global-mean", "bias", "popularity", "centralized-mf")
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
