@@ -178,6 +178,25 @@ def malicious_count(n_honest: int, fraction: float) -> int:
     return 0 if fraction <= 0 else max(1, round(fraction * n_honest))
 
 
+def quiet_run(settings: RunSettings, n_nodes: int, client: Callable[[dict], ClientApp]
+              ) -> tuple[dict, dict[str, np.ndarray]]:
+    """One in-process run of fedrec's ServerApp against ``n_nodes`` devices of the app
+    ``client(run_config)`` makes, Flower's log quiet below errors; the run's history and
+    its saved model's arrays."""
+    level = FLOWER_LOGGER.level
+    FLOWER_LOGGER.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = {**settings.to_run_config(), "min-nodes": n_nodes, "results-dir": tmp}
+            run_in_process(server_app, client(config), n_nodes, config)
+            history = json.loads((Path(tmp) / "history.json").read_text())
+            with np.load(Path(tmp) / "model.npz") as saved:
+                model = {k: saved[k] for k in saved.files}
+    finally:
+        FLOWER_LOGGER.setLevel(level)
+    return history, model
+
+
 def run_attack(settings: RunSettings, name: str | None, fraction: float, target: int,
                seed: int = 0) -> dict:
     """One federated run with ``fraction`` malicious devices of attack ``name`` (None or
@@ -190,17 +209,8 @@ def run_attack(settings: RunSettings, name: str | None, fraction: float, target:
         bad = attack(name, knowledge_of(parts, target, settings.max_norm, settings.explicit,
                                         seed=seed), seed)
     seen = Observations(target, settings.explicit)
-    n_nodes = parts.n_users + n_bad
-    level = FLOWER_LOGGER.level
-    FLOWER_LOGGER.setLevel(logging.ERROR)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            config = {**settings.to_run_config(), "min-nodes": n_nodes, "results-dir": tmp}
-            run_in_process(server_app, attack_client_app(parts.n_users, bad, seen, config),
-                           n_nodes, config)
-            history = json.loads((Path(tmp) / "history.json").read_text())
-    finally:
-        FLOWER_LOGGER.setLevel(level)
+    history, _ = quiet_run(settings, parts.n_users + n_bad,
+                           lambda config: attack_client_app(parts.n_users, bad, seen, config))
     rounds = seen.summary()
     for row in rounds:  # what the server set aside up to each evaluation
         row["set_aside"] = float(sum(r["train"].get("set-aside", 0.0)

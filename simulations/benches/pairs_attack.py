@@ -13,26 +13,19 @@ run's own pooled figure); and the devices the defence set aside, honest and mali
 
 from __future__ import annotations
 
-import json
-import logging
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.common.logger import FLOWER_LOGGER
 
 from fedrec.client import app as device_app
 from fedrec.common import pairs, records
 from fedrec.common.defences import DEFAULT, OFF
 from fedrec.common.partition import Partitions, simulated_partitions
 from fedrec.common.settings import RunSettings
-from fedrec.server.app import app as server_app
 from fedrec.simulations.attacks.pairs_push import PAIRS_ATTACKS, claimed_sets
-from fedrec.simulations.benches.attack import malicious_count, pick_target
-from fedrec.simulations.engines.inprocess import run_in_process
+from fedrec.simulations.benches.attack import malicious_count, pick_target, quiet_run
 
 Progress = Callable[[str, int, int], None]
 FIRST_NODE = 1001  # the in-process engine's node id of partition 0
@@ -85,19 +78,9 @@ def run_pairs_attack(settings: RunSettings, name: str | None, fraction: float,
                                  settings.data_dir)
     n_bad = malicious_count(parts.n_users, fraction) if name else 0
     claims = claimed_sets(name, parts, target, n_bad, seed) if n_bad else []
-    n_nodes = parts.n_users + n_bad
-    level = FLOWER_LOGGER.level
-    FLOWER_LOGGER.setLevel(logging.ERROR)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            config = {**settings.to_run_config(), "min-nodes": n_nodes, "results-dir": tmp}
-            run_in_process(server_app, pairs_attack_app(parts.n_users, claims), n_nodes,
-                           config)
-            history = json.loads((Path(tmp) / "history.json").read_text())
-            model = np.load(Path(tmp) / "model.npz")
-            counts, weight = model["counts"], float(model["weight"])
-    finally:
-        FLOWER_LOGGER.setLevel(level)
+    history, model = quiet_run(settings, parts.n_users + n_bad,
+                               lambda config: pairs_attack_app(parts.n_users, claims))
+    counts, weight = model["counts"], float(model["weight"])
     er, rank = exposure(parts, counts, weight, settings.pairs_cap, target)
     # (the in-process engine numbers partition p's node FIRST_NODE + p)
     aside = [n - FIRST_NODE for n in history.get("set_aside_nodes", [])]
