@@ -150,6 +150,9 @@ def check_table(table: object, n_items: int | None = None) -> np.ndarray:
     if not isinstance(table, np.ndarray) or table.ndim != 2 or \
             table.shape[0] != table.shape[1] or not table.shape[0]:
         raise ValueError("pairs.counts: expected a square, non-empty table")
+    if table.shape[0] > MAX_ITEMS:
+        raise ValueError(f"pairs.counts: {table.shape[0]:,} items, more than the "
+                         f"{MAX_ITEMS:,} the model is for")
     if n_items is not None and table.shape[0] != n_items:
         raise ValueError(f"pairs.counts: {table.shape[0]} items where the catalogue has "
                          f"{n_items}")

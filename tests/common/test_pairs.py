@@ -142,6 +142,7 @@ def test_a_device_with_no_items_ranks_by_popularity():
     (np.array([[1, 2], [1, 1]], np.float32), "symmetric"),
     (np.array([[1, -1], [-1, 1]], np.float32), "non-negative"),
     (np.array([[np.nan, 0], [0, 1]], np.float32), "finite"),
+    (np.zeros((pairs.MAX_ITEMS + 1, pairs.MAX_ITEMS + 1), np.float32), "more than"),
 ])
 def test_a_damaged_table_is_refused_on_the_device(table, needle):
     with pytest.raises(ValueError, match=r"pairs\.counts") as err:
