@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedrec.common.defences import DEFAULT, OFF
+from fedrec.common.defences import DEFAULT, OFF, defence_names
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class ModelKind:
     implicit_only: bool  # learns from implicit feedback only (no ratings protocol)
     modes: tuple[str, ...] | None  # the privacy modes it runs in (None: every mode)
     summary: str
+    label: str  # how reports name it ("federated MF", "centralized MF")
 
     @property
     def federated(self) -> str:
@@ -34,10 +35,11 @@ class ModelKind:
 
 
 MF = ModelKind("mf", False, None, "biased matrix factorisation: item rows and biases on the "
-               "server, each user's vector on the device")
+               "server, each user's vector on the device", "MF")
 PAIRS = ModelKind("pairs", True, ("plain",), "item-to-item counts: how many devices hold "
                   "each pair of items; a device scores by cosine similarity to its items "
-                  "plus weighted popularity")
+                  "plus weighted popularity", "pairs")
+DEFAULT_MODEL = MF.name
 MODELS: dict[str, ModelKind] = {m.name: m for m in (MF, PAIRS)}
 # The pairs model's ``defences`` values: the run's default (which for pairs means its own
 # defence, ``copies``: fedrec.server.defences.copies), ``copies``, or none.
@@ -54,6 +56,8 @@ def model_kind(name: str) -> ModelKind:
 def check_settings(settings: object) -> None:
     """The run's model agrees with its other settings; ValueError naming the key."""
     kind = model_kind(settings.model)  # type: ignore[attr-defined]
+    if kind is MF:
+        defence_names(settings.defences)  # type: ignore[attr-defined]
     if kind.implicit_only and settings.explicit:  # type: ignore[attr-defined]
         raise ValueError(f"model={kind.name} learns from implicit feedback; protocol="
                          f"{settings.protocol} is ratings")  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from fedrec.common import models, privacy
-from fedrec.common.defences import DEFAULT, defence_names
+from fedrec.common.defences import DEFAULT
 from fedrec.common.losses import for_feedback
 from fedrec.common.optim import MAX_LR, STEP_RULES
 from fedrec.common.schema import TrainConfig
@@ -91,7 +91,7 @@ class RunSettings:
     catalogue: str = ""
     rating_min: float = 1.0  # with a catalogue, explicit feedback: the rating scale
     rating_max: float = 5.0
-    model: str = "mf"  # the federated model (fedrec.common.models): mf, or pairs
+    model: str = models.DEFAULT_MODEL  # the federated model (fedrec.common.models)
     pairs_cap: int = 200  # pairs: the distinct items a device counts at most (its latest)
 
     def __post_init__(self) -> None:
@@ -146,8 +146,6 @@ class RunSettings:
                              "until stopped)")
         if self.decoy_rows < 0:
             raise ValueError(f"decoy_rows must be >= 0. Found {self.decoy_rows}.")
-        if self.model == "mf":  # (the pairs model's defences: common.models)
-            defence_names(self.defences)
         if not (math.isfinite(self.rating_min) and math.isfinite(self.rating_max)
                 and self.rating_min < self.rating_max):
             raise ValueError(f"rating-min must be below rating-max, both finite. Found "

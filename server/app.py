@@ -19,7 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedrec.common.atomic import atomic_open
 from fedrec.common.keyfile import read_key_file
-from fedrec.common.models import PAIRS
+from fedrec.common.models import PAIRS, model_kind
 from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.segments import Segments
@@ -147,7 +147,7 @@ def run(grid: Grid, settings: RunSettings, context: Context | None = None,
     import random
 
     random.seed(settings.seed)  # FedAvg's node sampling draws from `random`
-    if settings.model == PAIRS.name:
+    if model_kind(settings.model) is PAIRS:
         run = run_pairs(grid, settings, catalogue(settings)[0], training_segments(settings))
         if settings.results_dir:
             run.save(Path(settings.results_dir), settings)

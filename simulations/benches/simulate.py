@@ -22,7 +22,7 @@ from flwr.common.logger import FLOWER_LOGGER
 
 from fedrec.client.app import app as client_app
 from fedrec.client.app import build_client_app
-from fedrec.common.models import model_kind
+from fedrec.common.models import DEFAULT_MODEL, MF, PAIRS, model_kind
 from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
@@ -123,7 +123,7 @@ def simulate(settings: RunSettings, engine: str = "inprocess",
             **({"stopping": stopping} if stopping is not None else {}),
             **({"pairs": {"weight": history["weight"],
                           "validation": rounds[0].get("pairs-weights", {})}}
-               if kind.name == "pairs" and rounds else {}),
+               if kind is PAIRS and rounds else {}),
             "rejected": history["rejected"],
             "privacy": settings.privacy, "epsilon": history.get("epsilon"),
             "delta": history.get("delta"),
@@ -183,7 +183,7 @@ def below_baseline(record: dict) -> str | None:
     when it is not (or there is no baseline to compare)."""
     explicit = record["protocol"].startswith("explicit")
     key = headline(explicit)
-    kind = model_kind(record.get("model", "mf"))
+    kind = model_kind(record.get("model", DEFAULT_MODEL))
     fed = record["models"].get(kind.federated, {}).get(key)
     base = record["models"].get(baseline_name(explicit), {}).get(key)
     if fed is None or base is None or not np.isfinite(fed):
@@ -197,9 +197,9 @@ def below_baseline(record: dict) -> str | None:
             "which items the same customers took)"
             if stopping else "try --set stop-patience=3 (a run that keeps its best "
             "validated round) or fewer rounds")
-    if kind.name != "mf":
+    if kind is not MF:
         hint = "the model's one choice was made on the held-out slice and it is still below"
-    label = "federated" if kind.name == "mf" else f"federated {kind.name}"
+    label = "federated" if kind is MF else f"federated {kind.label}"
     return (f"{label} {key} {fed:.4f} is worse than {baseline_name(explicit)}'s "
             f"{base:.4f} on the same split: {hint}")
 
@@ -216,18 +216,18 @@ def plot(record: dict, path: Path) -> Path:
     evals = record["rounds"]["evaluate"]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     stopping = record.get("stopping")
+    kind = model_kind(record.get("model", DEFAULT_MODEL))
     ax.plot([e["round"] for e in evals], [e[key] for e in evals], marker="o",
-            label="federated MF" if not stopping else
-            f"federated MF, test (round {stopping['best-round']}'s table, kept)")
+            label=f"federated {kind.label}" if not stopping else
+            f"federated {kind.label}, test (round {stopping['best-round']}'s table, kept)")
     valid = record["rounds"].get("validation", [])
     if valid:
         ax.plot([e["round"] for e in valid], [e.get(key, np.nan) for e in valid],
-                marker=".", linestyle=":", label="federated MF, validation slice")
-    kind = model_kind(record.get("model", "mf"))
+                marker=".", linestyle=":", label=f"federated {kind.label}, validation slice")
     central = record["models"].get(kind.centralized, {}).get(key)
     if central is not None:
         ax.axhline(central, color="tab:red", linestyle="--",
-                   label=f"centralized {kind.name.upper() if kind.name == 'mf' else kind.name}")
+                   label=f"centralized {kind.label}")
     base = record["models"].get(baseline_name(explicit), {}).get(key)
     if base is not None:
         ax.axhline(base, color="tab:gray", linestyle="--", label=baseline_name(explicit))
