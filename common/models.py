@@ -3,7 +3,9 @@ from, which privacy modes it runs in, and its name in results.
 
 ``mf`` is biased matrix factorisation (the default; every mode). ``pairs`` is item-to-item
 collaborative filtering from counts (:mod:`fedrec.common.pairs`): for small shops, where
-factors do not beat popularity; implicit feedback, plain mode.
+factors do not beat popularity; implicit feedback, plain mode. Its one choice (popularity's
+weight) is always made on the devices' held-out events, so ``stop-patience`` (which a
+``csv:`` shop's preset sets for matrix factorisation) has no rounds to stop there.
 """
 
 from __future__ import annotations
