@@ -12,6 +12,7 @@ syncs (fedrec's ClientApp, run by a SuperNode over the same store, trains and sy
     from fedrec.client.edge import EdgeClient
     from fedrec.client.store import DeviceStore
 from fedrec.common import pairs as pairs_model
+from fedrec.common.models import MF, MODELS, PAIRS
 
     with DeviceStore("device.db", passphrase="...", create=True) as store:
         app = EdgeClient(store)
@@ -40,6 +41,7 @@ from fedrec.common.losses import (
     online_bce_step,
     online_rating_step,
 )
+from fedrec.common.models import MF, MODELS, PAIRS
 
 # Names of the device's state entries in its store.
 USER = "user"  # [p_u | b_u]
@@ -60,7 +62,7 @@ def table_state(factors: np.ndarray, bias: np.ndarray, mean: float = 0.0,
     ``catalogue``: the shop's per-row and whole arrays, by entry name (:func:`catalogue_state`)."""
     state = {FACTORS: np.asarray(factors, dtype=np.float32),
              BIAS: np.asarray(bias, dtype=np.float32),
-             META: np.array([mean], dtype=np.float64), MODEL: np.array([b"mf"])}
+             META: np.array([mean], dtype=np.float64), MODEL: np.array([MF.name.encode()])}
     if categories is not None:
         state[CATEGORY] = np.asarray(categories, dtype=np.int64)
     state.update(catalogue or {})
@@ -70,7 +72,8 @@ def table_state(factors: np.ndarray, bias: np.ndarray, mean: float = 0.0,
 def pairs_state(counts: np.ndarray, weight: float, cap: int) -> dict[str, np.ndarray]:
     """A pairs model's table (:mod:`fedrec.common.pairs`) as the store's state entries."""
     return {PAIRS_COUNTS: np.asarray(counts, dtype=np.float32),
-            PAIRS_META: np.array([weight, cap], dtype=np.float64), MODEL: np.array([b"pairs"])}
+            PAIRS_META: np.array([weight, cap], dtype=np.float64),
+            MODEL: np.array([PAIRS.name.encode()])}
 
 
 def catalogue_state(static: dict[str, np.ndarray], extras: dict[str, np.ndarray]
@@ -168,10 +171,9 @@ class EdgeClient:
         """Read the item table the device last synced from the store (None before any):
         the matrix factorisation's, or the pairs model's when that is what it synced last
         (its table checked: ValueError naming the entry)."""
-        model = self.store.get(MODEL)
-        self.model = "mf" if model is None else bytes(model[0]).decode()
+        self.model = self._model_entry()
         self.factors, self.bias, self.pairs = None, None, None
-        if self.model == "pairs":
+        if self.model == PAIRS.name:
             meta = self.store.get(PAIRS_META)
             counts = pairs_model.check_table(self.store.get(PAIRS_COUNTS))
             if meta is None or meta.shape != (2,) or not (np.isfinite(meta[0]) and
@@ -194,6 +196,18 @@ class EdgeClient:
                                                              for n in names.tolist())
         hidden = self.store.get(HIDDEN)
         self.hidden = np.empty(0, np.int64) if hidden is None else hidden.astype(np.int64)
+
+    def _model_entry(self) -> str:
+        """The model the store says was synced last (MF before any says so); ValueError
+        naming the entry when it is not one model's name."""
+        entry = self.store.get(MODEL)
+        if entry is None:
+            return MF.name
+        if entry.shape != (1,) or entry.dtype.kind != "S" or \
+                entry[0].decode("ascii", "replace") not in MODELS:
+            raise ValueError(f"{self.store.path}: state:{MODEL} must name one of "
+                             f"{', '.join(MODELS)}; found {entry!r:.60}")
+        return entry[0].decode("ascii")
 
     def set_catalogue(self, catalogue: Catalogue | str | Path) -> None:
         """Take the shop's catalogue file (or a read :class:`Catalogue`) before any table

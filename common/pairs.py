@@ -40,7 +40,6 @@ import numpy as np
 
 from fedrec.common.schema import InvalidReplyError
 
-NAME = "pairs"
 RECORD = "pairs"  # the query message's config record, and the count reply's array record
 TABLE = "pairs-table"  # an evaluation message's array record: {counts}
 COUNT, EVALUATE = "count", "evaluate"  # the two tasks a pairs message asks of a device
@@ -133,6 +132,20 @@ class PairCounts:
         if len(old):
             self.counts[np.ix_(new, old)] += 1.0
             self.counts[np.ix_(old, new)] += 1.0
+
+    def change(self, counted: np.ndarray, new: np.ndarray,
+               drop: np.ndarray | None = None) -> np.ndarray:
+        """One device's checked reply (:func:`check_contribution`) applied: the pairs of
+        ``drop`` with the rest of ``counted`` taken out, those of ``new`` added, so the
+        device's share becomes the pairs of its new set, which is returned (sorted)."""
+        if drop is not None and len(drop):
+            kept = np.setdiff1d(counted, drop).astype(np.int64)
+            self.counts[np.ix_(drop, counted)] -= 1.0  # (drop × drop once, here)
+            if len(kept):
+                self.counts[np.ix_(kept, drop)] -= 1.0
+            counted = kept
+        self.add(new, counted)
+        return np.union1d(counted, new).astype(np.int64)
 
     def remove(self, items: np.ndarray) -> None:
         """Take one device's whole counted set back out (its pairs, its own counts)."""

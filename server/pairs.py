@@ -108,13 +108,7 @@ class PairsRun:
             except (TypeError, ValueError, KeyError, OverflowError) as exc:
                 self.refusals.refuse(server_round, "train", reply, "decode", str(exc)[:200])
                 continue
-            if drop is not None and len(drop):  # its share becomes its current set's
-                kept = np.setdiff1d(counted, drop).astype(np.int64)
-                self.counts.remove(counted)
-                self.counts.add(kept, np.empty(0, np.int64))
-                counted = kept
-            self.counts.add(new, counted)
-            self.counted[node] = np.union1d(counted, new).astype(np.int64)
+            self.counted[node] = self.counts.change(counted, new, drop)
             accepted += 1
             items += len(new)
             upload += int(new.nbytes)

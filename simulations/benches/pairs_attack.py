@@ -26,9 +26,9 @@ from fedrec.common.partition import Partitions, simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.simulations.attacks.pairs_push import PAIRS_ATTACKS, claimed_sets
 from fedrec.simulations.benches.attack import malicious_count, pick_target, quiet_run
+from fedrec.simulations.engines.inprocess import FIRST_NODE
 
 Progress = Callable[[str, int, int], None]
-FIRST_NODE = 1001  # the in-process engine's node id of partition 0
 
 
 def pairs_attack_app(n_honest: int, claims: list[np.ndarray]) -> ClientApp:
@@ -82,8 +82,7 @@ def run_pairs_attack(settings: RunSettings, name: str | None, fraction: float,
                                lambda config: pairs_attack_app(parts.n_users, claims))
     counts, weight = model["counts"], float(model["weight"])
     er, rank = exposure(parts, counts, weight, settings.pairs_cap, target)
-    # (the in-process engine numbers partition p's node FIRST_NODE + p)
-    aside = [n - FIRST_NODE for n in history.get("set_aside_nodes", [])]
+    aside = [n - FIRST_NODE for n in history.get("set_aside_nodes", [])]  # partitions
     last = history["rounds"][-1].get("evaluate", {})
     return {"attack": name or "none", "fraction": fraction if n_bad else 0.0,
             "malicious": n_bad, "target": target, "defences": settings.defences,

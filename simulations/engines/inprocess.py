@@ -41,6 +41,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedrec.simulations.engines.workers import ClientAppFactory, DeviceWorkers
 
 CLIENT_APP_ERROR = 0  # Error code of a reply whose ClientApp raised
+FIRST_NODE = 1001  # the node id of partition 0; partition p is node FIRST_NODE + p
 
 Observer = Callable[[str, Message], None]  # ("to-device" | "to-server", message)
 
@@ -87,7 +88,7 @@ class InProcessGrid(Grid):
             node_id: Context(run_id=run_id, node_id=node_id,
                              node_config={"partition-id": pid, "num-partitions": num_nodes},
                              state=RecordDict(), run_config=dict(run_config))
-            for pid, node_id in enumerate(range(1001, 1001 + num_nodes))}
+            for pid, node_id in enumerate(range(FIRST_NODE, FIRST_NODE + num_nodes))}
         self.observer = observer
         self._inbox: dict[str, Message] = {}
         self._replies: dict[str, Message] = {}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedrec.client.edge import PAIRS_COUNTS, PAIRS_META, EdgeClient
+from fedrec.client.edge import MODEL, PAIRS_COUNTS, PAIRS_META, EdgeClient
 from fedrec.client.store import DeviceStore
 from fedrec.common import pairs
 
@@ -75,6 +75,9 @@ def test_the_pairs_model_is_kept_across_sessions_and_replaces_factors(tmp_path):
 
 
 @pytest.mark.parametrize("entry, value, needle", [
+    (MODEL, np.array([b"knn"]), "state:model"),
+    (MODEL, np.array([b"mf", b"pairs"]), "state:model"),
+    (MODEL, np.array([1.0]), "state:model"),
     (PAIRS_COUNTS, np.array([[1.0, 2.0], [0.0, 1.0]], np.float32), "pairs.counts"),
     (PAIRS_COUNTS, np.full((3, 3), np.nan, np.float32), "pairs.counts"),
     (PAIRS_META, np.array([-1.0, 10.0]), "pairs-meta"),

@@ -34,11 +34,9 @@ def test_counting_in_pieces_gives_the_table_counted_at_once(seed):
             todo = np.setdiff1d(items, counted[d])
             new = np.sort(rng.permutation(todo)[: rng.integers(0, len(todo) + 1)])
             pairs.check_contribution(new.astype(np.int64), counted[d], n, 100)
-            pieces.add(new.astype(np.int64), counted[d])
-            counted[d] = np.union1d(counted[d], new).astype(np.int64)
+            counted[d] = pieces.change(counted[d], new.astype(np.int64))
     for d, items in enumerate(sets):  # the rest
-        new = np.setdiff1d(items, counted[d]).astype(np.int64)
-        pieces.add(new, counted[d])
+        pieces.change(counted[d], np.setdiff1d(items, counted[d]).astype(np.int64))
     np.testing.assert_array_equal(pieces.counts, whole.counts)
     x = np.zeros((len(sets), n))
     for d, items in enumerate(sets):
@@ -90,13 +88,8 @@ def test_a_sliding_window_of_counts_is_the_table_of_the_latest_sets(seed):
             target = pairs.latest_distinct(stream[:step], cap)
             new, drop = np.setdiff1d(target, counted[d]), np.setdiff1d(counted[d], target)
             pairs.check_contribution(new, counted[d], n, cap, drop)
-            if len(drop):
-                kept = np.setdiff1d(counted[d], drop)
-                table.remove(counted[d])
-                table.add(kept, np.empty(0, np.int64))
-                counted[d] = kept
-            table.add(new, counted[d])
-            counted[d] = np.union1d(counted[d], new)
+            counted[d] = table.change(counted[d], new, drop)
+            np.testing.assert_array_equal(counted[d], target)
     final = [pairs.latest_distinct(s, cap) for s in streams]
     np.testing.assert_array_equal(table.counts, pairs.PairCounts.of_sets(final, n).counts)
 

@@ -28,8 +28,9 @@ def test_a_deployed_pairs_run_counts_every_device_once_and_reaches_the_edge_app(
     config = fed.config(3, model='"pairs"', checkpoint='""', **{"checkpoint-key-file": '""'})
     proc = fed.procs.start("run-1", "flwr", "run", str(ROOT), "local", "--stream",
                            "--run-config", config)
-    assert proc.wait(timeout=600) == 0, fed.procs.log("run-1")
-    fed.procs.finished("run-1")
+    fed.procs.finished("run-1")  # (it is meant to exit; the others are checked meanwhile)
+    fed.procs.wait_until("the run ends", lambda: proc.poll() is not None, 600)
+    assert proc.returncode == 0, fed.procs.log("run-1")
     history = json.loads((fed.folder / "results" / "history.json").read_text())
     train = [r["train"] for r in history["rounds"]]
     assert [t["accepted"] for t in train] == [3, 3, 3]

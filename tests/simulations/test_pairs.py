@@ -97,7 +97,8 @@ def test_on_a_2000_event_shop_pairs_beats_popularity(tmp_path_factory):
 
 # partition → what the device sends instead of its count
 HOSTILE = {0: "float ids", 1: "repeated ids", 2: "ids out of range", 3: "an extra array",
-           4: "no pairs record", 5: "its counted items again", 6: "every item"}
+           4: "no pairs record", 5: "its counted items again", 6: "every item",
+           8: "a drop never counted"}
 LOST = 7  # its first count reply is lost on the way
 
 
@@ -124,7 +125,10 @@ def _hostile_app(n_items: int) -> ClientApp:
                   "ids out of range": {"new": np.r_[honest, n_items].astype(np.int64)},
                   "an extra array": {"new": honest, "rows": np.ones((2, 2), np.float32)},
                   "its counted items again": {"new": first[pid]},
-                  "every item": {"new": np.arange(n_items, dtype=np.int64)}}.get(kind)
+                  "every item": {"new": np.arange(n_items, dtype=np.int64)},
+                  "a drop never counted": {"new": honest,
+                                           "drop": np.setdiff1d(np.arange(n_items),
+                                                                honest)[:2]}}.get(kind)
         if kind == "no pairs record":
             return Message(RecordDict({records.METRICS: MetricRecord({"x": 1.0})}),
                            reply_to=msg)
@@ -155,13 +159,14 @@ def test_hostile_counts_are_refused_by_field_and_change_nothing(small, tmp_path)
     parts = simulated_partitions(f"csv:{small}", "implicit-80-20")
     held_in = pairs.latest_distinct(parts.user(5).holding_out(1).train_items, 200)
     expected = [np.arange(n_items) if u == 6 else held_in if u == 5 else items
-                for u, items in enumerate(sets) if u not in (0, 1, 2, 3, 4)]
+                for u, items in enumerate(sets) if u not in (0, 1, 2, 3, 4, 8)]
     np.testing.assert_array_equal(table, pairs.PairCounts.of_sets(expected, n_items).counts)
     # float, repeated and out-of-range ids in both rounds, the resend in round 2: by field
     assert history["rejected"]["pairs.new"] == 3 * 2 + 1
     assert history["rejected"]["pairs.arrays"] == 2
     assert history["rejected"]["records"] == 2
-    assert sum(history["rejected"].values()) == 11
+    assert history["rejected"]["pairs.drop"] == 2  # items it never counted, both rounds
+    assert sum(history["rejected"].values()) == 13
     # the lost reply and the device told it counted every item (its own count refuses)
     assert [r["train"]["failed"] for r in history["rounds"]] == [1.0, 1.0]
     # one device claiming every item moved each count by at most 1
@@ -185,7 +190,7 @@ def test_the_hostile_run_fails_when_a_check_is_dropped(small, tmp_path, monkeypa
     parts = simulated_partitions(f"csv:{small}", "implicit-80-20")
     held_in = pairs.latest_distinct(parts.user(5).holding_out(1).train_items, 200)
     expected = [np.arange(n_items) if u == 6 else held_in if u == 5 else items
-                for u, items in enumerate(sets) if u not in (0, 1, 2, 3, 4)]
+                for u, items in enumerate(sets) if u not in (0, 1, 2, 3, 4, 8)]
     assert not np.array_equal(table, pairs.PairCounts.of_sets(expected, n_items).counts)
 
 
@@ -256,6 +261,6 @@ def test_the_pairs_attack_command_writes_its_table_and_refuses_bad_values(tmp_pa
     assert {r["attack"] for r in record["runs"]} == {"none", "push"}
     assert "ER@10" in capsys.readouterr().out
     for bad in (["--fractions", "2"], ["--fractions", "x"], ["--shops", "0"],
-                ["--attacks", "shove"]):
+                ["--rounds", "0"], ["--attacks", "shove"]):
         assert main(["bench", "pairs-attack", "--quiet", *bad]) == 2, bad
         assert "error" in capsys.readouterr().err.lower()
