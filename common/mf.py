@@ -33,7 +33,7 @@ from fedrec.common.losses import (
     mse_grads,
 )
 from fedrec.common.negatives import NegativeSampler, check_alpha
-from fedrec.common.optim import STEP_RULES, StepRule, make_step_rule, sum_rows
+from fedrec.common.optim import STEP_RULES, StepRule, make_step_rule, sum_rows_counted
 from fedrec.common.params import ItemParams, UserParams, known_ids
 
 OPTIMIZERS = ("gd", "sgd", "online")
@@ -273,15 +273,15 @@ class MatrixFactorization:
             du, dub = g.user_factors, None
             di = np.concatenate([g.pos_factors, g.neg_factors])
             dib = np.concatenate([g.pos_bias, g.neg_bias])
-        rows, grad = sum_rows(u_rows, du)
-        self._rules["user_factors"].step(U.factors, rows, grad)
+        rows, grad, counts = sum_rows_counted(u_rows, du)
+        self._rules["user_factors"].step(U.factors, rows, grad, counts)
         if dub is not None:
-            rows, grad = sum_rows(u_rows, dub)
-            self._rules["user_bias"].step(U.bias, rows, grad)
-        rows, grad = sum_rows(i_rows, di)
-        self._rules["item_factors"].step(It.factors, rows, grad)
-        rows, grad = sum_rows(i_rows, dib)
-        self._rules["item_bias"].step(It.bias, rows, grad)
+            rows, grad, counts = sum_rows_counted(u_rows, dub)
+            self._rules["user_bias"].step(U.bias, rows, grad, counts)
+        rows, grad, counts = sum_rows_counted(i_rows, di)
+        self._rules["item_factors"].step(It.factors, rows, grad, counts)
+        rows, grad, counts = sum_rows_counted(i_rows, dib)
+        self._rules["item_bias"].step(It.bias, rows, grad, counts)
         return float(g.loss.sum())
 
     # ---- prediction -------------------------------------------------------------------

@@ -1,22 +1,27 @@
-"""Step rules for row-sparse parameter tables (SGD, Adagrad, Adam).
+"""Step rules for row-sparse parameter tables (SGD, Adagrad, Adam, Count).
 
 A table (the item factors, the item biases, ...) is updated only at the rows a batch touched.
 :func:`sum_rows` folds the per-example gradients of repeated rows into one row each;
 a :class:`StepRule` then moves those rows. Adagrad and Adam keep per-row state, and Adam
 counts steps per row ("lazy" Adam), so rows that are rarely touched are not over-corrected.
+Count shrinks each row's step with the number of moves folded into it (a running mean).
 The same rules serve centralized training and, later, the federated server's optimiser step.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import numpy as np
 
-STEP_RULES = ("sgd", "adagrad", "adam")
+STEP_RULES = ("sgd", "adagrad", "adam", "count")
+# Count's default: a row's step halves once this many moves were folded into it.
+DEFAULT_HALVING = 4.0
 # The largest server step a run may ask for, and a checkpoint may hold (one bound for both,
 # so no run writes a checkpoint it cannot load again).
 MAX_LR = 1e6
+MAX_HALVING = 1e9
 
 
 def sum_rows(rows: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -25,8 +30,16 @@ def sum_rows(rows: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.ndarra
     Returns the sorted unique indices and, aligned with them, the summed gradients
     (same trailing shape as ``grads``).
     """
+    ids, summed, _ = sum_rows_counted(rows, grads)
+    return ids, summed
+
+
+def sum_rows_counted(rows: np.ndarray, grads: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`sum_rows`, and how many gradient rows were summed into each (for
+    :class:`Count`)."""
     if len(rows) <= 1:
-        return rows, grads
+        return rows, grads, np.ones(len(rows))
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
     first = np.empty(len(rows), dtype=bool)
@@ -34,8 +47,9 @@ def sum_rows(rows: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.ndarra
     np.not_equal(sorted_rows[1:], sorted_rows[:-1], out=first[1:])
     starts = np.flatnonzero(first)
     if len(starts) == len(rows):  # no repeats: nothing to add up
-        return sorted_rows, grads[order]
-    return sorted_rows[starts], np.add.reduceat(grads[order], starts, axis=0)
+        return sorted_rows, grads[order], np.ones(len(rows))
+    counts = np.diff(np.append(starts, len(rows))).astype(np.float64)
+    return sorted_rows[starts], np.add.reduceat(grads[order], starts, axis=0), counts
 
 
 class StepRule(ABC):
@@ -47,8 +61,11 @@ class StepRule(ABC):
         self.lr = float(lr)
 
     @abstractmethod
-    def step(self, table: np.ndarray, rows: np.ndarray, grad: np.ndarray) -> None:
-        """Update ``table[rows]`` in place; ``rows`` must be unique."""
+    def step(self, table: np.ndarray, rows: np.ndarray, grad: np.ndarray,
+             counts: np.ndarray | None = None) -> None:
+        """Update ``table[rows]`` in place; ``rows`` must be unique. ``counts``: how many
+        moves (examples, or devices' updates) were summed into each row's ``grad`` (None:
+        one each); only :class:`Count` uses them."""
 
     def grow(self, n_rows: int) -> None:  # noqa: B027 - stateless rules need nothing
         """Make room for state of a table that grew to ``n_rows`` rows."""
@@ -73,7 +90,8 @@ class StepRule(ABC):
 class SGD(StepRule):
     """Plain gradient step: ``θ ← θ − lr·g``."""
 
-    def step(self, table: np.ndarray, rows: np.ndarray, grad: np.ndarray) -> None:
+    def step(self, table: np.ndarray, rows: np.ndarray, grad: np.ndarray,
+             counts: np.ndarray | None = None) -> None:
         table[rows] -= self.lr * grad
 
 
@@ -86,7 +104,8 @@ class Adagrad(StepRule):
         self.eps = eps
         self.accum = np.full(shape, initial_accumulator, dtype=np.float32)
 
-    def step(self, table: np.ndarray, rows: np.ndarray, grad: np.ndarray) -> None:
+    def step(self, table: np.ndarray, rows: np.ndarray, grad: np.ndarray,
+             counts: np.ndarray | None = None) -> None:
         acc = self.accum[rows] + grad * grad
         self.accum[rows] = acc
         table[rows] -= self.lr * grad / (np.sqrt(acc) + self.eps)
@@ -111,7 +130,8 @@ class Adam(StepRule):
         self.v = np.zeros(shape, dtype=np.float32)
         self.t = np.zeros(shape[0], dtype=np.int64)
 
-    def step(self, table: np.ndarray, rows: np.ndarray, grad: np.ndarray) -> None:
+    def step(self, table: np.ndarray, rows: np.ndarray, grad: np.ndarray,
+             counts: np.ndarray | None = None) -> None:
         t = self.t[rows] + 1
         self.t[rows] = t
         m = self.beta1 * self.m[rows] + (1 - self.beta1) * grad
@@ -132,14 +152,65 @@ class Adam(StepRule):
         return {"m": self.m, "v": self.v, "t": self.t}
 
 
-def make_step_rule(name: str, lr: float, shape: tuple[int, ...]) -> StepRule:
-    """Build a step rule by name for a table of ``shape``."""
+class Count(StepRule):
+    """A step that shrinks with each row's count of moves: after ``n`` moves a row's next
+    one is scaled by ``lr·h / (h + n)``, so the step halves at ``n = h`` (``halving``).
+
+    With ``lr·h = 1`` a row is the running mean of its targets with a prior of ``h − 1``
+    pseudo-moves at its first value (a ridge mean): a scalar an online learner estimates
+    from every event on it, such as an item's rating bias, settles as its evidence grows
+    instead of following its last few events. ``k`` moves summed into one step (a round's
+    devices, each against the same stale row) take the step the ``k``-th of them would
+    have alone, ``lr·h / (h + n + k − 1)``, which for a mean is exact.
+    """
+
+    def __init__(self, lr: float, shape: tuple[int, ...],
+                 halving: float = DEFAULT_HALVING) -> None:
+        super().__init__(lr)
+        check_halving(halving)
+        self.halving = float(halving)
+        self.n = np.zeros(shape[0], dtype=np.float64)
+
+    def step(self, table: np.ndarray, rows: np.ndarray, grad: np.ndarray,
+             counts: np.ndarray | None = None) -> None:
+        k = np.ones(len(rows)) if counts is None else np.asarray(counts, dtype=np.float64)
+        if k.shape != (len(rows),) or not (k >= 1).all():
+            raise ValueError(f"counts must be one number >= 1 per row ({len(rows)}). Found "
+                             f"shape {k.shape}.")
+        h = self.halving
+        scale = self.lr * h / (h + self.n[rows] + k - 1)
+        self.n[rows] += k
+        if grad.ndim > 1:
+            scale = scale[:, None]
+        table[rows] -= (scale * grad).astype(table.dtype)
+
+    def grow(self, n_rows: int) -> None:
+        self.n = _grow(self.n, n_rows)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"n": self.n}
+
+
+def check_halving(halving: float) -> float:
+    """A :class:`Count` rule's halving count: finite and > 0 (raises ValueError)."""
+    if not (isinstance(halving, int | float) and not isinstance(halving, bool)
+            and math.isfinite(halving) and 0 < halving <= MAX_HALVING):
+        raise ValueError(f"halving must be a number in (0, {MAX_HALVING:g}]. Found "
+                         f"{halving!r}.")
+    return float(halving)
+
+
+def make_step_rule(name: str, lr: float, shape: tuple[int, ...],
+                   halving: float = DEFAULT_HALVING) -> StepRule:
+    """Build a step rule by name for a table of ``shape`` (``halving``: Count's)."""
     if name == "sgd":
         return SGD(lr)
     if name == "adagrad":
         return Adagrad(lr, shape)
     if name == "adam":
         return Adam(lr, shape)
+    if name == "count":
+        return Count(lr, shape, halving)
     raise ValueError(f"Unknown step rule {name!r}; expected one of {', '.join(STEP_RULES)}.")
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from fedrec.common import models, privacy
 from fedrec.common.defences import DEFAULT
 from fedrec.common.losses import for_feedback
-from fedrec.common.optim import MAX_LR, STEP_RULES
+from fedrec.common.optim import DEFAULT_HALVING, MAX_LR, STEP_RULES, check_halving
 from fedrec.common.schema import TrainConfig
 from fedrec.common.split import PROTOCOLS, is_explicit
 from fedrec.common.weighting import check_weighting
@@ -58,6 +58,9 @@ class RunSettings:
     # The item biases' own server step rule and step ("" and 0: the factors' rule and step).
     server_bias_optimizer: str = ""
     server_bias_lr: float = 0.0
+    # The `count` step rule's: a row's step halves once this many devices' moves were
+    # folded into it (common.optim.Count).
+    server_step_halving: float = DEFAULT_HALVING
     weighting: str = "uniform"
     cap: float = 10.0
     max_norm: float = 10.0
@@ -124,6 +127,19 @@ class RunSettings:
         if not (math.isfinite(self.server_bias_lr) and 0 <= self.server_bias_lr < MAX_LR):
             raise ValueError(f"server_bias_lr must be in (0, {MAX_LR:g}), or 0 (the factors' "
                              f"step). Found {self.server_bias_lr}.")
+        try:
+            check_halving(self.server_step_halving)
+        except ValueError as exc:
+            raise ValueError(f"server_step_halving: {exc}") from None
+        if "count" in (self.server_optimizer, self.server_bias_step[0]):
+            if self.weighting != "sum":
+                raise ValueError(f"the count step rule steps a row by the number of devices' "
+                                 f"moves summed into it: it needs weighting=sum. Found "
+                                 f"weighting={self.weighting}.")
+            if self.mode.padded:
+                raise ValueError(f"the count step rule counts the devices that moved a row; "
+                                 f"privacy={self.privacy} pads replies with decoy rows, which "
+                                 "the server cannot tell apart")
         if not 0 < self.server_lr < MAX_LR:
             raise ValueError(f"server_lr must be > 0 and below {MAX_LR:g} (what a checkpoint "
                              f"holds). Found {self.server_lr}.")

@@ -98,7 +98,7 @@ def new_model(settings: RunSettings, n_items: int, mean: float) -> ItemModel:
     rng = np.random.default_rng(settings.seed)
     params = ItemParams.init(n_items, settings.factors, rng, settings.init_std, mean=mean)
     return ItemModel(params, settings.server_optimizer, settings.server_lr,
-                     *settings.server_bias_step)
+                     *settings.server_bias_step, halving=settings.server_step_halving)
 
 
 def build_strategy(settings: RunSettings, n_items: int, mean: float,

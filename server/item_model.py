@@ -2,7 +2,9 @@
 
 :meth:`ItemModel.apply` takes one round's :class:`~fedrec.server.aggregate.Aggregate` as a
 (pseudo-)gradient and moves only the rows it names with the server's step rule (SGD with
-``lr = 1`` is federated averaging of the touched rows; Adam or Adagrad as FCF uses). Each
+``lr = 1`` is federated averaging of the touched rows; Adam or Adagrad as FCF uses; Count,
+whose step shrinks with the number of devices' moves a row has taken, for a stream's
+biases). Each
 moved row's version becomes the round number, so a device can later fetch only what changed.
 """
 
@@ -12,7 +14,14 @@ import math
 
 import numpy as np
 
-from fedrec.common.optim import MAX_LR, STEP_RULES, make_step_rule
+from fedrec.common.optim import (
+    DEFAULT_HALVING,
+    MAX_HALVING,
+    MAX_LR,
+    STEP_RULES,
+    check_halving,
+    make_step_rule,
+)
 from fedrec.common.params import ItemParams
 from fedrec.server.aggregate import Aggregate
 
@@ -21,9 +30,10 @@ class ItemModel:
     """Item table + row versions + server optimiser state."""
 
     def __init__(self, params: ItemParams, step_rule: str = "sgd", lr: float = 1.0,
-                 bias_rule: str | None = None, bias_lr: float | None = None) -> None:
+                 bias_rule: str | None = None, bias_lr: float | None = None,
+                 halving: float = DEFAULT_HALVING) -> None:
         """``bias_rule``, ``bias_lr``: the biases' own step rule and step (None: the
-        factors')."""
+        factors'); ``halving``: the Count rule's (either table's)."""
         self.params = params
         self.version = np.zeros(params.n_items, dtype=np.int64)
         self.round = 0
@@ -31,8 +41,10 @@ class ItemModel:
         self.step_rule, self.lr = step_rule, lr
         self.bias_step_rule = step_rule if bias_rule is None else bias_rule
         self.bias_lr = lr if bias_lr is None else bias_lr
-        self._factor_rule = make_step_rule(step_rule, lr, params.factors.shape)
-        self._bias_rule = make_step_rule(self.bias_step_rule, self.bias_lr, params.bias.shape)
+        self.halving = check_halving(halving)
+        self._factor_rule = make_step_rule(step_rule, lr, params.factors.shape, halving)
+        self._bias_rule = make_step_rule(self.bias_step_rule, self.bias_lr, params.bias.shape,
+                                         halving)
 
     @property
     def n_items(self) -> int:
@@ -64,9 +76,14 @@ class ItemModel:
         if len(agg.ids):
             ids = agg.ids
             before = self.params.factors[ids].copy(), self.params.bias[ids].copy()
+            # (the Count rule counts the devices whose moves a row took: the server's own
+            # count, not one a device claims)
+            counts = np.maximum(agg.devices, 1.0)
             with np.errstate(over="ignore", invalid="ignore"):
-                self._factor_rule.step(self.params.factors, ids, agg.rows.astype(np.float32))
-                self._bias_rule.step(self.params.bias, ids, agg.bias.astype(np.float32))
+                self._factor_rule.step(self.params.factors, ids, agg.rows.astype(np.float32),
+                                       counts)
+                self._bias_rule.step(self.params.bias, ids, agg.bias.astype(np.float32),
+                                     counts)
             if not (np.isfinite(self.params.factors[ids]).all()
                     and np.isfinite(self.params.bias[ids]).all()):
                 self.params.factors[ids], self.params.bias[ids] = before
@@ -103,7 +120,7 @@ class ItemModel:
             arrays.update({prefix + k: v for k, v in rule.state().items()})
         meta = {"step-rule": self.step_rule, "lr": self.lr,
                 "bias-step-rule": self.bias_step_rule, "bias-lr": self.bias_lr,
-                "round": self.round, "mean": float(self.params.mean),
+                "halving": self.halving, "round": self.round, "mean": float(self.params.mean),
                 "refused-steps": self.refused_steps}
         return arrays, meta
 
@@ -129,6 +146,8 @@ class ItemModel:
         rule, lr, mean = meta["step-rule"], meta["lr"], meta["mean"]
         # (a checkpoint written before the biases had their own rule: the factors')
         bias_rule, bias_lr = meta.get("bias-step-rule", rule), meta.get("bias-lr", lr)
+        # (and before the Count rule: its default, which no rule then used)
+        halving = meta.get("halving", DEFAULT_HALVING)
         for key, value in (("step-rule", rule), ("bias-step-rule", bias_rule)):
             if value not in STEP_RULES:
                 raise ValueError(f"{key} must be one of {', '.join(STEP_RULES)}. "
@@ -137,6 +156,9 @@ class ItemModel:
             if not (is_finite_number(value) and 0 < value < MAX_LR):
                 raise ValueError(f"{key} must be a finite number in (0, {MAX_LR:g}). "
                                  f"Found {value!r}.")
+        if not (is_finite_number(halving) and 0 < halving <= MAX_HALVING):
+            raise ValueError(f"halving must be a finite number in (0, {MAX_HALVING:g}]. "
+                             f"Found {halving!r}.")
         if not is_finite_number(mean):
             raise ValueError(f"mean must be a finite number. Found {mean!r}.")
         for name in ("round", "refused-steps"):
@@ -146,7 +168,8 @@ class ItemModel:
             raise ValueError(f"row versions must be in [0, {meta['round']}]. Found "
                              f"[{version.min()}, {version.max()}].")
         params = ItemParams(np.array(factors), np.array(bias), float(mean))
-        model = cls(params, str(rule), float(lr), str(bias_rule), float(bias_lr))
+        model = cls(params, str(rule), float(lr), str(bias_rule), float(bias_lr),
+                    float(halving))
         model.version = np.array(version)
         model.round, model.refused_steps = int(meta["round"]), int(meta["refused-steps"])
         for prefix, step_rule in model._rules():
@@ -154,7 +177,7 @@ class ItemModel:
             for name, value in state.items():
                 if value.dtype.kind == "f" and not np.isfinite(value).all():
                     raise ValueError(f"{prefix}{name} holds NaN or infinity")
-                if name in ("t", "v", "accum") and value.size and value.min() < 0:
+                if name in ("t", "v", "accum", "n") and value.size and value.min() < 0:
                     raise ValueError(f"{prefix}{name} must be >= 0 (a count or a sum of "
                                      "squares)")
             step_rule.load_state(state)

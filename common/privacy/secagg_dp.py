@@ -15,7 +15,8 @@ SETTINGS = ("secagg_shares", "secagg_threshold", "dp_delta", "dp_epsilon", "ddp_
 # gradient learner's knobs mean nothing here, and there is no federated evaluation.
 LEARNER = ("optimizer", "local_epochs", "lr", "reg", "reg_bias", "batch_size", "negatives",
            "negative_weight", "user_steps", "user_lr",
-           "server_optimizer", "server_lr", "weighting", "cap", "max_norm", "evaluate_every",
+           "server_optimizer", "server_lr", "server_bias_optimizer", "server_bias_lr",
+           "server_step_halving", "weighting", "cap", "max_norm", "evaluate_every",
            "fraction_evaluate")
 
 

@@ -34,7 +34,8 @@ def _centralized_config(s: StreamSettings) -> dict:
             "negatives": r.negatives, "negative_weight": r.negative_weight,
             "init_std": r.init_std, "seed": r.seed,
             "item_rule": r.server_optimizer, "item_rule_lr": r.server_lr,
-            "bias_rule": bias_rule, "bias_rule_lr": bias_rule_lr}
+            "bias_rule": bias_rule, "bias_rule_lr": bias_rule_lr,
+            "halving": r.server_step_halving}
 
 
 ENGINES = ("inprocess", "ray")

@@ -37,7 +37,7 @@ from fedrec.common.metrics import (
     rank_among,
 )
 from fedrec.common.mf import MatrixFactorization, MFConfig
-from fedrec.common.optim import make_step_rule
+from fedrec.common.optim import DEFAULT_HALVING, make_step_rule
 from fedrec.common.segments import Segments
 from fedrec.common.stream import Tick, Timeline
 from fedrec.simulations.engines.prequential import K, Sums
@@ -114,7 +114,7 @@ class OnlineMF:
                  init_std: float = 0.1, seed: int = 0, bias_lr: float | None = None,
                  negative_weight: float = 1.0, item_rule: str = "sgd",
                  item_rule_lr: float = 1.0, bias_rule: str | None = None,
-                 bias_rule_lr: float | None = None) -> None:
+                 bias_rule_lr: float | None = None, halving: float = DEFAULT_HALVING) -> None:
         rng = np.random.default_rng(seed)
         self.rng = rng
         self.p = rng.normal(0, init_std, (n_users, n_factors))
@@ -131,8 +131,8 @@ class OnlineMF:
         bias_rule_lr = item_rule_lr if bias_rule_lr is None else bias_rule_lr
         self._rules = None
         if (item_rule, item_rule_lr, bias_rule, bias_rule_lr) != ("sgd", 1.0, "sgd", 1.0):
-            self._rules = (make_step_rule(item_rule, item_rule_lr, self.q.shape),
-                           make_step_rule(bias_rule, bias_rule_lr, self.bi.shape))
+            self._rules = (make_step_rule(item_rule, item_rule_lr, self.q.shape, halving),
+                           make_step_rule(bias_rule, bias_rule_lr, self.bi.shape, halving))
 
     @property
     def mean(self) -> float:

@@ -114,7 +114,12 @@ def test_run_config_values_are_read_as_their_field_s_type(key, value, expected):
     ("negative-weight", 0, "negative_weight must be a finite number > 0"),
     ("negative-weight", "-0.5", "negative_weight must be a finite number > 0"),
     ("negative-weight", "nan", "expected a finite number"),
-    ("server-optimizer", "rmsprop", "server_optimizer must be one of sgd, adagrad, adam"),
+    ("server-optimizer", "rmsprop", "server_optimizer must be one of sgd, adagrad, adam, count"),
+    ("server-optimizer", "count", "the count step rule .* needs weighting=sum"),
+    ("server-bias-optimizer", "count", "the count step rule .* needs weighting=sum"),
+    ("server-step-halving", 0, r"server_step_halving: halving must be a number in \(0, "),
+    ("server-step-halving", "-2", r"server_step_halving: halving must be a number in"),
+    ("server-step-halving", "inf", "expected a finite number"),
     ("server-bias-optimizer", "rmsprop", "server_bias_optimizer must be one of"),
     ("server-bias-lr", "-0.5", r"server_bias_lr must be in \(0, 1e\+06\), or 0"),
     ("server-bias-lr", "1e7", r"server_bias_lr must be in \(0, 1e\+06\), or 0"),
@@ -127,6 +132,18 @@ def test_a_bad_run_config_value_is_refused_by_its_key(key, value, problem):
         config["privacy"] = "secagg"
     with pytest.raises(ValueError, match=problem):
         RunSettings.from_run_config(config)
+
+
+def test_the_count_rule_runs_where_the_server_counts_the_devices_that_moved_a_row():
+    s = RunSettings.from_run_config({"server-bias-optimizer": "count", "weighting": "sum",
+                                     "server-bias-lr": 3.0, "server-step-halving": 5})
+    assert s.server_bias_step == ("count", 3.0) and s.server_step_halving == 5.0
+    with pytest.raises(ValueError, match="pads replies with decoy rows"):
+        RunSettings.from_run_config({"server-optimizer": "count", "weighting": "sum",
+                                     "privacy": "decoy", "decoy-rows": 4})
+    with pytest.raises(ValueError, match="server-step-halving is not supported with privacy"):
+        RunSettings.from_run_config({"privacy": "secagg+dp", "dp-epsilon": 8.0,
+                                     "server-step-halving": 2})
 
 
 @pytest.mark.parametrize("array", [np.zeros((0, 4), np.float32), np.ones(7, np.int16),

@@ -62,7 +62,7 @@ def test_ml100k_replays_in_stable_time_order(ml100k):
     assert len(same) and (t.order[same + 1] > t.order[same]).all()  # ties in file order
 
 
-@pytest.mark.parametrize("rule", ["sgd", "adam", "adagrad"])
+@pytest.mark.parametrize("rule", ["sgd", "adam", "adagrad", "count"])
 def test_catalogue_growth_keeps_old_rows_versions_and_optimiser_state(rule):
     params = ItemParams.init(4, 3, np.random.default_rng(0))
     model = ItemModel(params, rule, lr=0.1)

@@ -84,6 +84,31 @@ def test_the_biases_take_their_own_server_rule_and_the_settings_reach_it():
     assert (same.bias_step_rule, same.bias_lr) == ("adam", 0.03)  # unset: the factors'
 
 
+def test_the_count_rule_steps_a_row_by_the_devices_that_moved_it_in_every_round():
+    """Count on the biases: a row moved by k devices in a round takes the k-th move's step,
+    lr·h / (h + n + k − 1), counted by the server (the aggregate's devices), whatever a
+    device claims in its counts."""
+    from fedrec.common.settings import RunSettings
+    from fedrec.server.app import new_model
+
+    model = new_model(RunSettings(server_optimizer="sgd", server_lr=1.0, weighting="sum",
+                                  server_bias_optimizer="count", server_bias_lr=2.0,
+                                  server_step_halving=3.0, factors=2), 5, 0.0)
+    b = np.array([0.5, -0.25], np.float32)
+    one = ItemUpdate(np.array([1, 3]), np.zeros((2, 2), np.float32), b,
+                     np.array([1.0, 1000.0], np.float32))  # counts claimed: ignored
+    two = ItemUpdate(np.array([3]), np.zeros((1, 2), np.float32), b[:1],
+                     np.ones(1, np.float32))
+    before = model.params.bias.copy()
+    model.apply(aggregate([one, two], "sum"), 1)  # row 1: 1 device; row 3: 2
+    moved = before - model.params.bias
+    np.testing.assert_allclose(moved[[1, 3]], [2 * 3 / 3 * 0.5, 2 * 3 / 4 * 0.25], rtol=1e-6)
+    model.apply(aggregate([one], "sum"), 2)  # row 1's second move, row 3's third
+    moved = before - model.params.bias - moved
+    np.testing.assert_allclose(moved[[1, 3]], [2 * 3 / 4 * 0.5, 2 * 3 / 5 * -0.25],
+                               rtol=1e-6)
+
+
 def test_a_diverging_server_step_is_undone_and_refused():
     params = ItemParams.init(5, 2, np.random.default_rng(0))
     before = params.copy()

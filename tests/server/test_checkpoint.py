@@ -31,7 +31,8 @@ def random_aggregate(rng: np.random.Generator) -> Aggregate:
     return Aggregate(ids, rng.normal(size=(8, 4)), rng.normal(size=8), np.ones(8), np.ones(8))
 
 
-@pytest.mark.parametrize("rule", ["sgd", "adagrad", "adam", "adagrad/sgd", "sgd/adam"])
+@pytest.mark.parametrize("rule", ["sgd", "adagrad", "adam", "count", "adagrad/sgd", "sgd/adam",
+                                  "count/count"])
 def test_a_saved_model_comes_back_bit_for_bit_and_steps_on_identically(tmp_path, rule):
     model = trained_model(rule)
     cp = Checkpoint(tmp_path / "server.db")
@@ -174,6 +175,9 @@ def test_200_random_bit_flips_never_load_as_a_different_model(tmp_path):
     (None, {"run": {"seen": [-1]}}, "seen must list"),
     (None, {"run": {"seen": {"7": 1}}}, "seen must list"),
     ({"factor-rule.v": np.full((30, 4), -1.0, np.float32)}, None, "must be >= 0"),
+    (None, {"halving": 0.0}, "halving must be a finite number in"),
+    (None, {"halving": float("inf")}, "halving must be a finite number in"),
+    (None, {"halving": "4"}, "halving must be a finite number in"),
 ])
 def test_values_that_no_honest_run_writes_are_refused_by_name(tmp_path, arrays, meta,
                                                               problem):
@@ -275,6 +279,23 @@ def test_a_bad_checkpoint_key_file_or_option_is_named(tmp_path):
     with pytest.raises(ValueError, match="need a checkpoint"):
         open_checkpoint(RunSettings(checkpoint_fresh=True))
     assert not (tmp_path / "s.db").exists()  # nothing made on the way
+
+
+def test_a_count_rules_counts_are_checked_and_its_halving_comes_back(tmp_path):
+    path = tmp_path / "server.db"
+    rng = np.random.default_rng(0)
+    model = ItemModel(ItemParams.init(30, 4, rng, 0.1), "count", 2.0, "count", 3.0, halving=7.0)
+    model.apply(random_aggregate(rng), 1)
+    Checkpoint(path).save(model, 1, [{"round": 1}])
+    loaded = Checkpoint(path).load()[0]
+    assert loaded.halving == 7.0 and loaded.state()[1]["halving"] == 7.0
+    np.testing.assert_array_equal(loaded.state()[0]["bias-rule.n"], model.state()[0]["bias-rule.n"])
+    rewrite(path, {"bias-rule.n": np.full(30, -1.0)})
+    with pytest.raises(CheckpointError, match=r"bias-rule\.n must be >= 0"):
+        Checkpoint(path).load()
+    rewrite(path, {"bias-rule.n": np.zeros(29)})
+    with pytest.raises(CheckpointError, match="'n' has shape"):
+        Checkpoint(path).load()
 
 
 def test_a_checkpoint_from_before_the_biases_had_their_own_rule_loads_with_the_factors(

@@ -410,3 +410,9 @@ def test_the_centralized_online_model_moves_items_through_the_server_s_step_rule
     own.learn(1, 2, 4.0, 6)  # the biases' own rule: SGD at 0.5 on the same move
     np.testing.assert_allclose(q0 - own.q, q0 - ada.q, atol=1e-12)
     np.testing.assert_allclose(b0 - own.bi, 0.5 * bias_move, atol=1e-12)
+    counted = OnlineMF(3, 6, 4, explicit, lr=0.1, reg=0.01, reg_bias=0.0, negatives=3,
+                       seed=5, bias_rule="count", bias_rule_lr=2.0, halving=4.0)
+    counted.learn(1, 2, 4.0, 6)  # Count: each row's first move at 2 · 4 / 4
+    np.testing.assert_allclose(b0 - counted.bi, 2.0 * bias_move, atol=1e-12)
+    counted.learn(0, 2, 4.0, 6)  # item 2's second move: its step at 2 · 4 / 5
+    assert counted._rules[1].n[2] == 2
