@@ -15,7 +15,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-STEP_RULES = ("sgd", "adagrad", "adam", "count")
+COUNT = "count"
+STEP_RULES = ("sgd", "adagrad", "adam", COUNT)
 # Count's default: a row's step halves once this many moves were folded into it.
 DEFAULT_HALVING = 4.0
 # The largest server step a run may ask for, and a checkpoint may hold (one bound for both,
@@ -161,7 +162,9 @@ class Count(StepRule):
     from every event on it, such as an item's rating bias, settles as its evidence grows
     instead of following its last few events. ``k`` moves summed into one step (a round's
     devices, each against the same stale row) take the step the ``k``-th of them would
-    have alone, ``lr·h / (h + n + k − 1)``, which for a mean is exact.
+    have alone, ``lr·h / (h + n + k − 1)``, which for a mean is exact. Moves that are not
+    counted (``k = 0``: on the server, devices that moved the row before) take the step
+    the next counted one would, ``lr·h / (h + n)``.
     """
 
     def __init__(self, lr: float, shape: tuple[int, ...],
@@ -174,11 +177,11 @@ class Count(StepRule):
     def step(self, table: np.ndarray, rows: np.ndarray, grad: np.ndarray,
              counts: np.ndarray | None = None) -> None:
         k = np.ones(len(rows)) if counts is None else np.asarray(counts, dtype=np.float64)
-        if k.shape != (len(rows),) or not (k >= 1).all():
-            raise ValueError(f"counts must be one number >= 1 per row ({len(rows)}). Found "
+        if k.shape != (len(rows),) or not (k >= 0).all():
+            raise ValueError(f"counts must be one number >= 0 per row ({len(rows)}). Found "
                              f"shape {k.shape}.")
         h = self.halving
-        scale = self.lr * h / (h + self.n[rows] + k - 1)
+        scale = self.lr * h / (h + self.n[rows] + np.maximum(k, 1) - 1)
         self.n[rows] += k
         if grad.ndim > 1:
             scale = scale[:, None]
@@ -209,7 +212,7 @@ def make_step_rule(name: str, lr: float, shape: tuple[int, ...],
         return Adagrad(lr, shape)
     if name == "adam":
         return Adam(lr, shape)
-    if name == "count":
+    if name == COUNT:
         return Count(lr, shape, halving)
     raise ValueError(f"Unknown step rule {name!r}; expected one of {', '.join(STEP_RULES)}.")
 

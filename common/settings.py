@@ -136,6 +136,10 @@ class RunSettings:
                 raise ValueError(f"the count step rule steps a row by the number of devices' "
                                  f"moves summed into it: it needs weighting=sum. Found "
                                  f"weighting={self.weighting}.")
+            if self.mode.runner != "fedrec":
+                raise ValueError(f"the count step rule counts each device's first move on a "
+                                 f"row; privacy={self.privacy}'s secure sum hides which "
+                                 "device moved which row")
             if self.mode.padded:
                 raise ValueError(f"the count step rule counts the devices that moved a row; "
                                  f"privacy={self.privacy} pads replies with decoy rows, which "

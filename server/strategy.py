@@ -379,8 +379,18 @@ class FedRec(FedAvg):
         # defences screen the round's updates together first.
         acc = Accumulator(self.model.n_items, self.model.params.n_factors, self.weighting,
                           self.cap)
+        # The Count rule's counts: per row, the devices moving it for the first time.
+        first = np.zeros(self.model.n_items) if self.model.counts_moves else None
+        node_of: dict[int, int] = {}  # (a held reply's metrics -> its node)
         self.accepted_metrics = []
         upload, held = 0, []
+
+        def fold(update: ItemUpdate, metrics: dict[str, float], node: int) -> None:
+            acc.add(update)
+            if first is not None:
+                first[update.ids[self.model.first_moves(node, update.ids)]] += 1
+            self.accepted_metrics.append(metrics)
+
         for reply in ok:
             accepted = self.accept(reply, server_round)
             if accepted is None:
@@ -389,13 +399,12 @@ class FedRec(FedAvg):
             upload += update.nbytes
             if self.defences:
                 held.append(accepted)
+                node_of[id(metrics)] = int(reply.metadata.src_node_id)
                 continue
-            acc.add(update)
-            self.accepted_metrics.append(metrics)
+            fold(update, metrics, int(reply.metadata.src_node_id))
         defended = self.screen(held)
         for update, metrics in defended:
-            acc.add(update)
-            self.accepted_metrics.append(metrics)
+            fold(update, metrics, node_of[id(metrics)])
         agg = acc.result()
         pool = self.round_pool(server_round)
         if pool is not None and self.weighting == "sum":  # (aggregate.py says why)
@@ -404,7 +413,8 @@ class FedRec(FedAvg):
             agg = agg.without(self.listings.hidden)  # hidden items are never trained
         for layer in self.layers:
             layer.after_fold(acc.devices)
-        applied = self.model.apply(agg, server_round)
+        applied = self.model.apply(agg, server_round,
+                                   None if first is None else first[agg.ids])
         self.published.refresh(agg.ids if applied else agg.ids[:0], server_round)
         if not applied:
             log(WARNING, "round %s: the server step diverged (non-finite rows) and was not "

@@ -37,7 +37,7 @@ from fedrec.common.metrics import (
     rank_among,
 )
 from fedrec.common.mf import MatrixFactorization, MFConfig
-from fedrec.common.optim import DEFAULT_HALVING, make_step_rule
+from fedrec.common.optim import COUNT, DEFAULT_HALVING, make_step_rule
 from fedrec.common.segments import Segments
 from fedrec.common.stream import Tick, Timeline
 from fedrec.simulations.engines.prequential import K, Sums
@@ -133,6 +133,9 @@ class OnlineMF:
         if (item_rule, item_rule_lr, bias_rule, bias_rule_lr) != ("sgd", 1.0, "sgd", 1.0):
             self._rules = (make_step_rule(item_rule, item_rule_lr, self.q.shape, halving),
                            make_step_rule(bias_rule, bias_rule_lr, self.bi.shape, halving))
+        # As the server counts for the Count rule: each user once per row.
+        self._touched: dict[int, set[int]] | None = (
+            {} if COUNT in (item_rule, bias_rule) else None)
 
     @property
     def mean(self) -> float:
@@ -157,7 +160,7 @@ class OnlineMF:
             if self._rules is None:  # (the plain step, per rating: no arrays made)
                 self.q[i], self.bi[i] = q, b
             else:
-                self._move(np.array([i]), np.atleast_2d(q), np.atleast_1d(b))
+                self._move(u, np.array([i]), np.atleast_2d(q), np.atleast_1d(b))
             return
         rows = np.concatenate([[i], self.rng.integers(0, n_listed, self.negatives)])
         rows = np.unique(rows) if len(np.unique(rows)) != len(rows) else rows
@@ -165,15 +168,21 @@ class OnlineMF:
         self.p[u], q, b = online_bce_step(
             p, self.q[rows], self.bi[rows], label, lr, self.reg, self.reg_bias, self.bias_lr,
             self.negative_weight)
-        self._move(rows, q, b)
+        self._move(u, rows, q, b)
 
-    def _move(self, rows: np.ndarray, q: np.ndarray, b: np.ndarray) -> None:
-        """Move item ``rows`` (unique) to the step's ``q, b``, through the item rule."""
+    def _move(self, u: int, rows: np.ndarray, q: np.ndarray, b: np.ndarray) -> None:
+        """Move item ``rows`` (unique) to the step's ``q, b``, through the item rule (user
+        ``u``'s move: for Count, counted on the rows ``u`` has not moved before)."""
         if self._rules is None:
             self.q[rows], self.bi[rows] = q, b
             return
-        self._rules[0].step(self.q, rows, self.q[rows] - q)
-        self._rules[1].step(self.bi, rows, self.bi[rows] - b)
+        counts = None
+        if self._touched is not None:
+            seen = self._touched.setdefault(u, set())
+            counts = np.array([0.0 if r in seen else 1.0 for r in rows.tolist()])
+            seen.update(rows.tolist())
+        self._rules[0].step(self.q, rows, self.q[rows] - q, counts)
+        self._rules[1].step(self.bi, rows, self.bi[rows] - b, counts)
 
 
 class OnlineBias:

@@ -134,9 +134,14 @@ def test_count_halves_a_rows_step_at_the_halving_count_and_leaves_other_rows():
     assert (table[[0, 2]] == 0).all() and list(rule.n) == [0, 5, 0]
     rule.grow(5)
     assert list(rule.n) == [0, 5, 0, 0, 0]
-    with pytest.raises(ValueError, match="counts must be one number >= 1 per row"):
-        rule.step(table, np.array([0, 2]), np.ones((2, 2), np.float32), np.array([1.0, 0.0]))
-    with pytest.raises(ValueError, match="counts must be one number >= 1 per row"):
+    # A move not counted (k = 0) takes the step the next counted one would, and leaves n.
+    before = table[1, 0]
+    rule.step(table, np.array([1]), g, np.array([0.0]))
+    assert before - table[1, 0] == pytest.approx(0.5 * 4 / (4 + 5), rel=1e-6)
+    assert rule.n[1] == 5
+    with pytest.raises(ValueError, match="counts must be one number >= 0 per row"):
+        rule.step(table, np.array([0, 2]), np.ones((2, 2), np.float32), np.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match="counts must be one number >= 0 per row"):
         rule.step(table, np.array([0, 2]), np.ones((2, 2), np.float32), np.array([1.0]))
 
 

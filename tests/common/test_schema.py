@@ -138,6 +138,9 @@ def test_the_count_rule_runs_where_the_server_counts_the_devices_that_moved_a_ro
     s = RunSettings.from_run_config({"server-bias-optimizer": "count", "weighting": "sum",
                                      "server-bias-lr": 3.0, "server-step-halving": 5})
     assert s.server_bias_step == ("count", 3.0) and s.server_step_halving == 5.0
+    with pytest.raises(ValueError, match="secure sum hides which device moved which row"):
+        RunSettings.from_run_config({"server-bias-optimizer": "count", "weighting": "sum",
+                                     "privacy": "secagg"})
     with pytest.raises(ValueError, match="pads replies with decoy rows"):
         RunSettings.from_run_config({"server-optimizer": "count", "weighting": "sum",
                                      "privacy": "decoy", "decoy-rows": 4})

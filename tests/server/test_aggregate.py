@@ -109,6 +109,25 @@ def test_the_count_rule_steps_a_row_by_the_devices_that_moved_it_in_every_round(
                                rtol=1e-6)
 
 
+def test_the_count_rule_counts_each_device_once_per_row_however_often_it_moves_it():
+    """A device that moves every row in every round (a freezing attack: were each move
+    counted, every row's step would shrink round after round) adds one to each row's count
+    over the whole run, as one honest rating does; its moves are summed as before."""
+    from fedrec.common.settings import RunSettings
+    from fedrec.server.app import build_strategy
+
+    s = RunSettings(protocol="explicit-80-20", server_optimizer="count", server_lr=2.0,
+                    server_bias_optimizer="count", server_bias_lr=2.0, weighting="sum",
+                    factors=2, defences="off")
+    strategy = build_strategy(s, 6, 3.5, (1.0, 5.0))
+    model = strategy.model
+    every = np.arange(6)
+    for r in range(1, 6):  # the same node, all rows, five rounds
+        assert model.first_moves(99, every).all() == (r == 1)
+    assert model.first_moves(100, np.array([2, 4])).all()
+    assert model.first_moves(100, np.array([2, 3, 4])).tolist() == [False, True, False]
+
+
 def test_a_diverging_server_step_is_undone_and_refused():
     params = ItemParams.init(5, 2, np.random.default_rng(0))
     before = params.copy()
@@ -146,3 +165,45 @@ def test_pooled_evaluation_sums_errors_and_averages_ranking_over_users():
     ranked = [{"num-users": 1.0, "ndcg@10": 0.5}, {"num-users": 1.0, "ndcg@10": 0.0},
               {"num-users": 0.0}]
     assert pool_evaluation(ranked) == {"ndcg@10": 0.25, "num-users": 2.0}
+
+
+@pytest.mark.parametrize("defences", ["off", "clip,coordination"])
+def test_a_device_moving_every_row_every_round_counts_once_per_row_in_the_round_fold(
+        defences):
+    """Through the strategy's fold (replies to messages it sent, with defences off or on):
+    one node moving every row in five rounds and another moving two rows in round 1 leave
+    each row's Count state at the number of distinct nodes that moved it, and the rows'
+    steps at what that count gives (with every move counted, the flooding node's would
+    have shrunk every step fivefold)."""
+    from flwr.clientapp import ClientApp
+
+    from fedrec.common.settings import RunSettings
+    from fedrec.server.app import build_strategy
+    from fedrec.simulations.engines.inprocess import InProcessGrid, TaskIdentity
+    from tests.replies import sent, train_reply, update_arrays
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    k, n = 4, 6
+    s = RunSettings(protocol="explicit-80-20", factors=k, weighting="sum",
+                    server_optimizer="count", server_lr=1.0, server_bias_optimizer="count",
+                    server_bias_lr=1.0, server_step_halving=2.0, defences=defences)
+    strategy = build_strategy(s, n, 3.5, (1.0, 5.0))
+    grid = InProcessGrid(ClientApp(), 2, {})
+    for r in range(1, 6):
+        nodes = [1001, 1002] if r == 1 else [1001]
+        asked = sent(strategy, grid, nodes, r)
+        replies = [train_reply(asked[1001], update_arrays(np.arange(n), k, 0.001),
+                               {"num-examples": 1.0, "train-loss": 1.0})]
+        if r == 1:
+            replies.append(train_reply(asked[1002], update_arrays([2, 4], k, 0.001),
+                                       {"num-examples": 1.0, "train-loss": 1.0}))
+        _, metrics = strategy.aggregate_train(r, replies)
+        assert metrics["accepted"] == len(replies)
+    rule_n = strategy.model.state()[0]["factor-rule.n"]
+    np.testing.assert_array_equal(rule_n, [1, 1, 2, 1, 2, 1])
+    before = strategy.model.params.factors.copy()
+    asked = sent(strategy, grid, [1001], 6)
+    strategy.aggregate_train(6, [train_reply(asked[1001], update_arrays([0, 2], k, 0.001),
+                                             {"num-examples": 1.0, "train-loss": 1.0})])
+    moved = before - strategy.model.params.factors
+    np.testing.assert_allclose(moved[[0, 2], 0], [0.001 * 2 / 3, 0.001 * 2 / 4], rtol=1e-4)

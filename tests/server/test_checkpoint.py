@@ -286,10 +286,23 @@ def test_a_count_rules_counts_are_checked_and_its_halving_comes_back(tmp_path):
     rng = np.random.default_rng(0)
     model = ItemModel(ItemParams.init(30, 4, rng, 0.1), "count", 2.0, "count", 3.0, halving=7.0)
     model.apply(random_aggregate(rng), 1)
+    big = 2**64 - 5  # (Flower's node ids are unsigned 64-bit)
+    model.first_moves(big, np.array([3, 9]))
+    model.first_moves(7, np.array([1]))
     Checkpoint(path).save(model, 1, [{"round": 1}])
     loaded = Checkpoint(path).load()[0]
     assert loaded.halving == 7.0 and loaded.state()[1]["halving"] == 7.0
     np.testing.assert_array_equal(loaded.state()[0]["bias-rule.n"], model.state()[0]["bias-rule.n"])
+    # the rows each node moved come back: a node's later move on them is not counted again
+    assert loaded.first_moves(big, np.array([3, 4, 9])).tolist() == [False, True, False]
+    assert loaded.first_moves(7, np.array([1, 2])).tolist() == [False, True]
+    for damaged, problem in ((np.array([[7, 30]], np.uint64), "moved names a row beyond"),
+                             (np.array([[7, 1], [7, 1]], np.uint64), "moved repeats"),
+                             (np.array([[7, 1]], np.int64), "moved must be uint64")):
+        rewrite(path, {"moved": damaged})
+        with pytest.raises(CheckpointError, match=problem):
+            Checkpoint(path).load()
+    rewrite(path, {"moved": model.state()[0]["moved"]})
     rewrite(path, {"bias-rule.n": np.full(30, -1.0)})
     with pytest.raises(CheckpointError, match=r"bias-rule\.n must be >= 0"):
         Checkpoint(path).load()

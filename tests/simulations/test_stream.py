@@ -416,3 +416,5 @@ def test_the_centralized_online_model_moves_items_through_the_server_s_step_rule
     np.testing.assert_allclose(b0 - counted.bi, 2.0 * bias_move, atol=1e-12)
     counted.learn(0, 2, 4.0, 6)  # item 2's second move: its step at 2 · 4 / 5
     assert counted._rules[1].n[2] == 2
+    counted.learn(0, 2, 3.0, 6)  # the same user again: moved, not counted (as the server)
+    assert counted._rules[1].n[2] == 2
