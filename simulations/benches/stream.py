@@ -14,6 +14,7 @@ import numpy as np
 
 from fedrec.client.stream import MODES
 from fedrec.common.settings import RunSettings
+from fedrec.simulations.attacks.stream_freeze import TINY
 from fedrec.simulations.benches.results import save_figure
 from fedrec.simulations.engines.ray_replay import replay_on_ray
 from fedrec.simulations.engines.replay import (
@@ -45,14 +46,21 @@ VARIANT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
                  progress: Progress | None = None, workers: int = 1,
                  engines: tuple[str, ...] = ("inprocess",),
-                 variants: dict[str, RunSettings] | None = None) -> dict:
+                 variants: dict[str, RunSettings] | None = None, freezers: int = 0,
+                 freeze_norm: float = TINY) -> dict:
     """Every model of the stream bench on the same stream; the record (without ``env``).
     The federated models run on each of ``engines`` (named ``NAME@ray`` on Ray beside
     the in-process engine), and again with each of ``variants``' run settings (named
-    ``NAME+VARIANT``), so that two settings are compared in one run."""
+    ``NAME+VARIANT``), so that two settings are compared in one run. ``freezers``: extra
+    devices in every round of the federated models' replays, moving every row at
+    ``freeze_norm`` (:mod:`~fedrec.simulations.attacks.stream_freeze`; in process
+    only)."""
     unknown = set(engines) - set(ENGINES)
     if unknown or not engines:
         raise ValueError(f"engines must be among {', '.join(ENGINES)}. Found {engines}.")
+    if freezers < 0 or (freezers and ("ray" in engines or workers != 1)):
+        raise ValueError(f"freezers must be >= 0, and run on the in-process engine with one "
+                         f"worker. Found {freezers}.")
     variants = dict(variants or {})
     for key in variants:
         if not VARIANT_NAME.fullmatch(key):
@@ -73,6 +81,7 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
     out: dict = {"bench": "stream", "dataset": s.dataset, "kind": s.kind,
                  "events": n, "users": timeline.n_users, "items": timeline.n_items,
                  "ticks": len(ticks), "settings": s.to_dict(),
+                 "freezers": {"devices": freezers, "norm": freeze_norm},
                  "after_warmup_from_event": ticks[warm_tick].start if warm_tick < len(ticks)
                  else n, "models": {}, "curves": {}}
 
@@ -96,7 +105,8 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
                 fed = replay_on_ray(variant, progress)
                 sums = fed.sums
             else:
-                fed = FederatedStream(variant, workers=workers)
+                fed = FederatedStream(variant, workers=workers, freezers=freezers,
+                                      freeze_norm=freeze_norm)
                 sums = fed.replay(progress)
             extra = fed.summary()
             extra["mode"], extra["init"], extra["engine"] = variant.mode, variant.init, engine

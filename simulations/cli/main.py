@@ -40,6 +40,7 @@ from fedrec.common.privacy import NAMES as PRIVACY
 from fedrec.common.segments import segments_line
 from fedrec.common.settings import RunSettings
 from fedrec.common.split import PROTOCOLS, is_explicit
+from fedrec.simulations.attacks.stream_freeze import TINY
 from fedrec.simulations.benches.data import bench_data
 from fedrec.simulations.benches.engine import bench_engine
 from fedrec.simulations.benches.privacy import COST_MODES, bench_privacy, round_costs
@@ -171,6 +172,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="run every federated model again with these overrides on top "
                              "of --set, as MODEL+NAME in the same record (repeatable), e.g. "
                              "pool:negative-pool=0.005,negative-pool-rounds=5")
+    stream.add_argument("--freezers", type=int, default=0,
+                        help="extra devices in every round of the federated replays, each "
+                             "moving every row (an attack on the server's per-row state)")
+    stream.add_argument("--freeze-norm", type=float, default=TINY,
+                        help="the norm of each freezer's move on a row (default: %(default)g)")
     stream.add_argument("--plot", type=Path, help="PNG of the curves (default: beside the JSON)")
     _output_args(stream)
     stream.set_defaults(run=_run_bench_stream)
@@ -660,7 +666,8 @@ def _run_bench_stream(args: argparse.Namespace) -> int:
     with progress_bar(f"stream {args.dataset} {args.kind}", args.quiet) as update:
         record = bench_stream(settings, models, update, workers=args.workers,
                               engines=tuple(e.strip() for e in args.engines.split(",")),
-                              variants=variants)
+                              variants=variants, freezers=args.freezers,
+                              freeze_norm=args.freeze_norm)
     record["env"] = environment()
     name = _stem(args.dataset)
     out = args.out or RESULTS_DIR / f"stream-{name}-{args.kind}.json"

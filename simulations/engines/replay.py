@@ -45,6 +45,7 @@ from fedrec.server.listings import TimedListings
 from fedrec.server.mean import fallback_mean
 from fedrec.server.rounds import RoundLoop
 from fedrec.server.strategy import FedRec
+from fedrec.simulations.attacks.stream_freeze import TINY, freeze_client_app
 from fedrec.simulations.engines.inprocess import InProcessGrid, Observer
 from fedrec.simulations.engines.prequential import Sums
 from fedrec.simulations.engines.table_archive import ArchiveKeeper, SharedKeeper, TableArchive
@@ -137,9 +138,13 @@ class FederatedStream:
 
     def __init__(self, s: StreamSettings, workers: int = 1,
                  observer: Observer | None = None, grid: Grid | None = None,
-                 node_of_user: list[int] | None = None) -> None:
+                 node_of_user: list[int] | None = None, freezers: int = 0,
+                 freeze_norm: float = TINY) -> None:
         """On the in-process engine by default; on another engine's ``grid`` (Flower's
-        Ray simulation) with ``node_of_user``, each user's node id there."""
+        Ray simulation) with ``node_of_user``, each user's node id there. ``freezers``:
+        extra devices sampled in every round, each moving every row at ``freeze_norm``
+        (:mod:`fedrec.simulations.attacks.stream_freeze`; in process, one worker, full
+        sync)."""
         self.s = s
         self.run = s.run_settings()
         self.timeline = t = load_timeline(s)
@@ -153,10 +158,17 @@ class FederatedStream:
         config = self.run.to_run_config()
         devices = client_app if workers == 1 else build_client_app
         self.archive: TableArchive | None = None
+        if freezers < 0 or (freezers and (grid is not None or workers != 1
+                                          or self.run.sync != "full")):
+            raise ValueError(f"freezers must be >= 0, and run in process, with one worker "
+                             f"and full sync. Found {freezers}.")
+        if freezers:
+            devices = freeze_client_app(t.n_users, freeze_norm, config, self.run.seed)
         if grid is not None:  # another engine's devices: each keeps its own table
             if node_of_user is None or len(node_of_user) != t.n_users:
                 raise ValueError("a replay on another engine's grid needs each user's node")
             self.grid, self.node_of_user = grid, list(node_of_user)
+            self.freezer_nodes: list[int] = []
         else:
             # Delta sync in one process: simulated devices' tables shared through an
             # archive of the versions sent, each checked bit for bit (see table_archive).
@@ -166,9 +178,10 @@ class FederatedStream:
                 devices = build_client_app(None, self.keeper)
             elif self.run.sync == "delta":  # each worker's devices share its versions
                 devices = partial(build_client_app, None, SharedKeeper())
-            self.grid = InProcessGrid(devices, t.n_users, config, workers=workers,
-                                      observer=observer)
-            self.node_of_user = list(self.grid.get_node_ids())  # partition id = user index
+            self.grid = InProcessGrid(devices, t.n_users + freezers, config,
+                                      workers=workers, observer=observer)
+            nodes = list(self.grid.get_node_ids())  # partition id = user index
+            self.node_of_user, self.freezer_nodes = nodes[:t.n_users], nodes[t.n_users:]
         features = t.data.item_features
         content = None if features is None or s.init != "content" else features.matrix
         self.now = float(self.ticks[0].now) if self.ticks else 0.0  # the simulated clock
@@ -192,7 +205,7 @@ class FederatedStream:
             n = min(len(others), round(self.s.others_share * len(active)))
             if n:
                 active = np.union1d(active, self.rng.choice(others, n, replace=False))
-        return [self.node_of_user[u] for u in active]
+        return [self.node_of_user[u] for u in active] + list(self.freezer_nodes)
 
     def step(self, tick: Tick) -> dict:
         """One tick: one round of the server's loop at the tick's time, over the devices

@@ -418,3 +418,56 @@ def test_the_centralized_online_model_moves_items_through_the_server_s_step_rule
     assert counted._rules[1].n[2] == 2
     counted.learn(0, 2, 3.0, 6)  # the same user again: moved, not counted (as the server)
     assert counted._rules[1].n[2] == 2
+
+
+@pytest.mark.parametrize("kind", ["explicit", "implicit"])
+def test_a_freezer_in_every_round_adds_one_to_each_rows_count_and_nothing_to_the_scores(
+        shop, kind):
+    """An extra device sampled in every round moves every row (``--freezers``): its replies
+    pass every check, and the presets' Count rule counts it once per row, so each row's
+    count is what the honest devices that moved it give plus at most one (counted round by
+    round it would grow by one a round: a frozen model). Its replies claim no event: the
+    replay scores the honest devices' events only, as many as without it."""
+    s = settings(shop, kind, tick_events=20 if kind == "explicit" else 100)
+    honest = FederatedStream(s)
+    honest.replay()
+    frozen = FederatedStream(s, freezers=1)
+    frozen.replay()
+    rounds = len(frozen.ticks)
+    assert frozen.log[-1]["devices"] == honest.log[-1]["devices"] + 1
+    accepted = sum(r["train"]["accepted"] for r in frozen.strategy.history if "train" in r)
+    assert accepted == sum(r["devices"] for r in frozen.log)  # every freezer reply taken
+    n_honest = honest.strategy.model.state()[0]["bias-rule.n"]
+    n_frozen = frozen.strategy.model.state()[0]["bias-rule.n"]
+    extra = n_frozen - n_honest  # (counted every round: up to `rounds` a row)
+    assert rounds > 5 and set(np.unique(extra)) <= {0.0, 1.0} and (extra == 1).mean() > 0.9
+    totals = frozen.sums.totals()
+    assert totals["scored"] == honest.sums.totals()["scored"]
+    assert kind == "implicit" or totals["scored"] == len(frozen.timeline)  # (first ones)
+    with pytest.raises(ValueError, match="freezers must be >= 0"):
+        FederatedStream(s, freezers=1, workers=2)
+
+
+def test_the_command_runs_freezers_and_refuses_them_where_they_cannot_run(shop, tmp_path,
+                                                                          capsys):
+    out = tmp_path / "frozen.json"
+    code = main(["bench", "stream", "--dataset", shop, "--kind", "explicit", "--models",
+                 "federated-incremental,online-bias", "--tick-events", "50", "--set",
+                 "factors=4", "--freezers", "2", "--freeze-norm", "0.001", "--quiet",
+                 "--out", str(out)])
+    assert code == 0
+    record = json.loads(out.read_text())
+    assert record["freezers"] == {"devices": 2, "norm": 0.001}
+    ticks = record["models"]["federated-incremental"]["rounds"]
+    honest_messages = FederatedStream(settings(shop, "explicit", tick_events=50)).replay()
+    assert record["models"]["federated-incremental"]["scored"] == honest_messages.totals()[
+        "scored"]
+    assert record["models"]["federated-incremental"]["messages"] >= 2 * ticks
+    capsys.readouterr()
+    for bad in (["--freezers", "-1"], ["--freezers", "1", "--workers", "2"],
+                ["--freezers", "1", "--engines", "ray"]):
+        code = main(["bench", "stream", "--dataset", shop, "--kind", "explicit", "--models",
+                     "federated-incremental", "--tick-events", "50", "--quiet", "--out",
+                     str(tmp_path / "no.json"), *bad])
+        assert code != 0 and "freezers" in capsys.readouterr().err, bad
+    assert not (tmp_path / "no.json").exists()
