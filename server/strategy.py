@@ -402,7 +402,7 @@ class FedRec(FedAvg):
                 node_of[id(metrics)] = int(reply.metadata.src_node_id)
                 continue
             fold(update, metrics, int(reply.metadata.src_node_id))
-        defended = self.screen(held)
+        defended = self.screen(held, [node_of[id(m)] for _, m in held])
         for update, metrics in defended:
             fold(update, metrics, node_of[id(metrics)])
         agg = acc.result()
@@ -494,18 +494,21 @@ class FedRec(FedAvg):
                       run.get("acked", {}).items()}
         self.seen = {int(node) for node in run.get("seen", [])}
 
-    def screen(self, accepted: list[tuple[ItemUpdate, dict[str, float]]]
-               ) -> list[tuple[ItemUpdate, dict[str, float]]]:
-        """The round's accepted updates (with their metrics) after every defence, in order:
-        rows changed, replies set aside (counted in :attr:`set_aside` by defence)."""
+    def screen(self, accepted: list[tuple[ItemUpdate, dict[str, float]]],
+               nodes: list[int] | None = None) -> list[tuple[ItemUpdate, dict[str, float]]]:
+        """The round's accepted updates (with their metrics; ``nodes``: the node of each)
+        after every defence, in order: rows changed, replies set aside (counted in
+        :attr:`set_aside` by defence)."""
         for defence in self.defences:
             screened = defence.screen([update for update, _ in accepted],
-                                      self.model.params.factors)
+                                      self.model.params.factors, nodes)
             if len(screened) != len(accepted):
                 raise RuntimeError(f"defence {defence.name} returned {len(screened)} "
                                    f"updates for {len(accepted)}")
             kept = [(u, m) for u, (_, m) in zip(screened, accepted, strict=True)
                     if u is not None]
+            if nodes is not None:
+                nodes = [n for u, n in zip(screened, nodes, strict=True) if u is not None]
             self.set_aside[defence.name] += len(accepted) - len(kept)
             accepted = kept
         return accepted

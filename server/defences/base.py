@@ -17,11 +17,11 @@ class Defence:
     def __init__(self) -> None:
         self.last: dict[str, float] = {}  # what the last round's screen did
 
-    def screen(self, updates: list[ItemUpdate], factors: np.ndarray | None = None
-               ) -> list[ItemUpdate | None]:
+    def screen(self, updates: list[ItemUpdate], factors: np.ndarray | None = None,
+               nodes: list[int] | None = None) -> list[ItemUpdate | None]:
         """The round's updates as they may be folded: each kept, changed, or None (its
-        reply set aside). ``factors``: the item rows the devices were sent. Never mutates
-        its input."""
+        reply set aside). ``factors``: the item rows the devices were sent; ``nodes``: the
+        node each update came from (None: unknown). Never mutates its input."""
         return list(updates)
 
     def summary(self) -> dict[str, float]:

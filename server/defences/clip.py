@@ -1,13 +1,22 @@
-"""``clip``: a per-row norm bound learned from each round's replies, in place of a fixed one.
+"""``clip``: a per-row norm bound learned from devices' replies, in place of a fixed one.
 
-The bound is ``factor`` × the median, over the round's devices, of each device's longest
-row (factors and bias together); every row longer than that is shortened to it (its
-direction kept). A minority of devices cannot move a median, so whatever they send, no
-row of theirs counts for more than an ordinary device's longest row; the fixed published
-bound (``max-norm``, default 10) stays as the hard limit a reply must pass at all.
+The bound is ``factor`` × the median, over devices, of each device's longest row (factors
+and bias together); every row longer than that is shortened to it (its direction kept). A
+minority of devices cannot move a median, so whatever they send, no row of theirs counts
+for more than an ordinary device's longest row; the fixed published bound (``max-norm``,
+default 10) stays as the hard limit a reply must pass at all.
+
+The median is over this round's devices and, when the server says which node sent each
+update, the most recent others up to :data:`WINDOW` distinct devices, each by its latest
+reply. A round of a stream has a handful of devices: taken over one round alone, five
+devices present in every round were the majority of every round, and their tiny rows set
+a bound that cut every honest row to nothing (``fedrec bench stream --freezers 5``). The
+window is soft state: a restarted server starts it empty.
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import numpy as np
 
@@ -28,18 +37,41 @@ def learned_bound(updates: list[ItemUpdate], factor: float = 1.0) -> float | Non
     return factor * float(np.median(longest)) if longest else None
 
 
+WINDOW = 200  # distinct devices the median is taken over, when a round has fewer
+
+
 class LearnedClip(Defence):
     name = "clip"
 
-    def __init__(self, factor: float = 1.0) -> None:
+    def __init__(self, factor: float = 1.0, window: int = WINDOW) -> None:
         super().__init__()
         if not factor > 0:
             raise ValueError(f"clip factor must be > 0. Found {factor}.")
-        self.factor = factor
+        if window < 1:
+            raise ValueError(f"clip window must be >= 1. Found {window}.")
+        self.factor, self.window = factor, window
+        self.recent: OrderedDict[int, float] = OrderedDict()  # node -> its longest row
 
-    def screen(self, updates: list[ItemUpdate], factors: np.ndarray | None = None
-               ) -> list[ItemUpdate | None]:
-        bound = learned_bound(updates, self.factor)
+    def _bound(self, updates: list[ItemUpdate], nodes: list[int] | None) -> float | None:
+        if nodes is None:
+            return learned_bound(updates, self.factor)
+        if len(nodes) != len(updates):
+            raise ValueError(f"{len(nodes)} nodes for {len(updates)} updates")
+        now = 0
+        for node, u in zip(nodes, updates, strict=True):
+            if len(u.ids):
+                self.recent[node] = float(row_norms(u).max())
+                self.recent.move_to_end(node)
+                now += 1
+        while len(self.recent) > max(self.window, now):  # (this round's are the newest)
+            self.recent.popitem(last=False)
+        if not now:
+            return None
+        return self.factor * float(np.median(list(self.recent.values())))
+
+    def screen(self, updates: list[ItemUpdate], factors: np.ndarray | None = None,
+               nodes: list[int] | None = None) -> list[ItemUpdate | None]:
+        bound = self._bound(updates, nodes)
         self.last = {"bound": bound or 0.0, "rows": 0.0}
         if bound is None:
             return list(updates)

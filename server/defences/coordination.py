@@ -106,8 +106,8 @@ class Coordination(Defence):
         out[device[nonzero][crowded]] = True
         return out
 
-    def screen(self, updates: list[ItemUpdate], factors: np.ndarray | None = None
-               ) -> list[ItemUpdate | None]:
+    def screen(self, updates: list[ItemUpdate], factors: np.ndarray | None = None,
+               nodes: list[int] | None = None) -> list[ItemUpdate | None]:
         flagged = self.flagged(updates, factors)
         self.last = {"set-aside": float(flagged.sum())}
         return [None if f else u for u, f in zip(updates, flagged, strict=True)]

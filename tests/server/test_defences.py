@@ -98,6 +98,34 @@ def test_clip_bound_is_the_median_longest_row_and_a_minority_cannot_move_it():
         assert row_norms(u).max() == pytest.approx(attacked, rel=1e-5)
 
 
+def test_clip_over_small_rounds_takes_its_median_over_recent_devices_not_one_rounds():
+    """Rounds of a stream have a few devices. Five devices present in every round, with
+    tiny rows on everything, are the majority of every round of four honest ones: over one
+    round the median is theirs and every honest row is cut to nothing. Told the nodes,
+    clip takes the median over up to ``window`` recent distinct devices, each by its latest
+    reply, and the five stay a minority; a round as large as the window is its own."""
+    honest = honest_updates(400, seed=3)
+    tiny = [ItemUpdate(np.arange(200, dtype=np.int64), np.full((200, K), 1e-7, np.float32),
+                       np.zeros(200, np.float32), np.ones(200, np.float32)) for _ in range(5)]
+    windowed, one_round = LearnedClip(window=200), LearnedClip()
+    for r in range(100):
+        round_ = honest[4 * r:4 * r + 4] + tiny
+        nodes = [1000 + 4 * r + i for i in range(4)] + [1, 2, 3, 4, 5]
+        kept = windowed.screen(round_, nodes=nodes)
+        cut = one_round.screen(round_)
+    assert cut[0] is not None and row_norms(cut[0]).max() < 1e-5  # (one round: frozen)
+    honest_median = np.median([row_norms(u).max() for u in honest[-195:]])
+    assert windowed.last["bound"] == pytest.approx(honest_median, rel=0.2)
+    assert len(windowed.recent) == 200 and all(n in windowed.recent for n in range(1, 6))
+    for u, k in zip(honest[396:400], kept[:4], strict=True):
+        assert row_norms(k).max() >= min(row_norms(u).max(), 0.5 * honest_median)
+    big = LearnedClip(window=10)  # a round larger than the window: over the round itself
+    big.screen(honest[:60], nodes=list(range(60)))
+    assert big.last["bound"] == pytest.approx(learned_bound(honest[:60]))
+    with pytest.raises(ValueError, match="2 nodes for 3 updates"):
+        LearnedClip().screen(honest[:3], nodes=[1, 2])
+
+
 def test_coordination_sets_aside_alike_rows_and_no_honest_device():
     d = Coordination()
     honest = honest_updates(200)
