@@ -136,6 +136,8 @@ def resume_strategy(settings: RunSettings, saved: tuple, rating_range: tuple[flo
     strategy.load_sync_state(run)
     for layer in strategy.layers:
         layer.load(run)
+    for defence in strategy.defences:
+        defence.load(run)
     return strategy
 
 

@@ -460,6 +460,8 @@ class FedRec(FedAvg):
                        "set-aside": dict(self.set_aside)}
         for layer in self.layers:
             state.update(layer.state())
+        for defence in self.defences:
+            state.update(defence.state())
         if self.listings is not None:
             state.update(self.listings.state(self.model.n_items))
         state.update(self.sync_state())

@@ -24,6 +24,15 @@ class Defence:
         node each update came from (None: unknown). Never mutates its input."""
         return list(updates)
 
+    def state(self) -> dict:
+        """What the defence remembers across rounds, as a checkpoint's run-state entries
+        (JSON); none by default."""
+        return {}
+
+    def load(self, run: dict) -> None:
+        """Restore :meth:`state` from a checkpoint's run state (values checked by the
+        checkpoint's loader)."""
+
     def summary(self) -> dict[str, float]:
         """The last round's figures, keyed ``<name>-<figure>``."""
         return {f"{self.name}-{k}": float(v) for k, v in self.last.items()}

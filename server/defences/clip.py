@@ -11,7 +11,7 @@ update, the most recent others up to :data:`WINDOW` distinct devices, each by it
 reply. A round of a stream has a handful of devices: taken over one round alone, five
 devices present in every round were the majority of every round, and their tiny rows set
 a bound that cut every honest row to nothing (``fedrec bench stream --freezers 5``). The
-window is soft state: a restarted server starts it empty.
+window is in the checkpoint (``clip-recent``), so a restarted server keeps it.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ def learned_bound(updates: list[ItemUpdate], factor: float = 1.0) -> float | Non
 
 
 WINDOW = 200  # distinct devices the median is taken over, when a round has fewer
+MAX_WINDOW = 10_000  # the largest window (what a checkpoint may hold)
+STATE = "clip-recent"  # its checkpoint entry: [node, longest row], oldest first
 
 
 class LearnedClip(Defence):
@@ -47,8 +49,8 @@ class LearnedClip(Defence):
         super().__init__()
         if not factor > 0:
             raise ValueError(f"clip factor must be > 0. Found {factor}.")
-        if window < 1:
-            raise ValueError(f"clip window must be >= 1. Found {window}.")
+        if not 1 <= window <= MAX_WINDOW:
+            raise ValueError(f"clip window must be in [1, {MAX_WINDOW}]. Found {window}.")
         self.factor, self.window = factor, window
         self.recent: OrderedDict[int, float] = OrderedDict()  # node -> its longest row
 
@@ -68,6 +70,16 @@ class LearnedClip(Defence):
         if not now:
             return None
         return self.factor * float(np.median(list(self.recent.values())))
+
+    def state(self) -> dict:
+        """The window's newest ``window`` devices (a round larger than the window is
+        clipped over itself: older entries would not count)."""
+        kept = list(self.recent.items())[-self.window:]
+        return {STATE: [[int(node), longest] for node, longest in kept]}
+
+    def load(self, run: dict) -> None:
+        self.recent = OrderedDict((int(node), float(longest))
+                                  for node, longest in run.get(STATE, []))
 
     def screen(self, updates: list[ItemUpdate], factors: np.ndarray | None = None,
                nodes: list[int] | None = None) -> list[ItemUpdate | None]:
