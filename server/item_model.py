@@ -20,6 +20,7 @@ from fedrec.common.optim import (
     MAX_HALVING,
     MAX_LR,
     STEP_RULES,
+    FirstMoves,
     check_halving,
     make_step_rule,
 )
@@ -48,7 +49,7 @@ class ItemModel:
                                          halving)
         # The Count rule counts devices, each once per row: the rows each node has moved.
         self.counts_moves = COUNT in (step_rule, self.bias_step_rule)
-        self._moved: dict[int, np.ndarray] = {}
+        self._moved = FirstMoves()
 
     @property
     def n_items(self) -> int:
@@ -79,15 +80,7 @@ class ItemModel:
         most one to a row's count over the whole run, however often it is sampled (a
         device sending moves on every row every round would otherwise shrink every row's
         step round after round: a freezing attack)."""
-        ids = np.asarray(ids, dtype=np.int64)
-        have = self._moved.get(node)
-        if have is None:
-            self._moved[node] = ids.copy()
-            return np.ones(len(ids), dtype=bool)
-        new = ~np.isin(ids, have, assume_unique=True)
-        if new.any():
-            self._moved[node] = np.union1d(have, ids[new])
-        return new
+        return self._moved.new(node, ids)
 
     def apply(self, agg: Aggregate, round_number: int, counts: np.ndarray | None = None
               ) -> bool:
@@ -137,7 +130,7 @@ class ItemModel:
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, float | int | str]]:
         """Everything the model is, as arrays and scalars (what a checkpoint stores)."""
         arrays = {"factors": self.params.factors, "bias": self.params.bias,
-                  "version": self.version, "moved": self._moved_pairs()}
+                  "version": self.version, "moved": self._moved.pairs()}
         for prefix, rule in self._rules():
             arrays.update({prefix + k: v for k, v in rule.state().items()})
         meta = {"step-rule": self.step_rule, "lr": self.lr,
@@ -145,15 +138,6 @@ class ItemModel:
                 "halving": self.halving, "round": self.round, "mean": float(self.params.mean),
                 "refused-steps": self.refused_steps}
         return arrays, meta
-
-    def _moved_pairs(self) -> np.ndarray:
-        """:meth:`first_moves`' record as (node, row) pairs, by node then row."""
-        nodes = sorted(self._moved)
-        if not nodes:
-            return np.empty((0, 2), dtype=np.uint64)
-        return np.concatenate([np.column_stack([np.full(len(self._moved[n]), n, np.uint64),
-                                                self._moved[n].astype(np.uint64)])
-                               for n in nodes])
 
     def _rules(self) -> tuple:
         return (("factor-rule.", self._factor_rule), ("bias-rule.", self._bias_rule))
@@ -202,7 +186,8 @@ class ItemModel:
         model = cls(params, str(rule), float(lr), str(bias_rule), float(bias_lr),
                     float(halving))
         model.version = np.array(version)
-        model._moved = _moved_from_pairs(arrays.get("moved", np.empty((0, 2), np.uint64)), n)
+        model._moved = FirstMoves.from_pairs(arrays.get("moved", np.empty((0, 2), np.uint64)),
+                                             n)
         model.round, model.refused_steps = int(meta["round"]), int(meta["refused-steps"])
         for prefix, step_rule in model._rules():
             state = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
@@ -222,24 +207,6 @@ class ItemModel:
     def changed_since(self, version: int) -> np.ndarray:
         """Ids of the rows moved after ``version`` (a round number)."""
         return np.flatnonzero(self.version > version)
-
-
-def _moved_from_pairs(pairs: np.ndarray, n_items: int) -> dict[int, np.ndarray]:
-    """The rows each node moved, from :meth:`ItemModel._moved_pairs`' array, checked (a
-    checkpoint may be damaged): ValueError naming what is wrong."""
-    if pairs.dtype != np.uint64 or pairs.ndim != 2 or pairs.shape[1] != 2:
-        raise ValueError(f"moved must be uint64 (node, row) pairs. Found {pairs.dtype} "
-                         f"{pairs.shape}.")
-    if len(pairs) and pairs[:, 1].max() >= n_items:
-        raise ValueError(f"moved names a row beyond the table's {n_items}")
-    if not len(pairs):
-        return {}
-    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
-    if len(pairs) > 1 and not ((np.diff(pairs[order], axis=0) != 0).any(axis=1)).all():
-        raise ValueError("moved repeats a (node, row) pair")
-    nodes, starts = np.unique(pairs[order, 0], return_index=True)
-    rows = np.split(pairs[order, 1].astype(np.int64), starts[1:])
-    return {int(node): r for node, r in zip(nodes, rows, strict=True)}
 
 
 def is_finite_number(value: object) -> bool:

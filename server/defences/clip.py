@@ -54,21 +54,20 @@ class LearnedClip(Defence):
         self.factor, self.window = factor, window
         self.recent: OrderedDict[int, float] = OrderedDict()  # node -> its longest row
 
-    def _bound(self, updates: list[ItemUpdate], nodes: list[int] | None) -> float | None:
-        if nodes is None:
-            return learned_bound(updates, self.factor)
-        if len(nodes) != len(updates):
-            raise ValueError(f"{len(nodes)} nodes for {len(updates)} updates")
-        now = 0
-        for node, u in zip(nodes, updates, strict=True):
-            if len(u.ids):
-                self.recent[node] = float(row_norms(u).max())
-                self.recent.move_to_end(node)
-                now += 1
-        while len(self.recent) > max(self.window, now):  # (this round's are the newest)
-            self.recent.popitem(last=False)
-        if not now:
+    def _bound(self, norms: list[np.ndarray], nodes: list[int] | None) -> float | None:
+        """The bound from each update's row norms (and the window, given the nodes)."""
+        longest = [(i, float(n.max())) for i, n in enumerate(norms) if len(n)]
+        if not longest:
             return None
+        if nodes is None:
+            return self.factor * float(np.median([v for _, v in longest]))
+        if len(nodes) != len(norms):
+            raise ValueError(f"{len(nodes)} nodes for {len(norms)} updates")
+        for i, value in longest:
+            self.recent[nodes[i]] = value
+            self.recent.move_to_end(nodes[i])
+        while len(self.recent) > max(self.window, len(longest)):  # (this round's: newest)
+            self.recent.popitem(last=False)
         return self.factor * float(np.median(list(self.recent.values())))
 
     def state(self) -> dict:
@@ -83,13 +82,13 @@ class LearnedClip(Defence):
 
     def screen(self, updates: list[ItemUpdate], factors: np.ndarray | None = None,
                nodes: list[int] | None = None) -> list[ItemUpdate | None]:
-        bound = self._bound(updates, nodes)
+        all_norms = [row_norms(u) for u in updates]  # (once: for the bound and the cut)
+        bound = self._bound(all_norms, nodes)
         self.last = {"bound": bound or 0.0, "rows": 0.0}
         if bound is None:
             return list(updates)
         out: list[ItemUpdate | None] = []
-        for u in updates:
-            norms = row_norms(u)
+        for u, norms in zip(updates, all_norms, strict=True):
             long = norms > bound
             if not long.any():
                 out.append(u)

@@ -30,6 +30,18 @@ NAME = "freeze"
 TINY = 1e-6  # a move's norm by default: the counts, not the moves, are the attack
 
 
+def check(freezers: int, norm: float, max_norm: float) -> None:
+    """Freezers a replay can run: a count >= 0 and a move the server's checks accept, in
+    (0, ``max_norm``] (one it refuses would leave a run with no attack in it, silently).
+    ValueError naming the value."""
+    if isinstance(freezers, bool) or not isinstance(freezers, int) or freezers < 0:
+        raise ValueError(f"freezers must be a whole number >= 0. Found {freezers!r}.")
+    if freezers and not (isinstance(norm, int | float) and np.isfinite(norm)
+                         and 0 < norm <= max_norm):
+        raise ValueError(f"freeze-norm must be in (0, {max_norm:g}] (the server's "
+                         f"max-norm). Found {norm!r}.")
+
+
 def freeze_update(n_rows: int, n_factors: int, norm: float, rng: np.random.Generator
                   ) -> ItemUpdate:
     """Every one of ``n_rows`` rows moved in a random direction at ``norm`` (factors and

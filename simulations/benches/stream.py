@@ -15,6 +15,7 @@ import numpy as np
 from fedrec.client.stream import MODES
 from fedrec.common.settings import RunSettings
 from fedrec.simulations.attacks.stream_freeze import TINY
+from fedrec.simulations.attacks.stream_freeze import check as check_freezers
 from fedrec.simulations.benches.results import save_figure
 from fedrec.simulations.engines.ray_replay import replay_on_ray
 from fedrec.simulations.engines.replay import (
@@ -58,9 +59,10 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
     unknown = set(engines) - set(ENGINES)
     if unknown or not engines:
         raise ValueError(f"engines must be among {', '.join(ENGINES)}. Found {engines}.")
-    if freezers < 0 or (freezers and ("ray" in engines or workers != 1)):
-        raise ValueError(f"freezers must be >= 0, and run on the in-process engine with one "
-                         f"worker. Found {freezers}.")
+    check_freezers(freezers, freeze_norm, s.run.max_norm)
+    if freezers and ("ray" in engines or workers != 1):
+        raise ValueError(f"freezers run on the in-process engine with one worker. Found "
+                         f"{freezers} freezers, engines {engines}, workers={workers}.")
     variants = dict(variants or {})
     for key in variants:
         if not VARIANT_NAME.fullmatch(key):

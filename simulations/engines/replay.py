@@ -46,6 +46,7 @@ from fedrec.server.mean import fallback_mean
 from fedrec.server.rounds import RoundLoop
 from fedrec.server.strategy import FedRec
 from fedrec.simulations.attacks.stream_freeze import TINY, freeze_client_app
+from fedrec.simulations.attacks.stream_freeze import check as check_freezers
 from fedrec.simulations.engines.inprocess import InProcessGrid, Observer
 from fedrec.simulations.engines.prequential import Sums
 from fedrec.simulations.engines.table_archive import ArchiveKeeper, SharedKeeper, TableArchive
@@ -158,10 +159,11 @@ class FederatedStream:
         config = self.run.to_run_config()
         devices = client_app if workers == 1 else build_client_app
         self.archive: TableArchive | None = None
-        if freezers < 0 or (freezers and (grid is not None or workers != 1
-                                          or self.run.sync != "full")):
-            raise ValueError(f"freezers must be >= 0, and run in process, with one worker "
-                             f"and full sync. Found {freezers}.")
+        check_freezers(freezers, freeze_norm, self.run.max_norm)
+        if freezers and (grid is not None or workers != 1 or self.run.sync != "full"):
+            raise ValueError(f"freezers run in process, with one worker and full sync. "
+                             f"Found {freezers} freezers with workers={workers}, "
+                             f"sync={self.run.sync}.")
         if freezers:
             devices = freeze_client_app(t.n_users, freeze_norm, config, self.run.seed)
         if grid is not None:  # another engine's devices: each keeps its own table

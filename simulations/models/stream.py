@@ -37,7 +37,7 @@ from fedrec.common.metrics import (
     rank_among,
 )
 from fedrec.common.mf import MatrixFactorization, MFConfig
-from fedrec.common.optim import COUNT, DEFAULT_HALVING, make_step_rule
+from fedrec.common.optim import COUNT, DEFAULT_HALVING, FirstMoves, make_step_rule
 from fedrec.common.segments import Segments
 from fedrec.common.stream import Tick, Timeline
 from fedrec.simulations.engines.prequential import K, Sums
@@ -134,8 +134,7 @@ class OnlineMF:
             self._rules = (make_step_rule(item_rule, item_rule_lr, self.q.shape, halving),
                            make_step_rule(bias_rule, bias_rule_lr, self.bi.shape, halving))
         # As the server counts for the Count rule: each user once per row.
-        self._touched: dict[int, set[int]] | None = (
-            {} if COUNT in (item_rule, bias_rule) else None)
+        self._moved = FirstMoves() if COUNT in (item_rule, bias_rule) else None
 
     @property
     def mean(self) -> float:
@@ -177,10 +176,11 @@ class OnlineMF:
             self.q[rows], self.bi[rows] = q, b
             return
         counts = None
-        if self._touched is not None:
-            seen = self._touched.setdefault(u, set())
-            counts = np.array([0.0 if r in seen else 1.0 for r in rows.tolist()])
-            seen.update(rows.tolist())
+        if self._moved is not None:
+            order = np.argsort(rows)  # (rows are unique; the record takes them sorted)
+            first = np.empty(len(rows), dtype=bool)
+            first[order] = self._moved.new(u, rows[order])
+            counts = first.astype(np.float64)
         self._rules[0].step(self.q, rows, self.q[rows] - q, counts)
         self._rules[1].step(self.bi, rows, self.bi[rows] - b, counts)
 

@@ -176,6 +176,12 @@ def test_200_random_bit_flips_never_load_as_a_different_model(tmp_path):
     (None, {"run": {"seen": {"7": 1}}}, "seen must list"),
     ({"factor-rule.v": np.full((30, 4), -1.0, np.float32)}, None, "must be >= 0"),
     (None, {"run": {"clip-recent": [[7, 0.1], [7, 0.2]]}}, "clip-recent must list distinct"),
+    (None, {"run": {"clip-recent": None}}, "clip-recent must list distinct"),
+    (None, {"run": {"clip-recent": {"7": 0.1}}}, "clip-recent must list distinct"),
+    (None, {"run": {"clip-recent": [[2**64, 0.1]]}}, "clip-recent must list distinct"),
+    (None, {"run": {"clip-recent": [[7, float("nan")]]}}, "clip-recent must list distinct"),
+    (None, {"run": {"clip-recent": [[7, None]]}}, "clip-recent must list distinct"),
+    (None, {"run": {"clip-recent": [[True, 0.1]]}}, "clip-recent must list distinct"),
     (None, {"run": {"clip-recent": [[-1, 0.1]]}}, "clip-recent must list distinct"),
     (None, {"run": {"clip-recent": [[7, -0.1]]}}, "clip-recent must list distinct"),
     (None, {"run": {"clip-recent": [[7, "big"]]}}, "clip-recent must list distinct"),
@@ -305,7 +311,9 @@ def test_a_count_rules_counts_are_checked_and_its_halving_comes_back(tmp_path):
     assert loaded.first_moves(7, np.array([1, 2])).tolist() == [False, True]
     for damaged, problem in ((np.array([[7, 30]], np.uint64), "moved names a row beyond"),
                              (np.array([[7, 1], [7, 1]], np.uint64), "moved repeats"),
-                             (np.array([[7, 1]], np.int64), "moved must be uint64")):
+                             (np.array([[7, 1]], np.int64), "moved must be uint64"),
+                             (np.array([[7, 1, 2]], np.uint64), "moved must be uint64"),
+                             (np.array([7, 1], np.uint64), "moved must be uint64")):
         rewrite(path, {"moved": damaged})
         with pytest.raises(CheckpointError, match=problem):
             Checkpoint(path).load()

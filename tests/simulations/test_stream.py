@@ -444,8 +444,10 @@ def test_a_freezer_in_every_round_adds_one_to_each_rows_count_and_nothing_to_the
     totals = frozen.sums.totals()
     assert totals["scored"] == honest.sums.totals()["scored"]
     assert kind == "implicit" or totals["scored"] == len(frozen.timeline)  # (first ones)
-    with pytest.raises(ValueError, match="freezers must be >= 0"):
+    with pytest.raises(ValueError, match="freezers run in process, with one worker"):
         FederatedStream(s, freezers=1, workers=2)
+    with pytest.raises(ValueError, match="freezers must be a whole number >= 0"):
+        FederatedStream(s, freezers=-1)
 
 
 def test_the_command_runs_freezers_and_refuses_them_where_they_cannot_run(shop, tmp_path,
@@ -465,9 +467,13 @@ def test_the_command_runs_freezers_and_refuses_them_where_they_cannot_run(shop, 
     assert record["models"]["federated-incremental"]["messages"] >= 2 * ticks
     capsys.readouterr()
     for bad in (["--freezers", "-1"], ["--freezers", "1", "--workers", "2"],
-                ["--freezers", "1", "--engines", "ray"]):
+                ["--freezers", "1", "--engines", "ray"],
+                ["--freezers", "1", "--freeze-norm", "0"],
+                ["--freezers", "1", "--freeze-norm", "-1"],
+                ["--freezers", "1", "--freeze-norm", "nan"],
+                ["--freezers", "1", "--freeze-norm", "11"]):  # (over max-norm: refused)
         code = main(["bench", "stream", "--dataset", shop, "--kind", "explicit", "--models",
                      "federated-incremental", "--tick-events", "50", "--quiet", "--out",
                      str(tmp_path / "no.json"), *bad])
-        assert code != 0 and "freezers" in capsys.readouterr().err, bad
+        assert code != 0 and "freeze" in capsys.readouterr().err, bad
     assert not (tmp_path / "no.json").exists()
