@@ -47,7 +47,7 @@ from fedrec.client.sync import (
     store_state,
     synced_table,
 )
-from fedrec.common import pairs, privacy, records
+from fedrec.common import neighbours, pairs, privacy, records
 from fedrec.common.negatives import negative_pool
 from fedrec.common.partition import (
     UserRows,
@@ -60,6 +60,8 @@ from fedrec.common.secagg import Block, densify, mean_vector
 from fedrec.common.settings import RunSettings
 
 STREAM = "stream"  # context.state: ConfigRecord {seen, trained}, the device's timeline cursor
+RESIDUALS = "neighbour-residuals"  # context.state: ArrayRecord {values}, one per event seen
+NEIGHBOUR_TABLE = "neighbour-table"  # context.state: ArrayRecord {ids, sims, version}
 
 
 def within(rows: UserRows, n_items: int) -> UserRows:
@@ -181,8 +183,13 @@ def _stream_train(msg: Message, rc: RoundConfig, context: Context, run_config: M
     if STREAM in context.state.config_records:
         saved = context.state[STREAM]
         cursor = Cursor(int(saved["seen"]), int(saved["trained"]))
+    table_n = _neighbour_table(msg, rc, context, len(factors))
+    residuals = None
+    if RESIDUALS in context.state.array_records:
+        residuals = records.array_view(context.state[RESIDUALS]["values"])
     device = StreamDevice(d.item[events], d.value[events], d.timestamp[events], events,
-                          _load_user(context, None), cursor, seed=_seed(rc, context))
+                          _load_user(context, None), cursor, seed=_seed(rc, context),
+                          residuals=residuals)
     mean = float(rc.need("mean"))
     seen_before = cursor.seen
     pool = None if config.explicit else round_pool(config, rc, len(factors))
@@ -191,7 +198,7 @@ def _stream_train(msg: Message, rc: RoundConfig, context: Context, run_config: M
     scores = device.arrive(int(rc.need("until")), factors, bias, mean, config,
                            table.static.get("listed"),
                            7.0 if rc.new_days is None else rc.new_days, rc.rating_range, pool,
-                           segments)
+                           segments, table_n)
     new = slice(seen_before, device.cursor.seen)
     rating_sum = float(device.values[new].sum()) if config.explicit else 0.0
     update, metrics = device.train(factors, bias, mean, config, str(rc.need("stream_mode")),
@@ -200,13 +207,40 @@ def _stream_train(msg: Message, rc: RoundConfig, context: Context, run_config: M
     _save(context, device, None)  # (timeline replays are simulated: no device store)
     context.state[STREAM] = ConfigRecord({"seen": device.cursor.seen,
                                           "trained": device.cursor.trained})
+    context.state[RESIDUALS] = records.arrays_to_record({"values": device.residuals})
     # μ is pooled from sums of the ratings learned this round (aggregate-only, as `query`).
     metrics = {**metrics, **scores, "rating-sum": rating_sum,
                "rating-count": float(new.stop - new.start),
                "device-s": time.perf_counter() - started}
-    return Message(RecordDict({records.UPDATE: records.update_to_record(update),
-                               records.METRICS: records.metrics_to_record(metrics)}),
-                   reply_to=msg)
+    content = RecordDict({records.UPDATE: records.update_to_record(update),
+                          records.METRICS: records.metrics_to_record(metrics)})
+    if table_n is not None:
+        content[neighbours.RECORD] = records.arrays_to_record(device.contribution())
+    return Message(content, reply_to=msg)
+
+
+def _neighbour_table(msg: Message, rc: RoundConfig, context: Context, n_items: int
+                     ) -> neighbours.NeighbourTable | None:
+    """The neighbours part's table (:mod:`fedrec.common.neighbours`) when the run has
+    the part: the one the message brings (kept in ``context.state``), or else the one
+    kept, which must be the round's version (ValueError otherwise: the error reply makes
+    the server send it again)."""
+    if rc.neighbours_version is None:
+        return None
+    if neighbours.RECORD in msg.content.array_records:
+        arrays = records.record_to_arrays(msg.content[neighbours.RECORD])
+        table = neighbours.NeighbourTable.from_arrays(arrays, n_items)
+        context.state[NEIGHBOUR_TABLE] = records.arrays_to_record(
+            {**table.arrays(), "version": np.array([rc.neighbours_version], np.int64)})
+        return table
+    if NEIGHBOUR_TABLE not in context.state.array_records:
+        raise ValueError(f"neighbours: the round's table (version "
+                         f"{rc.neighbours_version}) was not sent and none is kept")
+    kept = records.record_to_arrays(context.state[NEIGHBOUR_TABLE])
+    if int(kept["version"][0]) != rc.neighbours_version:
+        raise ValueError(f"neighbours: the kept table is version {int(kept['version'][0])}, "
+                         f"the round's {rc.neighbours_version}")
+    return neighbours.NeighbourTable.from_arrays(kept, n_items)
 
 
 def from_legacy(msg: Message, kind: str) -> RecordDict:

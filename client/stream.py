@@ -34,6 +34,7 @@ from fedrec.common.metrics import (
     prequential_sums,
     rank_among,
 )
+from fedrec.common.neighbours import NeighbourTable
 from fedrec.common.params import known_ids
 from fedrec.common.schema import ItemUpdate, TrainConfig
 from fedrec.common.segments import Segments
@@ -130,7 +131,8 @@ class StreamDevice:
 
     def __init__(self, items: np.ndarray, values: np.ndarray, times: np.ndarray,
                  positions: np.ndarray | None = None, state: UserState | None = None,
-                 cursor: Cursor | None = None, seed: int = 0) -> None:
+                 cursor: Cursor | None = None, seed: int = 0,
+                 residuals: np.ndarray | None = None) -> None:
         self.items = np.asarray(items, dtype=np.int64)
         self.values = np.asarray(values, dtype=np.float32)
         self.times = np.asarray(times, dtype=np.int64)
@@ -146,6 +148,17 @@ class StreamDevice:
         self.cursor = cursor or Cursor()
         self.rng = np.random.default_rng(seed)
         self._table: WorkingTable | None = None  # the item rows as this device moved them
+        # The neighbours part (common.neighbours): the residual of each event seen, against
+        # the baseline μ + b_u + b_i when it was scored (NaN: seen without the part), and
+        # the ratings of the last arrival the device has not sent yet.
+        self.residuals = np.full(self.cursor.seen, np.nan, dtype=np.float32)
+        if residuals is not None:
+            residuals = np.asarray(residuals, dtype=np.float32)
+            if residuals.shape != (self.cursor.seen,):
+                raise ValueError(f"residuals: {residuals.shape} for {self.cursor.seen} "
+                                 f"events seen")
+            self.residuals = residuals.copy()
+        self._contribution = (np.empty(0, np.int64), np.empty(0, np.float32))
 
     def arrived(self, until: int) -> int:
         """How many of the device's events come before timeline position ``until``."""
@@ -155,8 +168,8 @@ class StreamDevice:
     def arrive(self, until: int, factors: np.ndarray, bias: np.ndarray, mean: float,
                config: TrainConfig, listed: np.ndarray | None = None, new_days: float = 7.0,
                rating_range: tuple[float, float] = (-np.inf, np.inf),
-               pool: np.ndarray | None = None, segments: Segments | None = None
-               ) -> dict[str, float]:
+               pool: np.ndarray | None = None, segments: Segments | None = None,
+               neighbours: NeighbourTable | None = None) -> dict[str, float]:
         """Score, then learn, every event before position ``until`` not seen yet; returns
         the pooled score sums.
 
@@ -168,13 +181,19 @@ class StreamDevice:
         (:func:`~fedrec.common.negatives.negative_pool`), the only items negatives are drawn
         from when given. ``segments`` (:mod:`fedrec.common.segments`, a bench's
         instrument): the scores are also summed for the device's user segment (by its
-        events in the whole timeline) and for events on tail items.
+        events in the whole timeline) and for events on tail items. ``neighbours`` (ratings;
+        the run has the neighbours part, :mod:`fedrec.common.neighbours`): its table adds
+        the part to each prediction, and each event's residual is kept and, for an item
+        the device has not rated before, sent with the next reply (:meth:`contribution`).
         """
         k = factors.shape[1]
         if self.user is None or self.user.factors.shape != (k,):
             self.user = UserState(
                 self.rng.normal(0.0, config.init_std, size=k).astype(np.float32), 0.0)
         start, stop = self.cursor.seen, self.arrived(until)
+        self.residuals = np.concatenate([self.residuals[:start],
+                                         np.full(stop - start, np.nan, np.float32)])
+        self._contribution = (np.empty(0, np.int64), np.empty(0, np.float32))
         # (events arrive only for listed items: one past the table is refused by name)
         known_ids("item", self.items[start:stop], len(factors))
         self._table = WorkingTable(factors, bias)  # the device's copy of the item side
@@ -191,7 +210,7 @@ class StreamDevice:
                 tail = tail_items[self.items[start:stop]]
             if config.explicit:
                 self._arrive_ratings(start, stop, mean, config, new, rating_range, sums,
-                                     group, tail)
+                                     group, tail, neighbours)
             else:
                 self._arrive_implicit(start, stop, config, new, sums, pool, group, tail,
                                       tail_items)
@@ -200,7 +219,8 @@ class StreamDevice:
 
     def _arrive_ratings(self, start: int, stop: int, mean: float, config: TrainConfig,
                         new: np.ndarray, rating_range: tuple[float, float], sums: dict,
-                        group: str | None, tail: np.ndarray) -> None:
+                        group: str | None, tail: np.ndarray,
+                        neighbours: NeighbourTable | None = None) -> None:
         p = self.user.factors.astype(np.float64)
         bu = float(self.user.bias)
         lr, reg, reg_b = config.lr, config.reg, config.reg_bias
@@ -208,16 +228,46 @@ class StreamDevice:
         w = self._table
         at = w.slots(self.items[start:stop])
         q_all, b_all = w.q, w.b
+        if neighbours is not None:  # the user's residuals over the catalogue, as known
+            n_items = w.shape[0]
+            residual, rated = np.zeros(n_items), np.zeros(n_items)
+            kept = ~np.isnan(self.residuals[:start])
+            residual[self.items[:start][kept]] = self.residuals[:start][kept]
+            rated[self.items[:start][kept]] = 1.0
+            first = rated[self.items[start:stop]] == 0  # items not rated (sent) before
+            width = high - low
         for j in range(stop - start):  # per event: score, then one SGD step
-            i = at[j]
+            i, item = at[j], self.items[start + j]
             q = q_all[i]
-            pred = mean + bu + b_all[i] + q @ p
-            add_rating_score(sums, min(max(pred, low), high) - self.values[start + j], new[j],
-                             group, bool(tail[j]))
+            base = mean + bu + b_all[i]
+            pred = base + q @ p  # what the factors and biases learn from
+            shown = pred if neighbours is None else \
+                pred + neighbours.term(item, residual, rated)
+            value = self.values[start + j]
+            add_rating_score(sums, min(max(shown, low), high) - value, new[j], group,
+                             bool(tail[j]))
+            if neighbours is not None:  # (within the scale's width, as the server checks)
+                e = min(max(value - base, -width), width)
+                self.residuals[start + j] = e
+                residual[item], rated[item] = e, 1.0
             p, bu, q_all[i], b_all[i] = online_rating_step(
-                p, bu, q, b_all[i], pred - self.values[start + j], lr, reg, reg_b)
+                p, bu, q, b_all[i], pred - value, lr, reg, reg_b)
             w.counts[i] += 1
         self.user = UserState(p.astype(np.float32), bu)
+        if neighbours is not None:  # each item's first rating, once (a repeat stays here)
+            items = self.items[start:stop]
+            _, once = np.unique(items, return_index=True)
+            mask = np.zeros(len(items), dtype=bool)
+            mask[once] = True
+            mask &= first
+            self._contribution = (items[mask].astype(np.int64),
+                                  self.residuals[start:stop][mask].astype(np.float32))
+
+    def contribution(self) -> dict[str, np.ndarray]:
+        """The neighbours part's share of the next reply: the items first rated in the last
+        arrival (in time order) and the residual on each."""
+        items, residuals = self._contribution
+        return {"items": items, "residuals": residuals}
 
     def _arrive_implicit(self, start: int, stop: int, config: TrainConfig, new: np.ndarray,
                          sums: dict, pool: np.ndarray | None, group: str | None,

@@ -39,6 +39,8 @@ KEYS: dict[str, tuple[str, type, str]] = {
     "buffer": ("buffer", int, "replay: events an incremental device keeps"),
     "replay": ("replay", float, "replay: older events replayed per new one"),
     "new-days": ("new_days", float, "replay: days a listing counts as new"),
+    "neighbours-version": ("neighbours_version", int, "replay: the neighbours table's "
+                           "version (common.neighbours), sent only to devices without it"),
     "secagg-weighting": ("secagg_weighting", str, "secagg: the fold's weighting"),
     "secagg-cap": ("secagg_cap", float, "secagg: the capped weighting's cap"),
     "secagg-query": ("secagg_query", str, "secagg: 'mean' for the μ query's rounds"),
@@ -85,6 +87,7 @@ class RoundConfig:
     buffer: int | None = None
     replay: float | None = None
     new_days: float | None = None
+    neighbours_version: int | None = None
     secagg_weighting: str | None = None
     secagg_cap: float | None = None
     secagg_query: str | None = None

@@ -40,6 +40,7 @@ import numpy as np
 
 from fedrec.server.defences.clip import MAX_WINDOW
 from fedrec.server.item_model import ItemModel
+from fedrec.server.neighbours import STATE as NEIGHBOUR_STATE
 from fedrec.server.stopping import STATE as STOP_STATE
 
 FORMAT = 2  # 2: sealed (digest, optional MAC). 1 had no seal and is refused.
@@ -47,7 +48,7 @@ _DOMAIN = b"fedrec-checkpoint-2\n"
 RUN_ARRAY = "run/"  # the name prefix of the run's state arrays beside the model's
 # The parts of the server that keep arrays in a checkpoint (``run/OWNER.FIELD``); an array
 # under ``run/`` that none of them owns is refused on load, as an unknown model array is.
-RUN_ARRAY_OWNERS = (STOP_STATE,)
+RUN_ARRAY_OWNERS = (STOP_STATE, NEIGHBOUR_STATE)
 
 
 class CheckpointError(ValueError):

@@ -23,6 +23,7 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from fedrec.common import records
 from fedrec.common.negatives import negative_pool, pool_seed
+from fedrec.common.neighbours import RECORD as NEIGHBOURS
 from fedrec.common.replies import TRAIN, Bounds, MetricSchema, evaluate_schema
 from fedrec.common.round_config import EVALUATE_ON
 from fedrec.common.schema import InvalidReplyError, ItemUpdate, TrainConfig, validate_update
@@ -34,6 +35,8 @@ from fedrec.server.defences import Defence
 from fedrec.server.item_model import ItemModel
 from fedrec.server.layers import ServerLayer
 from fedrec.server.listings import ListingSource
+from fedrec.server.neighbours import STATE as NEIGHBOUR_STATE
+from fedrec.server.neighbours import NeighbourServer
 from fedrec.server.publish import PublishedTable
 from fedrec.server.replies import Outbox, Refusals
 from fedrec.server.stopping import STATE as STOP_STATE
@@ -118,6 +121,16 @@ class FedRec(FedAvg):
         self._evaluating = "test"  # what the evaluation round in progress scores
         # Early stopping (fedrec.server.stopping), when the run has it.
         self.stopper: EarlyStop | None = None
+        # The neighbours part of a ratings stream (fedrec.server.neighbours), when the run
+        # has it: its table goes with every train message, and each reply must carry the
+        # device's new ratings' residuals, folded in with its update.
+        self.neighbours: NeighbourServer | None = None
+        self._contributions: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
+        # The table version each node acknowledged (by replying), and what this round sent:
+        # a node is sent the table only when it does not hold the current one. (Not kept in
+        # a checkpoint: a restarted server sends every node the table once more.)
+        self.neighbour_acked: dict[int, int] = {}
+        self.neighbour_pending: dict[int, int] = {}
         for layer in self.layers:
             self.max_norm = layer.norm_bound(self.max_norm, model.params.n_factors)
 
@@ -209,6 +222,24 @@ class FedRec(FedAvg):
 
     def _train_messages(self, config: ConfigRecord, node_ids: list[int],
                         items: ArrayRecord | None) -> list[Message]:
+        messages = self._table_messages(config, node_ids, items)
+        if self.neighbours is None:
+            return messages
+        version = self.neighbours.version
+        table = records.arrays_to_record(self.neighbours.table.arrays())
+        out = []
+        for message in messages:  # the table, to the nodes that do not hold it
+            node = message.metadata.dst_node_id
+            content = RecordDict(dict(message.content.items()))
+            if self.neighbour_acked.get(node) != version:
+                content[NEIGHBOURS] = table
+                self.download += _payload(table)
+            self.neighbour_pending[node] = version
+            out.append(Message(content, message_type=MessageType.TRAIN, dst_node_id=node))
+        return out
+
+    def _table_messages(self, config: ConfigRecord, node_ids: list[int],
+                        items: ArrayRecord | None) -> list[Message]:
         if self.sync == "full":
             items = self.items_record() if items is None else items
             self.download += len(node_ids) * _payload(items)
@@ -234,6 +265,8 @@ class FedRec(FedAvg):
         extra = {"privacy": self.privacy, "rating-min": float(low), "rating-max": float(high)}
         if self.train_config.negative_pool < 1:  # the round's public pool, by its seed
             extra["negative-pool-seed"] = pool_seed(self.seed, server_round, self.pool_rounds)
+        if self.neighbours is not None:
+            extra["neighbours-version"] = self.neighbours.version
         for layer in self.layers:
             extra.update(layer.round_config())
         return records.config_to_record(
@@ -346,19 +379,35 @@ class FedRec(FedAvg):
         arrays (:func:`~fedrec.common.schema.validate_update`) and every metric
         (:attr:`train_schema`)."""
         try:
-            got = records.reply_records(reply.content, {records.UPDATE: ArrayRecord,
-                                                        records.METRICS: MetricRecord})
+            expected = {records.UPDATE: ArrayRecord, records.METRICS: MetricRecord}
+            if self.neighbours is not None:
+                expected[NEIGHBOURS] = ArrayRecord
+            got = records.reply_records(reply.content, expected)
             arrays = records.record_to_arrays(got[records.UPDATE])
             update = validate_update(arrays, self.model.n_items, self.model.params.n_factors,
                                      self.max_norm)
             for layer in self.layers:
                 layer.check(update)
-            return update, self.train_schema.validate(got[records.METRICS], self.bounds)
+            metrics = self.train_schema.validate(got[records.METRICS], self.bounds)
+            if self.neighbours is not None:
+                self._contributions[id(metrics)] = self._contribution(
+                    reply, got[NEIGHBOURS], metrics)
+            return update, metrics
         except InvalidReplyError as exc:
             self.refusals.refuse(server_round, "train", reply, exc.reason, str(exc))
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
             self.refusals.refuse(server_round, "train", reply, "decode", str(exc)[:200])
         return None
+
+    def _contribution(self, reply: Message, record: ArrayRecord, metrics: dict[str, float]
+                      ) -> tuple[int, np.ndarray, np.ndarray]:
+        """A reply's neighbours record, checked (:meth:`NeighbourServer.check`): the node,
+        the items it rated since its last reply, its residual on each."""
+        node = int(reply.metadata.src_node_id)
+        items, res = self.neighbours.check(
+            node, records.record_to_arrays(record), self.model.n_items,
+            self.bounds.width, metrics.get("rating-count", 0.0))
+        return node, items, res
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -375,6 +424,10 @@ class FedRec(FedAvg):
                 self.acked.pop(node, None)  # (a device that lost its table gets it whole)
             elif node in self.pending:
                 self.acked[node] = self.pending.pop(node)
+            if reply.has_error():  # (the neighbours table, likewise)
+                self.neighbour_acked.pop(node, None)
+            elif node in self.neighbour_pending:
+                self.neighbour_acked[node] = self.neighbour_pending.pop(node)
         # Each accepted update is folded into running sums at once (none is kept), unless
         # defences screen the round's updates together first.
         acc = Accumulator(self.model.n_items, self.model.params.n_factors, self.weighting,
@@ -389,6 +442,9 @@ class FedRec(FedAvg):
             acc.add(update)
             if first is not None:
                 first[update.ids[self.model.first_moves(node, update.ids)]] += 1
+            if self.neighbours is not None:
+                _, items, res = self._contributions.pop(id(metrics))
+                self.neighbours.fold(node, items, res, self.model.n_items)
             self.accepted_metrics.append(metrics)
 
         for reply in ok:
@@ -397,6 +453,8 @@ class FedRec(FedAvg):
                 continue
             update, metrics = accepted
             upload += update.nbytes
+            if self.neighbours is not None:  # (as sent: int64 ids, float32 residuals)
+                upload += 12 * len(self._contributions[id(metrics)][1])
             if self.defences:
                 held.append(accepted)
                 node_of[id(metrics)] = int(reply.metadata.src_node_id)
@@ -405,6 +463,9 @@ class FedRec(FedAvg):
         defended = self.screen(held, [node_of[id(m)] for _, m in held])
         for update, metrics in defended:
             fold(update, metrics, node_of[id(metrics)])
+        self._contributions.clear()  # (those of replies set aside are dropped)
+        if self.neighbours is not None:
+            self.neighbours.end_round(server_round)
         agg = acc.result()
         pool = self.round_pool(server_round)
         if pool is not None and self.weighting == "sum":  # (aggregate.py says why)
@@ -444,6 +505,8 @@ class FedRec(FedAvg):
             summary.update(layer.summary())
         if self.listings is not None:
             summary.update(self.listings.summary())
+        if self.neighbours is not None:
+            summary.update(self.neighbours.summary())
         self.history.append({"round": server_round, "train": summary})
         log(INFO, "round %s: %s accepted, %s rejected, %s failed, %s rows updated",
             server_round, accepted, summary["rejected"], len(errors), len(agg.ids))
@@ -468,6 +531,8 @@ class FedRec(FedAvg):
         arrays: dict[str, dict[str, np.ndarray]] = {}
         if self.stopper is not None:
             arrays[STOP_STATE], state[STOP_STATE] = self.stopper.state()
+        if self.neighbours is not None:
+            arrays[NEIGHBOUR_STATE] = self.neighbours.state()
         self.checkpoint.save(self.model, server_round, self.history, state, arrays)
 
     def load_stop_state(self, run: dict, last_round: int) -> None:
@@ -478,6 +543,14 @@ class FedRec(FedAvg):
         self.stopper.load(run.get("arrays", {}).get(STOP_STATE, {}), run[STOP_STATE],
                           last_round, self.model.n_items,
                           self.model.params.n_factors)
+
+    def load_neighbours(self, run: dict) -> None:
+        """Restore the neighbours part from a checkpoint's run state (the part must be
+        set; a checkpoint without it leaves it fresh). ValueError naming the field."""
+        saved = run.get("arrays", {}).get(NEIGHBOUR_STATE)
+        if self.neighbours is None or saved is None:
+            return
+        self.neighbours.load(saved, self.model.n_items, self.bounds.width)
 
     def sync_state(self) -> dict:
         """Delta sync's memory of the devices (a checkpoint's run-state entries): the table

@@ -22,7 +22,7 @@ from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedrec.client import app as device_app
-from fedrec.common import records
+from fedrec.common import neighbours, records
 from fedrec.common.replies import STREAM_TRAIN
 from fedrec.common.schema import ItemUpdate
 
@@ -79,9 +79,12 @@ def freeze_client_app(n_honest: int, norm: float, run_config: Mapping, seed: int
         table = records.record_to_arrays(msg.content[records.ITEMS])
         rng = rngs.setdefault(device, np.random.default_rng([seed, 59, device]))
         update = freeze_update(len(table["bias"]), table["factors"].shape[1], norm, rng)
-        return Message(RecordDict({records.UPDATE: records.update_to_record(update),
-                                   records.METRICS: records.metrics_to_record(no_events())}),
-                       reply_to=msg)
+        content = RecordDict({records.UPDATE: records.update_to_record(update),
+                              records.METRICS: records.metrics_to_record(no_events())})
+        if "neighbours-version" in msg.content[records.CONFIG]:  # (no rating: none to pair)
+            content[neighbours.RECORD] = records.arrays_to_record(
+                {"items": np.empty(0, np.int64), "residuals": np.empty(0, np.float32)})
+        return Message(content, reply_to=msg)
 
     @client.query()
     def _query(msg: Message, context: Context) -> Message:

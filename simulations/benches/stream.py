@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from fedrec.client.stream import MODES
+from fedrec.common.neighbours import MAX_ITEMS as NEIGHBOUR_MAX_ITEMS
 from fedrec.common.settings import RunSettings
 from fedrec.simulations.attacks.stream_freeze import TINY
 from fedrec.simulations.attacks.stream_freeze import check as check_freezers
@@ -37,7 +38,8 @@ def _centralized_config(s: StreamSettings) -> dict:
             "init_std": r.init_std, "seed": r.seed,
             "item_rule": r.server_optimizer, "item_rule_lr": r.server_lr,
             "bias_rule": bias_rule, "bias_rule_lr": bias_rule_lr,
-            "halving": r.server_step_halving}
+            "halving": r.server_step_halving, "neighbours": s.neighbours,
+            "neighbour_history": s.neighbour_history, "neighbour_refresh": s.neighbour_refresh}
 
 
 ENGINES = ("inprocess", "ray")
@@ -75,7 +77,11 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
     window_ticks = max(1, round(len(ticks) * s.window_events / max(1, n)))
     warm_tick = next((t.index for t in ticks if t.start >= s.warmup * n), len(ticks))
     after = slice(warm_tick, None)
-    models = models or default_models(explicit)
+    models = models or default_models(explicit, bool(s.neighbours))
+    if s.neighbours and timeline.n_items > NEIGHBOUR_MAX_ITEMS:
+        raise ValueError(f"neighbours keeps dense statistics for up to "
+                         f"{NEIGHBOUR_MAX_ITEMS:,} items; {s.dataset} has "
+                         f"{timeline.n_items:,} (set neighbours=0)")
     wrong = {"online-bias": "implicit", "recent-popularity": "explicit"}
     for name in models:
         if wrong.get(name) == s.kind:
@@ -114,9 +120,10 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
             extra["mode"], extra["init"], extra["engine"] = variant.mode, variant.init, engine
             if key is not None:
                 extra["variant"] = {"name": key, "run": variant.run.to_run_config()}
-        elif name == "centralized-incremental":
+        elif name in ("centralized-incremental", "centralized-incremental-mf"):
+            plain = replace(s, neighbours=0) if name.endswith("-mf") else s
             sums = sb.centralized_incremental(timeline, ticks, explicit, rr, s.new_days,
-                                              _centralized_config(s), report)
+                                              _centralized_config(plain), report)
         elif name == "online-bias":
             sums = sb.online_bias(timeline, ticks, rr, s.new_days, report)
         elif name == "recent-popularity":
@@ -151,23 +158,32 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
     return out
 
 
-ALL_MODELS = ("federated-incremental", "federated-incremental-neutral",
-              "federated-recursive", "centralized-incremental", "periodic-retrain", "static",
-              "static-foldin", "online-bias", "recent-popularity")
+ALL_MODELS = ("federated-incremental", "federated-incremental-mf",
+              "federated-incremental-neutral", "federated-recursive",
+              "centralized-incremental", "centralized-incremental-mf", "periodic-retrain",
+              "static", "static-foldin", "online-bias", "recent-popularity")
 
 
-def default_models(explicit: bool) -> tuple[str, ...]:
-    base = ("federated-incremental", "federated-incremental-neutral", "federated-recursive",
-            "centralized-incremental", "periodic-retrain", "static", "static-foldin")
+def default_models(explicit: bool, neighbours: bool = False) -> tuple[str, ...]:
+    """Every model that applies; with the neighbours part on (ratings), also the
+    incremental models without it (``-mf``: factors and biases alone), so its gain is
+    measured in the same run."""
+    mf = ("federated-incremental-mf",) if neighbours else ()
+    base = ("federated-incremental", *mf, "federated-incremental-neutral",
+            "federated-recursive", "centralized-incremental",
+            *(("centralized-incremental-mf",) if neighbours else ()), "periodic-retrain",
+            "static", "static-foldin")
     return base + (("online-bias",) if explicit else ("recent-popularity",))
 
 
 def _variant(s: StreamSettings, name: str) -> StreamSettings:
-    """The settings behind a federated model's name."""
+    """The settings behind a federated model's name (``-mf``: without the neighbours
+    part)."""
     parts = name.split("-")[1:]
     mode = parts[0] if parts and parts[0] in MODES else s.mode
     init = "neutral" if "neutral" in parts else s.init
-    return replace(s, mode=mode, init=init)
+    return replace(s, mode=mode, init=init,
+                   neighbours=0 if "mf" in parts else s.neighbours)
 
 
 def plot(record: dict, path: str) -> str:

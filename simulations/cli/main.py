@@ -35,6 +35,7 @@ from fedrec.common.data.errors import DataFormatError
 from fedrec.common.data.interactions import EventType, Interactions
 from fedrec.common.data.registry import DATASETS, ENV_VAR, DatasetNotFoundError, load_dataset
 from fedrec.common.defences import DEFAULT, OFF
+from fedrec.common.neighbours import MAX_ITEMS as NEIGHBOUR_MAX_ITEMS
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.privacy import NAMES as PRIVACY
 from fedrec.common.segments import segments_line
@@ -53,7 +54,7 @@ from fedrec.simulations.benches.simulate import ENGINES, plot, simulate
 from fedrec.simulations.benches.stream import ALL_MODELS, bench_stream
 from fedrec.simulations.benches.stream import plot as stream_plot
 from fedrec.simulations.cli import catalogue as catalogue_cli
-from fedrec.simulations.engines.replay import KINDS
+from fedrec.simulations.engines.replay import KINDS, load_timeline
 from fedrec.simulations.models.presets import (
     STREAM_EXPLICIT,
     STREAM_IMPLICIT,
@@ -177,6 +178,10 @@ def _parser() -> argparse.ArgumentParser:
                              "moving every row (an attack on the server's per-row state)")
     stream.add_argument("--freeze-norm", type=float, default=TINY,
                         help="the norm of each freezer's move on a row (default: %(default)g)")
+    stream.add_argument("--neighbours", type=int,
+                        help="ratings: each item's neighbours in the model's neighbours part "
+                             "(0: off; default: the preset's, off on catalogues too large "
+                             "for its dense statistics)")
     stream.add_argument("--plot", type=Path, help="PNG of the curves (default: beside the JSON)")
     _output_args(stream)
     stream.set_defaults(run=_run_bench_stream)
@@ -661,7 +666,13 @@ def _run_bench_stream(args: argparse.Namespace) -> int:
         tick_events=args.tick_events, tick_seconds=args.tick_seconds,
         mode=args.mode, buffer=args.buffer, replay=args.replay,
         others_share=args.others_share, window_events=args.window, prefix=args.prefix,
-        run=run)
+        neighbours=args.neighbours, run=run)
+    if args.neighbours is None and settings.neighbours:
+        n_items = load_timeline(settings).n_items
+        if n_items > NEIGHBOUR_MAX_ITEMS:
+            print(f"neighbours off: {args.dataset} has {n_items:,} items, more than the "
+                  f"{NEIGHBOUR_MAX_ITEMS:,} its dense statistics are for", file=sys.stderr)
+            settings = replace(settings, neighbours=0)
     models = tuple(m.strip() for m in args.models.split(",")) if args.models else None
     with progress_bar(f"stream {args.dataset} {args.kind}", args.quiet) as update:
         record = bench_stream(settings, models, update, workers=args.workers,

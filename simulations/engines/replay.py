@@ -35,6 +35,8 @@ from flwr.serverapp import Grid
 from fedrec.client.app import app as client_app
 from fedrec.client.app import build_client_app
 from fedrec.client.stream import MODES
+from fedrec.common.neighbours import MAX_ITEMS as NEIGHBOUR_MAX_ITEMS
+from fedrec.common.neighbours import check_k
 from fedrec.common.partition import simulated_timeline
 from fedrec.common.replies import STREAM_TRAIN
 from fedrec.common.settings import RunSettings
@@ -43,6 +45,7 @@ from fedrec.server.app import build_strategy
 from fedrec.server.catalogue import INITS
 from fedrec.server.listings import TimedListings
 from fedrec.server.mean import fallback_mean
+from fedrec.server.neighbours import NeighbourServer
 from fedrec.server.rounds import RoundLoop
 from fedrec.server.strategy import FedRec
 from fedrec.simulations.attacks.stream_freeze import TINY, freeze_client_app
@@ -75,6 +78,12 @@ class StreamSettings:
     retrain_every: float = 0.2
     retrain_epochs: int = 10
     prefix: float = 1.0  # share of the timeline replayed (a warm-up prefix to tune on)
+    # The neighbours part of a ratings model (fedrec.common.neighbours): each item's k
+    # neighbours (0: off), the table refreshed every `neighbour_refresh` rounds, each new
+    # rating paired with a device's latest `neighbour_history` ones.
+    neighbours: int = 0
+    neighbour_refresh: int = 10
+    neighbour_history: int = 200
     run: RunSettings = field(default_factory=RunSettings)
 
     def __post_init__(self) -> None:
@@ -92,6 +101,18 @@ class StreamSettings:
                              "retrain_every in (0, 1]")
         if not 0 < self.prefix <= 1:
             raise ValueError(f"prefix must be in (0, 1]. Found {self.prefix!r}.")
+        check_k(self.neighbours)
+        if self.neighbours:
+            if not self.explicit:
+                raise ValueError("neighbours is a part of the ratings model: it needs "
+                                 "kind=explicit")
+            if self.run.privacy != "plain":
+                raise ValueError(f"neighbours sends each device's residuals in the clear; "
+                                 f"it runs with privacy=plain only. Found "
+                                 f"privacy={self.run.privacy}.")
+            if self.neighbour_refresh < 1 or self.neighbour_history < 1:
+                raise ValueError(f"neighbour_refresh and neighbour_history must be >= 1. "
+                                 f"Found {self.neighbour_refresh}, {self.neighbour_history}.")
 
     @property
     def explicit(self) -> bool:
@@ -155,6 +176,13 @@ class FederatedStream:
         first = max(1, t.listed_by(self.ticks[0].now)) if self.ticks else 1
         self.strategy: FedRec = build_strategy(self.run, first, mean, self.rating_range)
         self.strategy.train_schema = STREAM_TRAIN
+        if s.neighbours:
+            if t.n_items > NEIGHBOUR_MAX_ITEMS:
+                raise ValueError(f"neighbours keeps dense statistics for up to "
+                                 f"{NEIGHBOUR_MAX_ITEMS:,} items; {s.dataset} has "
+                                 f"{t.n_items:,} (set neighbours=0)")
+            self.strategy.neighbours = NeighbourServer(
+                s.neighbours, s.neighbour_history, s.neighbour_refresh, first)
         self.rng = np.random.default_rng(self.run.seed + 17)
         config = self.run.to_run_config()
         devices = client_app if workers == 1 else build_client_app

@@ -300,6 +300,16 @@ STREAM_IMPLICIT = replace(STREAM_EXPLICIT, protocol="implicit-80-20", factors=32
                           server_optimizer="adagrad", server_lr=0.2,
                           server_bias_optimizer="count", server_bias_lr=4.0,
                           server_step_halving=8.0)
+# The ratings model's neighbours part (fedrec.common.neighbours; 2026-12-07), chosen on the
+# same prefix from the preset above (RMSE after the prefix's warm-up; centralized probes,
+# one online step per event, the table refreshed every 1,000 events, each rating paired
+# with the user's latest 200): without the part 0.9543; with every co-rated pair 0.9531;
+# top-k tables, (weight, LAMBDA, SHRINK, k): (1, 10, 50, 50) 0.9533, (1.5, 10, 50, 50)
+# 0.9529, (1, 3, 50, 50) 0.9525, (1, 1, 50, 50) 0.9546, (1.5, 3, 50, 50) 0.9530, (2, 3, 50,
+# 50) 0.9542, (1, 10, 20, 50) 0.9530, (1.5, 3, 20, 50) 0.9563, (1, 10, 50, 100) 0.9532,
+# (1, 3, 50, 20) 0.9528: (1, 3, 50, 50). The federated replay of the prefix agrees: 0.9495
+# without, 0.9478 with k = 50, 0.9481 with k = 20 (at 0.47 of k = 50's table bytes).
+STREAM_NEIGHBOURS = {"explicit": 50, "implicit": 0}
 STREAM_TICK_EVENTS = {"explicit": 100, "implicit": 500}
 STREAM_BUFFER = {"explicit": 100, "implicit": 100}
 # Older events an incremental device replays per new one (chosen above: none, for both
@@ -320,6 +330,6 @@ def stream_settings(dataset: str, kind: str, **overrides: object) -> StreamSetti
                          f"{kind!r}.")
     preset = {"run": STREAM_EXPLICIT if kind == "explicit" else STREAM_IMPLICIT,
               "tick_events": STREAM_TICK_EVENTS[kind], "buffer": STREAM_BUFFER[kind],
-              "replay": STREAM_REPLAY[kind]}
+              "replay": STREAM_REPLAY[kind], "neighbours": STREAM_NEIGHBOURS[kind]}
     given = {k: v for k, v in overrides.items() if v is not None}
     return StreamSettings(dataset=dataset, kind=kind, **{**preset, **given})

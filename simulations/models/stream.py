@@ -37,6 +37,7 @@ from fedrec.common.metrics import (
     rank_among,
 )
 from fedrec.common.mf import MatrixFactorization, MFConfig
+from fedrec.common.neighbours import NeighbourStats, NeighbourTable
 from fedrec.common.optim import COUNT, DEFAULT_HALVING, FirstMoves, make_step_rule
 from fedrec.common.segments import Segments
 from fedrec.common.stream import Tick, Timeline
@@ -114,7 +115,8 @@ class OnlineMF:
                  init_std: float = 0.1, seed: int = 0, bias_lr: float | None = None,
                  negative_weight: float = 1.0, item_rule: str = "sgd",
                  item_rule_lr: float = 1.0, bias_rule: str | None = None,
-                 bias_rule_lr: float | None = None, halving: float = DEFAULT_HALVING) -> None:
+                 bias_rule_lr: float | None = None, halving: float = DEFAULT_HALVING,
+                 neighbours: int = 0, neighbour_history: int = 200) -> None:
         rng = np.random.default_rng(seed)
         self.rng = rng
         self.p = rng.normal(0, init_std, (n_users, n_factors))
@@ -135,6 +137,17 @@ class OnlineMF:
                            make_step_rule(bias_rule, bias_rule_lr, self.bi.shape, halving))
         # As the server counts for the Count rule: each user once per row.
         self._moved = FirstMoves() if COUNT in (item_rule, bias_rule) else None
+        # The neighbours part (ratings; common.neighbours), as the federated run has it:
+        # each user's residuals, the sums over users, the table (:meth:`refresh`).
+        self.k, self.history = neighbours, neighbour_history
+        if neighbours:
+            if not explicit:
+                raise ValueError("neighbours is a part of the ratings model")
+            self.stats = NeighbourStats(n_items)
+            self.table = NeighbourTable.empty(neighbours)
+            self.residual = np.zeros((n_users, n_items))
+            self.rated = np.zeros((n_users, n_items))
+            self.order: list[list[int]] = [[] for _ in range(n_users)]  # rated, in order
 
     @property
     def mean(self) -> float:
@@ -143,13 +156,38 @@ class OnlineMF:
     def score(self, u: int, i: int, n_listed: int) -> float | np.ndarray:
         _known(u, i, len(self.bu), len(self.bi))
         if self.explicit:
-            return self.mean + self.bu[u] + self.bi[i] + self.p[u] @ self.q[i]
+            pred = self.mean + self.bu[u] + self.bi[i] + self.p[u] @ self.q[i]
+            if self.k:
+                pred += self.table.term(i, self.residual[u], self.rated[u])
+            return pred
         return self.q[:n_listed] @ self.p[u] + self.bi[:n_listed]
 
-    def learn(self, u: int, i: int, value: float, n_listed: int) -> None:
+    def refresh(self) -> None:
+        """The neighbours table made anew from the sums (as the server does every few
+        rounds)."""
+        if self.k:
+            self.table = self.stats.table(self.k)
+
+    def _residual(self, u: int, i: int, value: float, width: float) -> None:
+        """The neighbours part's record of user ``u``'s rating of ``i`` (against the
+        baseline before learning it, within ``±width``); a first rating of ``i`` adds the
+        user's pairs to the sums, as a device's reply does."""
+        e = min(max(value - (self.mean + self.bu[u] + self.bi[i]), -width), width)
+        if not self.rated[u, i]:
+            order = self.order[u]
+            old = np.array(order[-self.history:], dtype=np.int64)
+            self.stats.add(old, self.residual[u, old], np.array([i]), np.array([e]),
+                           self.history)
+            order.append(i)
+        self.residual[u, i], self.rated[u, i] = e, 1.0
+
+    def learn(self, u: int, i: int, value: float, n_listed: int,
+              width: float = np.inf) -> None:
         _known(u, i, len(self.bu), len(self.bi))
         p, lr = self.p[u].copy(), self.lr
         if self.explicit:
+            if self.k:
+                self._residual(u, i, value, width)
             self.total += value
             self.count += 1
             err = self.mean + self.bu[u] + self.bi[i] + p @ self.q[i] - value
@@ -211,14 +249,22 @@ class OnlineBias:
 def centralized_incremental(timeline: Timeline, ticks: list[Tick], explicit: bool,
                             rating_range: tuple[float, float], new_days: float,
                             config: dict, progress: Progress | None = None) -> Sums:
-    """Online MF over the stream (``config``: n_factors, lr, reg, reg_bias, negatives,
-    init_std, seed)."""
+    """Online MF over the stream (``config``: :class:`OnlineMF`'s settings, and
+    ``neighbour_refresh``: ticks between the neighbours table's refreshes)."""
+    config = dict(config)
+    refresh = config.pop("neighbour_refresh", 1)
     model = OnlineMF(timeline.n_users, timeline.n_items, explicit=explicit, **config)
     d = timeline.data
+    width = rating_range[1] - rating_range[0]
     replay = _Replay(timeline, ticks, explicit, rating_range, new_days)
+
+    def before_tick(tick: Tick) -> None:  # the server's refresh after every refresh-th round
+        if tick.index and tick.index % refresh == 0:
+            model.refresh()
+
     return replay.run(model.score, lambda e: model.learn(
         int(d.user[e]), int(d.item[e]), float(d.value[e]),
-        timeline.listed_by(int(d.timestamp[e]))), progress)
+        timeline.listed_by(int(d.timestamp[e])), width), progress, before_tick)
 
 
 def online_bias(timeline: Timeline, ticks: list[Tick], rating_range: tuple[float, float],

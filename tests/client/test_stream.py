@@ -145,3 +145,79 @@ def test_a_negative_weight_scales_what_a_streaming_device_pushes_on_its_negative
                                atol=1e-8)
     np.testing.assert_allclose(quarter.bias[~event], 0.25 * one.bias[~event], rtol=1e-5,
                                atol=1e-8)
+
+
+def _table(n_items: int = 12):
+    """Each item's neighbour is the next one (similarity 0.5), the last one's the first."""
+    from fedrec.common.neighbours import NeighbourTable
+
+    ids = np.full((n_items, 2), -1, np.int16)
+    ids[:, 0] = (np.arange(n_items) + 1) % n_items
+    sims = np.where(ids >= 0, 0.5, 0.0).astype(np.float16)
+    return NeighbourTable(ids, sims)
+
+
+def test_the_neighbours_part_adds_the_users_residuals_on_neighbours_and_learns_as_before():
+    """With the part, each prediction adds the term over the residuals the device kept
+    (each against μ + b_u + b_i before its step); the factors and biases take the steps
+    they take without it, so the update is the same."""
+    from fedrec.common.neighbours import LAMBDA, WEIGHT
+
+    items, values = np.array([4, 3, 7, 4]), np.array([5.0, 1.0, 4.0, 2.0], np.float32)
+    p0 = np.array([0.1, -0.2, 0.3, 0.05], np.float32)
+    kw = {"state": UserState(p0.copy(), 0.0), "seed": 3}
+    plain = StreamDevice(items, values, np.arange(4), **kw)
+    with_part = StreamDevice(items, values, np.arange(4), **kw)
+    s_plain = plain.arrive(4, Q, B, 3.0, EXPLICIT, rating_range=(1.0, 5.0))
+    s_part = with_part.arrive(4, Q, B, 3.0, EXPLICIT, rating_range=(1.0, 5.0),
+                              neighbours=_table())
+    p, bu = p0.astype(np.float64), 0.0
+    q, b = Q.astype(np.float64), B.astype(np.float64)
+    residual, want_sq = {}, 0.0
+    for i, r in zip(items, values, strict=True):
+        base = 3.0 + bu + b[i]
+        pred = base + q[i] @ p
+        j = (i + 1) % 12  # the one neighbour
+        term = WEIGHT * 0.5 * residual[j] / (0.5 + LAMBDA) if j in residual else 0.0
+        want_sq += (min(max(pred + term, 1.0), 5.0) - r) ** 2
+        residual[i] = min(max(r - base, -4.0), 4.0)
+        e = pred - r
+        p, q[i] = p - 0.05 * e * q[i], q[i] - 0.05 * e * p
+        bu, b[i] = bu - 0.05 * e, b[i] - 0.05 * e
+    assert s_part["pq-sq-err"] == pytest.approx(want_sq, rel=1e-6)
+    assert s_part["pq-sq-err"] != pytest.approx(s_plain["pq-sq-err"], rel=1e-6)
+    u_plain, _ = plain.train(Q, B, 3.0, EXPLICIT, "recursive", 10)
+    u_part, _ = with_part.train(Q, B, 3.0, EXPLICIT, "recursive", 10)
+    np.testing.assert_array_equal(u_plain.rows, u_part.rows)
+    # Sent: each item's first rating (item 4 rated twice: once), in time order.
+    sent = with_part.contribution()
+    assert sent["items"].tolist() == [4, 3, 7]
+    assert sent["items"].dtype == np.int64 and sent["residuals"].dtype == np.float32
+    assert sent["residuals"][0] == pytest.approx(5.0 - 3.0 - B[4], rel=1e-6)
+
+
+def test_a_device_sends_each_item_once_and_keeps_its_residuals_across_rounds():
+    items = np.array([1, 2, 1, 5])
+    values = np.array([4.0, 3.0, 2.0, 5.0], np.float32)
+    dev = StreamDevice(items, values, np.arange(4), seed=1)
+    dev.arrive(2, Q, B, 3.0, EXPLICIT, rating_range=(1.0, 5.0), neighbours=_table())
+    assert dev.contribution()["items"].tolist() == [1, 2]
+    kept = dev.residuals.copy()
+    # The next round, as the ClientApp restores it: cursor, user and residuals.
+    again = StreamDevice(items, values, np.arange(4), state=dev.user, cursor=dev.cursor,
+                         seed=1, residuals=kept)
+    again.arrive(4, Q, B, 3.0, EXPLICIT, rating_range=(1.0, 5.0), neighbours=_table())
+    assert again.contribution()["items"].tolist() == [5]  # item 1 was sent before
+    assert len(again.residuals) == 4 and np.isfinite(again.residuals).all()
+    with pytest.raises(ValueError, match="residuals"):
+        StreamDevice(items, values, np.arange(4), cursor=Cursor(2, 2), residuals=kept[:1])
+
+
+def test_residuals_stay_within_the_scales_width():
+    """A baseline far off the scale (a damaged table's bias) would give a residual the
+    server refuses; the device keeps it within ±width, so its reply stays valid."""
+    bias = B.copy()
+    bias[2] = -50.0
+    dev = StreamDevice(np.array([2]), np.array([5.0], np.float32), np.array([1]))
+    dev.arrive(1, Q, bias, 3.0, EXPLICIT, rating_range=(1.0, 5.0), neighbours=_table())
+    assert dev.contribution()["residuals"].tolist() == [4.0]

@@ -477,3 +477,112 @@ def test_the_command_runs_freezers_and_refuses_them_where_they_cannot_run(shop, 
                      str(tmp_path / "no.json"), *bad])
         assert code != 0 and "freeze" in capsys.readouterr().err, bad
     assert not (tmp_path / "no.json").exists()
+
+
+def _pair_counts(timeline, history: int) -> np.ndarray:
+    """n_ij by its definition: each user's first rating of each item, in time order, paired
+    with the user's ``history`` distinct items rated before it."""
+    d = timeline.data
+    n = np.zeros((timeline.n_items, timeline.n_items))
+    for u in range(timeline.n_users):
+        events = timeline.user_events(u)
+        items = d.item[events].astype(np.int64)
+        _, first = np.unique(items, return_index=True)
+        order = items[np.sort(first)]
+        for t in range(len(order)):
+            for s in range(max(0, t - history), t):
+                n[order[t], order[s]] += 1
+                n[order[s], order[t]] += 1
+    return n
+
+
+def test_the_neighbours_part_replays_federated_and_centralized_beside_mf_alone(shop):
+    """With the neighbours part every model still scores every event once; the bench runs
+    the incremental models with and without it in the same record; the server's pair
+    counts are the definition's (each device's items counted once, whatever it re-rates),
+    and no honest reply is refused."""
+    s = settings(shop, "explicit", neighbours=5, neighbour_refresh=2, neighbour_history=7,
+                 tick_events=20)
+    record = bench_stream(s)
+    models = record["models"]
+    assert {"federated-incremental-mf", "centralized-incremental-mf"} <= set(models)
+    for name, m in models.items():
+        assert m["scored"] == record["events"], name
+        assert np.isfinite(m["rmse"]), name
+    assert models["federated-incremental"]["rejected"] == {}
+    assert models["federated-incremental"]["rmse"] != models["federated-incremental-mf"]["rmse"]
+    assert (models["centralized-incremental"]["rmse"]
+            != models["centralized-incremental-mf"]["rmse"])
+    fed = FederatedStream(s)
+    fed.replay()
+    server = fed.strategy.neighbours
+    timeline = fed.timeline
+    np.testing.assert_array_equal(server.stats.n, _pair_counts(timeline, 7)[
+        :server.stats.n_items, :server.stats.n_items])
+    d = timeline.data
+    distinct = len(np.unique(d.user.astype(np.int64) * timeline.n_items + d.item))
+    assert sum(len(v) for v in server.items.values()) == distinct
+    assert server.version == 2 * (len(fed.ticks) // 2) and (server.table.ids >= 0).any()
+    assert fed.strategy.rejected == {}
+
+
+def test_the_neighbours_table_goes_only_to_devices_without_it(shop):
+    s = settings(shop, "explicit", neighbours=5, neighbour_refresh=2, tick_events=20)
+    every = FederatedStream(s)
+    every.strategy.neighbour_acked = _Forgetful()  # (as if no device kept the table)
+    every.replay()
+    kept = FederatedStream(s)
+    kept.replay()
+    assert kept.sums.totals() == every.sums.totals()  # the same scores, bit for bit
+    assert kept.summary()["download_bytes"] < every.summary()["download_bytes"]
+
+
+class _Forgetful(dict):
+    def __setitem__(self, key, value) -> None:  # acknowledges nothing
+        pass
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"kind": "implicit"}, "kind=explicit"),
+    ({"run": replace(STREAM_EXPLICIT, factors=4, privacy="dp", server_optimizer="sgd",
+                     server_bias_optimizer="sgd", weighting="uniform")},
+     "privacy=plain only"),
+    ({"neighbours": 10_000}, "neighbours must be"),
+    ({"neighbour_refresh": 0}, "neighbour_refresh"),
+    ({"neighbour_history": 0}, "neighbour_history"),
+])
+def test_neighbours_where_they_cannot_run_are_refused_by_name(shop, change, match):
+    base = {"dataset": shop, "kind": "explicit", "neighbours": 5,
+            "run": replace(STREAM_EXPLICIT, factors=4)}
+    with pytest.raises(ValueError, match=match):
+        StreamSettings(**{**base, **change})
+
+
+def test_freezers_alongside_the_neighbours_part_are_taken_and_add_no_pairs(shop):
+    s = settings(shop, "explicit", neighbours=5, tick_events=50)
+    honest, frozen = FederatedStream(s), FederatedStream(s, freezers=1)
+    honest.replay()
+    frozen.replay()
+    accepted = sum(r["train"]["accepted"] for r in frozen.strategy.history if "train" in r)
+    assert accepted == sum(r["devices"] for r in frozen.log)
+    np.testing.assert_array_equal(frozen.strategy.neighbours.stats.n,
+                                  honest.strategy.neighbours.stats.n)
+
+
+def test_the_command_turns_the_preset_part_off_on_a_catalogue_too_large_for_it(
+        shop, tmp_path, capsys, monkeypatch):
+    import fedrec.simulations.cli.main as cli
+
+    out = tmp_path / "s.json"
+    args = ["bench", "stream", "--dataset", shop, "--kind", "explicit", "--models",
+            "federated-incremental", "--tick-events", "200", "--set", "factors=4",
+            "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    assert json.loads(out.read_text())["settings"]["neighbours"] == 50  # the preset's
+    monkeypatch.setattr(cli, "NEIGHBOUR_MAX_ITEMS", 10)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "neighbours off" in capsys.readouterr().err
+    assert json.loads(out.read_text())["settings"]["neighbours"] == 0
+    assert main([*args, "--neighbours", "3"]) == 0  # asked for: the catalogue fits
+    assert json.loads(out.read_text())["settings"]["neighbours"] == 3
