@@ -105,3 +105,32 @@ def test_the_pairs_model_under_ray_gives_the_in_process_table(ray_engine, tmp_pa
     assert [r["train"]["accepted"] for r in hb] == [n, n]
     assert ha[-1]["evaluate"]["ndcg@10"] == pytest.approx(hb[-1]["evaluate"]["ndcg@10"],
                                                            abs=1e-12)
+
+
+@pytest.mark.slow
+def test_a_ratings_replay_with_the_neighbours_part_under_ray_gives_the_in_process_scores(
+        ray_engine, tmp_path):
+    """The neighbours part's table and each device's kept residuals live in the node's
+    context on Ray as in process: the same scores and sums (to the last bits: Ray's replies
+    arrive in another order, and floating-point sums are summed in it)."""
+    from dataclasses import replace
+
+    from fedrec.simulations.engines.ray_replay import replay_on_ray
+    from fedrec.simulations.engines.replay import FederatedStream, StreamSettings
+    from fedrec.simulations.models.presets import STREAM_EXPLICIT
+
+    shop = generate_shop(ShopConfig(n_users=30, n_items=25, n_events=2_000, seed=2,
+                                    rating_share=1.0))
+    path = write_csv_log(shop, tmp_path / "shop.csv")
+    s = StreamSettings(dataset=f"csv:{path}", kind="explicit", tick_events=20,
+                       neighbours=5, neighbour_refresh=2,
+                       run=replace(STREAM_EXPLICIT, factors=4))
+    local = FederatedStream(s)
+    local.replay()
+    on_ray = replay_on_ray(s)
+    assert on_ray.sums.totals() == pytest.approx(local.sums.totals(), rel=1e-12)
+    assert on_ray.strategy.rejected == {} and (on_ray.strategy.neighbours.table.ids >= 0).any()
+    np.testing.assert_array_equal(on_ray.strategy.neighbours.stats.n,
+                                  local.strategy.neighbours.stats.n)
+    np.testing.assert_allclose(on_ray.strategy.neighbours.stats.sxy,
+                               local.strategy.neighbours.stats.sxy, rtol=1e-12, atol=1e-12)
