@@ -437,14 +437,14 @@ class FedRec(FedAvg):
         node_of: dict[int, int] = {}  # (a held reply's metrics -> its node)
         self.accepted_metrics = []
         upload, held = 0, []
+        folded: list[tuple[int, np.ndarray, np.ndarray]] = []  # neighbours contributions
 
         def fold(update: ItemUpdate, metrics: dict[str, float], node: int) -> None:
             acc.add(update)
             if first is not None:
                 first[update.ids[self.model.first_moves(node, update.ids)]] += 1
             if self.neighbours is not None:
-                _, items, res = self._contributions.pop(id(metrics))
-                self.neighbours.fold(node, items, res, self.model.n_items)
+                folded.append(self._contributions.pop(id(metrics)))
             self.accepted_metrics.append(metrics)
 
         for reply in ok:
@@ -465,6 +465,9 @@ class FedRec(FedAvg):
             fold(update, metrics, node_of[id(metrics)])
         self._contributions.clear()  # (those of replies set aside are dropped)
         if self.neighbours is not None:
+            # By node: the sums do not depend on the order replies arrived in (Ray's).
+            for node, items, res in sorted(folded, key=lambda c: c[0]):
+                self.neighbours.fold(node, items, res, self.model.n_items)
             self.neighbours.end_round(server_round)
         agg = acc.result()
         pool = self.round_pool(server_round)

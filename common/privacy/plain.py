@@ -14,6 +14,8 @@ MODE = Mode(
         "its segment: light, middle or heavy by its count of training events, and how "
         "many of its recommended places, hits and held-out items are tail items); with "
         "stop-patience, the same figures for the latest training event it holds out; for "
-        "a rating model, whether it has ratings and their mean."),
+        "a rating model, whether it has ratings and their mean; in a ratings stream with "
+        "the neighbours part, the items it rated since its last reply and its residual "
+        "on each (rating minus its baseline, which the bias moves above already reveal)."),
     replies=SEGMENTED_REPLIES,
 )

@@ -209,3 +209,23 @@ def test_ratings_of_items_past_the_limit_are_counted_apart(monkeypatch):
     assert server.beyond == 1 and server.stats.n_items == 4
     assert server.items[1].tolist() == [0, 2]
     assert RecordDict  # (imported for the reply helpers' types)
+
+
+def test_the_sums_do_not_depend_on_the_order_replies_arrive_in():
+    """Ray delivers replies in another order than the in-process engine: the server folds a
+    round's contributions by node, so the sums are the same to the bit (in arrival order,
+    floating-point sums of the same products differ in their last bits)."""
+    rng = np.random.default_rng(11)
+    nodes = list(range(1001, 1013))
+    residuals = {node: rng.uniform(-3, 3, 3) for node in nodes}
+    sums = []
+    for order in (nodes, nodes[::-1], [*nodes[5:], *nodes[:5]]):
+        g = InProcessGrid(ClientApp(), len(nodes), {})
+        strategy = strategy_with_neighbours()
+        asked = sent(strategy, g, order, 1)
+        strategy.aggregate_train(1, [reply(asked[n], [0, 1, 2], residuals[n]) for n in order])
+        g.close()
+        sums.append(strategy.neighbours.stats.arrays())
+    for other in sums[1:]:
+        for name, a in sums[0].items():
+            np.testing.assert_array_equal(other[name], a)

@@ -111,8 +111,9 @@ def test_the_pairs_model_under_ray_gives_the_in_process_table(ray_engine, tmp_pa
 def test_a_ratings_replay_with_the_neighbours_part_under_ray_gives_the_in_process_scores(
         ray_engine, tmp_path):
     """The neighbours part's table and each device's kept residuals live in the node's
-    context on Ray as in process: the same scores and sums (to the last bits: Ray's replies
-    arrive in another order, and floating-point sums are summed in it)."""
+    context on Ray as in process: the same sums, bit for bit (Ray's replies arrive in
+    another order; the server folds each round's contributions by node), and the same
+    scores (pooled in arrival order: to the last bit)."""
     from dataclasses import replace
 
     from fedrec.simulations.engines.ray_replay import replay_on_ray
@@ -132,5 +133,5 @@ def test_a_ratings_replay_with_the_neighbours_part_under_ray_gives_the_in_proces
     assert on_ray.strategy.rejected == {} and (on_ray.strategy.neighbours.table.ids >= 0).any()
     np.testing.assert_array_equal(on_ray.strategy.neighbours.stats.n,
                                   local.strategy.neighbours.stats.n)
-    np.testing.assert_allclose(on_ray.strategy.neighbours.stats.sxy,
-                               local.strategy.neighbours.stats.sxy, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(on_ray.strategy.neighbours.stats.sxy,
+                                  local.strategy.neighbours.stats.sxy)
