@@ -34,7 +34,7 @@ from fedrec.common.metrics import (
     prequential_sums,
     rank_among,
 )
-from fedrec.common.neighbours import NeighbourTable
+from fedrec.common.neighbours import NeighbourTable, quantised
 from fedrec.common.params import known_ids
 from fedrec.common.schema import ItemUpdate, TrainConfig
 from fedrec.common.segments import Segments
@@ -247,7 +247,7 @@ class StreamDevice:
             add_rating_score(sums, min(max(shown, low), high) - value, new[j], group,
                              bool(tail[j]))
             if neighbours is not None:  # (within the scale's width, as the server checks)
-                e = min(max(value - base, -width), width)
+                e = float(quantised(min(max(value - base, -width), width)))
                 self.residuals[start + j] = e
                 residual[item], rated[item] = e, 1.0
             p, bu, q_all[i], b_all[i] = online_rating_step(

@@ -50,6 +50,16 @@ MAX_K = 200
 # Chosen on ML-100K's warm-up prefix (simulations/models/presets.py says how).
 SHRINK, MIN_COMMON, WEIGHT, LAMBDA = 50.0, 3, 1.0, 3.0
 EPS = 1e-9
+# Residuals are kept in steps of 2**-12 of a rating: every product and square in the sums is
+# then a whole number of 2**-24 steps, and so is every sum (exactly, in float64, below 2**53
+# steps: some 30 million co-raters of one pair), whatever order devices' ratings are added
+# in: the engine's reply order (Ray's is not the in-process engine's), a restart, a batch.
+STEP = 2.0 ** -12
+
+
+def quantised(residuals: np.ndarray) -> np.ndarray:
+    """Residuals (float64) in steps of :data:`STEP`."""
+    return np.round(np.asarray(residuals, dtype=np.float64) / STEP) * STEP
 
 
 def check_k(k: int) -> None:
@@ -64,7 +74,8 @@ def check_contribution(items: object, residuals: object, counted: np.ndarray,
     them, returned as float64 residuals. Refused by field (:class:`InvalidReplyError`)
     unless ``items`` is an int64 vector of distinct ids in the catalogue, none ``counted``
     for this device before (sorted), no more than the ``claimed`` ratings of its round,
-    and ``residuals`` one finite float per item within ``±width`` (the rating scale's)."""
+    and ``residuals`` one finite float per item within ``±width`` (the rating scale's).
+    The residuals are returned :func:`quantised`."""
     if not isinstance(items, np.ndarray) or items.dtype != np.int64 or items.ndim != 1:
         raise InvalidReplyError("neighbours.items", "expected a 1-d int64 array")
     if not isinstance(residuals, np.ndarray) or residuals.dtype.kind != "f" or \
@@ -86,7 +97,7 @@ def check_contribution(items: object, residuals: object, counted: np.ndarray,
     if not np.isfinite(res).all() or (np.abs(res) > width).any():
         raise InvalidReplyError("neighbours.residuals", f"values must be finite and within "
                                 f"±{width:g}")
-    return res
+    return quantised(res)
 
 
 @dataclass

@@ -465,8 +465,9 @@ class FedRec(FedAvg):
             fold(update, metrics, node_of[id(metrics)])
         self._contributions.clear()  # (those of replies set aside are dropped)
         if self.neighbours is not None:
-            # By node: the sums do not depend on the order replies arrived in (Ray's).
-            for node, items, res in sorted(folded, key=lambda c: c[0]):
+            # (exact sums of quantised residuals: the order replies arrived in, Ray's or
+            # the in-process engine's, changes none: common.neighbours.STEP)
+            for node, items, res in folded:
                 self.neighbours.fold(node, items, res, self.model.n_items)
             self.neighbours.end_round(server_round)
         agg = acc.result()

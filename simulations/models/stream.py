@@ -37,7 +37,7 @@ from fedrec.common.metrics import (
     rank_among,
 )
 from fedrec.common.mf import MatrixFactorization, MFConfig
-from fedrec.common.neighbours import NeighbourStats, NeighbourTable
+from fedrec.common.neighbours import NeighbourStats, NeighbourTable, quantised
 from fedrec.common.optim import COUNT, DEFAULT_HALVING, FirstMoves, make_step_rule
 from fedrec.common.segments import Segments
 from fedrec.common.stream import Tick, Timeline
@@ -172,7 +172,8 @@ class OnlineMF:
         """The neighbours part's record of user ``u``'s rating of ``i`` (against the
         baseline before learning it, within ``±width``); a first rating of ``i`` adds the
         user's pairs to the sums, as a device's reply does."""
-        e = min(max(value - (self.mean + self.bu[u] + self.bi[i]), -width), width)
+        e = float(quantised(min(max(value - (self.mean + self.bu[u] + self.bi[i]), -width),
+                                width)))
         if not self.rated[u, i]:
             order = self.order[u]
             old = np.array(order[-self.history:], dtype=np.int64)

@@ -161,7 +161,7 @@ def test_the_neighbours_part_adds_the_users_residuals_on_neighbours_and_learns_a
     """With the part, each prediction adds the term over the residuals the device kept
     (each against μ + b_u + b_i before its step); the factors and biases take the steps
     they take without it, so the update is the same."""
-    from fedrec.common.neighbours import LAMBDA, WEIGHT
+    from fedrec.common.neighbours import LAMBDA, WEIGHT, quantised
 
     items, values = np.array([4, 3, 7, 4]), np.array([5.0, 1.0, 4.0, 2.0], np.float32)
     p0 = np.array([0.1, -0.2, 0.3, 0.05], np.float32)
@@ -180,7 +180,7 @@ def test_the_neighbours_part_adds_the_users_residuals_on_neighbours_and_learns_a
         j = (i + 1) % 12  # the one neighbour
         term = WEIGHT * 0.5 * residual[j] / (0.5 + LAMBDA) if j in residual else 0.0
         want_sq += (min(max(pred + term, 1.0), 5.0) - r) ** 2
-        residual[i] = min(max(r - base, -4.0), 4.0)
+        residual[i] = float(quantised(min(max(r - base, -4.0), 4.0)))
         e = pred - r
         p, q[i] = p - 0.05 * e * q[i], q[i] - 0.05 * e * p
         bu, b[i] = bu - 0.05 * e, b[i] - 0.05 * e
@@ -193,7 +193,8 @@ def test_the_neighbours_part_adds_the_users_residuals_on_neighbours_and_learns_a
     sent = with_part.contribution()
     assert sent["items"].tolist() == [4, 3, 7]
     assert sent["items"].dtype == np.int64 and sent["residuals"].dtype == np.float32
-    assert sent["residuals"][0] == pytest.approx(5.0 - 3.0 - B[4], rel=1e-6)
+    assert sent["residuals"][0] == pytest.approx(5.0 - 3.0 - B[4], abs=2.0 ** -13)
+    assert (sent["residuals"] * 4096 == np.round(sent["residuals"] * 4096)).all()
 
 
 def test_a_device_sends_each_item_once_and_keeps_its_residuals_across_rounds():

@@ -212,9 +212,10 @@ def test_ratings_of_items_past_the_limit_are_counted_apart(monkeypatch):
 
 
 def test_the_sums_do_not_depend_on_the_order_replies_arrive_in():
-    """Ray delivers replies in another order than the in-process engine: the server folds a
-    round's contributions by node, so the sums are the same to the bit (in arrival order,
-    floating-point sums of the same products differ in their last bits)."""
+    """Ray delivers replies in another order than the in-process engine: the residuals are
+    quantised (common.neighbours.STEP), so every sum is exact and the same to the bit in any
+    order (unquantised, floating-point sums of the same products differ in their last
+    bits: this test fails)."""
     rng = np.random.default_rng(11)
     nodes = list(range(1001, 1013))
     residuals = {node: rng.uniform(-3, 3, 3) for node in nodes}
