@@ -63,7 +63,10 @@ class LearnedClip(Defence):
             return self.factor * float(np.median([v for _, v in longest]))
         if len(nodes) != len(norms):
             raise ValueError(f"{len(nodes)} nodes for {len(norms)} updates")
-        for i, value in longest:
+        # This round's devices enter by their longest row, not by arrival: which of them a
+        # full window drops first must not depend on the order replies arrived in (Ray's
+        # differs from the in-process engine's; equal values drop alike).
+        for i, value in sorted(longest, key=lambda entry: entry[1]):
             self.recent[nodes[i]] = value
             self.recent.move_to_end(nodes[i])
         while len(self.recent) > max(self.window, len(longest)):  # (this round's: newest)

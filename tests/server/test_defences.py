@@ -126,6 +126,25 @@ def test_clip_over_small_rounds_takes_its_median_over_recent_devices_not_one_rou
         LearnedClip().screen(honest[:3], nodes=[1, 2])
 
 
+def test_clips_window_does_not_depend_on_the_order_a_rounds_replies_arrive_in():
+    """Once the window is full, which of a round's devices it drops first must not follow
+    their arrival order: Ray's engine delivers replies in another order than the
+    in-process one, and the bounds (so the model) would differ from then on."""
+    honest = honest_updates(300, seed=5)
+    bounds = []
+    for flip in (False, True):
+        clip = LearnedClip(window=7)
+        got = []
+        for r in range(60):
+            idx = list(range(5 * r, 5 * r + 5))
+            if flip:
+                idx = idx[::-1]
+            clip.screen([honest[i] for i in idx], nodes=[1000 + i % 23 for i in idx])
+            got.append(clip.last["bound"])
+        bounds.append(got)
+    assert bounds[0] == bounds[1]
+
+
 def test_coordination_sets_aside_alike_rows_and_no_honest_device():
     d = Coordination()
     honest = honest_updates(200)
