@@ -586,3 +586,21 @@ def test_the_command_turns_the_preset_part_off_on_a_catalogue_too_large_for_it(
     assert json.loads(out.read_text())["settings"]["neighbours"] == 0
     assert main([*args, "--neighbours", "3"]) == 0  # asked for: the catalogue fits
     assert json.loads(out.read_text())["settings"]["neighbours"] == 3
+
+
+def test_the_neighbours_part_replays_alike_with_delta_sync_and_worker_processes(
+        catalogue_shop):
+    """The table and each device's residuals ride beside the item table: with delta sync,
+    and with devices in two worker processes, every event scores as with full sync in
+    one process, and the server's sums are the same."""
+    s = settings(catalogue_shop, "explicit", tick_events=50, neighbours=5,
+                 neighbour_refresh=2)
+    full = FederatedStream(s)
+    full.replay()
+    for variant, workers in ((replace(s, run=replace(s.run, sync="delta")), 1), (s, 2)):
+        other = FederatedStream(variant, workers=workers)
+        other.replay()
+        assert other.sums.totals() == full.sums.totals(), (variant.run.sync, workers)
+        np.testing.assert_array_equal(other.strategy.neighbours.stats.sxy,
+                                      full.strategy.neighbours.stats.sxy)
+        assert other.strategy.rejected == {}
