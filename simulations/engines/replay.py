@@ -315,7 +315,24 @@ class FederatedStream:
                                 [r["lag_s"] for r in log], weights=[r["events"] for r in log]))
                             if log else 0.0,
                             "round_wall_s": seconds / max(1, len(log))},
-                "rejected": dict(self.strategy.rejected)}
+                "rejected": dict(self.strategy.rejected),
+                **self._neighbours_summary()}
+
+    def _neighbours_summary(self) -> dict:
+        """The neighbours part's end state, when the run has it: its k, the ratings and
+        devices its sums count, ratings past its catalogue limit, and the table's size."""
+        server = self.strategy.neighbours
+        if server is None:
+            return {}
+        table = server.table
+        return {"neighbours": {
+            "k": server.k, "history": server.history, "refresh_rounds": server.refresh,
+            **{key.removeprefix("neighbour-"): value
+               for key, value in server.summary().items()},
+            "table_items": table.n_items,
+            "table_bytes": float(table.ids.nbytes + table.sims.nbytes),
+            "neighbours_per_item": float((table.ids >= 0).sum(axis=1).mean())
+            if table.n_items else 0.0}}
 
 
 def _download_shares(log: list[dict]) -> dict[str, float]:

@@ -524,6 +524,11 @@ def test_the_neighbours_part_replays_federated_and_centralized_beside_mf_alone(s
     assert sum(len(v) for v in server.items.values()) == distinct
     assert server.version == 2 * (len(fed.ticks) // 2) and (server.table.ids >= 0).any()
     assert fed.strategy.rejected == {}
+    summary = models["federated-incremental"]["neighbours"]
+    assert summary["ratings"] == distinct and summary["k"] == 5 and summary["beyond"] == 0
+    assert summary["table_bytes"] == 4 * 5 * summary["table_items"]
+    assert 0 < summary["neighbours_per_item"] <= 5
+    assert "neighbours" not in models["federated-incremental-mf"]
 
 
 def test_the_neighbours_table_goes_only_to_devices_without_it(shop):
