@@ -60,12 +60,17 @@ def test_sums_match_their_definition_however_the_ratings_are_batched(history, se
     np.testing.assert_allclose(stats.sxx, sxx)
 
 
-def test_similarities_follow_the_formula():
-    rng = np.random.default_rng(3)
-    stats = nb.NeighbourStats(8)
-    for items, res in random_users(rng, 40, 8):
+def stats_of(seed: int, n_users: int, n_items: int) -> nb.NeighbourStats:
+    """The sums of random users, each counted in one go."""
+    stats = nb.NeighbourStats(n_items)
+    for items, res in random_users(np.random.default_rng(seed), n_users, n_items):
         stats.add(np.empty(0, np.int64), np.empty(0), np.array(items, np.int64),
                   np.array(res), 200)
+    return stats
+
+
+def test_similarities_follow_the_formula():
+    stats = stats_of(3, 40, 8)
     s = stats.similarities()
     for i in range(8):
         for j in range(8):
@@ -78,11 +83,7 @@ def test_similarities_follow_the_formula():
 
 
 def test_table_keeps_each_items_largest_similarities():
-    rng = np.random.default_rng(4)
-    stats = nb.NeighbourStats(10)
-    for items, res in random_users(rng, 60, 10):
-        stats.add(np.empty(0, np.int64), np.empty(0), np.array(items, np.int64),
-                  np.array(res), 200)
+    stats = stats_of(4, 60, 10)
     s = stats.similarities()
     table = stats.table(3)
     assert table.ids.dtype == np.int16 and table.sims.dtype == np.float16
