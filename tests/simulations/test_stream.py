@@ -609,3 +609,20 @@ def test_the_neighbours_part_replays_alike_with_delta_sync_and_worker_processes(
         np.testing.assert_array_equal(other.strategy.neighbours.stats.sxy,
                                       full.strategy.neighbours.stats.sxy)
         assert other.strategy.rejected == {}
+
+
+def test_a_catalogue_too_large_for_the_neighbours_part_is_refused_by_name_in_code(
+        shop, monkeypatch):
+    """In code (no command to turn the preset's part off), a catalogue past the dense
+    sums' limit is refused before any model runs, naming the fix."""
+    import fedrec.simulations.benches.stream as bench
+    import fedrec.simulations.engines.replay as replay
+
+    monkeypatch.setattr(replay, "NEIGHBOUR_MAX_ITEMS", 10)
+    monkeypatch.setattr(bench, "NEIGHBOUR_MAX_ITEMS", 10)
+    s = settings(shop, "explicit", neighbours=5)
+    with pytest.raises(ValueError, match="set neighbours=0"):
+        FederatedStream(s)
+    with pytest.raises(ValueError, match="set neighbours=0"):
+        bench_stream(s, ("online-bias",))
+    bench_stream(replace(s, neighbours=0), ("online-bias",))
