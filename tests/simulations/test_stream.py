@@ -626,3 +626,18 @@ def test_a_catalogue_too_large_for_the_neighbours_part_is_refused_by_name_in_cod
     with pytest.raises(ValueError, match="set neighbours=0"):
         bench_stream(s, ("online-bias",))
     bench_stream(replace(s, neighbours=0), ("online-bias",))
+
+
+def test_the_centralized_online_model_counts_each_users_item_once_in_its_neighbour_sums():
+    """A re-rated item keeps its latest residual for scoring but adds no pairs again (as a
+    device sends each item once); the part is for ratings only."""
+    from fedrec.simulations.models.stream import OnlineMF
+
+    model = OnlineMF(2, 4, 2, explicit=True, lr=0.05, reg=0.0, reg_bias=0.0, neighbours=2)
+    for u, i, v in ((0, 0, 5.0), (0, 1, 1.0), (0, 0, 2.0), (1, 0, 4.0), (1, 1, 4.0)):
+        model.learn(u, i, v, 4, width=4.0)
+    assert model.stats.n[0, 1] == 2 and model.order[0] == [0, 1]
+    assert model.residual[0, 0] * 4096 == round(model.residual[0, 0] * 4096)
+    assert model.residual[0, 0] < 0  # (the re-rating's, 2 stars)
+    with pytest.raises(ValueError, match="ratings model"):
+        OnlineMF(2, 4, 2, explicit=False, lr=0.05, reg=0.0, reg_bias=0.0, neighbours=2)
