@@ -207,7 +207,8 @@ def _stream_train(msg: Message, rc: RoundConfig, context: Context, run_config: M
     _save(context, device, None)  # (timeline replays are simulated: no device store)
     context.state[STREAM] = ConfigRecord({"seen": device.cursor.seen,
                                           "trained": device.cursor.trained})
-    context.state[RESIDUALS] = records.arrays_to_record({"values": device.residuals})
+    if table_n is not None:
+        context.state[RESIDUALS] = records.arrays_to_record({"values": device.residuals})
     # μ is pooled from sums of the ratings learned this round (aggregate-only, as `query`).
     metrics = {**metrics, **scores, "rating-sum": rating_sum,
                "rating-count": float(new.stop - new.start),

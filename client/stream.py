@@ -34,7 +34,8 @@ from fedrec.common.metrics import (
     prequential_sums,
     rank_among,
 )
-from fedrec.common.neighbours import NeighbourTable, quantised
+from fedrec.common.neighbours import NeighbourTable
+from fedrec.common.neighbours import residual as residual_of
 from fedrec.common.params import known_ids
 from fedrec.common.schema import ItemUpdate, TrainConfig
 from fedrec.common.segments import Segments
@@ -149,8 +150,9 @@ class StreamDevice:
         self.rng = np.random.default_rng(seed)
         self._table: WorkingTable | None = None  # the item rows as this device moved them
         # The neighbours part (common.neighbours): the residual of each event seen, against
-        # the baseline μ + b_u + b_i when it was scored (NaN: seen without the part), and
-        # the ratings of the last arrival the device has not sent yet.
+        # the baseline μ + b_u + b_i when it was scored (NaN: seen without the part; kept
+        # up to date only by arrivals with the part), and the ratings of the last arrival
+        # the device has not sent yet.
         self.residuals = np.full(self.cursor.seen, np.nan, dtype=np.float32)
         if residuals is not None:
             residuals = np.asarray(residuals, dtype=np.float32)
@@ -191,9 +193,10 @@ class StreamDevice:
             self.user = UserState(
                 self.rng.normal(0.0, config.init_std, size=k).astype(np.float32), 0.0)
         start, stop = self.cursor.seen, self.arrived(until)
-        self.residuals = np.concatenate([self.residuals[:start],
-                                         np.full(stop - start, np.nan, np.float32)])
         self._contribution = (np.empty(0, np.int64), np.empty(0, np.float32))
+        if neighbours is not None:  # (kept only with the part: see :attr:`residuals`)
+            self.residuals = np.concatenate([self.residuals[:start],
+                                             np.full(stop - start, np.nan, np.float32)])
         # (events arrive only for listed items: one past the table is refused by name)
         known_ids("item", self.items[start:stop], len(factors))
         self._table = WorkingTable(factors, bias)  # the device's copy of the item side
@@ -247,7 +250,7 @@ class StreamDevice:
             add_rating_score(sums, min(max(shown, low), high) - value, new[j], group,
                              bool(tail[j]))
             if neighbours is not None:  # (within the scale's width, as the server checks)
-                e = float(quantised(min(max(value - base, -width), width)))
+                e = residual_of(value, base, width)
                 self.residuals[start + j] = e
                 residual[item], rated[item] = e, 1.0
             p, bu, q_all[i], b_all[i] = online_rating_step(

@@ -45,6 +45,8 @@ import numpy as np
 from fedrec.common.schema import InvalidReplyError
 
 RECORD = "neighbours"  # a train reply's array record {items, residuals}; a message's table
+REPLY_KEYS = ("items", "residuals")  # exactly these, in a reply's record
+MODES = ("plain",)  # the privacy modes the part runs in (it sends residuals in the clear)
 MAX_ITEMS = 2_000  # 3 dense n × n float64 sums: 96 MB at 2,000 items (and int16 ids)
 MAX_K = 200
 # Chosen on ML-100K's warm-up prefix (simulations/models/presets.py says how).
@@ -60,6 +62,26 @@ STEP = 2.0 ** -12
 def quantised(residuals: np.ndarray) -> np.ndarray:
     """Residuals (float64) in steps of :data:`STEP`."""
     return np.round(np.asarray(residuals, dtype=np.float64) / STEP) * STEP
+
+
+def residual(value: float, base: float, width: float) -> float:
+    """One rating's residual against its baseline, as a device keeps and sends it: within
+    ``±width`` (the scale's: what the server accepts) and :func:`quantised` (Python's
+    ``round`` halves to even, as numpy's does: the same steps, without an array an
+    event)."""
+    return round(min(max(value - base, -width), width) / STEP) * STEP
+
+
+def fits(n_items: int) -> bool:
+    """Whether a catalogue of ``n_items`` is within the dense sums' :data:`MAX_ITEMS`."""
+    return n_items <= MAX_ITEMS
+
+
+def check_catalogue(n_items: int, name: str) -> None:
+    """ValueError naming ``name`` and the fix when its catalogue is past :data:`MAX_ITEMS`."""
+    if not fits(n_items):
+        raise ValueError(f"neighbours keeps dense statistics for up to {MAX_ITEMS:,} items; "
+                         f"{name} has {n_items:,} (set neighbours=0)")
 
 
 def check_k(k: int) -> None:

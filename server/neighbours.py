@@ -16,10 +16,12 @@ from flwr.common.logger import log
 
 from fedrec.common.neighbours import (
     MAX_ITEMS,
+    REPLY_KEYS,
     NeighbourStats,
     NeighbourTable,
     check_contribution,
 )
+from fedrec.common.schema import InvalidReplyError
 
 STATE = "neighbours"  # the checkpoint's run-array owner
 
@@ -45,6 +47,9 @@ class NeighbourServer:
               ) -> tuple[np.ndarray, np.ndarray]:
         """A reply's ``neighbours`` arrays, checked against what ``node`` has counted
         (:func:`~fedrec.common.neighbours.check_contribution`): (items, residuals)."""
+        if sorted(arrays) != sorted(REPLY_KEYS):
+            raise InvalidReplyError("neighbours.keys", f"expected {list(REPLY_KEYS)}, found "
+                                    f"{sorted(map(str, arrays))[:10]}")
         items, residuals = arrays.get("items"), arrays.get("residuals")
         counted = np.sort(self.items.get(node, np.empty(0, np.int64)))
         res = check_contribution(items, residuals, counted, n_items, width, claimed)

@@ -131,6 +131,7 @@ class FedRec(FedAvg):
         # a checkpoint: a restarted server sends every node the table once more.)
         self.neighbour_acked: dict[int, int] = {}
         self.neighbour_pending: dict[int, int] = {}
+        self._neighbour_record: tuple[object, ArrayRecord | None] = (None, None)
         for layer in self.layers:
             self.max_norm = layer.norm_bound(self.max_norm, model.params.n_factors)
 
@@ -226,7 +227,10 @@ class FedRec(FedAvg):
         if self.neighbours is None:
             return messages
         version = self.neighbours.version
-        table = records.arrays_to_record(self.neighbours.table.arrays())
+        if self._neighbour_record[0] is not self.neighbours.table:  # (encoded once a table)
+            self._neighbour_record = (self.neighbours.table, records.arrays_to_record(
+                self.neighbours.table.arrays()))
+        table = self._neighbour_record[1]
         out = []
         for message in messages:  # the table, to the nodes that do not hold it
             node = message.metadata.dst_node_id

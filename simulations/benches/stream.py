@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from fedrec.client.stream import MODES
-from fedrec.common.neighbours import MAX_ITEMS as NEIGHBOUR_MAX_ITEMS
+from fedrec.common.neighbours import check_catalogue
 from fedrec.common.settings import RunSettings
 from fedrec.simulations.attacks.stream_freeze import TINY
 from fedrec.simulations.attacks.stream_freeze import check as check_freezers
@@ -39,7 +39,7 @@ def _centralized_config(s: StreamSettings) -> dict:
             "item_rule": r.server_optimizer, "item_rule_lr": r.server_lr,
             "bias_rule": bias_rule, "bias_rule_lr": bias_rule_lr,
             "halving": r.server_step_halving, "neighbours": s.neighbours,
-            "neighbour_history": s.neighbour_history, "neighbour_refresh": s.neighbour_refresh}
+            "neighbour_history": s.neighbour_history}
 
 
 ENGINES = ("inprocess", "ray")
@@ -78,10 +78,8 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
     warm_tick = next((t.index for t in ticks if t.start >= s.warmup * n), len(ticks))
     after = slice(warm_tick, None)
     models = models or default_models(explicit, bool(s.neighbours))
-    if s.neighbours and timeline.n_items > NEIGHBOUR_MAX_ITEMS:
-        raise ValueError(f"neighbours keeps dense statistics for up to "
-                         f"{NEIGHBOUR_MAX_ITEMS:,} items; {s.dataset} has "
-                         f"{timeline.n_items:,} (set neighbours=0)")
+    if s.neighbours:
+        check_catalogue(timeline.n_items, s.dataset)
     wrong = {"online-bias": "implicit", "recent-popularity": "explicit"}
     for name in models:
         if wrong.get(name) == s.kind:
@@ -123,7 +121,8 @@ def bench_stream(s: StreamSettings, models: tuple[str, ...] | None = None,
         elif name in ("centralized-incremental", "centralized-incremental-mf"):
             plain = replace(s, neighbours=0) if name.endswith("-mf") else s
             sums = sb.centralized_incremental(timeline, ticks, explicit, rr, s.new_days,
-                                              _centralized_config(plain), report)
+                                              _centralized_config(plain), report,
+                                              s.neighbour_refresh)
         elif name == "online-bias":
             sums = sb.online_bias(timeline, ticks, rr, s.new_days, report)
         elif name == "recent-popularity":

@@ -29,13 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from fedrec.client.stream import MODES
-from fedrec.common import privacy
+from fedrec.common import neighbours, privacy
 from fedrec.common.data.download import SOURCES, ChecksumError, download_dataset
 from fedrec.common.data.errors import DataFormatError
 from fedrec.common.data.interactions import EventType, Interactions
 from fedrec.common.data.registry import DATASETS, ENV_VAR, DatasetNotFoundError, load_dataset
 from fedrec.common.defences import DEFAULT, OFF
-from fedrec.common.neighbours import MAX_ITEMS as NEIGHBOUR_MAX_ITEMS
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.privacy import NAMES as PRIVACY
 from fedrec.common.segments import segments_line
@@ -669,9 +668,9 @@ def _run_bench_stream(args: argparse.Namespace) -> int:
         neighbours=args.neighbours, run=run)
     if args.neighbours is None and settings.neighbours:
         n_items = load_timeline(settings).n_items
-        if n_items > NEIGHBOUR_MAX_ITEMS:
+        if not neighbours.fits(n_items):
             print(f"neighbours off: {args.dataset} has {n_items:,} items, more than the "
-                  f"{NEIGHBOUR_MAX_ITEMS:,} its dense statistics are for", file=sys.stderr)
+                  f"{neighbours.MAX_ITEMS:,} its dense statistics are for", file=sys.stderr)
             settings = replace(settings, neighbours=0)
     models = tuple(m.strip() for m in args.models.split(",")) if args.models else None
     with progress_bar(f"stream {args.dataset} {args.kind}", args.quiet) as update:

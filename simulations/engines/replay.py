@@ -35,8 +35,8 @@ from flwr.serverapp import Grid
 from fedrec.client.app import app as client_app
 from fedrec.client.app import build_client_app
 from fedrec.client.stream import MODES
-from fedrec.common.neighbours import MAX_ITEMS as NEIGHBOUR_MAX_ITEMS
-from fedrec.common.neighbours import check_k
+from fedrec.common.neighbours import MODES as NEIGHBOUR_MODES
+from fedrec.common.neighbours import check_catalogue, check_k
 from fedrec.common.partition import simulated_timeline
 from fedrec.common.replies import STREAM_TRAIN
 from fedrec.common.settings import RunSettings
@@ -106,10 +106,10 @@ class StreamSettings:
             if not self.explicit:
                 raise ValueError("neighbours is a part of the ratings model: it needs "
                                  "kind=explicit")
-            if self.run.privacy != "plain":
+            if self.run.privacy not in NEIGHBOUR_MODES:
                 raise ValueError(f"neighbours sends each device's residuals in the clear; "
-                                 f"it runs with privacy=plain only. Found "
-                                 f"privacy={self.run.privacy}.")
+                                 f"it runs with privacy={', '.join(NEIGHBOUR_MODES)} only. "
+                                 f"Found privacy={self.run.privacy}.")
             if self.neighbour_refresh < 1 or self.neighbour_history < 1:
                 raise ValueError(f"neighbour_refresh and neighbour_history must be >= 1. "
                                  f"Found {self.neighbour_refresh}, {self.neighbour_history}.")
@@ -177,10 +177,7 @@ class FederatedStream:
         self.strategy: FedRec = build_strategy(self.run, first, mean, self.rating_range)
         self.strategy.train_schema = STREAM_TRAIN
         if s.neighbours:
-            if t.n_items > NEIGHBOUR_MAX_ITEMS:
-                raise ValueError(f"neighbours keeps dense statistics for up to "
-                                 f"{NEIGHBOUR_MAX_ITEMS:,} items; {s.dataset} has "
-                                 f"{t.n_items:,} (set neighbours=0)")
+            check_catalogue(t.n_items, s.dataset)
             self.strategy.neighbours = NeighbourServer(
                 s.neighbours, s.neighbour_history, s.neighbour_refresh, first)
         self.rng = np.random.default_rng(self.run.seed + 17)

@@ -37,7 +37,7 @@ from fedrec.common.metrics import (
     rank_among,
 )
 from fedrec.common.mf import MatrixFactorization, MFConfig
-from fedrec.common.neighbours import NeighbourStats, NeighbourTable, quantised
+from fedrec.common.neighbours import NeighbourStats, NeighbourTable, residual
 from fedrec.common.optim import COUNT, DEFAULT_HALVING, FirstMoves, make_step_rule
 from fedrec.common.segments import Segments
 from fedrec.common.stream import Tick, Timeline
@@ -172,8 +172,7 @@ class OnlineMF:
         """The neighbours part's record of user ``u``'s rating of ``i`` (against the
         baseline before learning it, within ``±width``); a first rating of ``i`` adds the
         user's pairs to the sums, as a device's reply does."""
-        e = float(quantised(min(max(value - (self.mean + self.bu[u] + self.bi[i]), -width),
-                                width)))
+        e = residual(value, self.mean + self.bu[u] + self.bi[i], width)
         if not self.rated[u, i]:
             order = self.order[u]
             old = np.array(order[-self.history:], dtype=np.int64)
@@ -249,18 +248,17 @@ class OnlineBias:
 
 def centralized_incremental(timeline: Timeline, ticks: list[Tick], explicit: bool,
                             rating_range: tuple[float, float], new_days: float,
-                            config: dict, progress: Progress | None = None) -> Sums:
-    """Online MF over the stream (``config``: :class:`OnlineMF`'s settings, and
-    ``neighbour_refresh``: ticks between the neighbours table's refreshes)."""
-    config = dict(config)
-    refresh = config.pop("neighbour_refresh", 1)
+                            config: dict, progress: Progress | None = None,
+                            neighbour_refresh: int = 1) -> Sums:
+    """Online MF over the stream (``config``: :class:`OnlineMF`'s settings), its
+    neighbours table (when it has the part) refreshed every ``neighbour_refresh`` ticks."""
     model = OnlineMF(timeline.n_users, timeline.n_items, explicit=explicit, **config)
     d = timeline.data
     width = rating_range[1] - rating_range[0]
     replay = _Replay(timeline, ticks, explicit, rating_range, new_days)
 
     def before_tick(tick: Tick) -> None:  # the server's refresh after every refresh-th round
-        if tick.index and tick.index % refresh == 0:
+        if tick.index and tick.index % neighbour_refresh == 0:
             model.refresh()
 
     return replay.run(model.score, lambda e: model.learn(

@@ -228,3 +228,21 @@ def test_damaged_stats_are_refused_by_field(name, value, match):
 def test_k_out_of_range_is_refused(k):
     with pytest.raises(ValueError, match="neighbours must be"):
         nb.check_k(k)
+
+
+def test_a_devices_scalar_residual_is_the_servers_quantised_one():
+    """The device and the centralized model keep residuals with the scalar helper; the
+    server quantises what it receives: the same steps, ties to even alike."""
+    rng = np.random.default_rng(12)
+    values = np.concatenate([rng.uniform(-6, 6, 2_000),
+                             (np.arange(-40, 41) + 0.5) * nb.STEP])  # (exact ties)
+    got = np.array([nb.residual(v, 0.0, 4.0) for v in values])
+    np.testing.assert_array_equal(got, nb.quantised(np.clip(values, -4.0, 4.0)))
+    assert np.abs(got).max() == 4.0
+
+
+def test_the_catalogue_limit_names_the_fix():
+    nb.check_catalogue(nb.MAX_ITEMS, "a shop")
+    assert nb.fits(nb.MAX_ITEMS) and not nb.fits(nb.MAX_ITEMS + 1)
+    with pytest.raises(ValueError, match=r"a shop has 2,001 .*set neighbours=0"):
+        nb.check_catalogue(nb.MAX_ITEMS + 1, "a shop")

@@ -108,7 +108,11 @@ def test_an_error_reply_makes_the_server_send_the_table_again(grid):
     (lambda to: reply(to, [0], [np.nan]), "neighbours.residuals"),
     (lambda to: reply(to, [N_ITEMS], [1.0]), "neighbours.items"),
     (lambda to: reply(to, [0], [1.0], record={"items": np.array([0], np.int64)}),
-     "neighbours.residuals"),
+     "neighbours.keys"),  # (residuals missing)
+    (lambda to: reply(to, [0], [1.0], record={"items": np.array([0], np.int64),
+                                             "residuals": np.array([1.0], np.float32),
+                                             "pairs": np.array([[0, 1]], np.int64)}),
+     "neighbours.keys"),  # (a key no device sends)
     (lambda to: reply(to, [0], [1.0], record={"items": np.array(["a"]),
                                              "residuals": np.array([1.0])}),
      "neighbours.items"),

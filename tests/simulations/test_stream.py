@@ -584,11 +584,14 @@ def test_the_command_turns_the_preset_part_off_on_a_catalogue_too_large_for_it(
             "--quiet", "--out", str(out)]
     assert main(args) == 0
     assert json.loads(out.read_text())["settings"]["neighbours"] == 50  # the preset's
-    monkeypatch.setattr(cli, "NEIGHBOUR_MAX_ITEMS", 10)
+    monkeypatch.setattr(cli.neighbours, "MAX_ITEMS", 10)
     capsys.readouterr()
     assert main(args) == 0
     assert "neighbours off" in capsys.readouterr().err
     assert json.loads(out.read_text())["settings"]["neighbours"] == 0
+    assert main([*args, "--neighbours", "3"]) != 0  # asked for, past the limit: refused
+    assert "set neighbours=0" in capsys.readouterr().err
+    monkeypatch.undo()
     assert main([*args, "--neighbours", "3"]) == 0  # asked for: the catalogue fits
     assert json.loads(out.read_text())["settings"]["neighbours"] == 3
 
@@ -615,11 +618,9 @@ def test_a_catalogue_too_large_for_the_neighbours_part_is_refused_by_name_in_cod
         shop, monkeypatch):
     """In code (no command to turn the preset's part off), a catalogue past the dense
     sums' limit is refused before any model runs, naming the fix."""
-    import fedrec.simulations.benches.stream as bench
-    import fedrec.simulations.engines.replay as replay
+    import fedrec.common.neighbours as common_neighbours
 
-    monkeypatch.setattr(replay, "NEIGHBOUR_MAX_ITEMS", 10)
-    monkeypatch.setattr(bench, "NEIGHBOUR_MAX_ITEMS", 10)
+    monkeypatch.setattr(common_neighbours, "MAX_ITEMS", 10)
     s = settings(shop, "explicit", neighbours=5)
     with pytest.raises(ValueError, match="set neighbours=0"):
         FederatedStream(s)
@@ -641,3 +642,60 @@ def test_the_centralized_online_model_counts_each_users_item_once_in_its_neighbo
     assert model.residual[0, 0] < 0  # (the re-rating's, 2 stars)
     with pytest.raises(ValueError, match="ratings model"):
         OnlineMF(2, 4, 2, explicit=False, lr=0.05, reg=0.0, reg_bias=0.0, neighbours=2)
+
+
+def test_a_device_refuses_a_round_without_the_table_version_it_was_told(shop):
+    """A device told the round's table version that it was not sent and does not hold
+    (it lost its state, or the server's record of it is wrong) replies with an error
+    naming it (the server then sends the table again), and one sent a damaged table
+    refuses it by field; without the part, no residuals are kept at all."""
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
+    from fedrec.client import app as device_app
+    from fedrec.common.neighbours import RECORD
+    from fedrec.common.round_config import RoundConfig
+
+    def message(record: dict | None) -> Message:
+        content = RecordDict({"config": ConfigRecord({})})
+        if record is not None:
+            content[RECORD] = records.arrays_to_record(record)
+        return Message(content, dst_node_id=1, message_type="train")
+
+    from fedrec.simulations.engines.inprocess import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(),
+                      run_config={})
+    rc = RoundConfig(neighbours_version=10)
+    good = {"ids": np.array([[1], [0]], np.int16), "sims": np.array([[0.5], [0.5]],
+                                                                  np.float16)}
+    with pytest.raises(ValueError, match=r"version 10.* not sent and none is kept"):
+        device_app._neighbour_table(message(None), rc, context, 2)
+    assert device_app._neighbour_table(message(good), rc, context, 2).n_items == 2
+    assert device_app._neighbour_table(message(None), rc, context, 2).n_items == 2  # kept
+    with pytest.raises(ValueError, match="kept table is version 10, the round's 20"):
+        device_app._neighbour_table(message(None), RoundConfig(neighbours_version=20),
+                                    context, 2)
+    with pytest.raises(ValueError, match=r"neighbours\.ids"):
+        device_app._neighbour_table(message({**good, "ids": good["ids"] + 5}), rc, context,
+                                    2)
+    assert device_app._neighbour_table(message(good), RoundConfig(), context, 2) is None
+    assert isinstance(context.state[device_app.NEIGHBOUR_TABLE], ArrayRecord)
+    plain = FederatedStream(settings(shop, "explicit", tick_events=50))
+    plain.replay()
+    assert not any(device_app.RESIDUALS in c.state.array_records
+                   for c in plain.grid.contexts.values())
+
+
+@pytest.mark.parametrize("bad", ["-1", "201", "1.5", "x"])
+def test_a_bad_neighbours_value_on_the_command_line_is_refused_by_name(shop, tmp_path, bad,
+                                                                       capsys):
+    out = tmp_path / "no.json"
+    try:
+        code = main(["bench", "stream", "--dataset", shop, "--kind", "explicit", "--models",
+                     "federated-incremental", "--quiet", "--out", str(out), "--neighbours",
+                     bad])
+    except SystemExit as exc:  # (argparse: not a whole number)
+        code = exc.code
+    assert code != 0 and "neighbours" in capsys.readouterr().err
+    assert not out.exists()
