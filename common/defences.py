@@ -6,8 +6,8 @@ attack``)."""
 
 from __future__ import annotations
 
-NAMES = ("clip", "coordination")
-DEFAULT = "clip,coordination"
+NAMES = ("clip", "budget", "coordination")
+DEFAULT = "clip,budget,coordination"
 OFF = "off"
 
 

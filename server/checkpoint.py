@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedrec.server.defences.clip import MAX_WINDOW
+from fedrec.server.defences.window import MAX_WINDOW
 from fedrec.server.item_model import ItemModel
 from fedrec.server.neighbours import STATE as NEIGHBOUR_STATE
 from fedrec.server.stopping import STATE as STOP_STATE
@@ -266,14 +266,15 @@ def _checked_meta(meta: dict, model: ItemModel) -> tuple[int, list[dict], dict]:
     seen = run.get("seen", [])
     if not isinstance(seen, list) or not all(_whole(n) and n >= 0 for n in seen):
         raise ValueError("run.seen must list node ids")
-    recent = run.get("clip-recent", [])  # the clip defence's window: [node, longest row]
-    if not isinstance(recent, list) or len(recent) > MAX_WINDOW or not all(
-            isinstance(e, list) and len(e) == 2 and _whole(e[0]) and 0 <= e[0] < 2**64
-            and isinstance(e[1], int | float) and not isinstance(e[1], bool)
-            and math.isfinite(e[1]) and e[1] >= 0 for e in recent) \
-            or len({int(e[0]) for e in recent}) != len(recent):
-        raise ValueError("run.clip-recent must list distinct [node id, longest row >= 0] "
-                         f"pairs, at most {MAX_WINDOW}")
+    for key, what in (("clip-recent", "longest row"), ("budget-recent", "energy")):
+        recent = run.get(key, [])  # a learned bound's window (fedrec.server.defences.window)
+        if not isinstance(recent, list) or len(recent) > MAX_WINDOW or not all(
+                isinstance(e, list) and len(e) == 2 and _whole(e[0]) and 0 <= e[0] < 2**64
+                and isinstance(e[1], int | float) and not isinstance(e[1], bool)
+                and math.isfinite(e[1]) and e[1] >= 0 for e in recent) \
+                or len({int(e[0]) for e in recent}) != len(recent):
+            raise ValueError(f"run.{key} must list distinct [node id, {what} >= 0] "
+                             f"pairs, at most {MAX_WINDOW}")
     dp_rounds = run.get("dp-rounds", 0)
     if not _whole(dp_rounds) or not 0 <= dp_rounds <= server_round:
         raise ValueError(f"run.dp-rounds must be in [0, {server_round}]. Found {dp_rounds!r}.")

@@ -11,11 +11,13 @@ from collections.abc import Callable
 
 from fedrec.common.defences import DEFAULT, NAMES, OFF, defence_names
 from fedrec.server.defences.base import Defence
+from fedrec.server.defences.budget import Budget
 from fedrec.server.defences.clip import LearnedClip
 from fedrec.server.defences.coordination import Coordination
 
 DEFENCES: dict[str, Callable[[int], Defence]] = {
     LearnedClip.name: lambda seed: LearnedClip(),
+    Budget.name: lambda seed: Budget(),
     Coordination.name: lambda seed: Coordination(seed=seed),
 }
 

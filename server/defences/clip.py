@@ -16,12 +16,11 @@ window is in the checkpoint (``clip-recent``), so a restarted server keeps it.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 
 from fedrec.common.schema import ItemUpdate
 from fedrec.server.defences.base import Defence
+from fedrec.server.defences.window import WINDOW, RecentMedian
 
 
 def row_norms(update: ItemUpdate) -> np.ndarray:
@@ -37,8 +36,6 @@ def learned_bound(updates: list[ItemUpdate], factor: float = 1.0) -> float | Non
     return factor * float(np.median(longest)) if longest else None
 
 
-WINDOW = 200  # distinct devices the median is taken over, when a round has fewer
-MAX_WINDOW = 10_000  # the largest window (what a checkpoint may hold)
 STATE = "clip-recent"  # its checkpoint entry: [node, longest row], oldest first
 
 
@@ -49,39 +46,23 @@ class LearnedClip(Defence):
         super().__init__()
         if not factor > 0:
             raise ValueError(f"clip factor must be > 0. Found {factor}.")
-        if not 1 <= window <= MAX_WINDOW:
-            raise ValueError(f"clip window must be in [1, {MAX_WINDOW}]. Found {window}.")
-        self.factor, self.window = factor, window
-        self.recent: OrderedDict[int, float] = OrderedDict()  # node -> its longest row
+        self.factor = factor
+        self.recent = RecentMedian(window)  # node -> its longest row
 
     def _bound(self, norms: list[np.ndarray], nodes: list[int] | None) -> float | None:
         """The bound from each update's row norms (and the window, given the nodes)."""
-        longest = [(i, float(n.max())) for i, n in enumerate(norms) if len(n)]
-        if not longest:
-            return None
-        if nodes is None:
-            return self.factor * float(np.median([v for _, v in longest]))
-        if len(nodes) != len(norms):
+        if nodes is not None and len(nodes) != len(norms):
             raise ValueError(f"{len(nodes)} nodes for {len(norms)} updates")
-        # This round's devices enter by their longest row, not by arrival: which of them a
-        # full window drops first must not depend on the order replies arrived in (Ray's
-        # differs from the in-process engine's; equal values drop alike).
-        for i, value in sorted(longest, key=lambda entry: entry[1]):
-            self.recent[nodes[i]] = value
-            self.recent.move_to_end(nodes[i])
-        while len(self.recent) > max(self.window, len(longest)):  # (this round's: newest)
-            self.recent.popitem(last=False)
-        return self.factor * float(np.median(list(self.recent.values())))
+        sent = [i for i, n in enumerate(norms) if len(n)]
+        median = self.recent.median([float(norms[i].max()) for i in sent],
+                                    None if nodes is None else [nodes[i] for i in sent])
+        return None if median is None else self.factor * median
 
     def state(self) -> dict:
-        """The window's newest ``window`` devices (a round larger than the window is
-        clipped over itself: older entries would not count)."""
-        kept = list(self.recent.items())[-self.window:]
-        return {STATE: [[int(node), longest] for node, longest in kept]}
+        return {STATE: self.recent.state()}
 
     def load(self, run: dict) -> None:
-        self.recent = OrderedDict((int(node), float(longest))
-                                  for node, longest in run.get(STATE, []))
+        self.recent.load(run.get(STATE, []))
 
     def screen(self, updates: list[ItemUpdate], factors: np.ndarray | None = None,
                nodes: list[int] | None = None) -> list[ItemUpdate | None]:

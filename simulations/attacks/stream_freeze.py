@@ -50,8 +50,13 @@ def freeze_update(n_rows: int, n_factors: int, norm: float, rng: np.random.Gener
         raise ValueError(f"norm must be a finite number > 0. Found {norm!r}.")
     move = rng.normal(size=(n_rows, n_factors + 1))
     move *= norm / np.linalg.norm(move, axis=1, keepdims=True)
-    return ItemUpdate(np.arange(n_rows, dtype=np.int64), move[:, :-1].astype(np.float32),
-                      move[:, -1].astype(np.float32), np.ones(n_rows, dtype=np.float32))
+    sent = move.astype(np.float32)
+    # float32 rounding can leave a row a hair over ``norm``; at the server's bound that
+    # row would be refused (and the run would hold no attack): those rows a hair under.
+    over = np.linalg.norm(sent.astype(np.float64), axis=1) > norm
+    sent[over] = (move[over] * (1 - 1e-6)).astype(np.float32)
+    return ItemUpdate(np.arange(n_rows, dtype=np.int64), np.ascontiguousarray(sent[:, :-1]),
+                      np.ascontiguousarray(sent[:, -1]), np.ones(n_rows, dtype=np.float32))
 
 
 def no_events() -> dict[str, float]:

@@ -188,6 +188,10 @@ def test_200_random_bit_flips_never_load_as_a_different_model(tmp_path):
     (None, {"run": {"clip-recent": [[7, 0.1, 3]]}}, "clip-recent must list distinct"),
     (None, {"run": {"clip-recent": [[n, 0.1] for n in range(10_001)]}},
      "clip-recent must list distinct"),
+    (None, {"run": {"budget-recent": [[7, 0.1], [7, 0.2]]}}, "budget-recent must list distinct"),
+    (None, {"run": {"budget-recent": [[7, float("inf")]]}}, "budget-recent must list distinct"),
+    (None, {"run": {"budget-recent": [[7, -1.0]]}}, "budget-recent must list distinct"),
+    (None, {"run": {"budget-recent": "x"}}, "budget-recent must list distinct"),
     (None, {"halving": 0.0}, "halving must be a finite number in"),
     (None, {"halving": float("inf")}, "halving must be a finite number in"),
     (None, {"halving": "4"}, "halving must be a finite number in"),
@@ -340,25 +344,27 @@ def test_a_checkpoint_from_before_the_biases_had_their_own_rule_loads_with_the_f
                                   model.state()[0]["bias-rule.accum"])
 
 
-def test_the_clip_window_comes_back_with_a_resumed_run(tmp_path):
-    """The clip defence's window of recent devices is in the checkpoint: a restarted
-    server takes its median over the same devices, so a few devices present in every
-    round do not own the bound again while the window refills."""
+def test_the_learned_bounds_windows_come_back_with_a_resumed_run(tmp_path):
+    """The clip and budget defences' windows of recent devices are in the checkpoint: a
+    restarted server takes its medians over the same devices, so a few devices present in
+    every round do not own the bounds again while the windows refill."""
     from fedrec.common.schema import ItemUpdate
     from fedrec.common.settings import RunSettings
     from fedrec.server.app import build_strategy, open_checkpoint, resume_strategy
 
     s = RunSettings(checkpoint=str(tmp_path / "server.db"), factors=4,
-                    defences="clip,coordination")
+                    defences="clip,budget,coordination")
     cp = open_checkpoint(s)
     strategy = build_strategy(s, 30, 3.5, (1.0, 5.0), cp)
-    clip = strategy.defences[0]
     rows = [ItemUpdate(np.array([1, 2]), np.full((2, 4), v, np.float32),
                        np.zeros(2, np.float32), np.ones(2, np.float32))
             for v in (0.1, 0.2, 0.3)]
-    clip.screen(rows, nodes=[2**64 - 1, 5, 9])
+    for defence in strategy.defences[:2]:
+        defence.screen(rows, nodes=[2**64 - 1, 5, 9])
     strategy.history.append({"round": 1})
     strategy.save_checkpoint(1)
     resumed = resume_strategy(s, open_checkpoint(s).load(), (1.0, 5.0), open_checkpoint(s))
-    assert resumed.defences[0].recent == clip.recent
-    assert list(resumed.defences[0].recent) == [2**64 - 1, 5, 9]
+    for before, after in zip(strategy.defences[:2], resumed.defences[:2], strict=True):
+        assert after.name == before.name and after.recent.values == before.recent.values
+        assert list(after.recent.values) == [2**64 - 1, 5, 9]
+    assert resumed.defences[1].recent.values[9] == pytest.approx(2 * 4 * 0.3 ** 2)

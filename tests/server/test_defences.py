@@ -9,8 +9,10 @@ from fedrec.common import defences as names
 from fedrec.common.schema import ItemUpdate
 from fedrec.common.settings import RunSettings
 from fedrec.server.defences import DEFENCES, build_defences
+from fedrec.server.defences.budget import Budget, energy
 from fedrec.server.defences.clip import LearnedClip, learned_bound, row_norms
 from fedrec.server.defences.coordination import Coordination
+from fedrec.server.defences.window import RecentMedian
 
 K = 16
 
@@ -116,7 +118,8 @@ def test_clip_over_small_rounds_takes_its_median_over_recent_devices_not_one_rou
     assert cut[0] is not None and row_norms(cut[0]).max() < 1e-5  # (one round: frozen)
     honest_median = np.median([row_norms(u).max() for u in honest[-195:]])
     assert windowed.last["bound"] == pytest.approx(honest_median, rel=0.2)
-    assert len(windowed.recent) == 200 and all(n in windowed.recent for n in range(1, 6))
+    assert len(windowed.recent.values) == 200 and all(n in windowed.recent.values
+                                                      for n in range(1, 6))
     for u, k in zip(honest[396:400], kept[:4], strict=True):
         assert row_norms(k).max() >= min(row_norms(u).max(), 0.5 * honest_median)
     big = LearnedClip(window=10)  # a round larger than the window: over the round itself
@@ -126,14 +129,16 @@ def test_clip_over_small_rounds_takes_its_median_over_recent_devices_not_one_rou
         LearnedClip().screen(honest[:3], nodes=[1, 2])
 
 
-def test_clips_window_does_not_depend_on_the_order_a_rounds_replies_arrive_in():
+@pytest.mark.parametrize("defence", [LearnedClip, Budget])
+def test_a_learned_bounds_window_does_not_depend_on_the_order_a_rounds_replies_arrive_in(
+        defence):
     """Once the window is full, which of a round's devices it drops first must not follow
     their arrival order: Ray's engine delivers replies in another order than the
     in-process one, and the bounds (so the model) would differ from then on."""
     honest = honest_updates(300, seed=5)
     bounds = []
     for flip in (False, True):
-        clip = LearnedClip(window=7)
+        clip = defence(window=7)
         got = []
         for r in range(60):
             idx = list(range(5 * r, 5 * r + 5))
@@ -143,6 +148,55 @@ def test_clips_window_does_not_depend_on_the_order_a_rounds_replies_arrive_in():
             got.append(clip.last["bound"])
         bounds.append(got)
     assert bounds[0] == bounds[1]
+
+
+def freezer(n_items: int = 200, norm: float = 1.0, seed: int = 9) -> ItemUpdate:
+    """A reply moving every row of the table, each in a random direction at ``norm``
+    (``fedrec.simulations.attacks.stream_freeze``'s)."""
+    move = np.random.default_rng(seed).standard_normal((n_items, K + 1))
+    move *= norm / np.linalg.norm(move, axis=1, keepdims=True)
+    return ItemUpdate(np.arange(n_items, dtype=np.int64), move[:, :K].astype(np.float32),
+                      move[:, K].astype(np.float32), np.ones(n_items, np.float32))
+
+
+def test_budget_scales_a_reply_moving_every_row_down_to_factor_median_replies():
+    """clip lets each row of a reply move as far as an ordinary device's longest row, so a
+    reply moving every row at that length passed it whole. The budget bounds the reply's
+    energy (its squared rows summed) by ``factor`` × the median reply's, and scales the
+    whole reply down to it, every row alike; honest replies pass untouched."""
+    honest = honest_updates()
+    bound = learned_bound(honest)
+    attack = [freezer(norm=bound, seed=s) for s in range(3)]
+    budget = Budget(factor=5.0)
+    out = budget.screen(honest + attack)
+    median = np.median([energy(u) for u in honest + attack])
+    assert budget.last == {"bound": pytest.approx(5 * median), "replies": 3.0}
+    assert all(o is u for o, u in zip(out, honest, strict=False))  # (the same objects)
+    for a, o in zip(attack, out[len(honest):], strict=True):
+        assert energy(a) > 4 * energy(o)  # 200 rows at the bound: over budget
+        assert energy(o) == pytest.approx(5 * median, rel=1e-5)
+        ratio = o.rows / a.rows  # every row scaled alike: directions kept
+        np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-5)
+        np.testing.assert_allclose(o.bias / a.bias, ratio.flat[0], rtol=1e-5)
+    # Past the budget a bigger move gains nothing: the scaled reply is the same.
+    louder = Budget(factor=5.0).screen(honest + [freezer(norm=10 * bound, seed=s)
+                                                 for s in range(3)])
+    for o, q in zip(out[len(honest):], louder[len(honest):], strict=True):
+        np.testing.assert_allclose(o.rows, q.rows, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("bad", [0.5, 0, -1, float("nan"), float("inf"), True, "20"])
+def test_a_budget_factor_below_one_or_not_a_number_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match="budget factor must be a number >= 1"):
+        Budget(factor=bad)
+
+
+@pytest.mark.parametrize("bad", [0, 10_001, 2.5, True, "200"])
+def test_a_window_that_is_not_a_whole_number_in_range_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match="window must be a whole number in"):
+        RecentMedian(bad)
+    with pytest.raises(ValueError, match="window must be a whole number in"):
+        Budget(window=bad)
 
 
 def test_coordination_sets_aside_alike_rows_and_no_honest_device():

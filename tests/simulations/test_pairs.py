@@ -18,6 +18,7 @@ from fedrec.client.app import query as device_query
 from fedrec.common import pairs, records
 from fedrec.common.data.csvlog import write_csv_log
 from fedrec.common.data.synthetic import ShopConfig, generate_shop
+from fedrec.common.defences import DEFAULT
 from fedrec.common.partition import simulated_partitions
 from fedrec.common.settings import RunSettings
 from fedrec.server import pairs as server_pairs
@@ -213,7 +214,7 @@ def _colluding_app(push: np.ndarray) -> ClientApp:
     return app
 
 
-@pytest.mark.parametrize("defences", ["clip,coordination", "off"])
+@pytest.mark.parametrize("defences", [DEFAULT, "off"])
 def test_copies_sets_colluding_devices_aside_and_takes_their_counts_out(small, tmp_path,
                                                                         defences):
     settings = _settings(small, defences=defences)
@@ -241,7 +242,7 @@ def test_the_pairs_attack_bench_measures_a_push_and_the_defence_stopping_it():
     from fedrec.simulations.benches.pairs_attack import bench_pairs_attack, shops, table_lines
 
     record = bench_pairs_attack(shops(1), ["push", "push-jitter"], [0.1],
-                                ["off", "clip,coordination"])
+                                ["off", DEFAULT])
     rows = {(r["attack"], r["defences"]): r for r in record["table"]}
     none, off, on = rows["none", "default"], rows["push", "off"], rows["push", "default"]
     assert off["er@10"] > 0.1 and off["target_rank"] < none["target_rank"]

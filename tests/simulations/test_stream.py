@@ -450,6 +450,35 @@ def test_a_freezer_in_every_round_adds_one_to_each_rows_count_and_nothing_to_the
         FederatedStream(s, freezers=-1)
 
 
+def test_budget_holds_a_freezer_moving_every_row_at_the_bound_to_its_share(
+        tmp_path_factory):
+    """A freezer moving every row of the table as far as ``clip`` lets an honest device's
+    longest row move (``--freeze-norm`` at the published bound: clip cuts it to the
+    median longest row) passed clip whole. ``budget`` scales its every reply down to
+    ``factor`` median replies' energy; the freezer then costs less than half of what it
+    cost without. (A catalogue of 600 items: an honest reply moves a few
+    dozen rows, its positives and their sampled negatives.)"""
+    s = settings(_shop_csv(tmp_path_factory, n_users=80, n_items=600, n_events=3_000,
+                           seed=5), "implicit")
+    ndcg, scaled = {}, {}
+    for freezers in (0, 1):
+        for defences in ("clip,coordination", "clip,budget,coordination"):
+            run = FederatedStream(replace(s, run=replace(s.run, defences=defences)),
+                                  freezers=freezers, freeze_norm=s.run.max_norm)
+            run.replay()
+            ndcg[freezers, defences] = run.sums.totals(explicit=False)["ndcg@10"]
+            scaled[freezers, defences] = [r["train"].get("budget-replies") for r
+                                          in run.strategy.history if "train" in r]
+    with_budget = "clip,budget,coordination"
+    assert len(scaled[1, with_budget]) > 5 and min(scaled[1, with_budget]) >= 1
+    honest = ndcg[0, "clip,coordination"]
+    # (A small shop's rounds hold about ten devices: the budget trims a few honest replies
+    # too, at a small cost.)
+    assert ndcg[0, with_budget] >= 0.98 * honest
+    lost, kept_lost = honest - ndcg[1, "clip,coordination"], honest - ndcg[1, with_budget]
+    assert lost > 0.05 * honest and kept_lost < 0.5 * lost
+
+
 def test_the_command_runs_freezers_and_refuses_them_where_they_cannot_run(shop, tmp_path,
                                                                           capsys):
     out = tmp_path / "frozen.json"
