@@ -9,6 +9,14 @@ import numpy as np
 from fedrec.common.schema import ItemUpdate
 
 
+def scaled(update: ItemUpdate, scale: float | np.ndarray) -> ItemUpdate:
+    """``update`` with its rows and biases multiplied by ``scale`` (one number, or one per
+    row); its ids and counts as they were."""
+    row_scale = scale[:, None] if np.ndim(scale) else scale
+    return ItemUpdate(update.ids, (update.rows * row_scale).astype(np.float32),
+                      (update.bias * scale).astype(np.float32), update.counts)
+
+
 class Defence:
     """A defence that changes nothing; each defence overrides :meth:`screen`."""
 

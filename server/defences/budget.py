@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedrec.common.schema import ItemUpdate
-from fedrec.server.defences.base import Defence
+from fedrec.server.defences.base import Defence, scaled
 from fedrec.server.defences.clip import row_norms
 from fedrec.server.defences.window import WINDOW, RecentMedian
 
@@ -63,12 +63,9 @@ class Budget(Defence):
 
     def screen(self, updates: list[ItemUpdate], factors: np.ndarray | None = None,
                nodes: list[int] | None = None) -> list[ItemUpdate | None]:
-        if nodes is not None and len(nodes) != len(updates):
-            raise ValueError(f"{len(nodes)} nodes for {len(updates)} updates")
         energies = [energy(u) for u in updates]
-        sent = [i for i, u in enumerate(updates) if len(u.ids)]
-        median = self.recent.median([energies[i] for i in sent],
-                                    None if nodes is None else [nodes[i] for i in sent])
+        median = self.recent.median([e if len(u.ids) else None
+                                     for u, e in zip(updates, energies, strict=True)], nodes)
         self.last = {"bound": 0.0 if median is None else self.factor * median,
                      "replies": 0.0}
         if median is None:
@@ -80,9 +77,7 @@ class Budget(Defence):
                 out.append(u)
                 continue
             self.last["replies"] += 1.0
-            scale = np.sqrt(bound / e)
-            out.append(ItemUpdate(u.ids, (u.rows * scale).astype(np.float32),
-                                  (u.bias * scale).astype(np.float32), u.counts))
+            out.append(scaled(u, np.sqrt(bound / e)))
         return out
 
     def state(self) -> dict:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedrec.common.schema import ItemUpdate
-from fedrec.server.defences.base import Defence
+from fedrec.server.defences.base import Defence, scaled
 from fedrec.server.defences.window import WINDOW, RecentMedian
 
 
@@ -51,11 +51,8 @@ class LearnedClip(Defence):
 
     def _bound(self, norms: list[np.ndarray], nodes: list[int] | None) -> float | None:
         """The bound from each update's row norms (and the window, given the nodes)."""
-        if nodes is not None and len(nodes) != len(norms):
-            raise ValueError(f"{len(nodes)} nodes for {len(norms)} updates")
-        sent = [i for i, n in enumerate(norms) if len(n)]
-        median = self.recent.median([float(norms[i].max()) for i in sent],
-                                    None if nodes is None else [nodes[i] for i in sent])
+        median = self.recent.median([float(n.max()) if len(n) else None for n in norms],
+                                    nodes)
         return None if median is None else self.factor * median
 
     def state(self) -> dict:
@@ -78,7 +75,5 @@ class LearnedClip(Defence):
                 out.append(u)
                 continue
             self.last["rows"] += float(long.sum())
-            scale = np.where(long, bound / np.maximum(norms, 1e-30), 1.0)
-            out.append(ItemUpdate(u.ids, (u.rows * scale[:, None]).astype(np.float32),
-                                  (u.bias * scale).astype(np.float32), u.counts))
+            out.append(scaled(u, np.where(long, bound / np.maximum(norms, 1e-30), 1.0)))
         return out

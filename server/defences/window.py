@@ -30,23 +30,27 @@ class RecentMedian:
         self.window = window
         self.values: OrderedDict[int, float] = OrderedDict()  # node -> its latest value
 
-    def median(self, values: Sequence[float], nodes: Sequence[int] | None) -> float | None:
-        """The median of this round's ``values`` (one per device) with the window's; the
-        round's enter the window (``nodes``: who sent each; None: unknown, the round's
-        median alone, the window unchanged). None when the round has no value."""
-        if not len(values):
+    def median(self, values: Sequence[float | None], nodes: Sequence[int] | None
+               ) -> float | None:
+        """The median of this round's ``values`` (one per update; None: the update sent no
+        row, and does not count) with the window's; the round's enter the window
+        (``nodes``: who sent each update; None: unknown, the round's median alone, the
+        window unchanged). None when no update of the round has a value."""
+        if nodes is not None and len(nodes) != len(values):
+            raise ValueError(f"{len(nodes)} nodes for {len(values)} updates")
+        sent = [i for i, v in enumerate(values) if v is not None]
+        if not sent:
             return None
         if nodes is None:
-            return float(np.median(values))
-        if len(nodes) != len(values):
-            raise ValueError(f"{len(nodes)} nodes for {len(values)} values")
+            return float(np.median([values[i] for i in sent]))
         # This round's devices enter by their value, not by arrival: which of them a full
         # window drops first must not depend on the order replies arrived in (Ray's
         # differs from the in-process engine's; equal values drop alike).
-        for node, value in sorted(zip(nodes, values, strict=True), key=lambda e: e[1]):
-            self.values[node] = float(value)
+        for node, value in sorted(((nodes[i], float(values[i])) for i in sent),
+                                  key=lambda e: e[1]):
+            self.values[node] = value
             self.values.move_to_end(node)
-        while len(self.values) > max(self.window, len(values)):  # (this round's: newest)
+        while len(self.values) > max(self.window, len(sent)):  # (this round's: newest)
             self.values.popitem(last=False)
         return float(np.median(list(self.values.values())))
 

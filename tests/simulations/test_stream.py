@@ -450,6 +450,19 @@ def test_a_freezer_in_every_round_adds_one_to_each_rows_count_and_nothing_to_the
         FederatedStream(s, freezers=-1)
 
 
+def test_a_freezers_rows_stay_within_its_norm_after_float32_rounding():
+    """A freezer at the server's published bound must be taken, not refused: its rows,
+    made in float64 and sent as float32, are never longer than the norm it was given
+    (a hair over, every such reply was refused and the run held no attack)."""
+    from fedrec.simulations.attacks.stream_freeze import freeze_update
+
+    for norm in (10.0, 1.0, 0.3):
+        update = freeze_update(5_000, 16, norm, np.random.default_rng(3))
+        rows = np.hstack([update.rows, update.bias[:, None]]).astype(np.float64)
+        lengths = np.linalg.norm(rows, axis=1)
+        assert (lengths <= norm).all() and lengths.min() > norm * (1 - 1e-5)
+
+
 def test_budget_holds_a_freezer_moving_every_row_at_the_bound_to_its_share(
         tmp_path_factory):
     """A freezer moving every row of the table as far as ``clip`` lets an honest device's
