@@ -202,64 +202,6 @@ class Count(StepRule):
         return {"n": self.n}
 
 
-class FirstMoves:
-    """The rows each mover (a device's node, a user) has moved, so that :class:`Count`
-    counts each mover once per row: however often one is sampled, it adds at most one to a
-    row's count (were every move counted, one device moving every row every round would
-    shrink every row's step for everyone: a freezing attack)."""
-
-    def __init__(self) -> None:
-        self._rows: dict[int, np.ndarray] = {}  # mover -> sorted rows it moved
-
-    def new(self, mover: int, rows: np.ndarray) -> np.ndarray:
-        """Which of ``rows`` (sorted, unique) ``mover`` moves for the first time, as a
-        mask; they are recorded."""
-        rows = np.asarray(rows, dtype=np.int64)
-        have = self._rows.get(mover)
-        if have is None:
-            self._rows[mover] = rows.copy()
-            return np.ones(len(rows), dtype=bool)
-        at = np.searchsorted(have, rows)  # (both sorted: no sort here, per event or reply)
-        first = have[np.minimum(at, len(have) - 1)] != rows if len(have) else \
-            np.ones(len(rows), dtype=bool)
-        if first.any():
-            self._rows[mover] = np.insert(have, at[first], rows[first])
-        return first
-
-    def pairs(self) -> np.ndarray:
-        """The record as uint64 (mover, row) pairs, by mover then row."""
-        if not self._rows:
-            return np.empty((0, 2), dtype=np.uint64)
-        return np.concatenate([np.column_stack([np.full(len(r), m, np.uint64),
-                                                r.astype(np.uint64)])
-                               for m, r in sorted(self._rows.items())])
-
-    @classmethod
-    def from_pairs(cls, pairs: np.ndarray, n_rows: int) -> FirstMoves:
-        """The record :meth:`pairs` wrote, checked (it may come from a damaged file):
-        ValueError naming what is wrong."""
-        if not isinstance(pairs, np.ndarray) or pairs.dtype != np.uint64 \
-                or pairs.ndim != 2 or pairs.shape[1] != 2:
-            raise ValueError(f"moved must be uint64 (node, row) pairs. Found "
-                             f"{getattr(pairs, 'dtype', type(pairs).__name__)} "
-                             f"{getattr(pairs, 'shape', '')}.")
-        out = cls()
-        if not len(pairs):
-            return out
-        if pairs[:, 1].max() >= n_rows:
-            raise ValueError(f"moved names a row beyond the table's {n_rows}")
-        order = np.lexsort((pairs[:, 1], pairs[:, 0]))
-        if len(pairs) > 1 and not (np.diff(pairs[order], axis=0) != 0).any(axis=1).all():
-            raise ValueError("moved repeats a (node, row) pair")
-        movers, starts = np.unique(pairs[order, 0], return_index=True)
-        rows = np.split(pairs[order, 1].astype(np.int64), starts[1:])
-        out._rows = {int(m): r for m, r in zip(movers, rows, strict=True)}
-        return out
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-
 def check_halving(halving: float) -> float:
     """A :class:`Count` rule's halving count: finite and > 0 (raises ValueError)."""
     if not (isinstance(halving, int | float) and not isinstance(halving, bool)

@@ -14,13 +14,14 @@ import math
 
 import numpy as np
 
+from fedrec.common import first_moves
+from fedrec.common.first_moves import FirstMoves
 from fedrec.common.optim import (
     COUNT,
     DEFAULT_HALVING,
     MAX_HALVING,
     MAX_LR,
     STEP_RULES,
-    FirstMoves,
     check_halving,
     make_step_rule,
 )
@@ -130,7 +131,7 @@ class ItemModel:
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, float | int | str]]:
         """Everything the model is, as arrays and scalars (what a checkpoint stores)."""
         arrays = {"factors": self.params.factors, "bias": self.params.bias,
-                  "version": self.version, "moved": self._moved.pairs()}
+                  "version": self.version, **self._moved.record(self.n_items)}
         for prefix, rule in self._rules():
             arrays.update({prefix + k: v for k, v in rule.state().items()})
         meta = {"step-rule": self.step_rule, "lr": self.lr,
@@ -186,8 +187,13 @@ class ItemModel:
         model = cls(params, str(rule), float(lr), str(bias_rule), float(bias_lr),
                     float(halving))
         model.version = np.array(version)
-        model._moved = FirstMoves.from_pairs(arrays.get("moved", np.empty((0, 2), np.uint64)),
-                                             n)
+        if any(k in arrays for k in first_moves.KEYS):
+            if "moved" in arrays:
+                raise ValueError("the moved record is there twice: as moved pairs and as "
+                                 f"{', '.join(first_moves.KEYS)}")
+            model._moved = FirstMoves.from_record(arrays, n)
+        elif "moved" in arrays:  # (a checkpoint written before the compact record)
+            model._moved = FirstMoves.from_pairs(arrays["moved"], n)
         model.round, model.refused_steps = int(meta["round"]), int(meta["refused-steps"])
         for prefix, step_rule in model._rules():
             state = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
@@ -198,7 +204,8 @@ class ItemModel:
                     raise ValueError(f"{prefix}{name} must be >= 0 (a count or a sum of "
                                      "squares)")
             step_rule.load_state(state)
-        unknown = sorted(set(arrays) - {"factors", "bias", "version", "moved"} - {
+        unknown = sorted(set(arrays) - {"factors", "bias", "version", "moved",
+                                        *first_moves.KEYS} - {
             k for k in arrays if k.startswith(("factor-rule.", "bias-rule."))})
         if unknown:
             raise ValueError(f"unknown arrays {unknown}")

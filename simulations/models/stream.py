@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from fedrec.common.first_moves import FirstMoves
 from fedrec.common.losses import negative_weights, online_bce_step, online_rating_step
 from fedrec.common.metrics import (
     add_rank_score,
@@ -38,7 +39,7 @@ from fedrec.common.metrics import (
 )
 from fedrec.common.mf import MatrixFactorization, MFConfig
 from fedrec.common.neighbours import NeighbourStats, NeighbourTable, residual
-from fedrec.common.optim import COUNT, DEFAULT_HALVING, FirstMoves, make_step_rule
+from fedrec.common.optim import COUNT, DEFAULT_HALVING, make_step_rule
 from fedrec.common.segments import Segments
 from fedrec.common.stream import Tick, Timeline
 from fedrec.simulations.engines.prequential import K, Sums

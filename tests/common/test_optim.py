@@ -13,7 +13,6 @@ from fedrec.common.optim import (
     Adagrad,
     Adam,
     Count,
-    FirstMoves,
     make_step_rule,
     sum_rows,
     sum_rows_counted,
@@ -154,21 +153,3 @@ def test_count_refuses_a_halving_that_is_not_a_positive_number(bad):
         make_step_rule("count", 0.1, (2,), bad)
 
 
-def test_first_moves_counts_each_mover_once_per_row_and_its_record_comes_back():
-    moves = FirstMoves()
-    assert moves.new(3, np.array([1, 4, 6])).all()
-    assert moves.new(3, np.array([0, 4, 6, 9])).tolist() == [True, False, False, True]
-    assert moves.new(2**64 - 1, np.array([4])).tolist() == [True]
-    assert moves.new(3, np.array([0, 1, 4, 6, 9])).sum() == 0  # every round again: nothing
-    pairs = moves.pairs()
-    assert pairs.dtype == np.uint64 and pairs.shape == (6, 2)
-    back = FirstMoves.from_pairs(pairs, 10)
-    np.testing.assert_array_equal(back.pairs(), pairs)
-    assert back.new(3, np.array([1, 2])).tolist() == [False, True] and len(back) == 2
-    assert len(FirstMoves.from_pairs(np.empty((0, 2), np.uint64), 10)) == 0
-    for bad, problem in (([[3, 1]], "uint64"), (None, "uint64"),
-                         (np.array([[3, 10]], np.uint64), "beyond"),
-                         (np.array([[3, 1], [3, 1]], np.uint64), "repeats"),
-                         (np.array([[3.0, 1.0]]), "uint64")):
-        with pytest.raises(ValueError, match=problem):
-            FirstMoves.from_pairs(bad, 10)

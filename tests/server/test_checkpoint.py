@@ -313,15 +313,20 @@ def test_a_count_rules_counts_are_checked_and_its_halving_comes_back(tmp_path):
     # the rows each node moved come back: a node's later move on them is not counted again
     assert loaded.first_moves(big, np.array([3, 4, 9])).tolist() == [False, True, False]
     assert loaded.first_moves(7, np.array([1, 2])).tolist() == [False, True]
-    for damaged, problem in ((np.array([[7, 30]], np.uint64), "moved names a row beyond"),
-                             (np.array([[7, 1], [7, 1]], np.uint64), "moved repeats"),
-                             (np.array([[7, 1]], np.int64), "moved must be uint64"),
-                             (np.array([[7, 1, 2]], np.uint64), "moved must be uint64"),
-                             (np.array([7, 1], np.uint64), "moved must be uint64")):
-        rewrite(path, {"moved": damaged})
+    # (every way the record can be damaged: tests/common/test_first_moves.py; here, that a
+    # damaged one is refused by name through the checkpoint)
+    good = model.state()[0]
+    assert good["moved-dense-nodes"].tolist() == [7, big]  # (two of 30 rows: bitmaps)
+    for key, damaged, problem in (
+            ("moved-dense", np.full((2, 4), 0x80, np.uint8), "moved-dense names a row beyond"),
+            ("moved-dense-nodes", np.array([7, 7], np.uint64), "repeat a node"),
+            ("moved-dense", np.zeros((2, 3), np.uint8), "moved-dense must be"),
+            ("moved-offsets", np.array([0, 5], np.int64), "moved-offsets must rise")):
+        rewrite(path, {key: damaged})
         with pytest.raises(CheckpointError, match=problem):
             Checkpoint(path).load()
-    rewrite(path, {"moved": model.state()[0]["moved"]})
+        rewrite(path, {key: good[key]})
+    assert Checkpoint(path).load()[0].first_moves(7, np.array([1])).tolist() == [False]
     rewrite(path, {"bias-rule.n": np.full(30, -1.0)})
     with pytest.raises(CheckpointError, match=r"bias-rule\.n must be >= 0"):
         Checkpoint(path).load()
@@ -368,3 +373,39 @@ def test_the_learned_bounds_windows_come_back_with_a_resumed_run(tmp_path):
         assert after.name == before.name and after.recent.values == before.recent.values
         assert list(after.recent.values) == [2**64 - 1, 5, 9]
     assert resumed.defences[1].recent.values[9] == pytest.approx(2 * 4 * 0.3 ** 2)
+
+
+def as_pairs_record(path, pairs: np.ndarray, keep_new: bool = False) -> None:
+    """Rewrite a checkpoint's record of first moves as a checkpoint before the compact
+    record stored it: (node, row) pairs under "moved"."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, pairs)
+    with sqlite3.connect(path) as conn:
+        if not keep_new:
+            conn.execute("DELETE FROM arrays WHERE name LIKE 'moved-%'")
+        conn.execute("INSERT OR REPLACE INTO arrays VALUES (?, ?)", ("moved", buf.getvalue()))
+    reseal(path, None)
+
+
+def test_a_checkpoint_that_stored_first_moves_as_pairs_still_loads(tmp_path):
+    path = tmp_path / "server.db"
+    rng = np.random.default_rng(0)
+    model = ItemModel(ItemParams.init(30, 4, rng, 0.1), "count", 2.0)
+    model.first_moves(2**64 - 5, np.array([3, 9]))
+    model.first_moves(7, np.arange(0, 25))
+    Checkpoint(path).save(model, 1, [{"round": 1}])
+    pairs = model._moved.pairs()
+    as_pairs_record(path, pairs)
+    loaded = Checkpoint(path).load()[0]
+    np.testing.assert_array_equal(loaded._moved.pairs(), pairs)
+    assert loaded.first_moves(7, np.array([24, 25])).tolist() == [False, True]
+    as_pairs_record(path, np.array([[7, 30]], np.uint64))
+    with pytest.raises(CheckpointError, match="moved names a row beyond"):
+        Checkpoint(path).load()
+    # both forms at once: which one is the record? Refused.
+    Checkpoint(path).save(model, 1, [{"round": 1}])
+    as_pairs_record(path, pairs, keep_new=True)
+    with pytest.raises(CheckpointError, match="the moved record is there twice"):
+        Checkpoint(path).load()
