@@ -54,6 +54,7 @@ from fedrec.common.partition import (
     simulated_segments,
     simulated_timeline,
 )
+from fedrec.common.ranking import HEAD_KEY, unpack_head
 from fedrec.common.round_config import RoundConfig
 from fedrec.common.schema import ItemUpdate, TrainConfig
 from fedrec.common.secagg import Block, densify, mean_vector
@@ -87,11 +88,12 @@ def _load_user(context: Context, store: DeviceStore | None) -> UserState | None:
 
 
 def _save(context: Context, device: Device | StreamDevice, store: DeviceStore | None,
-          table: HeldTable | None = None, mean: float = 0.0, kept: Held | None = None
-          ) -> None:
+          table: HeldTable | None = None, mean: float = 0.0, kept: Held | None = None,
+          bonus: float = 0.0) -> None:
     """Keep the user vector on the device: in simulation in the node's ``context.state``;
-    on a real device in its store, with the item table just synced (and μ) and the updates
-    it holds back (``kept``) in the same transaction, for the app to recommend with."""
+    on a real device in its store, with the item table just synced (and μ, and how to
+    rank: the head it came with and the round's tail ``bonus``) and the updates it holds
+    back (``kept``) in the same transaction, for the app to recommend with."""
     if device.user is None:
         return
     vector = np.append(device.user.factors, np.float32(device.user.bias))
@@ -108,6 +110,9 @@ def _save(context: Context, device: Device | StreamDevice, store: DeviceStore | 
                                          table.static.get("category"),
                                          edge.catalogue_state(table.static, table.extras)),
                       **store_state(table)})
+        if edge.HEAD not in state:  # (no head sent: none kept from an earlier table)
+            state[edge.HEAD] = np.zeros(0, np.uint8)
+        state[edge.TAIL_BONUS] = np.array([bonus], dtype=np.float64)
     store.put_many(state)
 
 
@@ -361,7 +366,7 @@ def train(msg: Message, context: Context, run_config: Mapping,
             pool=round_pool(p.config, p.round, len(p.factors)),
             **layers.train_arguments(mode, p.round, named))
         _refuse_diverged(update, p.device)
-        _save(context, p.device, store, p.table, mean)
+        _save(context, p.device, store, p.table, mean, bonus=p.round.tail_bonus or 0.0)
     update, metrics = layers.finish(mode, update, metrics, p.round,
                                     np.random.default_rng([_seed(p.round, context), 7]))
     return Message(RecordDict({records.UPDATE: records.update_to_record(update),
@@ -416,8 +421,19 @@ def _evaluate(content: RecordDict, context: Context, run_config: Mapping) -> dic
                                             p.round.rating_range)
     else:  # (a padded mode hides how active a device is: no segment, no tail counts)
         metrics = p.device.evaluate_ranking(p.factors, p.bias, items, segments=None
-                                            if mode.padded else p.round.segments)
+                                            if mode.padded else p.round.segments,
+                                            **ranking_arguments(p.table, p.round))
     return layers.evaluation(mode, metrics) if mode.runner == "fedrec" else metrics
+
+
+def ranking_arguments(table: HeldTable, rc: RoundConfig) -> dict:
+    """How this device ranks (:mod:`fedrec.common.ranking`): the round's tail bonus and the
+    head the table came with, checked (a head that is not a bitmap of the table is refused
+    by name); nothing when the round sends no bonus or the table no head."""
+    bits = table.extras.get(HEAD_KEY)
+    if not rc.tail_bonus or bits is None:
+        return {}
+    return {"head": unpack_head(bits, table.n_items), "bonus": rc.tail_bonus}
 
 
 PARTITION_QUERY = "partition"  # a query's config record: a simulation asks which user

@@ -24,6 +24,7 @@ from fedrec.common.losses import (
 from fedrec.common.metrics import top_k
 from fedrec.common.optim import sum_rows
 from fedrec.common.params import known_ids
+from fedrec.common.ranking import with_tail_bonus
 from fedrec.common.schema import ItemUpdate, TrainConfig
 from fedrec.common.segments import Segments
 
@@ -262,11 +263,14 @@ class Device:
                 "num-examples": float(len(items))}
 
     def evaluate_ranking(self, factors: np.ndarray, bias: np.ndarray, test_items: np.ndarray,
-                         k: int = 10, segments: Segments | None = None) -> dict[str, float]:
+                         k: int = 10, segments: Segments | None = None,
+                         head: np.ndarray | None = None, bonus: float = 0.0
+                         ) -> dict[str, float]:
         """Full-ranking metrics over every item this device has not trained on
-        (:func:`rank_metrics` of the model's scores)."""
+        (:func:`rank_metrics` of the model's scores; with ``bonus`` and the server's
+        ``head``, as :func:`~fedrec.common.ranking.with_tail_bonus` ranks them)."""
         p = self.user.factors if self.user is not None else np.zeros(factors.shape[1])
-        scores = (factors @ p + bias).astype(np.float64)
+        scores = with_tail_bonus(factors @ p + bias, head, bonus)
         return rank_metrics(scores, self.items, test_items, k, segments)
 
 

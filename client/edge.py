@@ -11,8 +11,6 @@ syncs (fedrec's ClientApp, run by a SuperNode over the same store, trains and sy
 
     from fedrec.client.edge import EdgeClient
     from fedrec.client.store import DeviceStore
-from fedrec.common import pairs as pairs_model
-from fedrec.common.models import MF, MODELS, PAIRS
 
     with DeviceStore("device.db", passphrase="...", create=True) as store:
         app = EdgeClient(store)
@@ -42,6 +40,13 @@ from fedrec.common.losses import (
     online_rating_step,
 )
 from fedrec.common.models import MF, MODELS, PAIRS
+from fedrec.common.ranking import (
+    HEAD_KEY,
+    check_bonus,
+    pack_head,
+    unpack_head,
+    with_tail_bonus,
+)
 
 # Names of the device's state entries in its store.
 USER = "user"  # [p_u | b_u]
@@ -50,6 +55,9 @@ FACTORS, BIAS, META, CATEGORY = "item-factors", "item-bias", "item-meta", "item-
 # indices (-1 padded), the category names, the rows hidden now (not listed, or delisted).
 SKU, CATEGORIES, CATEGORY_NAMES, HIDDEN = ("item-sku", "item-categories", "category-names",
                                            "item-hidden")
+# How it ranks (fedrec.common.ranking): the head the server sent with the table (a bitmap;
+# empty: none) and the round's tail bonus ([bonus]).
+HEAD, TAIL_BONUS = "item-head", "tail-bonus"
 # The model the device last synced (b"mf" or b"pairs"), and the pairs model's table and
 # [weight, cap] (fedrec.common.pairs).
 MODEL, PAIRS_COUNTS, PAIRS_META = "model", "pairs-counts", "pairs-meta"
@@ -81,6 +89,7 @@ def catalogue_state(static: dict[str, np.ndarray], extras: dict[str, np.ndarray]
     """The store entries of a table message's catalogue arrays (those it has)."""
     out = {}
     for entry, source, name in ((SKU, static, "sku"), (CATEGORIES, static, "categories"),
+                                (HEAD, extras, HEAD_KEY),
                                 (CATEGORY_NAMES, extras, "category-names"),
                                 (HIDDEN, extras, "hidden")):
         if name in source:
@@ -196,6 +205,21 @@ class EdgeClient:
                                                              for n in names.tolist())
         hidden = self.store.get(HIDDEN)
         self.hidden = np.empty(0, np.int64) if hidden is None else hidden.astype(np.int64)
+        self.head, self.tail_bonus = self._ranking()
+
+    def _ranking(self) -> tuple[np.ndarray | None, float]:
+        """The head and tail bonus the last synced table came with (none: the model's own
+        order); ValueError naming the entry when the store's are not a bitmap of the table
+        and a bonus in range."""
+        bits, bonus = self.store.get(HEAD), self.store.get(TAIL_BONUS)
+        if self.factors is None or bits is None or bonus is None or not len(bits):
+            return None, 0.0
+        try:
+            if bonus.shape != (1,):
+                raise ValueError(f"tail-bonus must be one number. Found {bonus.shape}.")
+            return unpack_head(bits, len(self.factors)), check_bonus(float(bonus[0]))
+        except ValueError as exc:
+            raise ValueError(f"{self.store.path}: state:{HEAD}/{TAIL_BONUS}: {exc}") from None
 
     def _model_entry(self) -> str:
         """The model the store says was synced last (MF before any says so); ValueError
@@ -222,10 +246,13 @@ class EdgeClient:
         self.reload_table()
 
     def set_table(self, factors: np.ndarray, bias: np.ndarray, mean: float = 0.0,
-                  categories: np.ndarray | None = None) -> None:
+                  categories: np.ndarray | None = None, head: np.ndarray | None = None,
+                  tail_bonus: float = 0.0) -> None:
         """Store a new item table (what a sync delivers) and use it from now on: a table
         that reaches the device without a SuperNode (the server's ``model.npz``, fetched
-        by the app). Its rows are the catalogue's items in order (:meth:`set_catalogue`)."""
+        by the app). Its rows are the catalogue's items in order (:meth:`set_catalogue`).
+        ``head`` (a mask over the items) and ``tail_bonus``: how to rank
+        (:mod:`fedrec.common.ranking`; none: the model's own order)."""
         factors = np.asarray(factors, dtype=np.float32)
         bias = np.asarray(bias, dtype=np.float32)
         if factors.ndim != 2 or bias.shape != (len(factors),):
@@ -237,7 +264,14 @@ class EdgeClient:
         if self.skus is not None and len(factors) > len(self.skus):
             raise ValueError(f"the table has {len(factors)} rows, the catalogue this device "
                              f"holds {len(self.skus)} items: take the newer catalogue first")
-        self.store.put_many(table_state(factors, bias, mean, categories))
+        bits = np.zeros(0, np.uint8)
+        if head is not None:
+            if np.shape(head) != (len(factors),):
+                raise ValueError(f"head must be a mask with one entry per item "
+                                 f"({len(factors)}). Found {np.shape(head)}.")
+            bits = pack_head(np.asarray(head, dtype=bool))
+        self.store.put_many({**table_state(factors, bias, mean, categories), HEAD: bits,
+                             TAIL_BONUS: np.array([check_bonus(tail_bonus)], np.float64)})
         self.reload_table()
 
     def set_pairs(self, counts: np.ndarray, weight: float, cap: int = 200) -> None:
@@ -353,7 +387,8 @@ class EdgeClient:
             scores = pairs_model.scores(counts, mine, weight)
         else:
             self._ensure_user()
-            scores = self.factors @ self.user[:-1] + self.bias
+            scores = with_tail_bonus(self.factors @ self.user[:-1] + self.bias, self.head,
+                                     self.tail_bonus)
         return self._top(scores, k, exclude, category)
 
     def similar(self, item: int | str, k: int = 10, category: int | str | None = None

@@ -26,14 +26,16 @@ from flwr.app import ArrayRecord, Context
 from fedrec.client import edge
 from fedrec.client.store import DeviceStore
 from fedrec.common import records
+from fedrec.common.ranking import HEAD_KEY
 
 TABLE = "table"  # context.state: ArrayRecord {factors, bias, version, static.NAME}
 VERSION = "item-version"  # a device store's state entry: the synced table's version
 STATIC = ("listed",)  # the static per-row arrays a device store keeps as static.NAME
 PREFIX = "static."
 # What comes whole with every table message beside the rows (a shop's catalogue: the rows
-# hidden now, never recommended; the category names its category indices stand for).
-EXTRAS = ("hidden", "category-names")
+# hidden now, never recommended; the category names its category indices stand for; the
+# head a tail bonus ranks against, common.ranking).
+EXTRAS = ("hidden", "category-names", HEAD_KEY)
 
 
 class StaleTableError(RuntimeError):

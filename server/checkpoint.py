@@ -40,6 +40,7 @@ import numpy as np
 
 from fedrec.server.defences.window import MAX_WINDOW
 from fedrec.server.item_model import ItemModel
+from fedrec.server.layers import HeadLayer
 from fedrec.server.neighbours import STATE as NEIGHBOUR_STATE
 from fedrec.server.stopping import STATE as STOP_STATE
 
@@ -48,7 +49,7 @@ _DOMAIN = b"fedrec-checkpoint-2\n"
 RUN_ARRAY = "run/"  # the name prefix of the run's state arrays beside the model's
 # The parts of the server that keep arrays in a checkpoint (``run/OWNER.FIELD``); an array
 # under ``run/`` that none of them owns is refused on load, as an unknown model array is.
-RUN_ARRAY_OWNERS = (STOP_STATE, NEIGHBOUR_STATE)
+RUN_ARRAY_OWNERS = (STOP_STATE, NEIGHBOUR_STATE, HeadLayer.name)
 
 
 class CheckpointError(ValueError):

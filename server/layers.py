@@ -6,8 +6,8 @@ the mode's order; a defence can plug in the same way.
 
 The points: what a layer adds to each round's config and to the table devices are sent;
 how it widens the reply norm bound; whether it allows another round; its check on every
-accepted update; what it keeps from the round's fold; what it adds to the round's summary;
-what it needs saved in a checkpoint to resume.
+accepted update; what it keeps from each update folded and from the round's fold; what
+it adds to the round's summary; what it needs saved in a checkpoint to resume.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from logging import WARNING
 import numpy as np
 from flwr.common.logger import log
 
+from fedrec.common.privacy import plain
+from fedrec.common.ranking import HEAD_KEY, check_bonus, head_of, pack_head
 from fedrec.common.schema import InvalidReplyError, ItemUpdate
 from fedrec.server.accountant import Accountant
 
@@ -43,6 +45,9 @@ class ServerLayer:
     def check(self, update: ItemUpdate) -> None:
         """Raise :class:`InvalidReplyError` to refuse an update."""
 
+    def fold(self, update: ItemUpdate) -> None:
+        """One accepted update, as the round folds it (after the defences)."""
+
     def after_fold(self, devices: np.ndarray) -> None:
         """``devices``: how many accepted devices named each item this round."""
 
@@ -50,6 +55,10 @@ class ServerLayer:
         return {}
 
     def state(self) -> dict[str, int]:
+        return {}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """State arrays a checkpoint keeps under the layer's name (``run["arrays"]``)."""
         return {}
 
     def load(self, state: dict) -> None:
@@ -135,6 +144,62 @@ class DecoyLayer(ServerLayer):
         self.named = devices.astype(np.float32)
 
 
+class HeadLayer(ServerLayer):
+    """The head devices rank the tail against (:mod:`fedrec.common.ranking`): per item, how
+    many accepted devices asked for it to score higher (their update raised its bias: on
+    implicit feedback, the devices it is a positive of; a sampled negative lowers it),
+    round by round, each earlier round's counts weighing ``DECAY`` times less so that the
+    head follows what is popular now; the most counted ``HEAD_SHARE`` of the catalogue
+    goes with the table as a bitmap, and the round config tells devices the bonus. A
+    device adds at most one to an item's count a round. Only in the plain mode, where the
+    server sees each reply's rows and their moves anyway: devices learn one aggregate
+    list, not counts."""
+
+    name = "head"
+    DECAY = 0.99  # a round's counts weigh 0.99 as much after each later round
+
+    def __init__(self, bonus: float, n_items: int) -> None:
+        self.bonus = check_bonus(bonus)
+        self.counts = np.zeros(n_items, dtype=np.float64)
+        self._round = np.zeros(n_items, dtype=np.float64)  # this round's, as it folds
+
+    def round_config(self) -> dict[str, int | float | str]:
+        return {"tail-bonus": self.bonus}
+
+    def table_arrays(self) -> dict[str, np.ndarray]:
+        head = head_of(self.counts)
+        return {HEAD_KEY: pack_head(head)} if head.any() else {}
+
+    def fold(self, update: ItemUpdate) -> None:
+        raised = update.ids[update.bias < 0]  # (an update is old minus new: raised < 0)
+        if len(raised) and raised.max() >= len(self._round):  # (a catalogue that grew)
+            self._round = np.concatenate([self._round,
+                                          np.zeros(raised.max() + 1 - len(self._round))])
+        self._round[raised] += 1
+
+    def after_fold(self, devices: np.ndarray) -> None:
+        n = max(len(devices), len(self._round), len(self.counts))
+        self.counts = np.concatenate([self.counts, np.zeros(n - len(self.counts))])
+        self.counts *= self.DECAY
+        self.counts[:len(self._round)] += self._round
+        self._round = np.zeros(n)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"counts": self.counts.copy()}
+
+    def load(self, state: dict) -> None:
+        saved = state.get("arrays", {}).get(self.name)
+        if saved is None:
+            return  # (a checkpoint from before the layer: the head is counted anew)
+        counts = saved.get("counts")
+        if not isinstance(counts, np.ndarray) or counts.dtype != np.float64 \
+                or counts.ndim != 1 or len(counts) > len(self.counts) \
+                or not np.isfinite(counts).all() or (counts < 0).any():
+            raise ValueError(f"run.arrays.head.counts must be finite float64 counts >= 0, "
+                             f"one per item of the {len(self.counts)}")
+        self.counts[:len(counts)] = counts
+
+
 # layer name → its factory from (settings, the catalogue's size)
 FACTORIES: dict[str, Callable[..., ServerLayer]] = {
     "dp": lambda s, n_items: DpLayer(DpSettings(s.dp_clip, s.dp_noise, s.dp_delta,
@@ -144,9 +209,15 @@ FACTORIES: dict[str, Callable[..., ServerLayer]] = {
 
 
 def build_layers(settings: object, n_items: int) -> list[ServerLayer]:
-    """The layers of the run's mode, in its order."""
+    """The layers of the run's mode, in its order; then, for implicit feedback in the plain
+    mode with a tail bonus, the head layer (the other modes hide or pad the rows a reply
+    moves, and rank by the model's own order)."""
     mode = settings.mode  # type: ignore[attr-defined]
     unknown = [name for name in mode.layers if name not in FACTORIES]
     if unknown:
         raise ValueError(f"privacy={mode.name}: no server layer {', '.join(unknown)}")
-    return [FACTORIES[name](settings, n_items) for name in mode.layers]
+    layers = [FACTORIES[name](settings, n_items) for name in mode.layers]
+    bonus = getattr(settings, "tail_bonus", 0.0)
+    if bonus and mode is plain.MODE and not settings.explicit:  # type: ignore[attr-defined]
+        layers.append(HeadLayer(bonus, n_items))
+    return layers

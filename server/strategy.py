@@ -445,6 +445,8 @@ class FedRec(FedAvg):
 
         def fold(update: ItemUpdate, metrics: dict[str, float], node: int) -> None:
             acc.add(update)
+            for layer in self.layers:
+                layer.fold(update)
             if first is not None:
                 first[update.ids[self.model.first_moves(node, update.ids)]] += 1
             if self.neighbours is not None:
@@ -541,6 +543,9 @@ class FedRec(FedAvg):
             arrays[STOP_STATE], state[STOP_STATE] = self.stopper.state()
         if self.neighbours is not None:
             arrays[NEIGHBOUR_STATE] = self.neighbours.state()
+        for layer in self.layers:
+            if layer.arrays():
+                arrays[layer.name] = layer.arrays()
         self.checkpoint.save(self.model, server_round, self.history, state, arrays)
 
     def load_stop_state(self, run: dict, last_round: int) -> None:

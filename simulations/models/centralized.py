@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from fedrec.common.data.interactions import Interactions
 from fedrec.common.metrics import mae, ranking_metrics, rmse
 from fedrec.common.mf import MatrixFactorization, MFConfig
+from fedrec.common.ranking import DEFAULT_BONUS, with_tail_bonus
 from fedrec.common.segments import Segments
 from fedrec.common.split import Split
 from fedrec.simulations.models.baselines import BiasBaseline, GlobalMean, Popularity
@@ -38,13 +41,22 @@ def make_model(name: str, config: MFConfig, cap: int = 200) -> Any:
     raise ValueError(f"Unknown model {name!r}.")
 
 
-def evaluate(model: Any, s: Split) -> dict[str, float]:
-    """The protocol's metrics of a fitted model on a split's held-out rows."""
+def evaluate(model: Any, s: Split, tail_bonus: float = DEFAULT_BONUS) -> dict[str, float]:
+    """The protocol's metrics of a fitted model on a split's held-out rows. Matrix
+    factorisation ranks as federated devices do (:mod:`fedrec.common.ranking`): with
+    ``tail_bonus``, against the head of the training counts (the server's count of a
+    federated run estimates the same); the baselines rank by their own scores."""
     if s.explicit:
         pred = model.predict(s.test.user, s.test.item)
         return {"rmse": rmse(pred, s.test.value), "mae": mae(pred, s.test.value)}
-    metrics = ranking_metrics(model.score_items, s.train, s.test, k=K,
-                              segments=Segments.of(s.train))
+    segments = Segments.of(s.train)
+    score = model.score_items
+    if tail_bonus and isinstance(model, MatrixFactorization):
+        head = ~segments.tail_mask(s.train.n_items)
+
+        def score(users: np.ndarray) -> np.ndarray:
+            return with_tail_bonus(model.score_items(users), head, tail_bonus)
+    metrics = ranking_metrics(score, s.train, s.test, k=K, segments=segments)
     metrics.pop("users")
     return metrics
 

@@ -122,3 +122,30 @@ def test_an_edge_negative_weight_moves_the_user_vector_less_toward_negatives(tmp
     for bad in (0.0, -1.0, float("nan"), float("inf"), True, "0.5"):
         with pytest.raises(ValueError, match="negative_weight must be a finite number > 0"):
             EdgeSettings(negative_weight=bad)
+
+
+def test_a_table_synced_with_a_head_and_a_bonus_ranks_the_tail_up(tmp_path):
+    """The edge app ranks as the evaluated devices do (fedrec.common.ranking): with the head
+    and tail bonus its table came with, tail items climb; a new table without them ranks
+    by the model's own order again; a damaged head in the store is refused by name."""
+    from fedrec.client.edge import HEAD
+
+    factors, _, _ = clustered_table()
+    bias = np.linspace(1.0, -1.0, len(factors)).astype(np.float32)  # item 0 most popular
+    head = np.zeros(len(factors), bool)
+    head[:12] = True
+    with DeviceStore(tmp_path / "d.db", key=KEY, create=True) as store:
+        app = EdgeClient(store, EdgeSettings(seed=2))
+        app.set_table(factors, bias)
+        plain = app.recommend(k=10).items
+        app.set_table(factors, bias, head=head, tail_bonus=3.0)
+        bonus = app.recommend(k=10).items
+        assert head[plain].mean() > 0.5 and not head[bonus].any()
+        app.set_table(factors, bias)  # (a table without a head: none kept)
+        np.testing.assert_array_equal(app.recommend(k=10).items, plain)
+        with pytest.raises(ValueError, match="tail-bonus must be a number"):
+            app.set_table(factors, bias, head=head, tail_bonus=-1.0)
+        app.set_table(factors, bias, head=head, tail_bonus=3.0)
+        store.put_many({HEAD: np.zeros(100, np.uint8)})
+        with pytest.raises(ValueError, match=r"state:item-head/tail-bonus.*'head' must be"):
+            app.reload_table()

@@ -36,6 +36,10 @@ def test_every_key_parses_and_round_trips() -> None:
     ("rating-max", math.nan, "'rating-max' must be finite"),
     ("privacy", 1, "'privacy' must be str"),
     ("evaluate-on", "train", "'evaluate-on' must be one of test, validation"),
+    ("tail-bonus", -0.1, r"'tail-bonus' must be a number in \[0, 10\]"),
+    ("tail-bonus", 11.0, r"'tail-bonus' must be a number in \[0, 10\]"),
+    ("tail-bonus", math.nan, "'tail-bonus' must be finite"),
+    ("tail-bonus", "0.1", "'tail-bonus' must be float"),
 ])
 def test_a_wrong_key_or_value_is_refused_by_name(key, value, reason) -> None:
     with pytest.raises(ValueError, match=reason):

@@ -380,6 +380,33 @@ def test_an_implicit_run_reports_light_and_heavy_users_and_the_tail(shop_csv, tm
     assert "refused" not in result
 
 
+def test_devices_rank_with_the_head_the_server_counts_and_the_checkpoint_keeps_it(
+        shop_csv, tmp_path):
+    """The plain mode's head layer: the server counts the devices that moved each row,
+    sends the head with the table and the bonus with the round; devices rank with them.
+    The same run with a large bonus puts far more of the tail in the top 10 than without
+    one, and its checkpoint holds the counts a resumed server goes on from."""
+    from fedrec.server.checkpoint import Checkpoint
+
+    shares = {}
+    for bonus in (0.0, 3.0):
+        out = tmp_path / f"bonus-{bonus}"
+        out.mkdir()
+        s = settings_for(shop_csv, "implicit-80-20", num_rounds=3, evaluate_every=3,
+                         tail_bonus=bonus, checkpoint=str(out / "server.db"))
+        _, history, _ = run(s, out)
+        shares[bonus] = history["rounds"][-1]["evaluate"]["tail-share@10"]
+        run_state = Checkpoint(out / "server.db").load()[3]
+        counts = run_state.get("arrays", {}).get("head", {}).get("counts")
+        if bonus:
+            parts = simulated_partitions(s.dataset, s.protocol, 0, "")
+            assert counts is not None and len(counts) == parts.n_items
+            assert counts.max() > 0 and (counts >= 0).all()
+        else:
+            assert counts is None  # (no bonus: no head is counted or sent)
+    assert shares[3.0] > shares[0.0] + 0.2, shares
+
+
 def test_early_stopping_keeps_the_best_validated_table(shop_csv, tmp_path):
     """stop-patience: devices train without their latest event and score it in the
     validation rounds; the run stops once that stops improving and puts back the table
