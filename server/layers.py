@@ -162,13 +162,17 @@ class HeadLayer(ServerLayer):
         self.bonus = check_bonus(bonus)
         self.counts = np.zeros(n_items, dtype=np.float64)
         self._round = np.zeros(n_items, dtype=np.float64)  # this round's, as it folds
+        self._sent: dict[str, np.ndarray] = {}  # the head's bitmap, drawn up once a round
 
     def round_config(self) -> dict[str, int | float | str]:
         return {"tail-bonus": self.bonus}
 
     def table_arrays(self) -> dict[str, np.ndarray]:
+        return self._sent
+
+    def _draw_up(self) -> None:
         head = head_of(self.counts)
-        return {HEAD_KEY: pack_head(head)} if head.any() else {}
+        self._sent = {HEAD_KEY: pack_head(head)} if head.any() else {}
 
     def fold(self, update: ItemUpdate) -> None:
         raised = update.ids[update.bias < 0]  # (an update is old minus new: raised < 0)
@@ -183,6 +187,7 @@ class HeadLayer(ServerLayer):
         self.counts *= self.DECAY
         self.counts[:len(self._round)] += self._round
         self._round = np.zeros(n)
+        self._draw_up()
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"counts": self.counts.copy()}
@@ -198,6 +203,7 @@ class HeadLayer(ServerLayer):
             raise ValueError(f"run.arrays.head.counts must be finite float64 counts >= 0, "
                              f"one per item of the {len(self.counts)}")
         self.counts[:len(counts)] = counts
+        self._draw_up()
 
 
 # layer name → its factory from (settings, the catalogue's size)

@@ -53,6 +53,8 @@ def test_the_counts_come_back_from_a_checkpoint_and_damaged_ones_are_refused() -
     again = HeadLayer(0.15, 5)
     again.load({"arrays": {"head": layer.arrays()}})
     np.testing.assert_array_equal(again.counts, layer.counts)
+    np.testing.assert_array_equal(again.table_arrays()[HEAD_KEY],  # (sent as it was)
+                                  layer.table_arrays()[HEAD_KEY])
     fresh = HeadLayer(0.15, 5)
     fresh.load({})  # (a checkpoint from before the layer: counted anew)
     assert not fresh.counts.any()
