@@ -269,9 +269,15 @@ class Device:
         """Full-ranking metrics over every item this device has not trained on
         (:func:`rank_metrics` of the model's scores; with ``bonus`` and the server's
         ``head``, as :func:`~fedrec.common.ranking.with_tail_bonus` ranks them)."""
+        return rank_metrics(self.ranking_scores(factors, bias, head, bonus), self.items,
+                            test_items, k, segments)
+
+    def ranking_scores(self, factors: np.ndarray, bias: np.ndarray,
+                       head: np.ndarray | None = None, bonus: float = 0.0) -> np.ndarray:
+        """What this device ranks the catalogue by: the model's scores, with ``bonus`` and
+        ``head`` as :func:`~fedrec.common.ranking.with_tail_bonus` makes them (float64)."""
         p = self.user.factors if self.user is not None else np.zeros(factors.shape[1])
-        scores = with_tail_bonus(factors @ p + bias, head, bonus)
-        return rank_metrics(scores, self.items, test_items, k, segments)
+        return with_tail_bonus(factors @ p + bias, head, bonus)
 
 
 def rank_metrics(scores: np.ndarray, trained: np.ndarray, test_items: np.ndarray,

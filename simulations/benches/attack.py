@@ -41,7 +41,6 @@ from fedrec.common import records
 from fedrec.common.defences import DEFAULT, OFF, defence_names
 from fedrec.common.metrics import rank_among
 from fedrec.common.partition import Partitions, simulated_partitions
-from fedrec.common.ranking import with_tail_bonus
 from fedrec.common.round_config import RoundConfig
 from fedrec.common.secagg import Block, densify, mean_vector
 from fedrec.common.settings import RunSettings
@@ -153,10 +152,7 @@ def attack_client_app(n_honest: int, bad: Attack | None, seen: Observations,
             ranking = device_app.ranking_arguments(p.table, p.round)  # (as devices rank)
             metrics = p.device.evaluate_ranking(p.factors, p.bias, p.rows.test_items,
                                                 **ranking)
-            user = (p.device.user.factors if p.device.user is not None
-                    else np.zeros(p.factors.shape[1]))
-            scores = with_tail_bonus(p.factors @ user + p.bias, ranking.get("head"),
-                                     ranking.get("bonus", 0.0))
+            scores = p.device.ranking_scores(p.factors, p.bias, **ranking)
             excluded = np.zeros(len(scores), dtype=bool)
             excluded[p.device.items] = True
             excluded[t] = False
