@@ -47,20 +47,6 @@ def check_bonus(value: object, name: str = "tail-bonus") -> float:
     return float(value)
 
 
-def head_of(counts: np.ndarray, share: float = HEAD_SHARE) -> np.ndarray:
-    """The head as a mask over the catalogue: the ``ceil(share · n)`` items with the most
-    ``counts`` (ties to the lower id, as :meth:`Segments.from_training`); no item when no
-    count is positive (nothing is known yet)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    head = np.zeros(len(counts), dtype=bool)
-    if not len(counts) or not (counts > 0).any():
-        return head
-    n_head = int(np.ceil(len(counts) * share))
-    order = np.lexsort((np.arange(len(counts)), -counts))
-    head[order[:n_head]] = True
-    return head
-
-
 def with_tail_bonus(scores: np.ndarray, head: np.ndarray | None, bonus: float
                     ) -> np.ndarray:
     """``scores`` (one user's, or one row per user) standardised per user over their

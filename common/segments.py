@@ -34,6 +34,20 @@ NAMES = {LIGHT: "light", HEAVY: "heavy"}  # the segments reported (the middle th
 CONFIG_KEYS = ("segment-light-max", "segment-heavy-min", "segment-head")
 
 
+def head_of(counts: np.ndarray, share: float = 1.0 - TAIL_SHARE) -> np.ndarray:
+    """The head as a mask over the catalogue: the ``ceil(share · n)`` items with the most
+    ``counts``, ties to the lower id; no item when no count is positive (nothing is known
+    yet). The segments' head (training events) and the ranking's (the server's counts,
+    :mod:`fedrec.common.ranking`) are drawn up alike."""
+    counts = np.asarray(counts, dtype=np.float64)
+    head = np.zeros(len(counts), dtype=bool)
+    if not len(counts) or not (counts > 0).any():
+        return head
+    order = np.lexsort((np.arange(len(counts)), -counts))  # most counted first
+    head[order[:int(np.ceil(len(counts) * share))]] = True
+    return head
+
+
 @dataclass(frozen=True)
 class Segments:
     """Users with at most ``light_max`` training events are light, with at least
@@ -76,10 +90,8 @@ class Segments:
             raise ValueError("segments: no user has a training event")
         light = int(counts[max(0, len(counts) // 3 - 1)])
         heavy = max(light + 1, int(counts[min(len(counts) - 1, (2 * len(counts)) // 3)]))
-        items = np.asarray(item_counts, dtype=np.int64)
-        n_head = int(np.ceil(len(items) * (1.0 - tail_share)))
-        order = np.lexsort((np.arange(len(items)), -items))  # most popular first
-        return cls(light, heavy, np.sort(order[:n_head]).astype(np.int64))
+        head = head_of(np.asarray(item_counts, dtype=np.int64), 1.0 - tail_share)
+        return cls(light, heavy, np.flatnonzero(head).astype(np.int64))
 
     @classmethod
     def of(cls, train: Interactions) -> Segments:

@@ -20,8 +20,9 @@ import numpy as np
 from flwr.common.logger import log
 
 from fedrec.common.privacy import plain
-from fedrec.common.ranking import HEAD_KEY, check_bonus, head_of, pack_head
+from fedrec.common.ranking import HEAD_KEY, check_bonus, pack_head
 from fedrec.common.schema import InvalidReplyError, ItemUpdate
+from fedrec.common.segments import head_of
 from fedrec.server.accountant import Accountant
 
 

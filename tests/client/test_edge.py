@@ -128,7 +128,7 @@ def test_a_table_synced_with_a_head_and_a_bonus_ranks_the_tail_up(tmp_path):
     """The edge app ranks as the evaluated devices do (fedrec.common.ranking): with the head
     and tail bonus its table came with, tail items climb; a new table without them ranks
     by the model's own order again; a damaged head in the store is refused by name."""
-    from fedrec.client.edge import HEAD
+    from fedrec.client.edge import HEAD, TAIL_BONUS
 
     factors, _, _ = clustered_table()
     bias = np.linspace(1.0, -1.0, len(factors)).astype(np.float32)  # item 0 most popular
@@ -149,3 +149,10 @@ def test_a_table_synced_with_a_head_and_a_bonus_ranks_the_tail_up(tmp_path):
         store.put_many({HEAD: np.zeros(100, np.uint8)})
         with pytest.raises(ValueError, match=r"state:item-head/tail-bonus.*'head' must be"):
             app.reload_table()
+        app.set_table(factors, bias, head=head, tail_bonus=3.0)
+        for bad, reason in ((np.array([np.nan]), "tail-bonus must be a number in"),
+                            (np.array([99.0]), "tail-bonus must be a number in"),
+                            (np.array([0.3, 0.3]), "tail-bonus must be one number")):
+            store.put_many({TAIL_BONUS: bad})
+            with pytest.raises(ValueError, match=f"state:item-head/tail-bonus: {reason}"):
+                app.reload_table()

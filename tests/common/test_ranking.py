@@ -16,11 +16,11 @@ from fedrec.common.ranking import (
     HEAD_SHARE,
     MAX_BONUS,
     check_bonus,
-    head_of,
     pack_head,
     unpack_head,
     with_tail_bonus,
 )
+from fedrec.common.segments import head_of
 
 finite = st.integers(-500, 500).map(lambda x: x / 10)  # (distinct scores stay distinct)
 

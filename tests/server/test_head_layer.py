@@ -75,3 +75,9 @@ def test_the_counts_come_back_from_a_checkpoint_and_damaged_ones_are_refused() -
 def test_only_a_plain_ranking_run_with_a_bonus_counts_a_head(settings, has_head) -> None:
     layers = build_layers(RunSettings(**settings), 20)
     assert any(isinstance(layer, HeadLayer) for layer in layers) == has_head
+
+
+@pytest.mark.parametrize("value", [-0.1, 11.0, math.nan, math.inf, "0.3", None, True])
+def test_a_run_setting_tail_bonus_out_of_range_is_refused_by_name(value) -> None:
+    with pytest.raises(ValueError, match="tail_bonus must be a number"):
+        RunSettings(tail_bonus=value)
