@@ -89,11 +89,12 @@ def _load_user(context: Context, store: DeviceStore | None) -> UserState | None:
 
 def _save(context: Context, device: Device | StreamDevice, store: DeviceStore | None,
           table: HeldTable | None = None, mean: float = 0.0, kept: Held | None = None,
-          bonus: float = 0.0) -> None:
+          bonus: float = 0.0, similarity: float = 0.0) -> None:
     """Keep the user vector on the device: in simulation in the node's ``context.state``;
     on a real device in its store, with the item table just synced (and μ, and how to
-    rank: the head it came with and the round's tail ``bonus``) and the updates it holds
-    back (``kept``) in the same transaction, for the app to recommend with."""
+    rank: the head it came with, the round's tail ``bonus`` and ``similarity``) and the
+    updates it holds back (``kept``) in the same transaction, for the app to recommend
+    with."""
     if device.user is None:
         return
     vector = np.append(device.user.factors, np.float32(device.user.bias))
@@ -113,6 +114,7 @@ def _save(context: Context, device: Device | StreamDevice, store: DeviceStore | 
         if edge.HEAD not in state:  # (no head sent: none kept from an earlier table)
             state[edge.HEAD] = np.zeros(0, np.uint8)
         state[edge.TAIL_BONUS] = np.array([bonus], dtype=np.float64)
+        state[edge.SIMILARITY] = np.array([similarity], dtype=np.float64)
     store.put_many(state)
 
 
@@ -366,7 +368,8 @@ def train(msg: Message, context: Context, run_config: Mapping,
             pool=round_pool(p.config, p.round, len(p.factors)),
             **layers.train_arguments(mode, p.round, named))
         _refuse_diverged(update, p.device)
-        _save(context, p.device, store, p.table, mean, bonus=p.round.tail_bonus or 0.0)
+        _save(context, p.device, store, p.table, mean, bonus=p.round.tail_bonus or 0.0,
+              similarity=p.round.similarity or 0.0)
     update, metrics = layers.finish(mode, update, metrics, p.round,
                                     np.random.default_rng([_seed(p.round, context), 7]))
     return Message(RecordDict({records.UPDATE: records.update_to_record(update),
@@ -427,13 +430,15 @@ def _evaluate(content: RecordDict, context: Context, run_config: Mapping) -> dic
 
 
 def ranking_arguments(table: HeldTable, rc: RoundConfig) -> dict:
-    """How this device ranks (:mod:`fedrec.common.ranking`): the round's tail bonus and the
-    head the table came with, checked (a head that is not a bitmap of the table is refused
-    by name); nothing when the round sends no bonus or the table no head."""
+    """How this device ranks (:mod:`fedrec.common.ranking`): the round's similarity
+    weight; the round's tail bonus with the head the table came with, checked (a head that
+    is not a bitmap of the table is refused by name). Nothing the round does not send: the
+    model's own order."""
+    out: dict = {"similarity": rc.similarity} if rc.similarity else {}
     bits = table.extras.get(HEAD_KEY)
-    if not rc.tail_bonus or bits is None:
-        return {}
-    return {"head": unpack_head(bits, table.n_items), "bonus": rc.tail_bonus}
+    if rc.tail_bonus and bits is not None:
+        out.update(head=unpack_head(bits, table.n_items), bonus=rc.tail_bonus)
+    return out
 
 
 PARTITION_QUERY = "partition"  # a query's config record: a simulation asks which user

@@ -24,7 +24,7 @@ from fedrec.common.losses import (
 from fedrec.common.metrics import top_k
 from fedrec.common.optim import sum_rows
 from fedrec.common.params import known_ids
-from fedrec.common.ranking import with_tail_bonus
+from fedrec.common.ranking import ranked
 from fedrec.common.schema import ItemUpdate, TrainConfig
 from fedrec.common.segments import Segments
 
@@ -264,20 +264,21 @@ class Device:
 
     def evaluate_ranking(self, factors: np.ndarray, bias: np.ndarray, test_items: np.ndarray,
                          k: int = 10, segments: Segments | None = None,
-                         head: np.ndarray | None = None, bonus: float = 0.0
-                         ) -> dict[str, float]:
+                         head: np.ndarray | None = None, bonus: float = 0.0,
+                         similarity: float = 0.0) -> dict[str, float]:
         """Full-ranking metrics over every item this device has not trained on
-        (:func:`rank_metrics` of the model's scores; with ``bonus`` and the server's
-        ``head``, as :func:`~fedrec.common.ranking.with_tail_bonus` ranks them)."""
-        return rank_metrics(self.ranking_scores(factors, bias, head, bonus), self.items,
-                            test_items, k, segments)
+        (:func:`rank_metrics` of :meth:`ranking_scores`)."""
+        return rank_metrics(self.ranking_scores(factors, bias, head, bonus, similarity),
+                            self.items, test_items, k, segments)
 
     def ranking_scores(self, factors: np.ndarray, bias: np.ndarray,
-                       head: np.ndarray | None = None, bonus: float = 0.0) -> np.ndarray:
-        """What this device ranks the catalogue by: the model's scores, with ``bonus`` and
-        ``head`` as :func:`~fedrec.common.ranking.with_tail_bonus` makes them (float64)."""
+                       head: np.ndarray | None = None, bonus: float = 0.0,
+                       similarity: float = 0.0) -> np.ndarray:
+        """What this device ranks the catalogue by: the model's scores, with the
+        ``similarity`` of each item to this device's items and the tail ``bonus`` against
+        ``head``, as :func:`~fedrec.common.ranking.ranked` makes them (float64)."""
         p = self.user.factors if self.user is not None else np.zeros(factors.shape[1])
-        return with_tail_bonus(factors @ p + bias, head, bonus)
+        return ranked(factors @ p + bias, factors, self.positives, similarity, head, bonus)
 
 
 def rank_metrics(scores: np.ndarray, trained: np.ndarray, test_items: np.ndarray,

@@ -43,9 +43,10 @@ from fedrec.common.models import MF, MODELS, PAIRS
 from fedrec.common.ranking import (
     HEAD_KEY,
     check_bonus,
+    check_similarity,
     pack_head,
+    ranked,
     unpack_head,
-    with_tail_bonus,
 )
 
 # Names of the device's state entries in its store.
@@ -56,8 +57,8 @@ FACTORS, BIAS, META, CATEGORY = "item-factors", "item-bias", "item-meta", "item-
 SKU, CATEGORIES, CATEGORY_NAMES, HIDDEN = ("item-sku", "item-categories", "category-names",
                                            "item-hidden")
 # How it ranks (fedrec.common.ranking): the head the server sent with the table (a bitmap;
-# empty: none) and the round's tail bonus ([bonus]).
-HEAD, TAIL_BONUS = "item-head", "tail-bonus"
+# empty: none), the round's tail bonus ([bonus]) and similarity weight ([weight]).
+HEAD, TAIL_BONUS, SIMILARITY = "item-head", "tail-bonus", "similarity"
 # The model the device last synced (b"mf" or b"pairs"), and the pairs model's table and
 # [weight, cap] (fedrec.common.pairs).
 MODEL, PAIRS_COUNTS, PAIRS_META = "model", "pairs-counts", "pairs-meta"
@@ -206,6 +207,20 @@ class EdgeClient:
         hidden = self.store.get(HIDDEN)
         self.hidden = np.empty(0, np.int64) if hidden is None else hidden.astype(np.int64)
         self.head, self.tail_bonus = self._ranking()
+        self.similarity = self._similarity()
+
+    def _similarity(self) -> float:
+        """The similarity weight the last synced table came with (none: 0); ValueError
+        naming the entry when the store's is not one number in range."""
+        weight = self.store.get(SIMILARITY)
+        if self.factors is None or weight is None:
+            return 0.0
+        try:
+            if weight.shape != (1,):
+                raise ValueError(f"similarity must be one number. Found {weight.shape}.")
+            return check_similarity(float(weight[0]))
+        except ValueError as exc:
+            raise ValueError(f"{self.store.path}: state:{SIMILARITY}: {exc}") from None
 
     def _ranking(self) -> tuple[np.ndarray | None, float]:
         """The head and tail bonus the last synced table came with (none: the model's own
@@ -247,11 +262,11 @@ class EdgeClient:
 
     def set_table(self, factors: np.ndarray, bias: np.ndarray, mean: float = 0.0,
                   categories: np.ndarray | None = None, head: np.ndarray | None = None,
-                  tail_bonus: float = 0.0) -> None:
+                  tail_bonus: float = 0.0, similarity: float = 0.0) -> None:
         """Store a new item table (what a sync delivers) and use it from now on: a table
         that reaches the device without a SuperNode (the server's ``model.npz``, fetched
         by the app). Its rows are the catalogue's items in order (:meth:`set_catalogue`).
-        ``head`` (a mask over the items) and ``tail_bonus``: how to rank
+        ``head`` (a mask over the items), ``tail_bonus`` and ``similarity``: how to rank
         (:mod:`fedrec.common.ranking`; none: the model's own order)."""
         factors = np.asarray(factors, dtype=np.float32)
         bias = np.asarray(bias, dtype=np.float32)
@@ -271,7 +286,8 @@ class EdgeClient:
                                  f"({len(factors)}). Found {np.shape(head)}.")
             bits = pack_head(np.asarray(head, dtype=bool))
         self.store.put_many({**table_state(factors, bias, mean, categories), HEAD: bits,
-                             TAIL_BONUS: np.array([check_bonus(tail_bonus)], np.float64)})
+                             TAIL_BONUS: np.array([check_bonus(tail_bonus)], np.float64),
+                             SIMILARITY: np.array([check_similarity(similarity)], np.float64)})
         self.reload_table()
 
     def set_pairs(self, counts: np.ndarray, weight: float, cap: int = 200) -> None:
@@ -387,8 +403,9 @@ class EdgeClient:
             scores = pairs_model.scores(counts, mine, weight)
         else:
             self._ensure_user()
-            scores = with_tail_bonus(self.factors @ self.user[:-1] + self.bias, self.head,
-                                     self.tail_bonus)
+            mine = np.unique(np.array(self._order, np.int64))
+            scores = ranked(self.factors @ self.user[:-1] + self.bias, self.factors, mine,
+                            self.similarity, self.head, self.tail_bonus)
         return self._top(scores, k, exclude, category)
 
     def similar(self, item: int | str, k: int = 10, category: int | str | None = None

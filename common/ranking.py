@@ -16,6 +16,15 @@ counts, per item, the devices whose update raised its bias
 head with the table as a bitmap (:func:`pack_head`); a device checks what it is sent
 (:func:`unpack_head`). A centralized model takes the head of its training counts. A bonus
 of 0 is the model's own order.
+
+Before the bonus, a device can blend in how like its own items each item is
+(:func:`with_similarity`): the model's scores standardised, plus ``similarity`` times the
+standardised sum of the cosines between the item's factor row and the rows of the items
+the user has events on (an item-to-item score from the same table, so it needs nothing
+more from the server and works in every mode a device holds the table in). Users with
+few events gain most: their own vector rests on few events, their items' rows on many
+users'. The default (:data:`DEFAULT_SIMILARITY`) and the bonus that goes with it were
+chosen together on validation (below).
 """
 
 from __future__ import annotations
@@ -29,22 +38,112 @@ from fedrec.common.segments import TAIL_SHARE
 HEAD_SHARE = 1.0 - TAIL_SHARE  # the head: the most popular 20 % of the catalogue
 MAX_BONUS = 10.0  # in standard deviations of a user's scores: past it, the tail is all
 HEAD_KEY = "head"  # the table array that carries the head (a bitmap, pack_head)
-# The runs' default (RunSettings.tail_bonus): of 0.1, 0.15, 0.2, 0.3, 0.4, 0.5 on ML-100K
-# implicit-80-20's validation split (`fedrec bench tune --grid tail-bonus=...`, 2026-12-07),
-# the largest whose NDCG@10 is within 1 % of 0's: NDCG@10 0.2683 (0), 0.2677, 0.2672,
-# 0.2665, 0.2664, 0.2645, 0.2615; tail share 1.8 %, 2.7, 3.2, 3.9, 6.0, 8.5, 12.3 %.
-DEFAULT_BONUS = 0.3
+MAX_SIMILARITY = 10.0  # the similarity's weight, against the model's standardised scores
+# The runs' defaults (RunSettings.similarity, .tail_bonus), chosen on ML-100K
+# implicit-80-20's validation split, seeds 0, 1 and 2 (the federated preset's final table
+# and user vectors, re-ranked; 2026-12-07). First the similarity, without a bonus: of 0,
+# 0.05, 0.075, 0.1, 0.125, 0.15, the one that serves light users best among those whose
+# NDCG@10 is within 1 % of the best: NDCG@10 0.2649, 0.2664, 0.2664, 0.2663, 0.2643,
+# 0.2626; light users 0.2374, 0.2407, 0.2413, 0.2434, 0.2425, 0.2410; tail share 1.9 %,
+# 2.5, 2.8, 3.1, 3.4, 3.7 %. Then the bonus at similarity 0.1: of 0.1, 0.15, 0.2, 0.25,
+# 0.3, the largest whose NDCG@10 is within 1 % of 0's: 0.2663 (0), 0.2655, 0.2653, 0.2643,
+# 0.2634, 0.2621; tail share 3.1 % (0), 4.4, 5.3, 6.4, 7.6, 9.1 %. The bonus alone (before
+# the similarity, seed 0, `fedrec bench tune --grid tail-bonus=...`): 0.3 by the same rule,
+# NDCG@10 0.2683 (0), 0.2677, 0.2672, 0.2665, 0.2664, 0.2645, 0.2615 at 0.1-0.5; tail
+# share 1.8 %, 2.7, 3.2, 3.9, 6.0, 8.5, 12.3 %. Cosines of the factor rows did better there
+# than dot products with the history's rows (light users 0.2408 at 0.1) or the history's
+# unit rows (0.2415).
+DEFAULT_SIMILARITY = 0.1
+DEFAULT_BONUS = 0.2
+
+
+def _check_weight(value: object, name: str, bound: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer |
+                                                  np.floating):
+        raise ValueError(f"{name} must be a number. Found {value!r}.")
+    if not (math.isfinite(value) and 0.0 <= value <= bound):
+        raise ValueError(f"{name} must be a number in [0, {bound:g}]. Found {value!r}.")
+    return float(value)
 
 
 def check_bonus(value: object, name: str = "tail-bonus") -> float:
     """``value`` as a tail bonus, or a ValueError naming ``name``: a number in
     [0, MAX_BONUS] (0: the model's own order)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer |
-                                                  np.floating):
-        raise ValueError(f"{name} must be a number. Found {value!r}.")
-    if not (math.isfinite(value) and 0.0 <= value <= MAX_BONUS):
-        raise ValueError(f"{name} must be a number in [0, {MAX_BONUS:g}]. Found {value!r}.")
-    return float(value)
+    return _check_weight(value, name, MAX_BONUS)
+
+
+def check_similarity(value: object, name: str = "similarity") -> float:
+    """``value`` as the similarity's weight, or a ValueError naming ``name``: a number in
+    [0, MAX_SIMILARITY] (0: the model's scores alone)."""
+    return _check_weight(value, name, MAX_SIMILARITY)
+
+
+def unit_rows(factors: np.ndarray) -> np.ndarray:
+    """The factor rows scaled to unit length (float64; a row of zeros stays zeros)."""
+    rows = np.asarray(factors, dtype=np.float64)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
+
+
+def history_sums(unit: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+    """One row per history: the sum of the unit rows of its items (ids past the table's
+    end, listed after it was sent, are left out)."""
+    n = len(unit)
+    kept = [np.asarray(h, dtype=np.int64) for h in histories]
+    kept = [h[(h >= 0) & (h < n)] for h in kept]
+    lengths = np.array([len(h) for h in kept], dtype=np.int64)
+    out = np.zeros((len(kept), unit.shape[1]))
+    if lengths.sum():
+        ids = np.concatenate(kept)
+        starts = np.r_[0, np.cumsum(lengths)[:-1]]
+        nonempty = lengths > 0
+        out[nonempty] = np.add.reduceat(unit[ids], starts[nonempty], axis=0)
+    return out
+
+
+def with_similarity(scores: np.ndarray, factors: np.ndarray,
+                    histories: np.ndarray | list[np.ndarray], weight: float) -> np.ndarray:
+    """``scores`` (one user's, with ``histories`` its item ids; or one row per user, with a
+    list of id arrays) standardised per user, plus ``weight`` times the standardised sum of
+    cosines between each item's row of ``factors`` and the rows of the user's items. A
+    user with no items gets its standardised scores. Unchanged with weight 0. A new array."""
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    if not weight:
+        return scores
+    one = scores.ndim == 1
+    rows = scores[None, :] if one else scores
+    unit = unit_rows(factors)
+    sums = history_sums(unit, [histories] if one else list(histories))
+    similar = sums @ unit[:rows.shape[1]].T
+    if similar.shape[1] < rows.shape[1]:  # (scores past the table's rows: no likeness)
+        similar = np.pad(similar, ((0, 0), (0, rows.shape[1] - similar.shape[1])))
+    rows = _standardised(rows) + weight * _standardised(similar)
+    return rows[0] if one else rows
+
+
+def ranked(scores: np.ndarray, factors: np.ndarray | None = None,
+           histories: np.ndarray | list[np.ndarray] | None = None, similarity: float = 0.0,
+           head: np.ndarray | None = None, bonus: float = 0.0) -> np.ndarray:
+    """What a user ranks by: :func:`with_similarity` (when ``similarity`` and the
+    ``factors`` and ``histories`` are given), then :func:`with_tail_bonus`. A new array."""
+    if similarity and factors is not None and histories is not None:
+        scores = with_similarity(scores, factors, histories, similarity)
+    return with_tail_bonus(scores, head, bonus)
+
+
+def _standardised(rows: np.ndarray) -> np.ndarray:
+    """Each row minus its mean, over its standard deviation, over its finite entries
+    (excluded items, -inf, stay so; a row whose entries are all alike is only centred)."""
+    rows = np.array(rows, dtype=np.float64, copy=True)
+    finite = np.isfinite(rows)
+    n = np.maximum(finite.sum(axis=1, keepdims=True), 1)
+    mean = np.where(finite, rows, 0.0).sum(axis=1, keepdims=True) / n
+    var = (np.where(finite, rows - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / n
+    std = np.sqrt(var)
+    std[std == 0] = 1.0
+    rows -= mean
+    rows /= std
+    return rows
 
 
 def with_tail_bonus(scores: np.ndarray, head: np.ndarray | None, bonus: float
@@ -56,16 +155,8 @@ def with_tail_bonus(scores: np.ndarray, head: np.ndarray | None, bonus: float
     scores = np.array(scores, dtype=np.float64, copy=True)
     if not bonus or head is None or not head.any():
         return scores
-    rows = scores if scores.ndim == 2 else scores[None, :]
-    finite = np.isfinite(rows)
-    n = np.maximum(finite.sum(axis=1, keepdims=True), 1)
-    zeroed = np.where(finite, rows, 0.0)
-    mean = zeroed.sum(axis=1, keepdims=True) / n
-    var = (np.where(finite, rows - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / n
-    std = np.sqrt(var)
-    std[std == 0] = 1.0  # (a user whose scores are all alike: only the bonus orders them)
-    rows -= mean
-    rows /= std
+    # (a user whose scores are all alike: only the bonus orders them)
+    rows = _standardised(scores if scores.ndim == 2 else scores[None, :])
     tail = np.ones(rows.shape[1], dtype=bool)
     tail[:min(len(head), rows.shape[1])] = ~head[:rows.shape[1]]
     rows[:, tail] += bonus

@@ -5,7 +5,8 @@ Devices parse the keys strictly (:meth:`RoundConfig.parse`): an unknown key, or 
 the wrong type, is refused by name, so a server cannot send what no device reads and a
 device never guesses. Each key belongs to the kind of round that sends it: every round
 (``privacy``, ``mean``, ``seed``, ``server-round``, the rating scale), a mode's layers
-(``decoy-rows``, ``dp-clip``, ``dp-noise``; the plain mode's head, ``tail-bonus``), a
+(``decoy-rows``, ``dp-clip``, ``dp-noise``; the plain mode's head, ``tail-bonus``), the
+ranking's ``similarity`` (every mode of an implicit run's sparse server), a
 timeline replay's tick (``until`` …), the secagg mode (``secagg-*``) and the secagg+dp
 mode (``ddp-*``); an evaluation round may carry the imbalance segments (``segment-*``,
 :mod:`fedrec.common.segments`).
@@ -17,7 +18,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from fedrec.common.ranking import check_bonus
+from fedrec.common.ranking import check_bonus, check_similarity
 from fedrec.common.segments import CONFIG_KEYS as SEGMENT_KEYS
 from fedrec.common.segments import Segments
 
@@ -35,6 +36,8 @@ KEYS: dict[str, tuple[str, type, str]] = {
                     "'validation' (the devices' held-out slice, early stopping's)"),
     "tail-bonus": ("tail_bonus", float, "ranking: the bonus for items outside the head "
                    "the table carries (common.ranking)"),
+    "similarity": ("similarity", float, "ranking: the weight of an item's likeness to the "
+                   "user's items (common.ranking)"),
     "decoy-rows": ("decoy_rows", int, "decoy: the rows every train reply names"),
     "dp-clip": ("dp_clip", float, "dp: the L2 bound of the whole update"),
     "dp-noise": ("dp_noise", float, "dp: the noise multiplier (std = dp-noise · dp-clip)"),
@@ -84,6 +87,7 @@ class RoundConfig:
     negative_pool_seed: int | None = None
     evaluate_on: str | None = None
     tail_bonus: float | None = None
+    similarity: float | None = None
     decoy_rows: int | None = None
     dp_clip: float | None = None
     dp_noise: float | None = None
@@ -113,6 +117,8 @@ class RoundConfig:
     def __post_init__(self) -> None:
         if self.tail_bonus is not None:
             check_bonus(self.tail_bonus, "round config: 'tail-bonus'")
+        if self.similarity is not None:
+            check_similarity(self.similarity, "round config: 'similarity'")
         if self.evaluate_on not in (None, *EVALUATE_ON):
             raise ValueError(f"round config: 'evaluate-on' must be one of "
                              f"{', '.join(EVALUATE_ON)}, found {self.evaluate_on!r}")

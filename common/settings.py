@@ -14,7 +14,12 @@ from fedrec.common import models, privacy
 from fedrec.common.defences import DEFAULT
 from fedrec.common.losses import for_feedback
 from fedrec.common.optim import DEFAULT_HALVING, MAX_LR, STEP_RULES, check_halving
-from fedrec.common.ranking import DEFAULT_BONUS, check_bonus
+from fedrec.common.ranking import (
+    DEFAULT_BONUS,
+    DEFAULT_SIMILARITY,
+    check_bonus,
+    check_similarity,
+)
 from fedrec.common.schema import TrainConfig
 from fedrec.common.split import PROTOCOLS, is_explicit
 from fedrec.common.weighting import check_weighting
@@ -51,8 +56,11 @@ class RunSettings:
     negative_pool: float = TrainConfig.negative_pool  # share of the catalogue (1: all)
     negative_pool_rounds: int = 1  # rounds that draw from one pool
     negative_weight: float = TrainConfig.negative_weight  # a sampled negative's loss weight
-    # How devices rank (fedrec.common.ranking): scores standardised, plus this for items
-    # outside the head the server counts and sends (plain mode; 0: the model's own order).
+    # How devices rank (fedrec.common.ranking): scores standardised, plus ``similarity``
+    # times the standardised likeness of an item to the user's items (every mode of an
+    # implicit run's sparse server), then ``tail_bonus`` for items outside the head the
+    # server counts and sends (plain mode). 0 and 0: the model's own order.
+    similarity: float = DEFAULT_SIMILARITY
     tail_bonus: float = DEFAULT_BONUS
     # Early stopping (fedrec.server.stopping): evaluations without a better validation
     # figure before the run stops and keeps its best table; 0: off (every round runs).
@@ -169,6 +177,7 @@ class RunSettings:
             raise ValueError("stop-patience needs a number of rounds (num-rounds=0 runs "
                              "until stopped)")
         check_bonus(self.tail_bonus, "tail_bonus")
+        check_similarity(self.similarity, "similarity")
         if self.decoy_rows < 0:
             raise ValueError(f"decoy_rows must be >= 0. Found {self.decoy_rows}.")
         if not (math.isfinite(self.rating_min) and math.isfinite(self.rating_max)

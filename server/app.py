@@ -118,7 +118,8 @@ def build_strategy(settings: RunSettings, n_items: int, mean: float,
                   sync_threshold=settings.sync_threshold, privacy=settings.privacy,
                   defences=build_defences(settings.defences, settings.seed),
                   round_every=settings.round_every,
-                  pool_rounds=settings.negative_pool_rounds)
+                  pool_rounds=settings.negative_pool_rounds,
+                  similarity=0.0 if settings.explicit else settings.similarity)
 
 
 def resume_strategy(settings: RunSettings, saved: tuple, rating_range: tuple[float, float],

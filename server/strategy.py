@@ -61,7 +61,8 @@ class FedRec(FedAvg):
                  round_offset: int = 0, history: list[dict] | None = None,
                  sync: str = "full", sync_threshold: float = 0.0,
                  privacy: str = "plain", defences: Sequence[Defence] = (),
-                 round_every: float = 0.0, pool_rounds: int = 1) -> None:
+                 round_every: float = 0.0, pool_rounds: int = 1,
+                 similarity: float = 0.0) -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes, min_evaluate_nodes=min_evaluate_nodes,
                          min_available_nodes=min_available_nodes,
@@ -73,6 +74,7 @@ class FedRec(FedAvg):
         self.weighting, self.cap, self.max_norm, self.seed = weighting, cap, max_norm, seed
         self.rating_range = rating_range
         self.pool_rounds = pool_rounds  # rounds that draw negatives from one public pool
+        self.similarity = similarity  # how devices rank (common.ranking), told every round
         # What bounds an honest device's numbers, and the schema of its train replies
         # (a timeline replay's carry more: common.replies.STREAM_TRAIN).
         self.bounds = Bounds(rating_range)
@@ -271,6 +273,8 @@ class FedRec(FedAvg):
             extra["negative-pool-seed"] = pool_seed(self.seed, server_round, self.pool_rounds)
         if self.neighbours is not None:
             extra["neighbours-version"] = self.neighbours.version
+        if self.similarity:
+            extra["similarity"] = float(self.similarity)
         for layer in self.layers:
             extra.update(layer.round_config())
         return records.config_to_record(
@@ -615,6 +619,9 @@ class FedRec(FedAvg):
         rows = checked_evaluations(ok, evaluate_schema(self.train_config.explicit,
                                                        segments=segments),
                                    self.bounds, self.refusals, server_round)
+        # Pooled in an order of their own, not the order replies arrived in, so that the
+        # same replies give the same figures to the last bit (a resumed run's, say).
+        rows.sort(key=lambda row: sorted(row.items()))
         refused = self.refusals.total() - before
         result = pool_evaluation(rows)
         if result and segments:

@@ -17,7 +17,7 @@ import numpy as np
 from fedrec.common.data.interactions import Interactions
 from fedrec.common.metrics import mae, ranking_metrics, rmse
 from fedrec.common.mf import MatrixFactorization, MFConfig
-from fedrec.common.ranking import DEFAULT_BONUS, with_tail_bonus
+from fedrec.common.ranking import DEFAULT_BONUS, DEFAULT_SIMILARITY, ranked
 from fedrec.common.segments import Segments
 from fedrec.common.split import Split
 from fedrec.simulations.models.baselines import BiasBaseline, GlobalMean, Popularity
@@ -41,21 +41,28 @@ def make_model(name: str, config: MFConfig, cap: int = 200) -> Any:
     raise ValueError(f"Unknown model {name!r}.")
 
 
-def evaluate(model: Any, s: Split, tail_bonus: float = DEFAULT_BONUS) -> dict[str, float]:
+def evaluate(model: Any, s: Split, tail_bonus: float = DEFAULT_BONUS,
+             similarity: float = DEFAULT_SIMILARITY) -> dict[str, float]:
     """The protocol's metrics of a fitted model on a split's held-out rows. Matrix
-    factorisation ranks as federated devices do (:mod:`fedrec.common.ranking`): with
-    ``tail_bonus``, against the head of the training counts (the server's count of a
-    federated run estimates the same); the baselines rank by their own scores."""
+    factorisation ranks as federated devices do (:func:`fedrec.common.ranking.ranked`):
+    with ``similarity`` to each user's training items, and ``tail_bonus`` against the head
+    of the training counts (the server's count of a federated run estimates the same); the
+    baselines rank by their own scores."""
     if s.explicit:
         pred = model.predict(s.test.user, s.test.item)
         return {"rmse": rmse(pred, s.test.value), "mae": mae(pred, s.test.value)}
     segments = Segments.of(s.train)
     score = model.score_items
-    if tail_bonus and isinstance(model, MatrixFactorization):
+    if (tail_bonus or similarity) and isinstance(model, MatrixFactorization):
         head = ~segments.tail_mask(s.train.n_items)
+        order = np.argsort(s.train.user, kind="stable")
+        starts = np.searchsorted(s.train.user[order], np.arange(s.train.n_users + 1))
+        items = s.train.item[order]
 
         def score(users: np.ndarray) -> np.ndarray:
-            return with_tail_bonus(model.score_items(users), head, tail_bonus)
+            histories = [items[starts[u]:starts[u + 1]] for u in users]
+            return ranked(model.score_items(users), model.items.factors, histories,
+                          similarity, head, tail_bonus)
     metrics = ranking_metrics(score, s.train, s.test, k=K, segments=segments)
     metrics.pop("users")
     return metrics

@@ -94,9 +94,9 @@ def mf_config(protocol: str, **overrides: object) -> MFConfig:
 # 0.2696, 0.2700, 0.2686 against 0.2697 at 0 (light users 0.2389-0.2399 against 0.2394,
 # tail 1.8-1.9 % against 1.8 %): it is no lever for light users or the tail. The README's
 # privacy and attack tables on ML-100K were re-run at this preset on 2026-12-07; the
-# figures at weight 1 stand beside them with `--set negative-weight=1`. Its ranking's tail
-# bonus is the runs' default, chosen on this preset's validation runs
-# (common.ranking.DEFAULT_BONUS, every figure there).
+# figures at weight 1 stand beside them with `--set negative-weight=1`. Its ranking's
+# similarity and tail bonus are the runs' defaults, chosen on this preset's validation
+# runs (common.ranking.DEFAULT_SIMILARITY, DEFAULT_BONUS, every figure there).
 FEDERATED_EXPLICIT = RunSettings(
     protocol="explicit-5fold", num_rounds=30, evaluate_every=10, factors=100, optimizer="sgd",
     local_epochs=2, lr=0.01, reg=0.1, reg_bias=0.01, batch_size=32, server_optimizer="sgd",
@@ -301,9 +301,9 @@ STREAM_IMPLICIT = replace(STREAM_EXPLICIT, protocol="implicit-80-20", factors=32
                           reg=0.002, negatives=32, negative_weight=1 / 16,
                           server_optimizer="adagrad", server_lr=0.2,
                           server_bias_optimizer="count", server_bias_lr=4.0,
-                          server_step_halving=8.0, tail_bonus=0.0)
-# (tail_bonus 0: the stream bench scores each event by where the model's own order ranks
-# it, common.metrics.rank_among; no head is counted or sent.)
+                          server_step_halving=8.0, tail_bonus=0.0, similarity=0.0)
+# (tail_bonus and similarity 0: the stream bench scores each event by where the model's
+# own order ranks it, common.metrics.rank_among; no head is counted or sent.)
 # The ratings model's neighbours part (fedrec.common.neighbours; 2026-12-07), chosen on the
 # same prefix from the preset above (RMSE after the prefix's warm-up; centralized probes,
 # one online step per event, the table refreshed every 1,000 events, each rating paired

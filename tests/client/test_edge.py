@@ -3,6 +3,8 @@ persisted in the encrypted store."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -155,4 +157,35 @@ def test_a_table_synced_with_a_head_and_a_bonus_ranks_the_tail_up(tmp_path):
                             (np.array([0.3, 0.3]), "tail-bonus must be one number")):
             store.put_many({TAIL_BONUS: bad})
             with pytest.raises(ValueError, match=f"state:item-head/tail-bonus: {reason}"):
+                app.reload_table()
+
+
+def test_a_table_synced_with_a_similarity_ranks_items_like_the_users_own_up(tmp_path):
+    """With the similarity its table came with, the edge app ranks items like the ones the
+    user has events on higher, from the table alone (fedrec.common.ranking); a damaged
+    entry in the store is refused by name."""
+    from fedrec.client.edge import SIMILARITY
+
+    factors, _, cluster = clustered_table()
+    bias = np.where(cluster == 0, 1.0, 0.0).astype(np.float32)  # the model favours cluster 0
+    with DeviceStore(tmp_path / "d.db", key=KEY, create=True) as store:
+        app = EdgeClient(store, EdgeSettings(lr=1e-6, seed=3))  # (its vector barely moves)
+        app.set_table(factors, bias)
+        for item in (1, 4, 7):  # cluster 1
+            app.record(item, EventType.PURCHASE)  # (bought: left out of the ranking)
+        plain = app.recommend(k=10).items
+        app.set_table(factors, bias, similarity=5.0)
+        like = app.recommend(k=10).items
+        assert (cluster[plain] == 0).mean() >= 0.9
+        assert (cluster[like] == 1).mean() >= 0.9 and not {1, 4, 7} & set(like)
+        app.set_table(factors, bias)  # (a table without one: the model's scores again)
+        np.testing.assert_array_equal(app.recommend(k=10).items, plain)
+        with pytest.raises(ValueError, match="similarity must be a number"):
+            app.set_table(factors, bias, similarity=math.nan)
+        app.set_table(factors, bias, similarity=5.0)
+        for bad, reason in ((np.array([np.nan]), "similarity must be a number in"),
+                            (np.array([-2.0]), "similarity must be a number in"),
+                            (np.array([0.1, 0.1]), "similarity must be one number")):
+            store.put_many({SIMILARITY: bad})
+            with pytest.raises(ValueError, match=f"state:similarity: {reason}"):
                 app.reload_table()

@@ -1,5 +1,6 @@
-"""The ranking rule (fedrec.common.ranking): the model's order, or that order with a bonus
-for items outside the head; the head's bitmap as devices are sent it, checked."""
+"""The ranking rule (fedrec.common.ranking): the model's order, or that order blended with
+each item's likeness to the user's items and with a bonus for items outside the head; the
+head's bitmap as devices are sent it, checked."""
 
 from __future__ import annotations
 
@@ -15,9 +16,13 @@ from fedrec.common.metrics import top_k
 from fedrec.common.ranking import (
     HEAD_SHARE,
     MAX_BONUS,
+    MAX_SIMILARITY,
     check_bonus,
+    check_similarity,
     pack_head,
+    ranked,
     unpack_head,
+    with_similarity,
     with_tail_bonus,
 )
 from fedrec.common.segments import head_of
@@ -117,3 +122,75 @@ def test_a_bonus_that_is_not_a_number_in_range_is_refused_by_name(value) -> None
     with pytest.raises(ValueError, match="tail-bonus must be a number"):
         check_bonus(value)
     assert check_bonus(0) == 0.0 and check_bonus(np.float32(0.5)) == 0.5
+
+
+# ---- the similarity to a user's items ---------------------------------------------------
+
+def test_no_similarity_weight_leaves_the_scores_as_they_are() -> None:
+    scores = np.array([0.3, -1.0, 2.0])
+    factors = np.eye(3)
+    out = with_similarity(scores, factors, np.array([0]), 0.0)
+    np.testing.assert_array_equal(out, scores)
+    assert out is not scores
+    np.testing.assert_array_equal(ranked(scores, factors, np.array([0])), scores)
+
+
+def test_an_item_like_the_users_items_gains_exactly_the_weighted_standardised_cosine(
+        ) -> None:
+    factors = np.array([[1.0, 0.0], [2.0, 0.1], [0.0, 3.0], [-1.0, 0.0]])
+    scores = np.array([0.5, 0.2, 0.2, 0.1])
+    out = with_similarity(scores, factors, np.array([0]), 0.7)
+    unit = factors / np.linalg.norm(factors, axis=1, keepdims=True)
+    cos = unit @ unit[0]
+
+    def z(x: np.ndarray) -> np.ndarray:
+        return (x - x.mean()) / x.std()
+    np.testing.assert_allclose(out, z(scores) + 0.7 * z(cos))
+    assert out[1] > out[2]  # equal model scores: the item like item 0 ranks higher
+    # Scaling an item's row does not change its likeness (cosines), only the model's score.
+    scaled = factors.copy()
+    scaled[2] *= 100
+    np.testing.assert_allclose(with_similarity(scores, scaled, np.array([0]), 0.7), out)
+
+
+def test_a_user_with_no_items_or_only_unknown_ones_ranks_by_the_model() -> None:
+    factors = np.random.default_rng(0).normal(size=(6, 3))
+    scores = np.random.default_rng(1).normal(size=6)
+    for history in (np.empty(0, np.int64), np.array([6, 9])):  # (9: listed after the table)
+        out = with_similarity(scores, factors, history, 0.5)
+        np.testing.assert_allclose(out, (scores - scores.mean()) / scores.std())
+    # Ids past the table are left out; the rest count.
+    np.testing.assert_allclose(with_similarity(scores, factors, np.array([2, 7]), 0.5),
+                               with_similarity(scores, factors, np.array([2]), 0.5))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.floats(0.01, 3.0),
+       st.floats(0.1, 100.0), st.floats(-50, 50))
+def test_similarity_is_per_user_blind_to_scale_and_shift_and_then_takes_the_bonus(
+        seed, users, weight, scale, shift) -> None:
+    rng = np.random.default_rng(seed)
+    n, k = 20, 4
+    factors = rng.normal(size=(n, k))
+    factors[3] = 0.0  # (a row of zeros is like nothing)
+    scores = rng.normal(size=(users, n))
+    histories = [rng.choice(n, size=rng.integers(0, 6), replace=False) for _ in range(users)]
+    head = rng.random(n) < 0.3
+    head[0] = True
+    rows = ranked(scores, factors, histories, weight, head, 0.4)
+    assert np.isfinite(rows).all()
+    for u in range(users):
+        alone = ranked(scores[u], factors, histories[u], weight, head, 0.4)
+        np.testing.assert_allclose(rows[u], alone, atol=1e-9)
+        moved = ranked(scale * scores[u] + shift, factors, histories[u], weight, head, 0.4)
+        np.testing.assert_allclose(moved, alone, atol=1e-6)
+        both = with_tail_bonus(with_similarity(scores[u], factors, histories[u], weight),
+                               head, 0.4)
+        np.testing.assert_allclose(alone, both)
+
+
+@pytest.mark.parametrize("value", [-0.1, 10.5, math.nan, math.inf, "0.1", None, True])
+def test_a_similarity_weight_out_of_range_is_refused_by_name(value) -> None:
+    with pytest.raises(ValueError, match="similarity must be a number"):
+        check_similarity(value)
+    assert check_similarity(MAX_SIMILARITY) == MAX_SIMILARITY

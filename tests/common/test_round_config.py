@@ -40,6 +40,10 @@ def test_every_key_parses_and_round_trips() -> None:
     ("tail-bonus", 11.0, r"'tail-bonus' must be a number in \[0, 10\]"),
     ("tail-bonus", math.nan, "'tail-bonus' must be finite"),
     ("tail-bonus", "0.1", "'tail-bonus' must be float"),
+    ("similarity", -0.1, r"'similarity' must be a number in \[0, 10\]"),
+    ("similarity", 12.0, r"'similarity' must be a number in \[0, 10\]"),
+    ("similarity", math.inf, "'similarity' must be finite"),
+    ("similarity", "0.1", "'similarity' must be float"),
 ])
 def test_a_wrong_key_or_value_is_refused_by_name(key, value, reason) -> None:
     with pytest.raises(ValueError, match=reason):

@@ -81,3 +81,23 @@ def test_only_a_plain_ranking_run_with_a_bonus_counts_a_head(settings, has_head)
 def test_a_run_setting_tail_bonus_out_of_range_is_refused_by_name(value) -> None:
     with pytest.raises(ValueError, match="tail_bonus must be a number"):
         RunSettings(tail_bonus=value)
+
+
+@pytest.mark.parametrize("value", [-0.1, 11.0, math.nan, math.inf, "0.1", None, True])
+def test_a_run_setting_similarity_out_of_range_is_refused_by_name(value) -> None:
+    with pytest.raises(ValueError, match="similarity must be a number"):
+        RunSettings(similarity=value)
+
+
+@pytest.mark.parametrize(("settings", "sent"), [
+    ({}, 0.1),
+    ({"similarity": 0.0}, None),
+    ({"similarity": 2.5, "privacy": "decoy"}, 2.5),
+    ({"similarity": 2.5, "privacy": "dp"}, 2.5),
+    ({"similarity": 2.5, "protocol": "explicit-80-20"}, None),  # (ratings are not ranked)
+])
+def test_an_implicit_run_tells_devices_its_similarity_every_round(settings, sent) -> None:
+    from fedrec.server.app import build_strategy
+
+    strategy = build_strategy(RunSettings(**settings), 20, 0.0, (1.0, 5.0))
+    assert dict(strategy.round_config(1)).get("similarity") == sent

@@ -407,6 +407,24 @@ def test_devices_rank_with_the_head_the_server_counts_and_the_checkpoint_keeps_i
     assert shares[3.0] > shares[0.0] + 0.2, shares
 
 
+def test_devices_rank_with_the_similarity_the_round_sends(shop_csv, tmp_path):
+    """The round config's similarity reaches every evaluating device, which blends it into
+    its ranking (fedrec.common.ranking.with_similarity): the same run at similarity 0 and 5
+    trains the same table bit for bit and ranks differently."""
+    got = {}
+    for weight in (0.0, 5.0):
+        out = tmp_path / f"similarity-{weight}"
+        out.mkdir()
+        s = settings_for(shop_csv, "implicit-80-20", num_rounds=2, evaluate_every=2,
+                         similarity=weight, tail_bonus=0.0)
+        _, history, model = run(s, out)
+        got[weight] = (history["rounds"][-1]["evaluate"], model)
+    (plain, table), (like, table_like) = got[0.0], got[5.0]
+    np.testing.assert_array_equal(table["factors"], table_like["factors"])
+    assert plain["num-users"] == like["num-users"] > 0
+    assert plain["ndcg@10"] != like["ndcg@10"] and plain["hr@10"] != like["hr@10"]
+
+
 def test_early_stopping_keeps_the_best_validated_table(shop_csv, tmp_path):
     """stop-patience: devices train without their latest event and score it in the
     validation rounds; the run stops once that stops improving and puts back the table
