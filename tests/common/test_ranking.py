@@ -135,22 +135,27 @@ def test_no_similarity_weight_leaves_the_scores_as_they_are() -> None:
     np.testing.assert_array_equal(ranked(scores, factors, np.array([0])), scores)
 
 
-def test_an_item_like_the_users_items_gains_exactly_the_weighted_standardised_cosine(
-        ) -> None:
-    factors = np.array([[1.0, 0.0], [2.0, 0.1], [0.0, 3.0], [-1.0, 0.0]])
-    scores = np.array([0.5, 0.2, 0.2, 0.1])
-    out = with_similarity(scores, factors, np.array([0]), 0.7)
+def test_an_item_like_the_users_items_gains_its_row_times_their_unit_rows() -> None:
+    factors = np.array([[3.0, 0.0], [2.0, 0.1], [0.0, 2.0], [-1.0, 0.0], [0.0, 0.5]])
+    scores = np.array([0.5, 0.2, 0.2, 0.1, 0.0])
+    out = with_similarity(scores, factors, np.array([0, 4]), 0.7)
     unit = factors / np.linalg.norm(factors, axis=1, keepdims=True)
-    cos = unit @ unit[0]
+    like = factors @ (unit[0] + unit[4])
 
     def z(x: np.ndarray) -> np.ndarray:
         return (x - x.mean()) / x.std()
-    np.testing.assert_allclose(out, z(scores) + 0.7 * z(cos))
-    assert out[1] > out[2]  # equal model scores: the item like item 0 ranks higher
-    # Scaling an item's row does not change its likeness (cosines), only the model's score.
-    scaled = factors.copy()
-    scaled[2] *= 100
-    np.testing.assert_allclose(with_similarity(scores, scaled, np.array([0]), 0.7), out)
+    np.testing.assert_allclose(out, z(scores) + 0.7 * z(like))
+    # The user's items count by direction alone: a longer row of theirs weighs the same.
+    longer = factors.copy()
+    longer[0] *= 100
+    np.testing.assert_allclose(with_similarity(scores, longer, np.array([0, 4]), 0.7)[1:4],
+                               out[1:4])
+    # An item's own row counts with its length, as in the model's scores: a short row
+    # pointing the same way (as a pushed tail item's may) gains little.
+    short = factors.copy()
+    short[1] *= 0.01
+    assert with_similarity(scores, short, np.array([0, 4]), 0.7)[1] < out[1]
+    assert out[1] > out[2] > out[3]  # (equal model scores: the item like theirs ranks first)
 
 
 def test_a_user_with_no_items_or_only_unknown_ones_ranks_by_the_model() -> None:
