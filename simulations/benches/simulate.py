@@ -174,8 +174,7 @@ def centralized_reference(settings: RunSettings, names: tuple[str, ...] | None =
         start = time.perf_counter()
         fit(model, parts.split.train, None)
         fit_s = time.perf_counter() - start
-        out[name] = {**evaluate(model, parts.split, settings.tail_bonus,
-                                settings.similarity), "fit_s": fit_s}
+        out[name] = {**evaluate(model, parts.split, settings.tail_bonus), "fit_s": fit_s}
     return out
 
 
