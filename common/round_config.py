@@ -6,7 +6,7 @@ the wrong type, is refused by name, so a server cannot send what no device reads
 device never guesses. Each key belongs to the kind of round that sends it: every round
 (``privacy``, ``mean``, ``seed``, ``server-round``, the rating scale), a mode's layers
 (``decoy-rows``, ``dp-clip``, ``dp-noise``; the plain mode's head, ``tail-bonus``), the
-ranking's ``similarity`` (every mode of an implicit run's sparse server), a
+ranking's ``similarity`` (implicit runs of every mode but secagg+dp), a
 timeline replay's tick (``until`` …), the secagg mode (``secagg-*``) and the secagg+dp
 mode (``ddp-*``); an evaluation round may carry the imbalance segments (``segment-*``,
 :mod:`fedrec.common.segments`).

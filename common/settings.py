@@ -57,8 +57,8 @@ class RunSettings:
     negative_pool_rounds: int = 1  # rounds that draw from one pool
     negative_weight: float = TrainConfig.negative_weight  # a sampled negative's loss weight
     # How devices rank (fedrec.common.ranking): scores standardised, plus ``similarity``
-    # times the standardised likeness of an item to the user's items (every mode of an
-    # implicit run's sparse server), then ``tail_bonus`` for items outside the head the
+    # times the standardised likeness of an item to the user's items (implicit runs of
+    # every mode but secagg+dp), then ``tail_bonus`` for items outside the head the
     # server counts and sends (plain mode). 0 and 0: the model's own order.
     similarity: float = DEFAULT_SIMILARITY
     tail_bonus: float = DEFAULT_BONUS

@@ -233,21 +233,28 @@ def run_fedrec(grid: Grid, settings: RunSettings) -> FedRec:
     return strategy
 
 
+def secagg_strategy(settings: RunSettings, n_items: int,
+                    rating_range: tuple[float, float]) -> SecAggFedRec:
+    """The secagg mode's strategy around a new item model."""
+    return SecAggFedRec(new_model(settings, n_items, fallback_mean(rating_range)
+                                  if settings.explicit else 0.0),
+                        settings.train_config(), fraction_train=settings.fraction_train,
+                        fraction_evaluate=settings.fraction_evaluate,
+                        min_available_nodes=settings.min_nodes,
+                        weighting=settings.weighting, cap=settings.cap, seed=settings.seed,
+                        rating_range=rating_range, evaluate_every=settings.evaluate_every,
+                        num_rounds=settings.num_rounds, explicit=settings.explicit,
+                        max_norm=settings.max_norm, block_size=settings.secagg_rows,
+                        similarity=0.0 if settings.explicit else settings.similarity)
+
+
 def run_secagg_mode(grid: Grid, settings: RunSettings, context: Context | None
                     ) -> SecAggFedRec:
     """The secagg mode: Flower's SecAgg+ workflow around :class:`SecAggFedRec`. μ (explicit
     runs) comes from the bucketed mean query before round 1: no device reports its own
     statistics, and no device's sum decides it."""
     n_items, rating_range = catalogue(settings)
-    strategy = SecAggFedRec(new_model(settings, n_items, fallback_mean(rating_range)
-                                      if settings.explicit else 0.0),
-                            settings.train_config(), fraction_train=settings.fraction_train,
-                            fraction_evaluate=settings.fraction_evaluate,
-                            min_available_nodes=settings.min_nodes,
-                            weighting=settings.weighting, cap=settings.cap, seed=settings.seed,
-                            rating_range=rating_range, evaluate_every=settings.evaluate_every,
-                            num_rounds=settings.num_rounds, explicit=settings.explicit,
-                            max_norm=settings.max_norm, block_size=settings.secagg_rows)
+    strategy = secagg_strategy(settings, n_items, rating_range)
     wait_for_nodes(grid, settings.min_nodes, settings.round_timeout)
     return run_secagg(grid, strategy, settings.num_rounds, settings.secagg_shares,
                       settings.secagg_threshold, settings.round_timeout, context, settings.seed,

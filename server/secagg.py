@@ -71,10 +71,11 @@ class SecAggFedRec(Strategy):
                  cap: float = 10.0, seed: int = 0,
                  rating_range: tuple[float, float] = (-np.inf, np.inf),
                  evaluate_every: int = 1, num_rounds: int | None = None,
-                 explicit: bool = False, max_norm: float = 10.0, block_size: int = 0
-                 ) -> None:
+                 explicit: bool = False, max_norm: float = 10.0, block_size: int = 0,
+                 similarity: float = 0.0) -> None:
         check_weighting(weighting)
         self.model, self.train_config = model, train_config
+        self.similarity = similarity  # how devices rank (common.ranking), told every round
         self.fraction_train, self.fraction_evaluate = fraction_train, fraction_evaluate
         self.min_available_nodes = max(MIN_DEVICES, min_available_nodes)
         self.weighting, self.cap, self.seed = weighting, cap, seed
@@ -104,7 +105,8 @@ class SecAggFedRec(Strategy):
                 "mean": float(self.model.params.mean),
                 "seed": self.seed, "server-round": server_round, "rating-min": float(low),
                 "rating-max": float(high), "secagg-weighting": self.weighting,
-                "secagg-cap": float(self.cap)}
+                "secagg-cap": float(self.cap),
+                **({"similarity": float(self.similarity)} if self.similarity else {})}
 
     def _sample(self, client_manager: ClientManager, fraction: float) -> list[ClientProxy]:
         available = client_manager.num_available()

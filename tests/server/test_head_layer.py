@@ -4,6 +4,7 @@ keeps for the devices' tail bonus, and in which runs it exists."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -97,7 +98,10 @@ def test_a_run_setting_similarity_out_of_range_is_refused_by_name(value) -> None
     ({"similarity": 2.5, "protocol": "explicit-80-20"}, None),  # (ratings are not ranked)
 ])
 def test_an_implicit_run_tells_devices_its_similarity_every_round(settings, sent) -> None:
-    from fedrec.server.app import build_strategy
+    from fedrec.server.app import build_strategy, secagg_strategy
 
-    strategy = build_strategy(RunSettings(**settings), 20, 0.0, (1.0, 5.0))
+    s = RunSettings(**settings)
+    strategy = build_strategy(s, 20, 0.0, (1.0, 5.0))
     assert dict(strategy.round_config(1)).get("similarity") == sent
+    secure = secagg_strategy(replace(s, privacy="secagg"), 20, (1.0, 5.0))
+    assert secure._config(1).get("similarity") == sent
