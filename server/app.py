@@ -22,7 +22,7 @@ from fedrec.common.keyfile import read_key_file
 from fedrec.common.models import PAIRS, model_kind
 from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
-from fedrec.common.segments import Segments
+from fedrec.common.segments import Segments, head_of
 from fedrec.common.settings import RunSettings
 from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.defences import build_defences
@@ -295,6 +295,23 @@ def run_secagg_dp_mode(grid: Grid, settings: RunSettings, context: Context | Non
                          settings.round_timeout, context, settings.seed, clear_sum)
 
 
+def ranking_arrays(strategy: FedRec | SecAggFedRec | SecAggDpFedRec, n_items: int
+                   ) -> dict[str, np.ndarray]:
+    """How the run's devices rank (:mod:`fedrec.common.ranking`), for an app that fetches
+    ``model.npz`` without a SuperNode (``EdgeClient.set_table(..., head=, tail_bonus=,
+    similarity=)``): the head as a mask over the items (all False: none), the tail bonus
+    and the similarity's weight (0: not used)."""
+    head_layer = strategy.layer("head") if isinstance(strategy, FedRec) else None
+    head = np.zeros(n_items, dtype=bool)
+    bonus = 0.0
+    if head_layer is not None and head_layer.counts.any():
+        counted = head_of(head_layer.counts)
+        head[:min(len(counted), n_items)] = counted[:n_items]
+        bonus = float(head_layer.bonus)
+    return {"head": head, "tail_bonus": np.array(bonus),
+            "similarity": np.array(float(getattr(strategy, "similarity", 0.0)))}
+
+
 def save_results(strategy: FedRec | SecAggFedRec | SecAggDpFedRec, folder: Path,
                  settings: RunSettings) -> None:
     """Write ``model.npz`` and ``history.json`` into ``folder`` through temp files."""
@@ -302,7 +319,7 @@ def save_results(strategy: FedRec | SecAggFedRec | SecAggDpFedRec, folder: Path,
     p = strategy.model.params
     with atomic_open(folder / "model.npz", "wb") as out:
         np.savez(out, factors=p.factors, bias=p.bias, mean=np.array(p.mean),
-                 version=strategy.model.version)
+                 version=strategy.model.version, **ranking_arrays(strategy, p.n_items))
     history = {"settings": settings.to_run_config(), "rounds": strategy.history,
                "rejected": dict(strategy.rejected),
                "defences": [d.name for d in getattr(strategy, "defences", [])],

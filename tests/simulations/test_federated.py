@@ -386,6 +386,7 @@ def test_devices_rank_with_the_head_the_server_counts_and_the_checkpoint_keeps_i
     sends the head with the table and the bonus with the round; devices rank with them.
     The same run with a large bonus puts far more of the tail in the top 10 than without
     one, and its checkpoint holds the counts a resumed server goes on from."""
+    from fedrec.common.segments import head_of
     from fedrec.server.checkpoint import Checkpoint
 
     shares = {}
@@ -394,16 +395,21 @@ def test_devices_rank_with_the_head_the_server_counts_and_the_checkpoint_keeps_i
         out.mkdir()
         s = settings_for(shop_csv, "implicit-80-20", num_rounds=3, evaluate_every=3,
                          tail_bonus=bonus, checkpoint=str(out / "server.db"))
-        _, history, _ = run(s, out)
+        _, history, model = run(s, out)
         shares[bonus] = history["rounds"][-1]["evaluate"]["tail-share@10"]
         run_state = Checkpoint(out / "server.db").load()[3]
         counts = run_state.get("arrays", {}).get("head", {}).get("counts")
+        # model.npz says how devices rank, for an app that fetches it (EdgeClient.set_table)
+        assert float(model["tail_bonus"]) == bonus
+        assert float(model["similarity"]) == s.similarity
         if bonus:
             parts = simulated_partitions(s.dataset, s.protocol, 0, "")
             assert counts is not None and len(counts) == parts.n_items
             assert counts.max() > 0 and (counts >= 0).all()
+            np.testing.assert_array_equal(model["head"], head_of(counts))
         else:
             assert counts is None  # (no bonus: no head is counted or sent)
+            assert model["head"].dtype == bool and not model["head"].any()
     assert shares[3.0] > shares[0.0] + 0.2, shares
 
 
