@@ -89,19 +89,20 @@ def unit_rows(factors: np.ndarray) -> np.ndarray:
     return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
 
 
-def history_sums(unit: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
-    """One row per history: the sum of the unit rows of its items (ids past the table's
-    end, listed after it was sent, are left out)."""
-    n = len(unit)
+def history_sums(factors: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+    """One row per history: the sum of its items' rows of ``factors``, each scaled to unit
+    length (a row of zeros adds nothing; ids past the table's end, listed after it was
+    sent, are left out). Only the histories' rows are read."""
+    n = len(factors)
     kept = [np.asarray(h, dtype=np.int64) for h in histories]
     kept = [h[(h >= 0) & (h < n)] for h in kept]
     lengths = np.array([len(h) for h in kept], dtype=np.int64)
-    out = np.zeros((len(kept), unit.shape[1]))
+    out = np.zeros((len(kept), np.shape(factors)[1]))
     if lengths.sum():
         ids = np.concatenate(kept)
         starts = np.r_[0, np.cumsum(lengths)[:-1]]
         nonempty = lengths > 0
-        out[nonempty] = np.add.reduceat(unit[ids], starts[nonempty], axis=0)
+        out[nonempty] = np.add.reduceat(unit_rows(factors[ids]), starts[nonempty], axis=0)
     return out
 
 
@@ -117,8 +118,9 @@ def with_similarity(scores: np.ndarray, factors: np.ndarray,
         return scores
     one = scores.ndim == 1
     rows = scores[None, :] if one else scores
-    sums = history_sums(unit_rows(factors), [histories] if one else list(histories))
-    similar = sums @ np.asarray(factors, dtype=np.float64)[:rows.shape[1]].T
+    sums = history_sums(factors, [histories] if one else list(histories))
+    table = np.asarray(factors)[:rows.shape[1]]  # (in the table's own precision)
+    similar = (table @ sums.T.astype(table.dtype)).T.astype(np.float64)
     if similar.shape[1] < rows.shape[1]:  # (scores past the table's rows: no likeness)
         similar = np.pad(similar, ((0, 0), (0, rows.shape[1] - similar.shape[1])))
     rows = _standardised(rows) + weight * _standardised(similar)

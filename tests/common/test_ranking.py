@@ -22,7 +22,6 @@ from fedrec.common.ranking import (
     history_sums,
     pack_head,
     ranked,
-    unit_rows,
     unpack_head,
     with_similarity,
     with_tail_bonus,
@@ -150,7 +149,7 @@ def test_an_item_like_the_users_items_gains_its_row_times_their_unit_rows() -> N
     # The user's items count by direction alone: a longer row of theirs weighs the same.
     longer = factors.copy()
     longer[0] *= 100
-    np.testing.assert_allclose(history_sums(unit_rows(longer), [np.array([0, 4])]),
+    np.testing.assert_allclose(history_sums(longer, [np.array([0, 4])]),
                                [unit[0] + unit[4]])
     # An item's own row counts with its length, as in the model's scores: a short row
     # pointing the same way (as a pushed tail item's may) gains little.
