@@ -281,10 +281,11 @@ class EdgeClient:
                              f"holds {len(self.skus)} items: take the newer catalogue first")
         bits = np.zeros(0, np.uint8)
         if head is not None:
-            if np.shape(head) != (len(factors),):
-                raise ValueError(f"head must be a mask with one entry per item "
-                                 f"({len(factors)}). Found {np.shape(head)}.")
-            bits = pack_head(np.asarray(head, dtype=bool))
+            head = np.asarray(head)
+            if head.dtype != bool or head.shape != (len(factors),):
+                raise ValueError(f"head must be a bool mask with one entry per item "
+                                 f"({len(factors)}). Found {head.dtype} {head.shape}.")
+            bits = pack_head(head)
         self.store.put_many({**table_state(factors, bias, mean, categories), HEAD: bits,
                              TAIL_BONUS: np.array([check_bonus(tail_bonus)], np.float64),
                              SIMILARITY: np.array([check_similarity(similarity)], np.float64)})

@@ -192,10 +192,17 @@ def with_k(figures: Mapping[str, float], k: int) -> dict[str, float]:
             for key, v in figures.items()}
 
 
+def pooling_order(rows: Iterable[Mapping[str, float]]) -> list[Mapping[str, float]]:
+    """Devices' metric rows in an order of their own (by their keys and values), not the
+    order replies arrived in: sums over them, and so the pooled figures, are then the same
+    to the last bit whatever the arrival order (a resumed run's, a slower device's)."""
+    return sorted(rows, key=lambda row: sorted(row.items()))
+
+
 def pool_segments(rows: Iterable[Mapping[str, float]], k: int) -> dict[str, float]:
     """Pool devices' evaluation replies that carry a segment (see
     :meth:`fedrec.client.device.Device.evaluate_ranking`) into the segment figures."""
-    rows = [r for r in rows if "segment" in r and r.get("num-users", 0) > 0]
+    rows = [r for r in pooling_order(rows) if "segment" in r and r.get("num-users", 0) > 0]
     if not rows:
         return {}
     seg = np.array([r["segment"] for r in rows])

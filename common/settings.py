@@ -197,6 +197,12 @@ class RunSettings:
         return privacy.mode(self.privacy)
 
     @property
+    def ranked_similarity(self) -> float:
+        """The similarity weight devices are told (:mod:`fedrec.common.ranking`): the
+        run's, or 0 for ratings, which are not ranked."""
+        return 0.0 if self.explicit else self.similarity
+
+    @property
     def explicit(self) -> bool:
         return is_explicit(self.protocol)
 

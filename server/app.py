@@ -22,7 +22,7 @@ from fedrec.common.keyfile import read_key_file
 from fedrec.common.models import PAIRS, model_kind
 from fedrec.common.params import ItemParams
 from fedrec.common.partition import simulated_partitions
-from fedrec.common.segments import Segments, head_of
+from fedrec.common.segments import Segments
 from fedrec.common.settings import RunSettings
 from fedrec.server.checkpoint import Checkpoint
 from fedrec.server.defences import build_defences
@@ -119,7 +119,7 @@ def build_strategy(settings: RunSettings, n_items: int, mean: float,
                   defences=build_defences(settings.defences, settings.seed),
                   round_every=settings.round_every,
                   pool_rounds=settings.negative_pool_rounds,
-                  similarity=0.0 if settings.explicit else settings.similarity)
+                  similarity=settings.ranked_similarity)
 
 
 def resume_strategy(settings: RunSettings, saved: tuple, rating_range: tuple[float, float],
@@ -245,7 +245,7 @@ def secagg_strategy(settings: RunSettings, n_items: int,
                         rating_range=rating_range, evaluate_every=settings.evaluate_every,
                         num_rounds=settings.num_rounds, explicit=settings.explicit,
                         max_norm=settings.max_norm, block_size=settings.secagg_rows,
-                        similarity=0.0 if settings.explicit else settings.similarity)
+                        similarity=settings.ranked_similarity)
 
 
 def run_secagg_mode(grid: Grid, settings: RunSettings, context: Context | None
@@ -301,13 +301,12 @@ def ranking_arrays(strategy: FedRec | SecAggFedRec | SecAggDpFedRec, n_items: in
     ``model.npz`` without a SuperNode (``EdgeClient.set_table(..., head=, tail_bonus=,
     similarity=)``): the head as a mask over the items (all False: none), the tail bonus
     and the similarity's weight (0: not used)."""
-    head_layer = strategy.layer("head") if isinstance(strategy, FedRec) else None
+    layer = strategy.layer("head") if isinstance(strategy, FedRec) else None
     head = np.zeros(n_items, dtype=bool)
-    bonus = 0.0
-    if head_layer is not None and head_layer.counts.any():
-        counted = head_of(head_layer.counts)
-        head[:min(len(counted), n_items)] = counted[:n_items]
-        bonus = float(head_layer.bonus)
+    if layer is not None:
+        counted = layer.head()[:n_items]
+        head[:len(counted)] = counted
+    bonus = float(layer.bonus) if layer is not None and head.any() else 0.0
     return {"head": head, "tail_bonus": np.array(bonus),
             "similarity": np.array(float(getattr(strategy, "similarity", 0.0)))}
 

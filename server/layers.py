@@ -171,8 +171,12 @@ class HeadLayer(ServerLayer):
     def table_arrays(self) -> dict[str, np.ndarray]:
         return self._sent
 
+    def head(self) -> np.ndarray:
+        """The head as a mask over the items counted (all False before any count)."""
+        return head_of(self.counts) if self.counts.any() else np.zeros(len(self.counts), bool)
+
     def _draw_up(self) -> None:
-        head = head_of(self.counts)
+        head = self.head()
         self._sent = {HEAD_KEY: pack_head(head)} if head.any() else {}
 
     def fold(self, update: ItemUpdate) -> None:

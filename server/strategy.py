@@ -27,7 +27,7 @@ from fedrec.common.neighbours import RECORD as NEIGHBOURS
 from fedrec.common.replies import TRAIN, Bounds, MetricSchema, evaluate_schema
 from fedrec.common.round_config import EVALUATE_ON
 from fedrec.common.schema import InvalidReplyError, ItemUpdate, TrainConfig, validate_update
-from fedrec.common.segments import Segments, pool_segments
+from fedrec.common.segments import Segments, pool_segments, pooling_order
 from fedrec.common.weighting import check_weighting
 from fedrec.server.aggregate import Accumulator
 from fedrec.server.checkpoint import Checkpoint
@@ -619,9 +619,6 @@ class FedRec(FedAvg):
         rows = checked_evaluations(ok, evaluate_schema(self.train_config.explicit,
                                                        segments=segments),
                                    self.bounds, self.refusals, server_round)
-        # Pooled in an order of their own, not the order replies arrived in, so that the
-        # same replies give the same figures to the last bit (a resumed run's, say).
-        rows.sort(key=lambda row: sorted(row.items()))
         refused = self.refusals.total() - before
         result = pool_evaluation(rows)
         if result and segments:
@@ -659,7 +656,9 @@ def _payload(record: ArrayRecord) -> int:
 def pool_evaluation(rows: list[dict[str, float]]) -> dict[str, float]:
     """Combine checked per-device evaluation metrics (see :meth:`FedRec.aggregate_evaluate`):
     explicit error sums into RMSE and MAE over every held-out rating, ranking metrics into
-    their mean over the devices whose user had a test item."""
+    their mean over the devices whose user had a test item; in an order of their own
+    (:func:`~fedrec.common.segments.pooling_order`), not the replies' arrival order."""
+    rows = pooling_order(rows)
     explicit = [r for r in rows if "sq-err" in r]
     if explicit:
         n = sum(r["num-examples"] for r in explicit)

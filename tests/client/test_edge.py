@@ -160,6 +160,34 @@ def test_a_table_synced_with_a_head_and_a_bonus_ranks_the_tail_up(tmp_path):
                 app.reload_table()
 
 
+def test_a_table_with_a_malformed_head_is_refused_by_name_and_changes_nothing(tmp_path):
+    """set_table's ranking arguments (what an app passes from a fetched model.npz): a head
+    that is not a bool mask of the table, or a bonus or similarity out of range, is
+    refused by name, and the table and ranking the app had stay."""
+    factors, _, _ = clustered_table()
+    bias = np.linspace(1.0, -1.0, len(factors)).astype(np.float32)
+    head = np.zeros(len(factors), bool)
+    head[:12] = True
+    with DeviceStore(tmp_path / "d.db", key=KEY, create=True) as store:
+        app = EdgeClient(store, EdgeSettings(seed=2))
+        app.set_table(factors, bias, head=head, tail_bonus=3.0, similarity=0.5)
+        before = app.recommend(k=10).items
+        for bad in (head[:-1], np.r_[head, True], head.astype(float),
+                    np.where(head, np.nan, 0.0), head.astype(int).tolist(), head[None, :]):
+            with pytest.raises(ValueError, match="head must be a bool mask"):
+                app.set_table(factors * 2, bias, head=bad)
+        for kw, reason in (({"tail_bonus": [0.3]}, "tail-bonus must be a number"),
+                           ({"tail_bonus": None}, "tail-bonus must be a number"),
+                           ({"similarity": 1e9}, "similarity must be a number"),
+                           ({"similarity": "0.1"}, "similarity must be a number")):
+            with pytest.raises(ValueError, match=reason):
+                app.set_table(factors * 2, bias, head=head, **kw)
+        app.reload_table()
+        np.testing.assert_array_equal(app.factors, factors)
+        assert app.tail_bonus == 3.0 and app.similarity == 0.5
+        np.testing.assert_array_equal(app.recommend(k=10).items, before)
+
+
 def test_a_table_synced_with_a_similarity_ranks_items_like_the_users_own_up(tmp_path):
     """With the similarity its table came with, the edge app ranks items like the ones the
     user has events on higher, from the table alone (fedrec.common.ranking); a damaged

@@ -167,6 +167,30 @@ def test_pooled_evaluation_sums_errors_and_averages_ranking_over_users():
     assert pool_evaluation(ranked) == {"ndcg@10": 0.25, "num-users": 2.0}
 
 
+def test_pooled_figures_are_the_same_to_the_last_bit_in_any_arrival_order():
+    """Replies pooled in an order of their own: shuffling them changes no pooled figure,
+    not even in the last bit (a resumed run's evaluation must equal an unbroken one's)."""
+    from fedrec.common.segments import pool_segments
+    from fedrec.server.strategy import pool_evaluation
+
+    rng = np.random.default_rng(5)
+    rows = [{"num-users": 1.0, "hr@10": float(rng.random() < 0.5), "ndcg@10": float(x),
+             "segment": float(rng.integers(0, 3)), "recs": 10.0,
+             "tail-recs": float(rng.integers(0, 4)), "tail-hits": 0.0, "tail-test": 1.0}
+            for x in rng.random(2000)]
+    first = {**pool_evaluation(rows), **pool_segments(rows, 10)}
+    plain = float(np.mean([r["ndcg@10"] for r in rows]))
+    orders_differ = False
+    for _ in range(20):
+        shuffled = [rows[i] for i in rng.permutation(len(rows))]
+        assert {**pool_evaluation(shuffled), **pool_segments(shuffled, 10)} == first
+        orders_differ |= float(np.mean([r["ndcg@10"] for r in shuffled])) != plain
+    assert orders_differ  # (arrival order does move a plain mean's last bits here)
+    rmse_rows = [{"sq-err": float(x), "abs-err": float(x) ** 0.5, "num-examples": 3.0}
+                 for x in rng.random(200) * 7]
+    assert pool_evaluation(rmse_rows) == pool_evaluation(rmse_rows[::-1])
+
+
 @pytest.mark.parametrize("defences", ["off", "clip,coordination"])
 def test_a_device_moving_every_row_every_round_counts_once_per_row_in_the_round_fold(
         defences):
